@@ -1,0 +1,74 @@
+"""The public functions: clone() and check()."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable, Optional, Sequence, Union
+
+from ._backend import current_backend, threaded_warning
+from ._child import Child, reap_orphans
+from ._flags import CloneFlags
+from ._validate import CgroupArg, make_request
+
+__all__ = ["clone", "check"]
+
+SetTid = Union[int, Sequence[int], None]
+
+
+def clone(
+    fn: Callable[..., object],
+    /,
+    *args: Any,
+    flags: int = 0,
+    exit_signal: int = signal.SIGCHLD,
+    cgroup: Optional[CgroupArg] = None,
+    set_tid: SetTid = None,
+    **kwargs: Any,
+) -> Child:
+    """Run ``fn(*args, **kwargs)`` in a new child process with Linux clone semantics.
+
+    The child is a fork-like copy of the caller (no shared memory) created
+    with ``flags`` (:class:`CloneFlags`), sending ``exit_signal`` to its
+    parent when it ends (0: none).  ``cgroup`` (a cgroup v2 directory fd or
+    path) implies ``CLONE_INTO_CGROUP``; ``set_tid`` picks the child's pid in
+    each PID namespace level, innermost first.
+
+    The child ends as ``sys.exit`` would: an int return is the exit code,
+    None is 0, an exception prints its traceback and gives 1; it never
+    returns into the caller's code.
+
+    Everything is checked before anything is created: flags this backend,
+    kernel or Python cannot honour raise :class:`UnsupportedFlagError`,
+    requests the kernel refuses everywhere :class:`InvalidFlagsError`, bad
+    types TypeError.  Kernel failures that remain (EPERM, ENOSPC, EAGAIN,
+    EBUSY, EEXIST) raise the matching OSError subclass.
+    """
+    if not callable(fn):
+        raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
+    backend = current_backend()
+    request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
+                           backend=backend.name)
+    backend.check(request)
+    if backend.warns_on_threads:
+        threaded_warning("clone", stacklevel=2)
+    reap_orphans()
+    return backend.launch(request, fn, args, kwargs)
+
+
+def check(
+    flags: int = 0,
+    *,
+    exit_signal: int = signal.SIGCHLD,
+    cgroup: Optional[CgroupArg] = None,
+    set_tid: SetTid = None,
+) -> CloneFlags:
+    """Validate a clone request without creating anything.
+
+    Returns the flags clone() would use (``cgroup=`` adds CLONE_INTO_CGROUP);
+    raises exactly what clone() would raise before creating the child.
+    """
+    backend = current_backend()
+    request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
+                           backend=backend.name)
+    backend.check(request)
+    return request.flags

@@ -1,0 +1,254 @@
+"""The ``Child`` handle every backend returns, and the code a Python child runs."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from typing import Any, Callable, List, NoReturn, Optional, Tuple
+
+from ._errors import TimeoutExpired
+from ._flags import CloneFlags
+
+__all__ = ["Child", "run_child", "flush_std_streams", "reap_orphans"]
+
+#: Linux's __WALL: wait for children whatever their exit signal.
+#: A child whose exit signal is not SIGCHLD is invisible to a plain waitpid.
+WALL = 0x40000000 if sys.platform.startswith("linux") else 0
+
+# Pids of Child objects collected while their process still ran; reaped
+# without blocking on the next clone() (subprocess._cleanup does the same).
+_orphans: List[Tuple[int, int]] = []
+_orphans_lock = threading.Lock()
+
+
+def reap_orphans() -> None:
+    with _orphans_lock:
+        for entry in list(_orphans):
+            pid, options = entry
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG | options)
+            except ChildProcessError:
+                done = pid
+            if done:
+                _orphans.remove(entry)
+
+
+class Child:
+    """A child process created by :func:`portclone.clone` (or ``spawn``).
+
+    Like :class:`subprocess.Popen`: ``returncode`` is None while the child
+    runs, its exit code once reaped, ``-N`` when signal N killed it.
+    ``pidfd`` is a close-on-exec pidfd where the kernel gives one, else None;
+    signals go through it, so they can never hit a recycled pid.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        pidfd: Optional[int],
+        *,
+        flags: int = 0,
+        exit_signal: int = int(signal.SIGCHLD),
+        backend: str = "",
+        syscall: str = "",
+        reapable: bool = True,
+    ) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.flags = CloneFlags(flags)
+        self.exit_signal = exit_signal
+        #: the backend that made the child
+        self.backend = backend
+        #: the call that made it: ``fork``, ``clone3`` or ``clone``
+        self.syscall = syscall
+        #: False for CLONE_PARENT children: their exit status goes to our parent
+        self.reapable = reapable
+        self.returncode: Optional[int] = None
+        self._owner = os.getpid()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"<portclone.Child pid={self.pid} returncode={self.returncode} "
+                f"flags={self.flags} backend={self.backend}>")
+
+    # -- reaping ---------------------------------------------------------
+    def _not_reapable(self) -> ChildProcessError:
+        return ChildProcessError(
+            f"child {self.pid} was created with CLONE_PARENT: it is a child of pid "
+            f"{os.getppid()}, which receives its exit status; watch child.pidfd for its exit")
+
+    def _reap(self, block: bool) -> bool:
+        """Try to collect the exit status; True once returncode is set."""
+        if not self._lock.acquire(blocking=block):
+            return False
+        try:
+            while self.returncode is None:
+                options = WALL | (0 if block else os.WNOHANG)
+                try:
+                    pid, status = os.waitpid(self.pid, options)
+                except ChildProcessError:
+                    # SIGCHLD is ignored or somebody else reaped it: the status is
+                    # lost.  subprocess reports 0 in this case; so do we.
+                    self.returncode = 0
+                    break
+                if pid == 0:
+                    return False
+                if os.WIFSTOPPED(status):  # a ptrace or job-control stop, not an exit
+                    if not block:
+                        return False
+                    continue
+                self.returncode = os.waitstatus_to_exitcode(status)
+            return True
+        finally:
+            self._lock.release()
+
+    def poll(self) -> Optional[int]:
+        """The returncode if the child has exited, else None; never blocks."""
+        if self.returncode is None:
+            if not self.reapable:
+                raise self._not_reapable()
+            self._reap(block=False)
+        return self.returncode
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Wait for the child to exit and return its returncode.
+
+        Raises :class:`portclone.TimeoutExpired` when ``timeout`` seconds pass
+        first; the child keeps running.  Signals interrupting the wait are
+        retried (PEP 475).
+        """
+        if self.returncode is not None:
+            return self.returncode
+        if not self.reapable:
+            raise self._not_reapable()
+        if timeout is None:
+            self._reap(block=True)
+        else:
+            self._wait_until(time.monotonic() + timeout, timeout)
+        assert self.returncode is not None
+        return self.returncode
+
+    def _wait_until(self, deadline: float, timeout: float) -> None:
+        poller = None
+        if self.pidfd is not None:  # readable once the child has exited
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+        delay = 0.0005
+        while not self._reap(block=False):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutExpired(self.pid, timeout)
+            if poller is not None:
+                poller.poll(max(1, min(remaining, 0.05) * 1000))
+            else:
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.05)
+
+    # -- signals -----------------------------------------------------------
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig``; does nothing once the child has been reaped."""
+        if self.returncode is not None:
+            return
+        try:
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass  # exited and reaped meanwhile
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    # -- resources -----------------------------------------------------------
+    def close(self) -> None:
+        """Close the pidfd.  The child itself is not waited for."""
+        fd, self.pidfd = self.pidfd, None
+        if fd is not None and os.getpid() == self._owner:
+            os.close(fd)
+
+    def __enter__(self) -> "Child":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self.reapable:
+                self.wait()
+        finally:
+            self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_owner", None) != os.getpid():
+            return  # a copy inherited by a child process: not ours to touch
+        if self.returncode is None and self.reapable:
+            try:
+                if not self._reap(block=False):
+                    warnings.warn(f"child process {self.pid} is still running",
+                                  ResourceWarning, source=self)
+                    with _orphans_lock:
+                        _orphans.append((self.pid, WALL))
+            except Exception:
+                pass
+        self.close()
+
+
+def flush_std_streams() -> None:
+    """Flush Python's stdio buffers so a fork-like child does not print them again."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def exit_code(value: object) -> int:
+    """The exit status ``sys.exit(value)`` would give."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value & 0xFF
+    try:
+        print(value, file=sys.stderr)
+    except Exception:
+        pass
+    return 1
+
+
+def run_child(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: dict,  # type: ignore[type-arg]
+              prepare: Optional[Callable[[], None]] = None) -> NoReturn:
+    """Run ``fn`` in the new child and end the process as ``sys.exit`` would.
+
+    Never returns: whatever happens, the child leaves through ``os._exit`` and
+    never runs the caller's code after clone().
+    """
+    code = 1
+    try:
+        try:
+            if prepare is not None:
+                prepare()
+            result = fn(*args, **kwargs)
+        except SystemExit as e:
+            result = e.code
+        code = exit_code(result)
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:  # wait for non-daemon threads the child started
+            shutdown()
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+        code = 1
+    finally:
+        flush_std_streams()
+        os._exit(code)

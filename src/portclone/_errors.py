@@ -1,0 +1,119 @@
+"""portclone's exceptions, and the one place OS errors become them."""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+import platform
+import subprocess
+from typing import Mapping, Optional
+
+from ._flags import CloneFlags, describe
+
+__all__ = [
+    "PortcloneError",
+    "UnsupportedFlagError",
+    "InvalidFlagsError",
+    "TimeoutExpired",
+    "platform_string",
+    "kernel_error",
+]
+
+
+def platform_string() -> str:
+    """``Linux 6.18.44 x86_64``: where a refusal happened."""
+    return f"{platform.system()} {platform.release()} {platform.machine()}"
+
+
+class PortcloneError(Exception):
+    """Base class of portclone's own errors."""
+
+
+class _FlagError(PortcloneError):
+    def __init__(
+        self,
+        flags: int,
+        backend: str,
+        reasons: Mapping[str, str],
+        *,
+        supported: Optional[int] = None,
+        headline: str,
+    ) -> None:
+        self.flags = CloneFlags(flags)
+        self.backend = backend
+        #: what is wrong, by flag name (or field name: ``exit_signal``, ``set_tid``...)
+        self.reasons = dict(reasons)
+        self.reason = "; ".join(f"{k}: {v}" for k, v in self.reasons.items())
+        self.supported = None if supported is None else CloneFlags(supported)
+        lines = [f"{headline} [backend {backend!r} on {platform_string()}]:"]
+        lines += [f"  {k}: {v}" for k, v in self.reasons.items()]
+        if self.supported is not None:
+            lines.append(f"  supported here instead: {describe(int(self.supported))}")
+        super().__init__("\n".join(lines))
+
+
+class UnsupportedFlagError(_FlagError, NotImplementedError):
+    """This backend, kernel or Python cannot honour these flags.
+
+    Raised before anything is created.  ``.flags`` holds every offending
+    flag, ``.reasons`` the reason for each, ``.supported`` what the backend
+    honours instead.
+    """
+
+    def __init__(self, flags: int, backend: str, reasons: Mapping[str, str],
+                 *, supported: Optional[int] = None) -> None:
+        what = describe(flags) if flags else ", ".join(reasons)
+        super().__init__(
+            flags, backend, reasons, supported=supported,
+            headline=f"{what} cannot be honoured",
+        )
+
+
+class InvalidFlagsError(_FlagError, ValueError):
+    """A request the kernel refuses everywhere (its EINVAL rules).
+
+    Raised before anything is created.
+    """
+
+    def __init__(self, flags: int, backend: str, reasons: Mapping[str, str]) -> None:
+        super().__init__(flags, backend, reasons, headline="invalid clone request")
+
+
+class TimeoutExpired(PortcloneError, subprocess.TimeoutExpired):
+    """``Child.wait(timeout)`` ran out; the child is still running."""
+
+    def __init__(self, pid: int, timeout: float, cmd: str = "") -> None:
+        subprocess.TimeoutExpired.__init__(self, cmd or f"pid {pid}", timeout)
+        self.pid = pid
+
+    def __str__(self) -> str:
+        return f"child {self.pid} did not exit within {self.timeout} seconds"
+
+
+_HINTS = {
+    _errno.EPERM: "namespaces other than user namespaces, set_tid and CLONE_INTO_CGROUP need "
+    "privilege (CAP_SYS_ADMIN in the owning user namespace); a new user namespace is refused "
+    "inside a chroot or when the caller's uid/gid are unmapped",
+    _errno.ENOSPC: "a namespace limit was reached (nesting depth 32, or "
+    "/proc/sys/user/max_*_namespaces)",
+    _errno.EAGAIN: "a process limit was reached (RLIMIT_NPROC, pids cgroup or "
+    "/proc/sys/kernel/threads-max)",
+    _errno.EUSERS: "a namespace limit was reached",
+    _errno.EEXIST: "a pid asked for with set_tid is already in use",
+    _errno.EBUSY: "CLONE_INTO_CGROUP: the target cgroup has controllers enabled for its "
+    "children (the no-internal-process rule) or is being removed",
+    _errno.EOPNOTSUPP: "CLONE_INTO_CGROUP: the target cgroup is not a valid domain",
+    _errno.ENOMEM: "the kernel could not allocate the child",
+    _errno.EINVAL: "the running kernel refused a request portclone's validation accepted; "
+    "a namespace type may not be configured in this kernel",
+    _errno.EBADF: "CLONE_INTO_CGROUP: the cgroup fd is not an open cgroup v2 directory",
+}
+
+
+def kernel_error(err: int, syscall: str, flags: int, exit_signal: int) -> OSError:
+    """The OSError subclass for ``err`` with the request in its message."""
+    hint = _HINTS.get(err)
+    text = f"{os.strerror(err)}: {syscall}(flags={describe(flags)}, exit_signal={exit_signal})"
+    if hint:
+        text += f": {hint}"
+    return OSError(err, text)

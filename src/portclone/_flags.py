@@ -1,0 +1,346 @@
+"""The one table of clone-flag knowledge.
+
+Validation (:mod:`portclone._validate`), error messages, ``python -m portclone
+info`` and the README's availability table are all derived from ``TABLE`` and
+``RULES`` below; nothing else in portclone spells out what a flag means or
+where it works.
+
+Sources: torvalds/linux:include/uapi/linux/sched.h (values),
+torvalds/linux:kernel/fork.c (copy_process, clone3_args_valid,
+copy_clone_args_from_user: the EINVAL rules), man clone(2).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterator, Optional, Tuple
+
+__all__ = ["CloneFlags", "FlagInfo", "Rule", "TABLE", "RULES", "BACKENDS", "CSIGNAL"]
+
+#: The low byte of legacy clone's flags word: the exit signal, not a flag.
+CSIGNAL = 0xFF
+
+
+class CloneFlags(enum.IntFlag):
+    """Every ``CLONE_*`` flag Linux defines (clone(2), clone3(2), linux/sched.h).
+
+    ``CLONE_PID`` (Linux 2.0-2.5.15) is deliberately absent: its bit, 0x1000,
+    has meant ``CLONE_PIDFD`` since Linux 5.2.
+    """
+
+    CLONE_NEWTIME = 0x00000080
+    CLONE_VM = 0x00000100
+    CLONE_FS = 0x00000200
+    CLONE_FILES = 0x00000400
+    CLONE_SIGHAND = 0x00000800
+    CLONE_PIDFD = 0x00001000
+    CLONE_PTRACE = 0x00002000
+    CLONE_VFORK = 0x00004000
+    CLONE_PARENT = 0x00008000
+    CLONE_THREAD = 0x00010000
+    CLONE_NEWNS = 0x00020000
+    CLONE_SYSVSEM = 0x00040000
+    CLONE_SETTLS = 0x00080000
+    CLONE_PARENT_SETTID = 0x00100000
+    CLONE_CHILD_CLEARTID = 0x00200000
+    CLONE_DETACHED = 0x00400000
+    CLONE_UNTRACED = 0x00800000
+    CLONE_CHILD_SETTID = 0x01000000
+    CLONE_NEWCGROUP = 0x02000000
+    CLONE_NEWUTS = 0x04000000
+    CLONE_NEWIPC = 0x08000000
+    CLONE_NEWUSER = 0x10000000
+    CLONE_NEWPID = 0x20000000
+    CLONE_NEWNET = 0x40000000
+    CLONE_IO = 0x80000000
+    CLONE_CLEAR_SIGHAND = 1 << 32
+    CLONE_INTO_CGROUP = 1 << 33
+    CLONE_AUTOREAP = 1 << 34
+    CLONE_NNP = 1 << 35
+    CLONE_PIDFD_AUTOKILL = 1 << 36
+
+    # Python 3.11 changed str()/repr() of IntFlag; these are the same everywhere.
+    def __str__(self) -> str:
+        return describe(int(self))
+
+    def __repr__(self) -> str:
+        return f"<CloneFlags {describe(int(self))}: {int(self):#x}>"
+
+    @classmethod
+    def parse(cls, text: str) -> "CloneFlags":
+        """``"NEWUSER,NEWPID"`` or ``"CLONE_NEWUSER|CLONE_NEWPID"`` -> flags."""
+        value = cls(0)
+        for word in filter(None, (w.strip() for w in re.split(r"[|,\s]+", text))):
+            name = word.upper()
+            if not name.startswith("CLONE_"):
+                name = "CLONE_" + name
+            if name == "CLONE_PID":
+                raise ValueError(RETIRED_NAMES["CLONE_PID"])
+            try:
+                value |= cls[name]
+            except KeyError:
+                raise ValueError(f"unknown clone flag {word!r}") from None
+        return value
+
+
+#: Names that exist in old headers but that portclone does not define, and why.
+RETIRED_NAMES = {
+    "CLONE_PID": "CLONE_PID (Linux 2.0 to 2.5.15) is obsolete: its bit, 0x1000, has meant "
+    "CLONE_PIDFD since Linux 5.2, so portclone does not define it",
+}
+
+#: The backends the table knows; each FlagInfo says for each whether it works.
+BACKENDS = ("linux", "fork")
+
+F = CloneFlags
+
+
+@dataclass(frozen=True)
+class FlagInfo:
+    """What portclone knows about one flag.
+
+    ``support`` maps a backend name to ``None`` (honoured) or the reason the
+    backend refuses the flag for a Python child.
+    """
+
+    flag: CloneFlags
+    since: str  # first Linux version with the flag
+    meaning: str  # what the child gets
+    clone3_only: bool = False  # legacy clone cannot express it
+    ns: str = ""  # for namespace flags: the name under /proc/self/ns
+    support: Tuple[Tuple[str, Optional[str]], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return _NAMES[int(self.flag)]
+
+    def reason(self, backend: str) -> Optional[str]:
+        return dict(self.support).get(backend, f"the {backend} backend does not know this flag")
+
+
+_FORK_ONLY = (
+    "os.fork cannot share {what} with the child; this needs the linux backend "
+    "(Linux with portclone's native extension)"
+)
+_FORK_NS = (
+    "os.fork cannot create namespaces; this needs the linux backend "
+    "(Linux with portclone's native extension)"
+)
+
+
+def _fork_share(what: str) -> Tuple[str, Optional[str]]:
+    return ("fork", _FORK_ONLY.format(what=what))
+
+
+def _ns(flag: CloneFlags, since: str, what: str, ns: str) -> FlagInfo:
+    return FlagInfo(flag, since, f"new {what} namespace", ns=ns,
+                    support=(("linux", None), ("fork", _FORK_NS)))
+
+
+TABLE: Tuple[FlagInfo, ...] = (
+    FlagInfo(
+        F.CLONE_VM, "2.0", "shares the parent's memory",
+        support=(
+            ("linux", "a Python child cannot share the interpreter's memory with its parent "
+                      "(both would run the same interpreter state at once); CLONE_VM is for "
+                      "exec children, or use CLONE_VFORK for a child that suspends the parent"),
+            _fork_share("memory"),
+        ),
+    ),
+    FlagInfo(F.CLONE_FS, "2.0", "shares cwd, root and umask with the parent",
+             support=(("linux", None), _fork_share("cwd, root and umask"))),
+    FlagInfo(F.CLONE_FILES, "2.0", "shares the file descriptor table with the parent",
+             support=(("linux", None), _fork_share("the file descriptor table"))),
+    FlagInfo(
+        F.CLONE_SIGHAND, "2.0", "shares signal handlers with the parent (needs CLONE_VM)",
+        support=(
+            ("linux", "shared signal handlers need CLONE_VM (the kernel's rule), which a Python "
+                      "child cannot use; CLONE_CLEAR_SIGHAND resets the child's handlers instead"),
+            _fork_share("signal handlers"),
+        ),
+    ),
+    FlagInfo(
+        F.CLONE_PIDFD, "5.2", "a pidfd for the child (portclone asks for one whenever it can)",
+        support=(("linux", None),
+                 ("fork", "no pidfd without the linux backend; Child.pidfd is None here")),
+    ),
+    FlagInfo(F.CLONE_PTRACE, "2.2", "the child is traced by the parent's tracer",
+             support=(("linux", None), ("fork", "os.fork cannot start the child traced"))),
+    FlagInfo(
+        F.CLONE_VFORK, "2.2", "the parent is suspended until the child exits or execs",
+        support=(("linux", None),
+                 ("fork", "the fork fallback cannot suspend the parent yet; use the linux backend")),
+    ),
+    FlagInfo(
+        F.CLONE_PARENT, "2.3.12", "the child's parent is the caller's parent (pass exit_signal=0)",
+        support=(("linux", None), ("fork", "os.fork always makes the caller the parent")),
+    ),
+    FlagInfo(
+        F.CLONE_THREAD, "2.4.0", "the child is a thread in the caller's thread group",
+        support=(
+            ("linux", "a thread needs CLONE_VM and CLONE_SIGHAND, which a Python child cannot "
+                      "use; use the threading module for threads"),
+            ("fork", "os.fork cannot make threads; use the threading module"),
+        ),
+    ),
+    _ns(F.CLONE_NEWNS, "2.4.19", "mount", "mnt"),
+    FlagInfo(F.CLONE_SYSVSEM, "2.5.10", "shares System V semaphore undo values",
+             support=(("linux", None), _fork_share("System V semaphore undo lists"))),
+    FlagInfo(
+        F.CLONE_SETTLS, "2.5.32", "sets the child's thread-local storage pointer",
+        support=(
+            ("linux", "a new TLS pointer only makes sense for a thread with its own stack; "
+                      "a Python child keeps the parent's TLS layout (no meaningful Python use)"),
+            ("fork", "os.fork cannot set a TLS pointer"),
+        ),
+    ),
+    FlagInfo(
+        F.CLONE_PARENT_SETTID, "2.5.49", "stores the child's tid in the parent's memory",
+        support=(
+            ("linux", "writes a tid into raw parent memory; Child.pid already carries it "
+                      "(no meaningful Python use)"),
+            ("fork", "os.fork returns the pid; there is nothing to store"),
+        ),
+    ),
+    FlagInfo(
+        F.CLONE_CHILD_CLEARTID, "2.5.49", "clears a tid word in the child's memory at exit",
+        support=(
+            ("linux", "a futex word for thread libraries; portclone uses it internally for "
+                      "libc's thread id, so it cannot be the caller's (no meaningful Python use)"),
+            ("fork", "os.fork cannot arrange it"),
+        ),
+    ),
+    FlagInfo(
+        F.CLONE_DETACHED, "2.5.32", "obsolete: ignored since Linux 2.6.2, refused by clone3",
+        support=(("linux", "obsolete: Linux ignores it (legacy clone) or refuses it (clone3)"),
+                 ("fork", "obsolete")),
+    ),
+    FlagInfo(F.CLONE_UNTRACED, "2.5.46", "a tracer cannot force CLONE_PTRACE on the child",
+             support=(("linux", None), ("fork", "os.fork cannot pass it to the kernel"))),
+    FlagInfo(
+        F.CLONE_CHILD_SETTID, "2.5.49", "stores the child's tid in the child's memory",
+        support=(
+            ("linux", "portclone uses it internally to repair libc's cached thread id in the "
+                      "child; Child.pid carries the tid (no meaningful Python use)"),
+            ("fork", "os.fork cannot arrange it"),
+        ),
+    ),
+    _ns(F.CLONE_NEWCGROUP, "4.6", "cgroup", "cgroup"),
+    _ns(F.CLONE_NEWUTS, "2.6.19", "UTS (hostname)", "uts"),
+    _ns(F.CLONE_NEWIPC, "2.6.19", "IPC", "ipc"),
+    _ns(F.CLONE_NEWUSER, "3.8", "user", "user"),
+    _ns(F.CLONE_NEWPID, "2.6.24", "PID", "pid"),
+    _ns(F.CLONE_NEWNET, "2.6.29", "network", "net"),
+    FlagInfo(F.CLONE_IO, "2.6.25", "shares the I/O context (I/O scheduling) with the parent",
+             support=(("linux", None), _fork_share("the I/O context"))),
+    FlagInfo(
+        F.CLONE_NEWTIME, "5.8", "new time namespace (its bit lies in the exit-signal byte)",
+        clone3_only=True, ns="time", support=(("linux", None), ("fork", _FORK_NS)),
+    ),
+    FlagInfo(
+        F.CLONE_CLEAR_SIGHAND, "5.5", "the child's signal handlers are reset to SIG_DFL",
+        clone3_only=True,
+        support=(("linux", None),
+                 ("fork", "os.fork keeps the handlers; reset them in the child with signal.signal")),
+    ),
+    FlagInfo(
+        F.CLONE_INTO_CGROUP, "5.7", "the child starts in the cgroup v2 given as cgroup=",
+        clone3_only=True,
+        support=(("linux", None),
+                 ("fork", "os.fork cannot choose the child's cgroup; write its pid to "
+                          "cgroup.procs after it starts")),
+    ),
+    FlagInfo(
+        F.CLONE_AUTOREAP, "7.1", "the child is reaped automatically (no exit status)",
+        clone3_only=True,
+        support=(
+            ("linux", "Child.wait() and returncode need the exit status, which an auto-reaped "
+                      "child never leaves; set SIGCHLD to SIG_IGN to discard statuses instead"),
+            ("fork", "os.fork cannot pass it to the kernel"),
+        ),
+    ),
+    FlagInfo(
+        F.CLONE_NNP, "7.1", "the child starts with no_new_privs set",
+        clone3_only=True,
+        support=(
+            ("linux", "not yet honoured: no kernel portclone is tested on (5.10 to 6.18) knows "
+                      "it; call prctl(PR_SET_NO_NEW_PRIVS) in the child instead"),
+            ("fork", "os.fork cannot pass it to the kernel"),
+        ),
+    ),
+    FlagInfo(
+        F.CLONE_PIDFD_AUTOKILL, "7.1", "the child is killed when its pidfd is closed",
+        clone3_only=True,
+        support=(
+            ("linux", "not yet honoured: no kernel portclone is tested on (5.10 to 6.18) knows "
+                      "it; kill the child from Child.close() or a finally block instead"),
+            ("fork", "os.fork cannot pass it to the kernel"),
+        ),
+    ),
+)
+
+_NAMES: Dict[int, str] = {int(m): name for name, m in CloneFlags.__members__.items()}
+INFO: Dict[int, FlagInfo] = {int(i.flag): i for i in TABLE}
+KNOWN_BITS = 0
+for _info in TABLE:
+    KNOWN_BITS |= int(_info.flag)
+CLONE3_ONLY = CloneFlags(0)
+for _info in TABLE:
+    if _info.clone3_only:
+        CLONE3_ONLY |= _info.flag
+del _info
+
+
+def bits(value: int) -> Iterator[int]:
+    """The single set bits of ``value``, lowest first."""
+    while value:
+        low = value & -value
+        yield low
+        value ^= low
+
+
+def describe(value: int) -> str:
+    """``CLONE_NEWUSER|CLONE_NEWPID``; unknown bits as hex; ``0`` for none."""
+    if not value:
+        return "0"
+    return "|".join(_NAMES.get(b, f"{b:#x}") for b in bits(value))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A combination the kernel refuses with EINVAL everywhere it matters.
+
+    The rule is broken when every flag in ``all_of`` is set, and (when
+    ``missing`` is non-zero) none of ``missing`` is.
+    """
+
+    all_of: CloneFlags
+    message: str
+    missing: CloneFlags = CloneFlags(0)
+    source: str = "torvalds/linux:kernel/fork.c (copy_process)"
+
+    def broken_by(self, flags: int) -> bool:
+        if flags & self.all_of != self.all_of:
+            return False
+        return not self.missing or not flags & self.missing
+
+
+RULES: Tuple[Rule, ...] = (
+    Rule(F.CLONE_SIGHAND, "CLONE_SIGHAND needs CLONE_VM", missing=F.CLONE_VM),
+    Rule(F.CLONE_THREAD, "CLONE_THREAD needs CLONE_SIGHAND", missing=F.CLONE_SIGHAND),
+    Rule(F.CLONE_NEWNS | F.CLONE_FS,
+         "a new mount namespace cannot share cwd and root with the parent (CLONE_NEWNS with CLONE_FS)"),
+    Rule(F.CLONE_NEWUSER | F.CLONE_FS,
+         "a new user namespace cannot share cwd and root with the parent (CLONE_NEWUSER with CLONE_FS)"),
+    Rule(F.CLONE_NEWIPC | F.CLONE_SYSVSEM,
+         "a new IPC namespace cannot share System V semaphore undo lists (CLONE_NEWIPC with CLONE_SYSVSEM)"),
+    Rule(F.CLONE_NEWPID | F.CLONE_THREAD, "a thread cannot start a new PID namespace"),
+    Rule(F.CLONE_NEWUSER | F.CLONE_THREAD, "a thread cannot start a new user namespace"),
+    Rule(F.CLONE_PIDFD | F.CLONE_THREAD, "a thread cannot have a pidfd (CLONE_PIDFD with CLONE_THREAD)"),
+    Rule(F.CLONE_PIDFD | F.CLONE_DETACHED, "CLONE_PIDFD with CLONE_DETACHED"),
+    Rule(F.CLONE_SIGHAND | F.CLONE_CLEAR_SIGHAND,
+         "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
+         source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+)

@@ -1,0 +1,200 @@
+"""The Linux backend: clone3(2), falling back to clone(2), through ``_native``.
+
+Requests that are plain fork semantics go through libc's fork() (with its
+malloc/stdio protections) and get their pidfd from pidfd_open; everything
+else goes through clone3, or legacy clone where clone3 is missing (ENOSYS,
+remembered) or refused by a seccomp filter (EPERM) and the request fits it.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import signal
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from ._backend import Backend
+from ._child import Child, flush_std_streams, run_child
+from ._errors import UnsupportedFlagError, kernel_error
+from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
+from ._validate import Request
+
+__all__ = ["LinuxBackend"]
+
+F = CloneFlags
+_SYSCALL_NAMES = {0: "fork", 1: "clone3", 2: "clone"}
+
+
+class LinuxBackend(Backend):
+    name = "linux"
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    # -- probes: each really makes the call -----------------------------------
+    def clone3_errno(self) -> int:
+        """What clone3(NULL, 0) answers: EINVAL means clone3 is usable."""
+        return int(self._native.probe_clone3())
+
+    def clone3_missing(self) -> Optional[str]:
+        """Why clone3 cannot be used here, or None."""
+        err = self.clone3_errno()
+        if err == errno.EINVAL:
+            return None
+        if err == errno.ENOSYS:
+            return ("this needs clone3, which the running kernel lacks (ENOSYS: Linux older "
+                    "than 5.3, or a seccomp filter hiding it)")
+        if err == errno.EPERM:
+            return "this needs clone3, which a seccomp filter refuses here (EPERM)"
+        return f"this needs clone3, which answers {errno.errorcode.get(err, err)} here"
+
+    @functools.lru_cache(maxsize=None)
+    def pidfd_available(self) -> bool:
+        try:
+            fd = os.pidfd_open(os.getpid())
+        except (AttributeError, OSError):
+            return False
+        os.close(fd)
+        return True
+
+    def flag_refusal(self, flag: CloneFlags) -> Optional[str]:
+        reason = super().flag_refusal(flag)
+        if reason is not None:
+            return reason
+        info = INFO[int(flag)]
+        if info.ns and not os.path.exists(f"/proc/self/ns/{info.ns}"):
+            return (f"the running kernel has no {info.ns} namespaces "
+                    f"(no /proc/self/ns/{info.ns}: not configured)")
+        if info.clone3_only:
+            return self.clone3_missing()
+        if flag == F.CLONE_PIDFD and not self.pidfd_available():
+            return "the running kernel gives no pidfds (Linux 5.3 or later does)"
+        return None
+
+    def refusals(self, request: Request) -> Dict[str, str]:
+        found = super().refusals(request)
+        if request.set_tid is not None:
+            missing = self.clone3_missing()
+            if missing:
+                found["set_tid"] = missing
+        if not self._native.LEGACY_CLONE_ORDER and not request.needs_clone3:
+            missing = self.clone3_missing()
+            if missing and not self._plain(request):
+                found["architecture"] = (
+                    f"{missing}, and portclone does not know legacy clone's argument order "
+                    f"on {self._native.ARCH}")
+        return found
+
+    # -- launching ---------------------------------------------------------------
+    @staticmethod
+    def _plain(request: Request) -> bool:
+        """Exactly what fork() does: libc's fork gives the safest child."""
+        return (not request.flags & ~F.CLONE_PIDFD and request.exit_signal == signal.SIGCHLD
+                and not request.needs_clone3)
+
+    def launch(self, request: Request, fn: Callable[..., object],
+               args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+        native = self._native
+        flags = int(request.flags)
+        if self.pidfd_available():
+            flags |= F.CLONE_PIDFD
+        mode = native.MODE_FORK if self._plain(request) else native.MODE_CLONE3
+        legacy_ok = bool(native.LEGACY_CLONE_ORDER) and not request.needs_clone3
+        cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
+        try:
+            flush_std_streams()
+            pid, pidfd, used = native.clone(mode, flags, request.exit_signal, cgroup_fd,
+                                            request.set_tid, legacy_ok)
+        except OSError as e:
+            if own_fd:
+                os.close(cgroup_fd)
+            raise self._failure(e, request) from None
+        except BaseException:
+            if own_fd:
+                os.close(cgroup_fd)
+            raise
+        if pid == 0:
+            run_child(fn, args, kwargs,
+                      prepare=functools.partial(_child_setup, request, cgroup_fd if own_fd else -1))
+        if own_fd:
+            os.close(cgroup_fd)
+        return Child(pid, pidfd if pidfd >= 0 else None, flags=request.flags,
+                     exit_signal=request.exit_signal, backend=self.name,
+                     syscall=_SYSCALL_NAMES[used], reapable=not request.flags & F.CLONE_PARENT)
+
+    def _failure(self, error: OSError, request: Request) -> Exception:
+        """The one place a failed clone becomes portclone's exception."""
+        used = getattr(error, "portclone_syscall", 1)
+        err = error.errno or 0
+        if used == 1 and err in (errno.ENOSYS, errno.EPERM) and request.needs_clone3:
+            missing = self.clone3_missing()  # EPERM may be real; ask clone3 itself
+            if missing:
+                needs = request.flags & CLONE3_ONLY
+                label = describe(int(needs)) if needs else "set_tid/cgroup"
+                return UnsupportedFlagError(int(needs), self.name, {label: missing},
+                                            supported=int(self.supported_flags))
+        return kernel_error(err, _SYSCALL_NAMES.get(used, "clone"), int(request.flags),
+                            request.exit_signal)
+
+    # -- information -------------------------------------------------------------
+    def details(self) -> Dict[str, Any]:
+        native = self._native
+        c3 = self.clone3_errno()
+        offset = int(native.tid_offset())
+        return {
+            "arch": native.ARCH,
+            "syscalls": {"clone": native.SYS_CLONE, "clone3": native.SYS_CLONE3},
+            "legacy_clone_order": native.LEGACY_CLONE_ORDER or "unknown (clone3 only)",
+            "clone3": "available" if c3 == errno.EINVAL else
+                      f"unavailable ({errno.errorcode.get(c3, c3)})",
+            "pidfd": self.pidfd_available(),
+            "libc_tid_repair": (f"yes (offset {offset} in the thread descriptor)" if offset >= 0
+                                else "unavailable: libc's cached thread id stays the parent's "
+                                     "in raw-cloned children"),
+        }
+
+    def probe(self, flag: CloneFlags) -> Optional[str]:
+        """Clone a child that exits at once with ``flag``: None, or why it failed."""
+        return _probe(self, int(flag))
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
+    from ._api import clone
+
+    try:
+        child = clone(_exit_zero, flags=flag)
+    except (OSError, NotImplementedError, ValueError) as e:
+        return f"{describe(flag)}: {e}"
+    with child:
+        code = child.wait(timeout=30)
+    return None if code == 0 else f"{describe(flag)}: probe child exited with {code}"
+
+
+def _exit_zero() -> int:
+    return 0
+
+
+def _cgroup_fd(cgroup: object) -> Tuple[int, bool]:
+    """(fd for clone_args.cgroup or -1, whether we opened it and must close it)."""
+    if cgroup is None:
+        return -1, False
+    if isinstance(cgroup, int):
+        return cgroup, False
+    path = os.fspath(cgroup)  # type: ignore[call-overload]
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
+
+
+def _child_setup(request: Request, own_cgroup_fd: int) -> None:
+    """First thing in the child, before the caller's function."""
+    if own_cgroup_fd >= 0 and not request.flags & F.CLONE_FILES:
+        os.close(own_cgroup_fd)  # the parent's copy closes itself
+    if request.flags & F.CLONE_CLEAR_SIGHAND:
+        # The kernel reset every caught signal to SIG_DFL; make Python's view agree.
+        for signum in signal.valid_signals():
+            try:
+                if callable(signal.getsignal(signum)):
+                    signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass

@@ -1,0 +1,447 @@
+/*
+ * portclone._native: the part of portclone that must not run Python code.
+ *
+ * A fork-like child is created the way CPython's os.fork creates one
+ * (python/cpython:Modules/posixmodule.c, os_fork_impl): PyOS_BeforeFork(),
+ * the system call, then PyOS_AfterFork_Child() or PyOS_AfterFork_Parent(),
+ * with no Python code in between.  Everything that can be decided in Python
+ * (validation, error messages, the flag table) is decided in Python.
+ *
+ * Three ways to make the child, chosen by the caller:
+ *   MODE_FORK    libc fork(): used when the request is plain fork semantics,
+ *                so the child gets libc's own fork protections (malloc arena
+ *                and stdio locks are reset; bminor/glibc:posix/fork.c).
+ *   MODE_CLONE3  clone3(2), falling back to legacy clone(2) when clone3
+ *                answers ENOSYS (remembered for the process), or EPERM and the
+ *                caller said the request fits legacy clone (seccomp filters
+ *                answer EPERM: moby/moby#42680; rust-lang/rust#81825).
+ *   MODE_LEGACY  legacy clone(2) only.
+ *
+ * Raw clone skips libc's fork bookkeeping.  The one piece we repair is the
+ * thread id libc caches in its thread descriptor: without it, calls based on
+ * pthread_self() in the child act on the parent's thread.  We find where
+ * the descriptor keeps the tid at run time (scanning the descriptors of two
+ * threads for their kernel tids) and let the kernel write the child's tid
+ * there with CLONE_CHILD_SETTID, as glibc's own fork does with
+ * arch_fork(&THREAD_SELF->tid) (bminor/glibc:sysdeps/nptl/_Fork.c).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#endif
+
+/* Bumped whenever the Python side and this file must change together;
+ * portclone/_linux.py refuses a stale build. */
+#define PORTCLONE_NATIVE_ABI 1
+
+enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
+enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
+
+#if defined(__linux__)
+
+#ifndef SYS_clone3
+#define SYS_clone3 435 /* the same number on every architecture */
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+#define PC_CLONE_PIDFD 0x00001000ULL
+#define PC_CLONE_CHILD_SETTID 0x01000000ULL
+#define PC_CSIGNAL 0xffULL
+#define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
+
+/* torvalds/linux:include/uapi/linux/sched.h, struct clone_args */
+struct pc_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+        stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+#define PC_CLONE_ARGS_SIZE_VER0 64 /* Linux 5.3 */
+#define PC_CLONE_ARGS_SIZE_VER1 80 /* 5.5: set_tid, set_tid_size */
+#define PC_CLONE_ARGS_SIZE_VER2 88 /* 5.7: cgroup */
+
+/*
+ * Legacy clone's raw argument order depends on the architecture
+ * (man clone(2), "C library/kernel differences"; kernel/fork.c and the
+ * CONFIG_CLONE_BACKWARDS* options of arch/[*]/Kconfig).  A fork-like child
+ * needs no stack and no TLS, so only the pointers' places matter.
+ */
+#if defined(__s390__) || defined(__s390x__)
+#define PC_CLONE_ORDER "stack, flags, ptid, ctid, tls" /* CLONE_BACKWARDS2 */
+#define PC_LEGACY_CLONE(f, ptid, ctid) syscall(SYS_clone, 0UL, (f), (ptid), (ctid), 0UL)
+#elif defined(__i386__) || defined(__arm__) || defined(__aarch64__) || \
+    defined(__powerpc__) || defined(__mips__)
+#define PC_CLONE_ORDER "flags, stack, ptid, tls, ctid" /* CLONE_BACKWARDS */
+#define PC_LEGACY_CLONE(f, ptid, ctid) syscall(SYS_clone, (f), 0UL, (ptid), 0UL, (ctid))
+#elif defined(__x86_64__)
+#define PC_CLONE_ORDER "flags, stack, ptid, ctid, tls"
+#define PC_LEGACY_CLONE(f, ptid, ctid) syscall(SYS_clone, (f), 0UL, (ptid), (ctid), 0UL)
+#else
+/* An architecture whose order we have not verified: clone3 only. */
+#define PC_CLONE_ORDER ""
+#endif
+
+#if defined(__x86_64__)
+#define PC_ARCH "x86_64"
+#elif defined(__i386__)
+#define PC_ARCH "i386"
+#elif defined(__aarch64__)
+#define PC_ARCH "aarch64"
+#elif defined(__arm__)
+#define PC_ARCH "arm"
+#elif defined(__s390x__)
+#define PC_ARCH "s390x"
+#elif defined(__powerpc64__)
+#define PC_ARCH "ppc64"
+#elif defined(__mips__)
+#define PC_ARCH "mips"
+#else
+#define PC_ARCH "unknown"
+#endif
+
+static int clone3_enosys = 0; /* clone3 answered ENOSYS once: never try again */
+
+/* ---- where libc keeps the thread's tid ------------------------------- */
+
+#define PC_SCAN_BYTES 1024
+static long tid_offset = -2; /* -2: not searched yet, -1: not found */
+
+struct tid_scan {
+    unsigned char bytes[PC_SCAN_BYTES];
+    pid_t tid;
+    int ok;
+};
+
+static void *
+scan_own_descriptor(void *arg)
+{
+    struct tid_scan *s = arg;
+    void *self = (void *)pthread_self();
+    struct iovec local = {s->bytes, sizeof s->bytes};
+    struct iovec remote = {self, sizeof s->bytes};
+    s->tid = (pid_t)syscall(SYS_gettid);
+    /* process_vm_readv fails instead of faulting past a mapping's end. */
+    s->ok = process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)sizeof s->bytes;
+    return NULL;
+}
+
+static long
+find_tid_offset(void)
+{
+    struct tid_scan *mine = PyMem_RawCalloc(2, sizeof *mine);
+    struct tid_scan *other;
+    pthread_t thread;
+    long found = -1;
+    int matches = 0;
+
+    if (mine == NULL)
+        return -1;
+    other = mine + 1;
+    scan_own_descriptor(mine);
+    if (pthread_create(&thread, NULL, scan_own_descriptor, other) == 0) {
+        pthread_join(thread, NULL);
+        if (mine->ok && other->ok && mine->tid != other->tid) {
+            for (size_t off = 0; off + sizeof(pid_t) <= PC_SCAN_BYTES; off += sizeof(pid_t)) {
+                pid_t a, b;
+                memcpy(&a, mine->bytes + off, sizeof a);
+                memcpy(&b, other->bytes + off, sizeof b);
+                if (a == mine->tid && b == other->tid) {
+                    found = (long)off;
+                    matches++;
+                }
+            }
+        }
+    }
+    PyMem_RawFree(mine);
+    return matches == 1 ? found : -1;
+}
+
+static long
+get_tid_offset(void)
+{
+    if (tid_offset == -2)
+        tid_offset = find_tid_offset();
+    return tid_offset;
+}
+
+/* ---- the clone --------------------------------------------------------- */
+
+struct request {
+    unsigned long long flags;
+    int exit_signal;
+    int cgroup_fd; /* -1: none */
+    pid_t set_tid[PC_MAX_SET_TID];
+    int set_tid_size;
+    int legacy_ok;
+};
+
+struct outcome {
+    pid_t pid;
+    int pidfd;
+    int used;
+    int err;     /* errno of the failure, 0 on success */
+    int clone3_err; /* what clone3 answered when we then tried legacy clone */
+};
+
+static void
+do_clone3(const struct request *rq, int *pidfd, pid_t *tid_field, struct outcome *out)
+{
+    struct pc_clone_args args;
+    size_t size = PC_CLONE_ARGS_SIZE_VER0;
+
+    memset(&args, 0, sizeof args);
+    args.flags = rq->flags;
+    args.exit_signal = (uint64_t)rq->exit_signal;
+    if (rq->flags & PC_CLONE_PIDFD)
+        args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    if (tid_field != NULL) {
+        args.flags |= PC_CLONE_CHILD_SETTID;
+        args.child_tid = (uint64_t)(uintptr_t)tid_field;
+    }
+    if (rq->set_tid_size > 0) {
+        args.set_tid = (uint64_t)(uintptr_t)rq->set_tid;
+        args.set_tid_size = (uint64_t)rq->set_tid_size;
+        size = PC_CLONE_ARGS_SIZE_VER1;
+    }
+    if (rq->cgroup_fd >= 0) {
+        args.cgroup = (uint64_t)rq->cgroup_fd;
+        size = PC_CLONE_ARGS_SIZE_VER2;
+    }
+    out->pid = (pid_t)syscall(SYS_clone3, &args, size);
+    out->used = USED_CLONE3;
+}
+
+static void
+do_legacy_clone(const struct request *rq, int *pidfd, pid_t *tid_field, struct outcome *out)
+{
+#ifdef PC_LEGACY_CLONE
+    unsigned long flags = (unsigned long)rq->flags | (unsigned long)(rq->exit_signal & PC_CSIGNAL);
+    if (tid_field != NULL)
+        flags |= (unsigned long)PC_CLONE_CHILD_SETTID;
+    /* With CLONE_PIDFD, legacy clone returns the pidfd through ptid. */
+    out->pid = (pid_t)PC_LEGACY_CLONE(flags, (rq->flags & PC_CLONE_PIDFD) ? pidfd : NULL, tid_field);
+#else
+    errno = ENOSYS;
+    out->pid = -1;
+#endif
+    out->used = USED_CLONE;
+}
+
+/* Runs between PyOS_BeforeFork and PyOS_AfterFork_*: no Python, no GIL games. */
+static void
+make_child(int mode, const struct request *rq, struct outcome *out)
+{
+    int pidfd = -1;
+    pid_t *tid_field = NULL;
+    long off = mode == MODE_FORK ? -1 : tid_offset;
+
+    if (off >= 0)
+        tid_field = (pid_t *)((char *)pthread_self() + off);
+    out->clone3_err = 0;
+
+    if (mode == MODE_FORK) {
+        out->pid = fork();
+        out->used = USED_FORK;
+    }
+    else if (mode == MODE_CLONE3 && !clone3_enosys) {
+        do_clone3(rq, &pidfd, tid_field, out);
+        if (out->pid < 0 && (errno == ENOSYS || (errno == EPERM && rq->legacy_ok))) {
+            out->clone3_err = errno;
+            if (errno == ENOSYS)
+                clone3_enosys = 1;
+            if (rq->legacy_ok)
+                do_legacy_clone(rq, &pidfd, tid_field, out);
+        }
+    }
+    else if (mode == MODE_CLONE3 && !rq->legacy_ok) {
+        errno = ENOSYS; /* remembered from an earlier call */
+        out->clone3_err = ENOSYS;
+        out->pid = -1;
+        out->used = USED_CLONE3;
+    }
+    else {
+        do_legacy_clone(rq, &pidfd, tid_field, out);
+    }
+    out->err = out->pid < 0 ? errno : 0;
+
+    if (out->pid > 0 && mode == MODE_FORK && (rq->flags & PC_CLONE_PIDFD)) {
+        /* The child is ours and unreaped: its pid cannot be reused yet. */
+        pidfd = (int)syscall(SYS_pidfd_open, out->pid, 0);
+    }
+    out->pidfd = out->pid > 0 ? pidfd : -1;
+}
+
+static PyObject *
+native_clone(PyObject *module, PyObject *args)
+{
+    int mode;
+    unsigned long long flags;
+    PyObject *set_tid_obj;
+    struct request rq;
+    struct outcome out;
+
+    memset(&rq, 0, sizeof rq);
+    if (!PyArg_ParseTuple(args, "iKiiOp:clone", &mode, &flags, &rq.exit_signal,
+                          &rq.cgroup_fd, &set_tid_obj, &rq.legacy_ok))
+        return NULL;
+    if (mode != MODE_FORK && mode != MODE_CLONE3 && mode != MODE_LEGACY) {
+        PyErr_Format(PyExc_ValueError, "unknown mode %d", mode);
+        return NULL;
+    }
+    if (rq.exit_signal < 0 || rq.exit_signal > 255) {
+        PyErr_Format(PyExc_ValueError, "exit_signal %d out of range", rq.exit_signal);
+        return NULL;
+    }
+    if (rq.cgroup_fd < -1) {
+        PyErr_Format(PyExc_ValueError, "cgroup fd %d out of range", rq.cgroup_fd);
+        return NULL;
+    }
+    rq.flags = flags;
+    if (set_tid_obj != Py_None) {
+        PyObject *seq = PySequence_Fast(set_tid_obj, "set_tid must be a sequence of ints");
+        Py_ssize_t n;
+        if (seq == NULL)
+            return NULL;
+        n = PySequence_Fast_GET_SIZE(seq);
+        if (n < 1 || n > PC_MAX_SET_TID) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "set_tid must hold 1 to %d pids", PC_MAX_SET_TID);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+            if (v == -1 && PyErr_Occurred()) {
+                Py_DECREF(seq);
+                return NULL;
+            }
+            if (v <= 0 || v > INT32_MAX) {
+                Py_DECREF(seq);
+                PyErr_Format(PyExc_ValueError, "set_tid[%zd] = %ld is not a valid pid", i, v);
+                return NULL;
+            }
+            rq.set_tid[i] = (pid_t)v;
+        }
+        rq.set_tid_size = (int)n;
+        Py_DECREF(seq);
+    }
+    if (mode != MODE_FORK)
+        get_tid_offset(); /* may start a thread: must happen before the fork hooks */
+
+    PyOS_BeforeFork();
+    make_child(mode, &rq, &out);
+    if (out.pid == 0) {
+        PyOS_AfterFork_Child();
+        return Py_BuildValue("(iii)", 0, -1, out.used);
+    }
+    PyOS_AfterFork_Parent();
+    if (out.pid < 0) {
+        PyObject *exc_args = Py_BuildValue("(is)", out.err, strerror(out.err));
+        if (exc_args != NULL) {
+            PyObject *exc = PyObject_Call(PyExc_OSError, exc_args, NULL);
+            Py_DECREF(exc_args);
+            if (exc != NULL) {
+                /* which call failed, and what clone3 said before we fell back */
+                PyObject *used = PyLong_FromLong(out.used);
+                PyObject *c3 = PyLong_FromLong(out.clone3_err);
+                if (used != NULL && c3 != NULL) {
+                    PyObject_SetAttrString(exc, "portclone_syscall", used);
+                    PyObject_SetAttrString(exc, "portclone_clone3_errno", c3);
+                }
+                Py_XDECREF(used);
+                Py_XDECREF(c3);
+                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+                Py_DECREF(exc);
+            }
+        }
+        return NULL;
+    }
+    return Py_BuildValue("(iii)", (int)out.pid, out.pidfd, out.used);
+}
+
+/* clone3(NULL, 0): EINVAL when clone3 exists (the size is too small), ENOSYS
+ * when the kernel lacks it, whatever a seccomp filter answers otherwise.
+ * Nothing is created. */
+static PyObject *
+native_probe_clone3(PyObject *module, PyObject *unused)
+{
+    long r;
+    if (clone3_enosys)
+        return PyLong_FromLong(ENOSYS);
+    r = syscall(SYS_clone3, NULL, 0);
+    return PyLong_FromLong(r < 0 ? errno : 0);
+}
+
+static PyObject *
+native_tid_offset(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLong(get_tid_offset());
+}
+
+static PyObject *
+native_clone3_enosys(PyObject *module, PyObject *unused)
+{
+    return PyBool_FromLong(clone3_enosys);
+}
+
+static PyMethodDef native_methods[] = {
+    {"clone", native_clone, METH_VARARGS,
+     "clone(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok) -> (pid, pidfd, syscall)\n"
+     "Create a fork-like child between CPython's fork hooks; pid is 0 in the child."},
+    {"probe_clone3", native_probe_clone3, METH_NOARGS,
+     "The errno clone3(NULL, 0) answers: EINVAL when clone3 is there."},
+    {"tid_offset", native_tid_offset, METH_NOARGS,
+     "Offset of the cached tid in libc's thread descriptor, or -1."},
+    {"clone3_enosys", native_clone3_enosys, METH_NOARGS,
+     "True once clone3 answered ENOSYS in this process."},
+    {NULL, NULL, 0, NULL},
+};
+
+#else /* !__linux__ */
+
+static PyMethodDef native_methods[] = {{NULL, NULL, 0, NULL}};
+
+#endif
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT, "portclone._native",
+    "portclone's system-call layer (see portclone/_native.c).", -1, native_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "ABI", PORTCLONE_NATIVE_ABI) < 0 ||
+        PyModule_AddIntConstant(m, "MODE_FORK", MODE_FORK) < 0 ||
+        PyModule_AddIntConstant(m, "MODE_CLONE3", MODE_CLONE3) < 0 ||
+        PyModule_AddIntConstant(m, "MODE_LEGACY", MODE_LEGACY) < 0 ||
+        PyModule_AddIntConstant(m, "USED_FORK", USED_FORK) < 0 ||
+        PyModule_AddIntConstant(m, "USED_CLONE3", USED_CLONE3) < 0 ||
+        PyModule_AddIntConstant(m, "USED_CLONE", USED_CLONE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#if defined(__linux__)
+    if (PyModule_AddStringConstant(m, "ARCH", PC_ARCH) < 0 ||
+        PyModule_AddStringConstant(m, "LEGACY_CLONE_ORDER", PC_CLONE_ORDER) < 0 ||
+        PyModule_AddIntConstant(m, "SYS_CLONE", SYS_clone) < 0 ||
+        PyModule_AddIntConstant(m, "SYS_CLONE3", SYS_clone3) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
+    return m;
+}

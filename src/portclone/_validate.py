@@ -1,0 +1,199 @@
+"""Turning the caller's arguments into a checked ``Request``.
+
+Everything here is backend-independent: argument types, bits nobody knows,
+and the kernel's EINVAL rules from the flag table.  What a particular
+backend can honour is the backend's ``refusals()``.  Nothing here creates a
+process, opens a file descriptor or changes any state.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import signal
+import stat
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+from ._errors import InvalidFlagsError, UnsupportedFlagError
+from ._flags import CSIGNAL, KNOWN_BITS, RULES, CloneFlags, describe
+
+__all__ = ["Request", "CgroupArg", "make_request"]
+
+CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+F = CloneFlags
+MAX_SET_TID = 32  # MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated clone request: what the caller asked for, normalized."""
+
+    flags: CloneFlags
+    exit_signal: int
+    cgroup: Optional[CgroupArg] = None
+    set_tid: Optional[Tuple[int, ...]] = None
+
+    @property
+    def needs_clone3(self) -> bool:
+        from ._flags import CLONE3_ONLY
+
+        return bool(self.flags & CLONE3_ONLY) or self.set_tid is not None or self.cgroup is not None
+
+
+def _as_int(value: object, what: str) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not bool")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
+
+
+def _set_tid(value: object) -> Optional[Tuple[int, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError("set_tid must be an int or a sequence of ints")
+    if isinstance(value, Sequence):
+        return tuple(_as_int(v, "set_tid entries") for v in value)
+    return (_as_int(value, "set_tid"),)
+
+
+def _cgroup(value: object) -> Optional[CgroupArg]:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("cgroup must be a file descriptor or a path, not bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return value
+    raise TypeError(f"cgroup must be a file descriptor or a path, not {type(value).__name__}")
+
+
+def _pid_ns_levels() -> int:
+    """How many PID namespaces this process is in (1 outside containers)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    return len(line.split()) - 1
+    except OSError:
+        pass
+    return 1
+
+
+def _pid_max() -> int:
+    try:
+        with open("/proc/sys/kernel/pid_max", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4194304  # PID_MAX_LIMIT on 64-bit kernels
+
+
+def cgroup_problem(cgroup: CgroupArg) -> Optional[str]:
+    """Why ``cgroup`` is not a cgroup v2 directory, or None.  Raises OSError
+    (FileNotFoundError, EBADF...) when it cannot be looked at at all."""
+    if isinstance(cgroup, int):
+        if cgroup < 0:
+            return f"cgroup fd {cgroup} is negative"
+        st = os.fstat(cgroup)
+        if not stat.S_ISDIR(st.st_mode):
+            return f"cgroup fd {cgroup} is not a directory"
+        try:
+            os.stat("cgroup.controllers", dir_fd=cgroup)
+        except FileNotFoundError:
+            return f"cgroup fd {cgroup} is not a cgroup v2 directory (no cgroup.controllers)"
+        return None
+    path = os.fsdecode(cgroup)
+    if "\0" in path:
+        return "the cgroup path contains a NUL byte"
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path!r} is not a directory"
+    if not os.path.exists(os.path.join(path, "cgroup.controllers")):
+        return (f"{path!r} is not a cgroup v2 directory (no cgroup.controllers); "
+                "CLONE_INTO_CGROUP refuses cgroup v1")
+    return None
+
+
+def make_request(
+    flags: object,
+    *,
+    exit_signal: object = signal.SIGCHLD,
+    cgroup: object = None,
+    set_tid: object = None,
+    backend: str,
+) -> Request:
+    """Check everything that is true on every backend; raise before any effect."""
+    value = _as_int(flags, "flags")
+    sig = _as_int(exit_signal, "exit_signal")
+    tids = _set_tid(set_tid)
+    cg = _cgroup(cgroup)
+
+    if value < 0 or value >= 1 << 64:
+        raise InvalidFlagsError(0, backend, {"flags": f"{value:#x} is not a 64-bit flag word"})
+    unknown = value & ~KNOWN_BITS & ~CSIGNAL
+    if unknown:
+        raise UnsupportedFlagError(unknown, backend, {
+            describe(unknown): "not a clone flag Linux defines; portclone never passes unknown "
+            "bits on (legacy clone would ignore them silently)",
+        })
+    if cg is not None:
+        value |= F.CLONE_INTO_CGROUP
+
+    invalid: Dict[str, str] = {}
+    bad_low = value & CSIGNAL & ~F.CLONE_NEWTIME
+    if bad_low:
+        invalid["flags"] = (f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
+                            "not a flag: pass exit_signal= instead")
+    if not 0 <= sig < signal.NSIG:
+        invalid["exit_signal"] = f"{sig} is not a signal number (0 to {signal.NSIG - 1})"
+    broken = 0
+    for rule in RULES:
+        if rule.broken_by(value):
+            invalid[describe(int(rule.all_of | rule.missing))] = rule.message
+            broken |= rule.all_of
+    if value & (F.CLONE_THREAD | F.CLONE_PARENT) and sig:
+        invalid["exit_signal"] = (
+            f"CLONE_PARENT and CLONE_THREAD take the exit signal from the caller: pass "
+            f"exit_signal=0, not {sig} (clone3 answers EINVAL)")
+        broken |= value & (F.CLONE_THREAD | F.CLONE_PARENT)
+    if value & F.CLONE_PARENT and os.getpid() == 1:
+        invalid["CLONE_PARENT"] = "the init process of a PID namespace has no parent to share"
+        broken |= F.CLONE_PARENT
+    if value & F.CLONE_INTO_CGROUP and cg is None:
+        invalid["CLONE_INTO_CGROUP"] = "needs cgroup= (a cgroup v2 directory fd or path)"
+        broken |= F.CLONE_INTO_CGROUP
+    if tids is not None:
+        problem = _set_tid_problem(tids, value)
+        if problem:
+            invalid["set_tid"] = problem
+    if cg is not None:
+        try:
+            problem = cgroup_problem(cg)
+        except OSError as e:
+            raise OSError(e.errno, f"cgroup={cg!r}: {e.strerror}") from None
+        if problem:
+            invalid["cgroup"] = problem
+    if invalid:
+        raise InvalidFlagsError(broken, backend, invalid)
+    return Request(CloneFlags(value), sig, cg, tids)
+
+
+def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
+    if not 1 <= len(tids) <= MAX_SET_TID:
+        return f"must hold 1 to {MAX_SET_TID} pids, not {len(tids)}"
+    pid_max = _pid_max()
+    for i, tid in enumerate(tids):
+        if not 0 < tid <= pid_max:
+            return f"set_tid[{i}] = {tid} is outside 1..{pid_max} (/proc/sys/kernel/pid_max)"
+    levels = _pid_ns_levels() + (1 if flags & F.CLONE_NEWPID else 0)
+    if len(tids) > levels:
+        return (f"{len(tids)} pids given, but the child lives in {levels} PID namespace(s) "
+                "(one pid per level, innermost first)")
+    if flags & F.CLONE_NEWPID and tids[0] != 1:
+        return "with CLONE_NEWPID the child is the new namespace's init: set_tid[0] must be 1"
+    return None
