@@ -88,7 +88,7 @@ def native_status() -> Tuple[Any, Optional[str]]:
     global _native, _native_error
     if _native is None and _native_error is None:
         try:
-            from . import _native as module  # type: ignore[attr-defined]
+            from . import _native as module
         except ImportError as e:
             _native_error = f"portclone._native could not be imported ({e}); build it with a C compiler"
         else:

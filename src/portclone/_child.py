@@ -156,7 +156,7 @@ class Child:
         if self.returncode is not None:
             return
         try:
-            if self.pidfd is not None:
+            if sys.platform == "linux" and self.pidfd is not None:
                 signal.pidfd_send_signal(self.pidfd, sig)
             else:
                 os.kill(self.pid, sig)
@@ -176,7 +176,7 @@ class Child:
         if fd is not None and os.getpid() == self._owner:
             os.close(fd)
 
-    def __enter__(self) -> "Child":
+    def __enter__(self) -> Child:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -193,7 +193,7 @@ class Child:
             try:
                 if not self._reap(block=False):
                     warnings.warn(f"child process {self.pid} is still running",
-                                  ResourceWarning, source=self)
+                                  ResourceWarning, source=self, stacklevel=2)
                     with _orphans_lock:
                         _orphans.append((self.pid, WALL))
             except Exception:

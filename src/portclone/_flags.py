@@ -69,7 +69,7 @@ class CloneFlags(enum.IntFlag):
         return f"<CloneFlags {describe(int(self))}: {int(self):#x}>"
 
     @classmethod
-    def parse(cls, text: str) -> "CloneFlags":
+    def parse(cls, text: str) -> CloneFlags:
         """``"NEWUSER,NEWPID"`` or ``"CLONE_NEWUSER|CLONE_NEWPID"`` -> flags."""
         value = cls(0)
         for word in filter(None, (w.strip() for w in re.split(r"[|,\s]+", text))):
@@ -308,6 +308,9 @@ def describe(value: int) -> str:
     return "|".join(_NAMES.get(b, f"{b:#x}") for b in bits(value))
 
 
+_NONE = CloneFlags(0)
+
+
 @dataclass(frozen=True)
 class Rule:
     """A combination the kernel refuses with EINVAL everywhere it matters.
@@ -318,7 +321,7 @@ class Rule:
 
     all_of: CloneFlags
     message: str
-    missing: CloneFlags = CloneFlags(0)
+    missing: CloneFlags = _NONE
     source: str = "torvalds/linux:kernel/fork.c (copy_process)"
 
     def broken_by(self, flags: int) -> bool:

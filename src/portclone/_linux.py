@@ -12,6 +12,7 @@ import errno
 import functools
 import os
 import signal
+import sys
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._backend import Backend
@@ -21,6 +22,8 @@ from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
 from ._validate import Request
 
 __all__ = ["LinuxBackend"]
+
+assert sys.platform == "linux"  # only imported there; tells type checkers too
 
 F = CloneFlags
 _SYSCALL_NAMES = {0: "fork", 1: "clone3", 2: "clone"}
@@ -49,14 +52,8 @@ class LinuxBackend(Backend):
             return "this needs clone3, which a seccomp filter refuses here (EPERM)"
         return f"this needs clone3, which answers {errno.errorcode.get(err, err)} here"
 
-    @functools.lru_cache(maxsize=None)
     def pidfd_available(self) -> bool:
-        try:
-            fd = os.pidfd_open(os.getpid())
-        except (AttributeError, OSError):
-            return False
-        os.close(fd)
-        return True
+        return _pidfd_available()
 
     def flag_refusal(self, flag: CloneFlags) -> Optional[str]:
         reason = super().flag_refusal(flag)
@@ -159,7 +156,17 @@ class LinuxBackend(Backend):
         return _probe(self, int(flag))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
+def _pidfd_available() -> bool:
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        return False
+    os.close(fd)
+    return True
+
+
+@functools.cache
 def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
     from ._api import clone
 

@@ -1,0 +1,65 @@
+"""python -m portclone: info, demo, flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import portclone
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([sys.executable, "-m", "portclone", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_info_json_reports_the_probed_facts() -> None:
+    result = cli("info", "--json")
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    backend = portclone.current_backend()
+    assert facts["backend"] == backend.name
+    assert facts["platform"] == sys.platform
+    assert facts["supported_flags"] == str(backend.supported_flags).split("|")
+    if backend.name == "linux":
+        assert facts["native_extension"].endswith(".so")
+        assert facts["clone3"] in ("available", "unavailable (ENOSYS)", "unavailable (EPERM)")
+        assert isinstance(facts["pidfd"], bool)
+        assert set(facts["namespaces"]) == {"mnt", "cgroup", "uts", "ipc", "user", "pid", "net",
+                                            "time"}
+
+
+def test_info_text() -> None:
+    result = cli("info")
+    assert result.returncode == 0, result.stderr
+    assert f"backend             {portclone.current_backend().name}" in result.stdout
+
+
+@pytest.mark.requires("root", "CLONE_NEWUTS")
+def test_demo_is_the_man_page_example() -> None:
+    result = cli("demo", "--hostname", "pc-demo-test")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("clone() returned ")
+    assert "uts.nodename in child:  pc-demo-test" in lines
+    assert f"uts.nodename in parent: {socket.gethostname()}" in lines
+    assert socket.gethostname() != "pc-demo-test"
+
+
+def test_flags_lists_every_flag_with_reasons() -> None:
+    result = cli("flags")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") >= len(portclone.CloneFlags.__members__)
+    assert "no  CLONE_VM" in result.stdout and "a Python child cannot share" in result.stdout
+
+
+def test_console_script_entry_point_matches() -> None:
+    from portclone._cli import main
+
+    assert main(["flags", "--markdown"]) == 0
+    assert os.path.exists(os.path.join(os.path.dirname(portclone.__file__), "py.typed"))

@@ -1,0 +1,74 @@
+"""The flag table: names, values, and the documents generated from it."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+import portclone
+from portclone import CloneFlags
+from portclone._docs import BEGIN, END, availability_table
+from portclone._flags import BACKENDS, RULES, TABLE, describe
+
+# torvalds/linux:include/uapi/linux/sched.h, written out independently of the table
+UAPI = {
+    "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
+    "CLONE_PIDFD": 0x1000, "CLONE_PTRACE": 0x2000, "CLONE_VFORK": 0x4000,
+    "CLONE_PARENT": 0x8000, "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000,
+    "CLONE_SYSVSEM": 0x40000, "CLONE_SETTLS": 0x80000, "CLONE_PARENT_SETTID": 0x100000,
+    "CLONE_CHILD_CLEARTID": 0x200000, "CLONE_DETACHED": 0x400000, "CLONE_UNTRACED": 0x800000,
+    "CLONE_CHILD_SETTID": 0x1000000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
+    "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000, "CLONE_CLEAR_SIGHAND": 1 << 32,
+    "CLONE_INTO_CGROUP": 1 << 33, "CLONE_AUTOREAP": 1 << 34, "CLONE_NNP": 1 << 35,
+    "CLONE_PIDFD_AUTOKILL": 1 << 36, "CLONE_NEWTIME": 0x80,
+}
+
+
+def test_every_linux_flag_has_its_value() -> None:
+    assert {name: int(m) for name, m in CloneFlags.__members__.items()} == UAPI
+
+
+def test_module_constants_equal_the_enum() -> None:
+    for name, value in UAPI.items():
+        assert getattr(portclone, name) == value
+        assert getattr(portclone, name) is CloneFlags[name]
+
+
+def test_table_covers_every_flag_once_with_every_backend() -> None:
+    assert sorted(int(i.flag) for i in TABLE) == sorted(UAPI.values())
+    for info in TABLE:
+        assert [b for b, _ in info.support] == list(BACKENDS), info.name
+
+
+def test_clone_pid_is_refused_with_the_reason() -> None:
+    with pytest.raises(AttributeError, match=r"CLONE_PIDFD since Linux 5\.2"):
+        portclone.CLONE_PID  # noqa: B018
+    with pytest.raises(ValueError, match="obsolete"):
+        CloneFlags.parse("PID")
+
+
+def test_parse_and_describe_round_trip() -> None:
+    flags = CloneFlags.parse("NEWUSER, newpid|CLONE_NEWNS")
+    assert flags == CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_NEWPID | CloneFlags.CLONE_NEWNS
+    assert CloneFlags.parse(str(flags)) == flags
+    assert describe(0) == "0"
+    assert describe(1 << 40) == "0x10000000000"
+    with pytest.raises(ValueError, match="unknown clone flag"):
+        CloneFlags.parse("NEWBANANA")
+
+
+def test_rules_name_real_flags() -> None:
+    for rule in RULES:
+        assert rule.all_of, rule
+        assert rule.broken_by(int(rule.all_of)) != bool(rule.missing & rule.all_of)
+
+
+def test_readme_table_is_generated_from_the_table() -> None:
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    found = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), readme, re.S)
+    assert found, "README.md has no generated flag table"
+    assert found.group(0) == availability_table(), (
+        "README.md's flag table is stale: run `python tools/update_readme.py`")

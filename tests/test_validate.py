@@ -1,0 +1,118 @@
+"""Bad requests are refused before anything exists, with every reason at once."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+import pytest
+from conftest import no_side_effects
+
+import portclone
+from portclone import CloneFlags as F
+from portclone import InvalidFlagsError, UnsupportedFlagError
+
+
+def never_runs() -> int:
+    raise AssertionError("the child must not exist")
+
+
+@pytest.mark.parametrize("flags, exit_signal, message", [
+    (F.CLONE_SIGHAND, signal.SIGCHLD, "CLONE_SIGHAND needs CLONE_VM"),
+    (F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM, 0, None),  # valid, but unsupported
+    (F.CLONE_NEWNS | F.CLONE_FS, signal.SIGCHLD, "mount namespace"),
+    (F.CLONE_NEWUSER | F.CLONE_FS, signal.SIGCHLD, "user namespace"),
+    (F.CLONE_NEWIPC | F.CLONE_SYSVSEM, signal.SIGCHLD, "IPC namespace"),
+    (F.CLONE_PARENT, signal.SIGCHLD, "exit_signal=0"),
+    (F.CLONE_NEWPID | 0x11, signal.SIGCHLD, "exit signal, not a flag"),
+    (0, 65, "not a signal number"),
+    (0, -1, "not a signal number"),
+    (F.CLONE_INTO_CGROUP, signal.SIGCHLD, "needs cgroup="),
+])
+def test_invalid_everywhere(flags: int, exit_signal: int, message: str) -> None:
+    with no_side_effects():
+        if message is None:
+            with pytest.raises(UnsupportedFlagError):
+                portclone.clone(never_runs, flags=flags, exit_signal=exit_signal)
+            return
+        with pytest.raises(InvalidFlagsError, match=message) as info:
+            portclone.clone(never_runs, flags=flags, exit_signal=exit_signal)
+        with pytest.raises(InvalidFlagsError, match=message):
+            portclone.check(flags, exit_signal=exit_signal)
+    error = info.value
+    assert isinstance(error, ValueError) and isinstance(error, portclone.PortcloneError)
+    assert error.backend == portclone.current_backend().name
+    assert error.backend in str(error)
+
+
+def test_unsupported_lists_every_flag_with_its_reason() -> None:
+    flags = F.CLONE_VM | F.CLONE_SETTLS | F.CLONE_CHILD_SETTID | F.CLONE_DETACHED
+    with no_side_effects(), pytest.raises(UnsupportedFlagError) as info:
+        portclone.clone(never_runs, flags=flags)
+    error = info.value
+    assert isinstance(error, NotImplementedError)
+    assert error.flags == flags
+    text = str(error)
+    for name in ("CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID", "CLONE_DETACHED"):
+        assert f"  {name}: " in text
+    assert "no meaningful Python use" in text and "obsolete" in text
+    assert "supported here instead:" in text
+    assert error.supported == portclone.current_backend().supported_flags
+    assert set(error.reasons) == {"CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID", "CLONE_DETACHED"}
+
+
+def test_unknown_bits_are_refused_not_passed_on() -> None:
+    with no_side_effects(), pytest.raises(UnsupportedFlagError, match="not a clone flag") as info:
+        portclone.clone(never_runs, flags=1 << 50)
+    assert info.value.flags == 1 << 50
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"flags": "CLONE_NEWPID"}, TypeError),
+    ({"flags": 1.5}, TypeError),
+    ({"flags": True}, TypeError),
+    ({"flags": -1}, InvalidFlagsError),
+    ({"flags": 1 << 64}, InvalidFlagsError),
+    ({"exit_signal": "SIGCHLD"}, TypeError),
+    ({"set_tid": "12"}, TypeError),
+    ({"set_tid": [1.5]}, TypeError),
+    ({"set_tid": []}, InvalidFlagsError),
+    ({"set_tid": [0]}, InvalidFlagsError),
+    ({"set_tid": list(range(1, 40))}, InvalidFlagsError),
+    ({"set_tid": [1 << 40]}, InvalidFlagsError),
+    ({"set_tid": [5, 5]}, InvalidFlagsError),  # deeper than our PID namespace nesting
+    ({"cgroup": 1.0}, TypeError),
+    ({"cgroup": -3}, InvalidFlagsError),
+    ({"cgroup": "/nonexistent/cgroup"}, FileNotFoundError),
+    ({"cgroup": "/etc/hostname"}, InvalidFlagsError),
+    ({"cgroup": "/tmp"}, InvalidFlagsError),
+    ({"cgroup": "bad\0path"}, (InvalidFlagsError, ValueError)),
+])
+def test_bad_arguments(kwargs: dict, exc: type) -> None:  # type: ignore[type-arg]
+    with no_side_effects(), pytest.raises(exc):
+        portclone.clone(never_runs, **kwargs)
+
+
+def test_closed_cgroup_fd_is_a_clear_oserror() -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with no_side_effects(), pytest.raises(OSError, match=f"cgroup={r}") as info:
+        portclone.clone(never_runs, cgroup=r)
+    assert info.value.errno == errno.EBADF
+
+
+def test_not_callable() -> None:
+    with no_side_effects(), pytest.raises(TypeError, match="callable"):
+        portclone.clone(42)  # type: ignore[arg-type]
+
+
+def test_check_returns_effective_flags() -> None:
+    assert portclone.check(0) == 0
+    assert isinstance(portclone.check(0), F)
+
+
+def test_newpid_set_tid_must_start_with_1() -> None:
+    with pytest.raises(InvalidFlagsError, match=r"set_tid\[0\] must be 1"):
+        portclone.check(F.CLONE_NEWPID, set_tid=[5, 6000])
