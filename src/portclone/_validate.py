@@ -145,7 +145,7 @@ def make_request(
         value |= F.CLONE_INTO_CGROUP
 
     invalid: Dict[str, str] = {}
-    bad_low = value & CSIGNAL & ~F.CLONE_NEWTIME
+    bad_low = int(value & CSIGNAL & ~F.CLONE_NEWTIME)
     if bad_low:
         invalid["flags"] = (f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
                             "not a flag: pass exit_signal= instead")
