@@ -12,6 +12,7 @@ copied), so the claim is "clone() costs what os.fork costs", at every size.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import random
@@ -37,6 +38,27 @@ def noop() -> None:
     return None
 
 
+def fork_fn() -> None:
+    """What any API that runs a Python callable in a fork child must do at least."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            noop()
+            code = 0
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.waitpid(pid, 0)
+
+
+def mp_process() -> None:
+    proc = _mp.Process(target=noop)
+    proc.start()
+    proc.join()
+
+
 def portclone_plain() -> None:
     child = portclone.clone(noop)
     child.wait()
@@ -60,8 +82,12 @@ def subprocess_true() -> None:
     subprocess.run([TRUE], check=True)
 
 
+_mp = multiprocessing.get_context("fork")
+
 METHODS: Dict[str, Callable[[], None]] = {
     "os.fork + os._exit": fork_exit,
+    "os.fork + fn() + flush + os._exit": fork_fn,
+    "multiprocessing.Process (fork)": mp_process,
     "portclone.clone(fn)": portclone_plain,
     "portclone.clone(fn, flags=CLONE_UNTRACED) [clone3]": portclone_clone3,
     "os.posix_spawn(/bin/true)": posix_spawn_true,

@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 from ._backend import current_backend, threaded_warning
 from ._child import Child, reap_orphans
 from ._flags import CloneFlags
-from ._validate import CgroupArg, make_request
+from ._validate import CgroupArg
 
 __all__ = ["clone", "check"]
 
@@ -46,9 +46,7 @@ def clone(
     if not callable(fn):
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
     backend = current_backend()
-    request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
-                           backend=backend.name)
-    backend.check(request)
+    request = backend.request(flags, exit_signal, cgroup, set_tid)
     if backend.warns_on_threads:
         threaded_warning("clone", stacklevel=2)
     reap_orphans()
@@ -67,8 +65,4 @@ def check(
     Returns the flags clone() would use (``cgroup=`` adds CLONE_INTO_CGROUP);
     raises exactly what clone() would raise before creating the child.
     """
-    backend = current_backend()
-    request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
-                           backend=backend.name)
-    backend.check(request)
-    return request.flags
+    return current_backend().request(flags, exit_signal, cgroup, set_tid).flags

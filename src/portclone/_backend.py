@@ -9,6 +9,7 @@ Backends are imported lazily, so one that cannot work here is never loaded
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
@@ -16,7 +17,10 @@ from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 from ._child import Child
 from ._errors import UnsupportedFlagError
 from ._flags import TABLE, CloneFlags, bits, describe
-from ._validate import Request
+from ._validate import Request, make_request
+
+_INT_TYPES = (int, CloneFlags, signal.Signals)
+_PARENT = int(CloneFlags.CLONE_PARENT)
 
 __all__ = ["Backend", "current_backend", "native_status", "threaded_warning"]
 
@@ -27,6 +31,29 @@ class Backend:
     name: ClassVar[str] = ""
     #: whether clone() must emit the multi-threaded DeprecationWarning itself
     warns_on_threads: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        # (flags, exit_signal) -> checked Request, for requests without cgroup/set_tid.
+        # Beyond saving the work, a small footprint matters: after every fork the
+        # parent's first write to each page faults, and refcounts make reads writes.
+        self._checked: Dict[Tuple[int, int], Request] = {}
+
+    def request(self, flags: object, exit_signal: object, cgroup: object,
+                set_tid: object) -> Request:
+        """make_request() and check(), remembering requests that passed."""
+        simple = (cgroup is None and set_tid is None and type(flags) in _INT_TYPES
+                  and type(exit_signal) in _INT_TYPES)
+        if simple:
+            hit = self._checked.get((flags, exit_signal))  # type: ignore[arg-type]
+            if hit is not None:
+                return hit
+        request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
+                               backend=self.name)
+        self.check(request)
+        # CLONE_PARENT's validity depends on being a namespace's init: never remembered
+        if simple and not request.value & _PARENT and len(self._checked) < 256:
+            self._checked[(request.value, request.exit_signal)] = request
+        return request
 
     def refusals(self, request: Request) -> Dict[str, str]:
         """What in ``request`` this backend cannot honour, and why (by name)."""
@@ -129,8 +156,13 @@ def current_backend() -> Backend:
 
 # -- the multi-threaded warning ----------------------------------------------
 
-def _thread_count() -> int:
+def thread_count() -> int:
     """The kernel's thread count (native threads too), as CPython 3.12 counts."""
+    native, _ = native_status()
+    if native is not None and hasattr(native, "thread_count"):
+        count = int(native.thread_count())  # no Python objects: see Backend.__init__
+        if count > 0:
+            return count
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
@@ -143,7 +175,7 @@ def _thread_count() -> int:
 
 def threaded_warning(name: str, stacklevel: int) -> None:
     """CPython's ``os.fork`` DeprecationWarning, raised *before* the child exists."""
-    if _thread_count() > 1:
+    if thread_count() > 1:
         warnings.warn(
             f"This process (pid={os.getpid()}) is multi-threaded, use of {name}() may lead "
             "to deadlocks in the child.", DeprecationWarning, stacklevel=stacklevel + 1)

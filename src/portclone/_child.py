@@ -25,9 +25,12 @@ WALL = 0x40000000 if sys.platform.startswith("linux") else 0
 # without blocking on the next clone() (subprocess._cleanup does the same).
 _orphans: List[Tuple[int, int]] = []
 _orphans_lock = threading.Lock()
+_locks_lock = threading.Lock()  # guards the lazy creation of each Child's reaping lock
 
 
 def reap_orphans() -> None:
+    if not _orphans:
+        return
     with _orphans_lock:
         for entry in list(_orphans):
             pid, options = entry
@@ -48,11 +51,26 @@ class Child:
     signals go through it, so they can never hit a recycled pid.
     """
 
+    # Slots keep the handle small: it is built on every clone(), and each page the
+    # parent writes around a fork costs a page fault (see Backend.__init__).
+    __slots__ = (
+        "__weakref__",
+        "_lock",
+        "_owner",
+        "backend",
+        "exit_signal",
+        "flags",
+        "pid",
+        "pidfd",
+        "reapable",
+        "returncode",
+        "syscall",
+    )
+
     def __init__(
         self,
         pid: int,
         pidfd: Optional[int],
-        *,
         flags: int = 0,
         exit_signal: int = int(signal.SIGCHLD),
         backend: str = "",
@@ -61,7 +79,7 @@ class Child:
     ) -> None:
         self.pid = pid
         self.pidfd = pidfd
-        self.flags = CloneFlags(flags)
+        self.flags = flags if type(flags) is CloneFlags else CloneFlags(flags)
         self.exit_signal = exit_signal
         #: the backend that made the child
         self.backend = backend
@@ -71,7 +89,7 @@ class Child:
         self.reapable = reapable
         self.returncode: Optional[int] = None
         self._owner = os.getpid()
-        self._lock = threading.Lock()
+        self._lock: Optional[threading.Lock] = None  # made on first wait: see __slots__
 
     def __repr__(self) -> str:
         return (f"<portclone.Child pid={self.pid} returncode={self.returncode} "
@@ -85,7 +103,13 @@ class Child:
 
     def _reap(self, block: bool) -> bool:
         """Try to collect the exit status; True once returncode is set."""
-        if not self._lock.acquire(blocking=block):
+        lock = self._lock
+        if lock is None:
+            with _locks_lock:
+                if self._lock is None:
+                    self._lock = threading.Lock()
+                lock = self._lock
+        if not lock.acquire(blocking=block):
             return False
         try:
             while self.returncode is None:
@@ -106,7 +130,7 @@ class Child:
                 self.returncode = os.waitstatus_to_exitcode(status)
             return True
         finally:
-            self._lock.release()
+            lock.release()
 
     def poll(self) -> Optional[int]:
         """The returncode if the child has exited, else None; never blocks."""
@@ -189,7 +213,7 @@ class Child:
     def __del__(self) -> None:
         if getattr(self, "_owner", None) != os.getpid():
             return  # a copy inherited by a child process: not ours to touch
-        if self.returncode is None and self.reapable:
+        if self.returncode is None and self.reapable and self.pid > 0:
             try:
                 if not self._reap(block=False):
                     warnings.warn(f"child process {self.pid} is still running",
@@ -240,9 +264,12 @@ def run_child(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: dict,  #
         except SystemExit as e:
             result = e.code
         code = exit_code(result)
-        shutdown = getattr(threading, "_shutdown", None)
-        if shutdown is not None:  # wait for non-daemon threads the child started
-            shutdown()
+        # Wait for non-daemon threads the child started, as interpreter exit does.  Only
+        # when there are some: every page the child touches is a copy-on-write fault.
+        if threading.active_count() > 1:
+            shutdown = getattr(threading, "_shutdown", None)
+            if shutdown is not None:
+                shutdown()
     except BaseException:
         try:
             traceback.print_exc()

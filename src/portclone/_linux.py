@@ -26,6 +26,10 @@ __all__ = ["LinuxBackend"]
 assert sys.platform == "linux"  # only imported there; tells type checkers too
 
 F = CloneFlags
+_PIDFD = int(F.CLONE_PIDFD)
+_FILES = int(F.CLONE_FILES)
+_PARENT = int(F.CLONE_PARENT)
+_CLEAR_SIGHAND = int(F.CLONE_CLEAR_SIGHAND)
 _SYSCALL_NAMES = {0: "fork", 1: "clone3", 2: "clone"}
 
 
@@ -33,6 +37,7 @@ class LinuxBackend(Backend):
     name = "linux"
 
     def __init__(self, native: Any) -> None:
+        super().__init__()
         self._native = native
 
     # -- probes: each really makes the call -----------------------------------
@@ -77,28 +82,32 @@ class LinuxBackend(Backend):
                 found["set_tid"] = missing
         if not self._native.LEGACY_CLONE_ORDER and not request.needs_clone3:
             missing = self.clone3_missing()
-            if missing and not self._plain(request):
+            if missing and not request.plain:
                 found["architecture"] = (
                     f"{missing}, and portclone does not know legacy clone's argument order "
                     f"on {self._native.ARCH}")
         return found
 
     # -- launching ---------------------------------------------------------------
-    @staticmethod
-    def _plain(request: Request) -> bool:
-        """Exactly what fork() does: libc's fork gives the safest child."""
-        return (not request.flags & ~F.CLONE_PIDFD and request.exit_signal == signal.SIGCHLD
-                and not request.needs_clone3)
-
     def launch(self, request: Request, fn: Callable[..., object],
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
         native = self._native
-        flags = int(request.flags)
-        if self.pidfd_available():
-            flags |= F.CLONE_PIDFD
-        mode = native.MODE_FORK if self._plain(request) else native.MODE_CLONE3
+        flags = request.value
+        if _pidfd_available():
+            flags |= _PIDFD
+        # libc's fork() for plain requests: its malloc/stdio protections make the safest child
+        mode = native.MODE_FORK if request.plain else native.MODE_CLONE3
         legacy_ok = bool(native.LEGACY_CLONE_ORDER) and not request.needs_clone3
+        # Everything the parent needs afterwards is built before the fork: pages the
+        # parent writes while a fork-like child lives are copied (copy-on-write).
+        child = Child(0, None, request.flags, request.exit_signal, self.name, "",
+                      not request.value & _PARENT)
         cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
+        prepare = None
+        if own_fd or request.value & _CLEAR_SIGHAND:
+            close_in_child = own_fd and not request.value & _FILES
+            prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
+                                        bool(request.value & _CLEAR_SIGHAND))
         try:
             flush_std_streams()
             pid, pidfd, used = native.clone(mode, flags, request.exit_signal, cgroup_fd,
@@ -112,13 +121,13 @@ class LinuxBackend(Backend):
                 os.close(cgroup_fd)
             raise
         if pid == 0:
-            run_child(fn, args, kwargs,
-                      prepare=functools.partial(_child_setup, request, cgroup_fd if own_fd else -1))
+            run_child(fn, args, kwargs, prepare=prepare)
         if own_fd:
             os.close(cgroup_fd)
-        return Child(pid, pidfd if pidfd >= 0 else None, flags=request.flags,
-                     exit_signal=request.exit_signal, backend=self.name,
-                     syscall=_SYSCALL_NAMES[used], reapable=not request.flags & F.CLONE_PARENT)
+        child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
+        if pidfd >= 0:
+            child.pidfd = pidfd
+        return child
 
     def _failure(self, error: OSError, request: Request) -> Exception:
         """The one place a failed clone becomes portclone's exception."""
@@ -193,11 +202,11 @@ def _cgroup_fd(cgroup: object) -> Tuple[int, bool]:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
 
 
-def _child_setup(request: Request, own_cgroup_fd: int) -> None:
+def _child_setup(cgroup_fd: int, clear_sighand: bool) -> None:
     """First thing in the child, before the caller's function."""
-    if own_cgroup_fd >= 0 and not request.flags & F.CLONE_FILES:
-        os.close(own_cgroup_fd)  # the parent's copy closes itself
-    if request.flags & F.CLONE_CLEAR_SIGHAND:
+    if cgroup_fd >= 0:
+        os.close(cgroup_fd)  # our copy of the fd portclone opened (the parent closes its own)
+    if clear_sighand:
         # The kernel reset every caught signal to SIG_DFL; make Python's view agree.
         for signum in signal.valid_signals():
             try:

@@ -29,7 +29,9 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -382,6 +384,36 @@ native_probe_clone3(PyObject *module, PyObject *unused)
     return PyLong_FromLong(r < 0 ? errno : 0);
 }
 
+/* Field 20 of /proc/self/stat, read with plain system calls: no Python objects
+ * are created, so the caller's memory footprint stays small (see _backend.py). */
+static PyObject *
+native_thread_count(PyObject *module, PyObject *unused)
+{
+    char buf[1024];
+    ssize_t n;
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    long count = -1;
+
+    if (fd >= 0) {
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) {
+            char *p;
+            int field = 2; /* the last ')' closes field 2, the command name */
+            buf[n] = '\0';
+            p = strrchr(buf, ')');
+            while (p != NULL && *p != '\0' && field < 20) {
+                p = strchr(p + 1, ' ');
+                if (p != NULL)
+                    field++;
+            }
+            if (p != NULL && field == 20)
+                count = strtol(p + 1, NULL, 10);
+        }
+    }
+    return PyLong_FromLong(count);
+}
+
 static PyObject *
 native_tid_offset(PyObject *module, PyObject *unused)
 {
@@ -400,6 +432,8 @@ static PyMethodDef native_methods[] = {
      "Create a fork-like child between CPython's fork hooks; pid is 0 in the child."},
     {"probe_clone3", native_probe_clone3, METH_NOARGS,
      "The errno clone3(NULL, 0) answers: EINVAL when clone3 is there."},
+    {"thread_count", native_thread_count, METH_NOARGS,
+     "This process's thread count from /proc/self/stat, or -1."},
     {"tid_offset", native_tid_offset, METH_NOARGS,
      "Offset of the cached tid in libc's thread descriptor, or -1."},
     {"clone3_enosys", native_clone3_enosys, METH_NOARGS,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 from ._errors import InvalidFlagsError, UnsupportedFlagError
-from ._flags import CSIGNAL, KNOWN_BITS, RULES, CloneFlags, describe
+from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, CloneFlags, describe
 
 __all__ = ["Request", "CgroupArg", "make_request"]
 
@@ -34,12 +34,19 @@ class Request:
     exit_signal: int
     cgroup: Optional[CgroupArg] = None
     set_tid: Optional[Tuple[int, ...]] = None
+    #: only clone3 can express it (clone3-only flags, set_tid or a cgroup)
+    needs_clone3: bool = False
+    #: exactly fork(): no flags but CLONE_PIDFD, SIGCHLD, nothing else
+    plain: bool = False
+    #: the flags as a plain int, for the system-call layer
+    value: int = 0
 
-    @property
-    def needs_clone3(self) -> bool:
-        from ._flags import CLONE3_ONLY
-
-        return bool(self.flags & CLONE3_ONLY) or self.set_tid is not None or self.cgroup is not None
+    @classmethod
+    def make(cls, flags: int, exit_signal: int, cgroup: Optional[CgroupArg] = None,
+             set_tid: Optional[Tuple[int, ...]] = None) -> Request:
+        needs_clone3 = bool(flags & CLONE3_ONLY) or set_tid is not None or cgroup is not None
+        plain = not flags & ~F.CLONE_PIDFD and exit_signal == signal.SIGCHLD and not needs_clone3
+        return cls(CloneFlags(flags), exit_signal, cgroup, set_tid, needs_clone3, plain, int(flags))
 
 
 def _as_int(value: object, what: str) -> int:
@@ -180,7 +187,7 @@ def make_request(
             invalid["cgroup"] = problem
     if invalid:
         raise InvalidFlagsError(broken, backend, invalid)
-    return Request(CloneFlags(value), sig, cg, tids)
+    return Request.make(value, sig, cg, tids)
 
 
 def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
