@@ -207,8 +207,8 @@ TABLE: Tuple[FlagInfo, ...] = (
     FlagInfo(
         F.CLONE_CHILD_CLEARTID, "2.5.49", "clears a tid word in the child's memory at exit",
         support=(
-            ("linux", "a futex word for thread libraries; portclone uses it internally for "
-                      "libc's thread id, so it cannot be the caller's (no meaningful Python use)"),
+            ("linux", "clears and wakes a futex word in the child's memory when it exits, for "
+                      "thread libraries joining threads (no meaningful Python use)"),
             ("fork", "os.fork cannot arrange it"),
         ),
     ),
