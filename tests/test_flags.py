@@ -39,8 +39,21 @@ def test_module_constants_equal_the_enum() -> None:
 
 def test_table_covers_every_flag_once_with_every_backend() -> None:
     assert sorted(int(i.flag) for i in TABLE) == sorted(UAPI.values())
+    assert BACKENDS == portclone._backend.BACKEND_NAMES
     for info in TABLE:
-        assert [b for b, _ in info.support] == list(BACKENDS), info.name
+        for backend in BACKENDS:
+            reason = info.reason(backend)
+            assert reason is None or len(reason) > 10, (info.name, backend)
+
+
+def test_netbsd_honours_exactly_what_its_kernel_does() -> None:
+    """NetBSDfr/NetBSD-src:sys/kern/kern_fork.c sys___clone maps VM, FS, FILES, SIGHAND and
+    VFORK and ignores every other bit; VM and SIGHAND are for exec children only."""
+    honoured = {info.name for info in TABLE if info.reason("netbsd") is None}
+    assert honoured == {"CLONE_FS", "CLONE_FILES", "CLONE_VFORK"}
+    for info in TABLE:
+        if info.name not in honoured | {"CLONE_VM", "CLONE_SIGHAND"}:
+            assert "NetBSD" in (info.reason("netbsd") or ""), info.name
 
 
 def test_clone_pid_is_refused_with_the_reason() -> None:

@@ -18,9 +18,16 @@ __version__ = "0.1.0"
 NATIVE_ABI = 1
 
 from ._api import check, clone  # noqa: E402
-from ._backend import Backend, current_backend  # noqa: E402
+from ._backend import (  # noqa: E402
+    Backend,
+    available_backends,
+    current_backend,
+    get_backend,
+    use_backend,
+)
 from ._child import Child  # noqa: E402
 from ._errors import (  # noqa: E402
+    BackendUnavailableError,
     InvalidFlagsError,
     PortcloneError,
     TimeoutExpired,
@@ -69,6 +76,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Backend",
+    "BackendUnavailableError",
+    "available_backends",
+    "get_backend",
+    "use_backend",
     "Child",
     "CloneFlags",
     "InvalidFlagsError",

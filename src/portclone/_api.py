@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 from typing import Any, Callable, Optional, Sequence, Union
 
 from ._backend import current_backend, threaded_warning
 from ._child import Child, reap_orphans
-from ._flags import CloneFlags
+from ._flags import SIGCHLD, CloneFlags
 from ._validate import CgroupArg
 
 __all__ = ["clone", "check"]
@@ -20,7 +19,7 @@ def clone(
     /,
     *args: Any,
     flags: int = 0,
-    exit_signal: int = signal.SIGCHLD,
+    exit_signal: int = SIGCHLD,
     cgroup: Optional[CgroupArg] = None,
     set_tid: SetTid = None,
     **kwargs: Any,
@@ -56,7 +55,7 @@ def clone(
 def check(
     flags: int = 0,
     *,
-    exit_signal: int = signal.SIGCHLD,
+    exit_signal: int = SIGCHLD,
     cgroup: Optional[CgroupArg] = None,
     set_tid: SetTid = None,
 ) -> CloneFlags:

@@ -8,21 +8,32 @@ Backends are imported lazily, so one that cannot work here is never loaded
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import signal
 import sys
 import warnings
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 from ._child import Child
-from ._errors import UnsupportedFlagError
+from ._errors import BackendUnavailableError, InvalidFlagsError, UnsupportedFlagError
 from ._flags import TABLE, CloneFlags, bits, describe
 from ._validate import Request, make_request
 
 _INT_TYPES = (int, CloneFlags, signal.Signals)
 _PARENT = int(CloneFlags.CLONE_PARENT)
 
-__all__ = ["Backend", "current_backend", "native_status", "threaded_warning"]
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "available_backends",
+    "current_backend",
+    "get_backend",
+    "native_status",
+    "threaded_warning",
+    "use_backend",
+]
 
 
 class Backend:
@@ -80,7 +91,14 @@ class Backend:
                 value |= info.flag
         return value
 
+    def invalid(self, request: Request) -> Dict[str, str]:
+        """What this backend's kernel refuses with EINVAL beyond the universal rules."""
+        return {}
+
     def check(self, request: Request) -> None:
+        bad = self.invalid(request)
+        if bad:
+            raise InvalidFlagsError(request.value, self.name, bad)
         found = self.refusals(request)
         if found:
             offending = 0
@@ -132,26 +150,111 @@ def native_status() -> Tuple[Any, Optional[str]]:
 
 # -- selection ----------------------------------------------------------------
 
-_current: Optional[Backend] = None
+#: Every backend portclone has, in order of preference.
+BACKEND_NAMES = ("linux", "netbsd", "fork")
+ENV_VAR = "PORTCLONE_BACKEND"
 
 
-def _select() -> Backend:
-    native, _ = native_status()
-    if sys.platform.startswith("linux") and native is not None:
-        from ._linux import LinuxBackend
+def _why_unusable(name: str) -> Optional[str]:
+    """Why backend ``name`` cannot work in this process, or None."""
+    if name not in BACKEND_NAMES:
+        return f"unknown backend {name!r}: portclone has {', '.join(BACKEND_NAMES)}"
+    if not hasattr(os, "fork"):
+        return (f"{sys.platform} has neither fork nor clone; use subprocess or "
+                "multiprocessing's spawn start method")
+    if name == "fork":
+        return None
+    native, why = native_status()
+    if name == "linux":
+        if not sys.platform.startswith("linux"):
+            return f"the linux backend needs Linux, this is {sys.platform}"
+        return why
+    # netbsd: NetBSD's own libc clone(), or on Linux glibc's clone() with the same
+    # signature and flag values, checked against NetBSD's rules
+    if not (sys.platform.startswith("netbsd") or sys.platform.startswith("linux")):
+        return f"the netbsd backend needs NetBSD (or Linux, to test its rules), this is {sys.platform}"
+    if why is None and not hasattr(native, "libc_clone"):
+        return "portclone._native was built without libc clone()"
+    return why
 
-        return LinuxBackend(native)
-    from ._fork import ForkBackend
 
-    return ForkBackend()
+def available_backends() -> List[str]:
+    """The backends that work on this machine, best first."""
+    return [name for name in BACKEND_NAMES if _why_unusable(name) is None]
+
+
+def _platform_default() -> str:
+    if sys.platform.startswith("linux"):
+        return "linux"
+    if sys.platform.startswith("netbsd"):
+        return "netbsd"
+    return "fork"
+
+
+_instances: Dict[str, Backend] = {}
+_default: Optional[str] = None
+_override: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "portclone_backend", default=None)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; BackendUnavailableError if it cannot work here."""
+    backend = _instances.get(name)
+    if backend is None:
+        why = _why_unusable(name)
+        if why is not None:
+            raise BackendUnavailableError(name, why)
+        if name == "linux":
+            assert sys.platform == "linux"  # _why_unusable said so; and mypy --platform knows
+            from ._linux import LinuxBackend
+
+            backend = LinuxBackend(native_status()[0])
+        elif name == "netbsd":
+            from ._netbsd import NetBSDBackend
+
+            backend = NetBSDBackend(native_status()[0])
+        else:
+            from ._fork import ForkBackend
+
+            backend = ForkBackend()
+        backend = _instances.setdefault(name, backend)
+    return backend
 
 
 def current_backend() -> Backend:
-    """The backend clone() uses in this process, chosen once, at first use."""
-    global _current
-    if _current is None:
-        _current = _select()
-    return _current
+    """The backend clone() uses here and now.
+
+    Chosen once, at first use, from the platform (Linux -> linux, NetBSD ->
+    netbsd, any other POSIX system -> fork), unless ``PORTCLONE_BACKEND``
+    names one; :func:`use_backend` overrides it for a block of code.
+    """
+    global _default
+    name = _override.get()
+    if name is None:
+        if _default is None:
+            chosen = os.environ.get(ENV_VAR, "").strip()
+            if chosen:
+                why = _why_unusable(chosen)
+                if why is not None:
+                    raise BackendUnavailableError(chosen, f"{why} (from {ENV_VAR}={chosen})")
+            else:
+                chosen = _platform_default()
+                if chosen != "fork" and _why_unusable(chosen) is not None:
+                    chosen = "fork"  # no native extension: the fallback serves, info says why
+            _default = chosen
+        name = _default
+    return get_backend(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[Backend]:
+    """Use backend ``name`` for clone() inside the ``with`` block (this thread or task)."""
+    backend = get_backend(name)
+    token = _override.set(name)
+    try:
+        yield backend
+    finally:
+        _override.reset(token)
 
 
 # -- the multi-threaded warning ----------------------------------------------

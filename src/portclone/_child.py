@@ -13,13 +13,19 @@ import warnings
 from typing import Any, Callable, List, NoReturn, Optional, Tuple
 
 from ._errors import TimeoutExpired
-from ._flags import CloneFlags
+from ._flags import SIGCHLD, CloneFlags
 
 __all__ = ["Child", "run_child", "flush_std_streams", "reap_orphans"]
 
-#: Linux's __WALL: wait for children whatever their exit signal.
-#: A child whose exit signal is not SIGCHLD is invisible to a plain waitpid.
-WALL = 0x40000000 if sys.platform.startswith("linux") else 0
+#: Wait for children whatever their exit signal: a child whose exit signal is not
+#: SIGCHLD is invisible to a plain waitpid.  Linux's __WALL; NetBSD's WALLSIG
+#: (NetBSDfr/NetBSD-src:sys/sys/wait.h).
+if sys.platform.startswith("linux"):
+    WALL = 0x40000000
+elif sys.platform.startswith("netbsd"):
+    WALL = 0x00000008
+else:
+    WALL = 0
 
 # Pids of Child objects collected while their process still ran; reaped
 # without blocking on the next clone() (subprocess._cleanup does the same).
@@ -72,7 +78,7 @@ class Child:
         pid: int,
         pidfd: Optional[int],
         flags: int = 0,
-        exit_signal: int = int(signal.SIGCHLD),
+        exit_signal: int = SIGCHLD,
         backend: str = "",
         syscall: str = "",
         reapable: bool = True,

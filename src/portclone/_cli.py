@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from . import __version__
 from ._api import clone
-from ._backend import current_backend, native_status
+from ._backend import available_backends, current_backend, native_status
 from ._errors import PortcloneError
 from ._flags import TABLE, CloneFlags, describe
 
@@ -23,6 +23,7 @@ def _info() -> Dict[str, Any]:
     facts: Dict[str, Any] = {
         "portclone": __version__,
         "backend": backend.name,
+        "available_backends": available_backends(),
         "platform": sys.platform,
         "kernel": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),

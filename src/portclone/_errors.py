@@ -15,6 +15,7 @@ __all__ = [
     "UnsupportedFlagError",
     "InvalidFlagsError",
     "TimeoutExpired",
+    "BackendUnavailableError",
     "platform_string",
     "kernel_error",
 ]
@@ -77,6 +78,15 @@ class InvalidFlagsError(_FlagError, ValueError):
 
     def __init__(self, flags: int, backend: str, reasons: Mapping[str, str]) -> None:
         super().__init__(flags, backend, reasons, headline="invalid clone request")
+
+
+class BackendUnavailableError(PortcloneError, LookupError):
+    """A backend name that does not exist, or cannot work on this machine."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.backend = name
+        self.reason = reason
+        super().__init__(f"portclone backend {name!r} is not usable on {platform_string()}: {reason}")
 
 
 class TimeoutExpired(PortcloneError, subprocess.TimeoutExpired):

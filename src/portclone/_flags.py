@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import enum
 import re
+import signal
 from dataclasses import dataclass
 from typing import Dict, Iterator, Optional, Tuple
 
-__all__ = ["CloneFlags", "FlagInfo", "Rule", "TABLE", "RULES", "BACKENDS", "CSIGNAL"]
+__all__ = ["CloneFlags", "FlagInfo", "Rule", "TABLE", "RULES", "BACKENDS", "CSIGNAL", "SIGCHLD"]
 
 #: The low byte of legacy clone's flags word: the exit signal, not a flag.
 CSIGNAL = 0xFF
+
+#: The default exit signal.  Windows has no SIGCHLD: importing portclone works
+#: there, and clone() explains that no backend can run.
+SIGCHLD: int = getattr(signal, "SIGCHLD", 0)
 
 
 class CloneFlags(enum.IntFlag):
@@ -92,7 +97,7 @@ RETIRED_NAMES = {
 }
 
 #: The backends the table knows; each FlagInfo says for each whether it works.
-BACKENDS = ("linux", "fork")
+BACKENDS = ("linux", "netbsd", "fork")
 
 F = CloneFlags
 
@@ -101,132 +106,100 @@ F = CloneFlags
 class FlagInfo:
     """What portclone knows about one flag.
 
-    ``support`` maps a backend name to ``None`` (honoured) or the reason the
-    backend refuses the flag for a Python child.
+    ``linux``, ``netbsd`` and ``fork`` are ``None`` where that backend honours
+    the flag for a Python child, else the reason it refuses it.
     """
 
     flag: CloneFlags
     since: str  # first Linux version with the flag
     meaning: str  # what the child gets
+    linux: Optional[str]
+    netbsd: Optional[str]
+    fork: Optional[str]
     clone3_only: bool = False  # legacy clone cannot express it
     ns: str = ""  # for namespace flags: the name under /proc/self/ns
-    support: Tuple[Tuple[str, Optional[str]], ...] = ()
 
     @property
     def name(self) -> str:
         return _NAMES[int(self.flag)]
 
     def reason(self, backend: str) -> Optional[str]:
-        return dict(self.support).get(backend, f"the {backend} backend does not know this flag")
+        """None if ``backend`` honours the flag, else why not."""
+        value: Optional[str] = getattr(self, backend)
+        return value
 
 
-_FORK_ONLY = (
-    "os.fork cannot share {what} with the child; this needs the linux backend "
-    "(Linux with portclone's native extension)"
-)
-_FORK_NS = (
-    "os.fork cannot create namespaces; this needs the linux backend "
-    "(Linux with portclone's native extension)"
-)
+YES = None  # in the table: the backend honours the flag
+_NO_PYTHON_USE = " (no meaningful Python use)"
+_FORK_NEEDS = "; this needs the linux backend (Linux with portclone's native extension)"
+_NB_IGNORES = "NetBSD's clone does not know it: its kernel would silently ignore the bit"
+_NB_NO_NS = "NetBSD has no namespaces: its kernel would silently ignore the bit"
+_FORK_NO_NS = "os.fork cannot create namespaces" + _FORK_NEEDS
+_FORK_NO_PASS = "os.fork cannot pass it to the kernel"
+_PY_SHARES_MEMORY = (
+    "a Python child cannot share the interpreter's memory with its parent (both would run the "
+    "same interpreter state at once); CLONE_VM is for exec children, or use CLONE_VFORK for a "
+    "child that suspends the parent")
+_PY_SHARES_HANDLERS = (
+    "shared signal handlers need CLONE_VM (the kernel's rule), which a Python child cannot use; "
+    "CLONE_CLEAR_SIGHAND resets the child's handlers instead")
+_NEW_IN_71 = ("not yet honoured: no kernel portclone is tested on (5.10 to 6.18) knows it; ")
 
 
-def _fork_share(what: str) -> Tuple[str, Optional[str]]:
-    return ("fork", _FORK_ONLY.format(what=what))
+def _share(what: str) -> str:
+    return f"os.fork cannot share {what} with the child" + _FORK_NEEDS
 
 
 def _ns(flag: CloneFlags, since: str, what: str, ns: str) -> FlagInfo:
-    return FlagInfo(flag, since, f"new {what} namespace", ns=ns,
-                    support=(("linux", None), ("fork", _FORK_NS)))
+    return FlagInfo(flag, since, f"new {what} namespace", YES, _NB_NO_NS, _FORK_NO_NS, ns=ns)
 
 
 TABLE: Tuple[FlagInfo, ...] = (
-    FlagInfo(
-        F.CLONE_VM, "2.0", "shares the parent's memory",
-        support=(
-            ("linux", "a Python child cannot share the interpreter's memory with its parent "
-                      "(both would run the same interpreter state at once); CLONE_VM is for "
-                      "exec children, or use CLONE_VFORK for a child that suspends the parent"),
-            _fork_share("memory"),
-        ),
-    ),
+    FlagInfo(F.CLONE_VM, "2.0", "shares the parent's memory",
+             linux=_PY_SHARES_MEMORY, netbsd=_PY_SHARES_MEMORY, fork=_share("memory")),
     FlagInfo(F.CLONE_FS, "2.0", "shares cwd, root and umask with the parent",
-             support=(("linux", None), _fork_share("cwd, root and umask"))),
+             linux=YES, netbsd=YES, fork=_share("cwd, root and umask")),
     FlagInfo(F.CLONE_FILES, "2.0", "shares the file descriptor table with the parent",
-             support=(("linux", None), _fork_share("the file descriptor table"))),
-    FlagInfo(
-        F.CLONE_SIGHAND, "2.0", "shares signal handlers with the parent (needs CLONE_VM)",
-        support=(
-            ("linux", "shared signal handlers need CLONE_VM (the kernel's rule), which a Python "
-                      "child cannot use; CLONE_CLEAR_SIGHAND resets the child's handlers instead"),
-            _fork_share("signal handlers"),
-        ),
-    ),
-    FlagInfo(
-        F.CLONE_PIDFD, "5.2", "a pidfd for the child (portclone asks for one whenever it can)",
-        support=(("linux", None),
-                 ("fork", "no pidfd without the linux backend; Child.pidfd is None here")),
-    ),
-    FlagInfo(F.CLONE_PTRACE, "2.2", "the child is traced by the parent's tracer",
-             support=(("linux", None), ("fork", "os.fork cannot start the child traced"))),
-    FlagInfo(
-        F.CLONE_VFORK, "2.2", "the parent is suspended until the child exits or execs",
-        support=(("linux", None),
-                 ("fork", "the fork fallback cannot suspend the parent yet; use the linux backend")),
-    ),
-    FlagInfo(
-        F.CLONE_PARENT, "2.3.12", "the child's parent is the caller's parent (pass exit_signal=0)",
-        support=(("linux", None), ("fork", "os.fork always makes the caller the parent")),
-    ),
-    FlagInfo(
-        F.CLONE_THREAD, "2.4.0", "the child is a thread in the caller's thread group",
-        support=(
-            ("linux", "a thread needs CLONE_VM and CLONE_SIGHAND, which a Python child cannot "
-                      "use; use the threading module for threads"),
-            ("fork", "os.fork cannot make threads; use the threading module"),
-        ),
-    ),
+             linux=YES, netbsd=YES, fork=_share("the file descriptor table")),
+    FlagInfo(F.CLONE_SIGHAND, "2.0", "shares signal handlers with the parent (needs CLONE_VM)",
+             linux=_PY_SHARES_HANDLERS, netbsd=_PY_SHARES_HANDLERS, fork=_share("signal handlers")),
+    FlagInfo(F.CLONE_PIDFD, "5.2", "a pidfd for the child (portclone asks for one whenever it can)",
+             linux=YES, netbsd="NetBSD has no pidfds: its kernel would silently ignore the bit",
+             fork="no pidfd without the linux backend; Child.pidfd is None here"),
+    FlagInfo(F.CLONE_PTRACE, "2.2", "the child is traced by the caller's tracer, if it has one",
+             linux=YES, netbsd="NetBSD's kernel refuses CLONE_PTRACE (EINVAL)",
+             fork="os.fork cannot start the child traced"),
+    FlagInfo(F.CLONE_VFORK, "2.2", "the parent is suspended until the child exits or execs",
+             linux=YES, netbsd=YES, fork=YES),
+    FlagInfo(F.CLONE_PARENT, "2.3.12", "the child's parent is the caller's parent (exit_signal=0)",
+             linux=YES, netbsd=_NB_IGNORES, fork="os.fork always makes the caller the parent"),
+    FlagInfo(F.CLONE_THREAD, "2.4.0", "the child is a thread in the caller's thread group",
+             linux="a thread needs CLONE_VM and CLONE_SIGHAND, which a Python child cannot use; "
+                   "use the threading module for threads",
+             netbsd=_NB_IGNORES, fork="os.fork cannot make threads; use the threading module"),
     _ns(F.CLONE_NEWNS, "2.4.19", "mount", "mnt"),
     FlagInfo(F.CLONE_SYSVSEM, "2.5.10", "shares System V semaphore undo values",
-             support=(("linux", None), _fork_share("System V semaphore undo lists"))),
-    FlagInfo(
-        F.CLONE_SETTLS, "2.5.32", "sets the child's thread-local storage pointer",
-        support=(
-            ("linux", "a new TLS pointer only makes sense for a thread with its own stack; "
-                      "a Python child keeps the parent's TLS layout (no meaningful Python use)"),
-            ("fork", "os.fork cannot set a TLS pointer"),
-        ),
-    ),
-    FlagInfo(
-        F.CLONE_PARENT_SETTID, "2.5.49", "stores the child's tid in the parent's memory",
-        support=(
-            ("linux", "writes a tid into raw parent memory; Child.pid already carries it "
-                      "(no meaningful Python use)"),
-            ("fork", "os.fork returns the pid; there is nothing to store"),
-        ),
-    ),
-    FlagInfo(
-        F.CLONE_CHILD_CLEARTID, "2.5.49", "clears a tid word in the child's memory at exit",
-        support=(
-            ("linux", "clears and wakes a futex word in the child's memory when it exits, for "
-                      "thread libraries joining threads (no meaningful Python use)"),
-            ("fork", "os.fork cannot arrange it"),
-        ),
-    ),
-    FlagInfo(
-        F.CLONE_DETACHED, "2.5.32", "obsolete: ignored since Linux 2.6.2, refused by clone3",
-        support=(("linux", "obsolete: Linux ignores it (legacy clone) or refuses it (clone3)"),
-                 ("fork", "obsolete")),
-    ),
+             linux=YES, netbsd=_NB_IGNORES, fork=_share("System V semaphore undo lists")),
+    FlagInfo(F.CLONE_SETTLS, "2.5.32", "sets the child's thread-local storage pointer",
+             linux="a new TLS pointer only makes sense for a thread with its own stack; a Python "
+                   "child keeps the parent's TLS layout" + _NO_PYTHON_USE,
+             netbsd=_NB_IGNORES, fork="os.fork cannot set a TLS pointer"),
+    FlagInfo(F.CLONE_PARENT_SETTID, "2.5.49", "stores the child's tid in the parent's memory",
+             linux="writes a tid into raw parent memory; Child.pid already carries it" + _NO_PYTHON_USE,
+             netbsd=_NB_IGNORES, fork="os.fork returns the pid; there is nothing to store"),
+    FlagInfo(F.CLONE_CHILD_CLEARTID, "2.5.49", "clears a tid word in the child's memory at exit",
+             linux="clears and wakes a futex word in the child's memory when it exits, for thread "
+                   "libraries joining threads" + _NO_PYTHON_USE,
+             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
+    FlagInfo(F.CLONE_DETACHED, "2.5.32", "obsolete: ignored since Linux 2.6.2, refused by clone3",
+             linux="obsolete: Linux ignores it (legacy clone) or refuses it (clone3)",
+             netbsd=_NB_IGNORES, fork="obsolete, and os.fork could not pass it on anyway"),
     FlagInfo(F.CLONE_UNTRACED, "2.5.46", "a tracer cannot force CLONE_PTRACE on the child",
-             support=(("linux", None), ("fork", "os.fork cannot pass it to the kernel"))),
-    FlagInfo(
-        F.CLONE_CHILD_SETTID, "2.5.49", "stores the child's tid in the child's memory",
-        support=(
-            ("linux", "portclone uses it internally to repair libc's cached thread id in the "
-                      "child; Child.pid carries the tid (no meaningful Python use)"),
-            ("fork", "os.fork cannot arrange it"),
-        ),
-    ),
+             linux=YES, netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
+    FlagInfo(F.CLONE_CHILD_SETTID, "2.5.49", "stores the child's tid in the child's memory",
+             linux="portclone uses it internally to repair libc's cached thread id in the child; "
+                   "Child.pid carries the tid" + _NO_PYTHON_USE,
+             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
     _ns(F.CLONE_NEWCGROUP, "4.6", "cgroup", "cgroup"),
     _ns(F.CLONE_NEWUTS, "2.6.19", "UTS (hostname)", "uts"),
     _ns(F.CLONE_NEWIPC, "2.6.19", "IPC", "ipc"),
@@ -234,51 +207,28 @@ TABLE: Tuple[FlagInfo, ...] = (
     _ns(F.CLONE_NEWPID, "2.6.24", "PID", "pid"),
     _ns(F.CLONE_NEWNET, "2.6.29", "network", "net"),
     FlagInfo(F.CLONE_IO, "2.6.25", "shares the I/O context (I/O scheduling) with the parent",
-             support=(("linux", None), _fork_share("the I/O context"))),
-    FlagInfo(
-        F.CLONE_NEWTIME, "5.8", "new time namespace (its bit lies in the exit-signal byte)",
-        clone3_only=True, ns="time", support=(("linux", None), ("fork", _FORK_NS)),
-    ),
-    FlagInfo(
-        F.CLONE_CLEAR_SIGHAND, "5.5", "the child's signal handlers are reset to SIG_DFL",
-        clone3_only=True,
-        support=(("linux", None),
-                 ("fork", "os.fork keeps the handlers; reset them in the child with signal.signal")),
-    ),
-    FlagInfo(
-        F.CLONE_INTO_CGROUP, "5.7", "the child starts in the cgroup v2 given as cgroup=",
-        clone3_only=True,
-        support=(("linux", None),
-                 ("fork", "os.fork cannot choose the child's cgroup; write its pid to "
-                          "cgroup.procs after it starts")),
-    ),
-    FlagInfo(
-        F.CLONE_AUTOREAP, "7.1", "the child is reaped automatically (no exit status)",
-        clone3_only=True,
-        support=(
-            ("linux", "Child.wait() and returncode need the exit status, which an auto-reaped "
-                      "child never leaves; set SIGCHLD to SIG_IGN to discard statuses instead"),
-            ("fork", "os.fork cannot pass it to the kernel"),
-        ),
-    ),
-    FlagInfo(
-        F.CLONE_NNP, "7.1", "the child starts with no_new_privs set",
-        clone3_only=True,
-        support=(
-            ("linux", "not yet honoured: no kernel portclone is tested on (5.10 to 6.18) knows "
-                      "it; call prctl(PR_SET_NO_NEW_PRIVS) in the child instead"),
-            ("fork", "os.fork cannot pass it to the kernel"),
-        ),
-    ),
-    FlagInfo(
-        F.CLONE_PIDFD_AUTOKILL, "7.1", "the child is killed when its pidfd is closed",
-        clone3_only=True,
-        support=(
-            ("linux", "not yet honoured: no kernel portclone is tested on (5.10 to 6.18) knows "
-                      "it; kill the child from Child.close() or a finally block instead"),
-            ("fork", "os.fork cannot pass it to the kernel"),
-        ),
-    ),
+             linux=YES, netbsd=_NB_IGNORES, fork=_share("the I/O context")),
+    FlagInfo(F.CLONE_NEWTIME, "5.8", "new time namespace (its bit lies in the exit-signal byte)",
+             linux=YES, netbsd=_NB_NO_NS, fork=_FORK_NO_NS, clone3_only=True, ns="time"),
+    FlagInfo(F.CLONE_CLEAR_SIGHAND, "5.5", "the child's signal handlers are reset to SIG_DFL",
+             linux=YES, netbsd="NetBSD's clone cannot reset handlers; reset them in the child "
+                               "with signal.signal",
+             fork="os.fork keeps the handlers; reset them in the child with signal.signal",
+             clone3_only=True),
+    FlagInfo(F.CLONE_INTO_CGROUP, "5.7", "the child starts in the cgroup v2 given as cgroup=",
+             linux=YES, netbsd="NetBSD has no cgroups",
+             fork="os.fork cannot choose the child's cgroup; write its pid to cgroup.procs after "
+                  "it starts", clone3_only=True),
+    FlagInfo(F.CLONE_AUTOREAP, "7.1", "the child is reaped automatically (no exit status)",
+             linux="Child.wait() and returncode need the exit status, which an auto-reaped child "
+                   "never leaves; set SIGCHLD to SIG_IGN to discard statuses instead",
+             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
+    FlagInfo(F.CLONE_NNP, "7.1", "the child starts with no_new_privs set",
+             linux=_NEW_IN_71 + "call prctl(PR_SET_NO_NEW_PRIVS) in the child instead",
+             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
+    FlagInfo(F.CLONE_PIDFD_AUTOKILL, "7.1", "the child is killed when its pidfd is closed",
+             linux=_NEW_IN_71 + "kill the child from Child.close() or a finally block instead",
+             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
 )
 
 _NAMES: Dict[int, str] = {int(m): name for name, m in CloneFlags.__members__.items()}

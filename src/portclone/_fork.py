@@ -8,16 +8,17 @@ each refusal says what would be needed instead.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._backend import Backend, native_status
 from ._child import Child, flush_std_streams, run_child
-from ._flags import CloneFlags
+from ._flags import SIGCHLD, CloneFlags
 from ._validate import Request
 
 __all__ = ["ForkBackend"]
+
+_VFORK = 0x4000
 
 
 class ForkBackend(Backend):
@@ -40,7 +41,7 @@ class ForkBackend(Backend):
     def refusals(self, request: Request) -> Dict[str, str]:
         found = super().refusals(request)
         where = f"fork fallback on {sys.platform}"
-        if request.exit_signal != signal.SIGCHLD:
+        if request.exit_signal != SIGCHLD:
             found["exit_signal"] = (f"{where}: os.fork children always signal SIGCHLD; another "
                                     f"exit signal needs the linux backend{self._why_not_native()}")
         if request.set_tid is not None:
@@ -50,12 +51,34 @@ class ForkBackend(Backend):
 
     def launch(self, request: Request, fn: Callable[..., object],
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+        child = Child(0, None, request.flags, request.exit_signal, self.name, "fork", True)
+        vfork = bool(request.value & _VFORK)
+        if vfork:
+            # CLONE_VFORK, emulated: the child holds the write end of a close-on-exec pipe
+            # (os.pipe's fds are not inheritable); the parent reads until it closes,
+            # which happens when the child exits or execs.
+            done_r, done_w = os.pipe()
         flush_std_streams()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:
+            if vfork:
+                os.close(done_r)
+                os.close(done_w)
+            raise
         if pid == 0:
+            if vfork:
+                os.close(done_r)
             run_child(fn, args, kwargs)
-        return Child(pid, None, flags=request.flags, exit_signal=request.exit_signal,
-                     backend=self.name, syscall="fork")
+        child.pid = pid
+        if vfork:
+            os.close(done_w)
+            try:
+                while os.read(done_r, 1):  # EINTR is retried (PEP 475)
+                    pass
+            finally:
+                os.close(done_r)
+        return child
 
     def details(self) -> Dict[str, Any]:
         _, why = native_status()

@@ -25,6 +25,13 @@
  * there with CLONE_CHILD_SETTID, as glibc's own fork does with
  * arch_fork(&THREAD_SELF->tid) (bminor/glibc:sysdeps/nptl/_Fork.c).
  */
+/* libc_clone longjmps from the child's temporary stack back onto its copy of
+ * the caller's stack; _FORTIFY_SOURCE's longjmp check would call that an
+ * error, so this file is built without it. */
+#undef _FORTIFY_SOURCE
+#if defined(__NetBSD__) && !defined(_NETBSD_SOURCE)
+#define _NETBSD_SOURCE 1 /* clone() and the CLONE_* flags in <sched.h> */
+#endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -41,6 +48,19 @@
 #if defined(__linux__)
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#endif
+
+#if defined(__linux__) || defined(__NetBSD__)
+#include <sched.h>
+#include <setjmp.h>
+#define PC_HAVE_LIBC_CLONE 1
+#if defined(__NetBSD__)
+/* NetBSD/src:include/sched.h declares clone() only under _GNU_SOURCE and the
+ * function it aliases, __clone(), under _NETBSD_SOURCE: call __clone. */
+#define PC_LIBC_CLONE __clone
+#else
+#define PC_LIBC_CLONE clone /* glibc, with _GNU_SOURCE from pyconfig.h */
+#endif
 #endif
 
 /* Bumped whenever the Python side and this file must change together;
@@ -426,7 +446,71 @@ native_clone3_enosys(PyObject *module, PyObject *unused)
     return PyBool_FromLong(clone3_enosys);
 }
 
+#endif /* __linux__ */
+
+#ifdef PC_HAVE_LIBC_CLONE
+/*
+ * libc's clone(fn, stack, flags, arg): NetBSD's (NetBSD/src:lib/libc/arch/
+ * x86_64/sys/__clone.S and siblings) and glibc's have this same signature,
+ * and NetBSD's flag values are Linux's.  Both insist on a function and a
+ * stack (EINVAL otherwise) and run fn(arg) on that stack in the child.  For a
+ * fork-like child (no CLONE_VM) the child's memory is a copy of ours, so fn
+ * jumps straight back into this frame on the child's copy of our stack and
+ * the child goes on like a fork child.  No Python code runs between
+ * PyOS_BeforeFork and PyOS_AfterFork_*.
+ */
+static jmp_buf libc_clone_return;
+static char libc_clone_stack[16384] __attribute__((aligned(64)));
+
+static int
+libc_clone_trampoline(void *unused)
+{
+    longjmp(libc_clone_return, 1);
+    return 0; /* not reached */
+}
+
+static PyObject *
+native_libc_clone(PyObject *module, PyObject *args)
+{
+    int flags;
+    volatile pid_t pid = -1;
+    volatile int err = 0;
+
+    if (!PyArg_ParseTuple(args, "i:libc_clone", &flags))
+        return NULL;
+    if (flags & 0x100 /* CLONE_VM */) {
+        PyErr_SetString(PyExc_ValueError, "libc_clone makes fork-like children: no CLONE_VM");
+        return NULL;
+    }
+#if defined(__linux__)
+    get_tid_offset();
+#endif
+    PyOS_BeforeFork();
+    if (setjmp(libc_clone_return) == 0) {
+        pid = PC_LIBC_CLONE(libc_clone_trampoline, libc_clone_stack + sizeof libc_clone_stack,
+                            flags, NULL);
+        err = errno;
+    }
+    else {
+        /* The child, back on its copy of this frame. */
+#if defined(__linux__)
+        if (tid_offset >= 0) /* libc's cached tid: the child's own (see the top of this file) */
+            *(pid_t *)((char *)pthread_self() + tid_offset) = (pid_t)syscall(SYS_gettid);
+#endif
+        PyOS_AfterFork_Child();
+        return PyLong_FromLong(0);
+    }
+    PyOS_AfterFork_Parent();
+    if (pid < 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLong((long)pid);
+}
+#endif /* PC_HAVE_LIBC_CLONE */
+
 static PyMethodDef native_methods[] = {
+#ifdef __linux__
     {"clone", native_clone, METH_VARARGS,
      "clone(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok) -> (pid, pidfd, syscall)\n"
      "Create a fork-like child between CPython's fork hooks; pid is 0 in the child."},
@@ -438,18 +522,20 @@ static PyMethodDef native_methods[] = {
      "Offset of the cached tid in libc's thread descriptor, or -1."},
     {"clone3_enosys", native_clone3_enosys, METH_NOARGS,
      "True once clone3 answered ENOSYS in this process."},
+#endif
+#ifdef PC_HAVE_LIBC_CLONE
+    {"libc_clone", native_libc_clone, METH_VARARGS,
+     "libc_clone(flags) -> pid: libc clone() for a fork-like child; 0 in the child."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
-#else /* !__linux__ */
-
-static PyMethodDef native_methods[] = {{NULL, NULL, 0, NULL}};
-
-#endif
-
 static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT, "portclone._native",
-    "portclone's system-call layer (see portclone/_native.c).", -1, native_methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "portclone._native",
+    .m_doc = "portclone's system-call layer (see portclone/_native.c).",
+    .m_size = -1,
+    .m_methods = native_methods,
 };
 
 PyMODINIT_FUNC

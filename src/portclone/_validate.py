@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 from ._errors import InvalidFlagsError, UnsupportedFlagError
-from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, CloneFlags, describe
+from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags, describe
 
 __all__ = ["Request", "CgroupArg", "make_request"]
 
@@ -45,7 +45,7 @@ class Request:
     def make(cls, flags: int, exit_signal: int, cgroup: Optional[CgroupArg] = None,
              set_tid: Optional[Tuple[int, ...]] = None) -> Request:
         needs_clone3 = bool(flags & CLONE3_ONLY) or set_tid is not None or cgroup is not None
-        plain = not flags & ~F.CLONE_PIDFD and exit_signal == signal.SIGCHLD and not needs_clone3
+        plain = not flags & ~F.CLONE_PIDFD and exit_signal == SIGCHLD and not needs_clone3
         return cls(CloneFlags(flags), exit_signal, cgroup, set_tid, needs_clone3, plain, int(flags))
 
 
@@ -129,7 +129,7 @@ def cgroup_problem(cgroup: CgroupArg) -> Optional[str]:
 def make_request(
     flags: object,
     *,
-    exit_signal: object = signal.SIGCHLD,
+    exit_signal: object = SIGCHLD,
     cgroup: object = None,
     set_tid: object = None,
     backend: str,

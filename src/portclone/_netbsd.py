@@ -1,0 +1,126 @@
+"""The NetBSD backend: libc ``__clone(fn, stack, flags, arg)`` with NetBSD's rules.
+
+What NetBSD's kernel does (``sys___clone``, NetBSDfr/NetBSD-src:sys/kern/kern_fork.c
+rev. 1.234): it maps CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_SIGHAND and
+CLONE_VFORK to FORK_SHAREVM/SHARECWD/SHAREFILES/SHARESIGS/PPWAIT and takes the
+exit signal from the low byte (CLONE_CSIGNAL).  It answers EINVAL for exactly
+four things: CLONE_PTRACE, SIGHAND without VM, an exit signal of _NSIG (64) or
+more, and (since a revision between 1.231 and 1.234) CLONE_FILES while the
+descriptor table holds close-on-fork descriptors.  **Every other bit is
+silently ignored** (namespaces, THREAD, PIDFD...): portclone refuses them.
+
+The call: libc's ``__clone`` (``clone`` is its weak alias, declared only under
+_GNU_SOURCE: NetBSD/src:include/sched.h), which insists on a function and a
+stack (EINVAL otherwise) and runs fn(arg) on that stack in the child
+(NetBSD/src:lib/libc/arch/{x86_64,i386,aarch64}/sys/__clone.S).  The raw
+``__clone`` system call would also accept a NULL stack and continue the child
+on a copy of the caller's stack (cpu_lwp_fork moves the stack pointer only for
+a non-NULL stack), but that call differs from Linux's; libc's does not.  So the
+child starts on a small stack of its own and jumps straight back onto its copy
+of the caller's stack (``_native.c``, libc_clone), then goes on like a fork
+child.  glibc's ``clone()`` has the same signature and Linux's flag values are
+NetBSD's: on Linux this backend runs the very same C with NetBSD's rules, so
+downstream projects can test their NetBSD paths on a Linux runner.
+
+Children whose exit signal is not SIGCHLD (0 included) are reaped with
+WALLSIG, NetBSD's __WALL (sys/sys/wait.h; kern_exit.c find_stopped_child).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from typing import Any, Callable, Dict, Tuple
+
+from ._backend import Backend
+from ._child import Child, flush_std_streams, run_child
+from ._errors import InvalidFlagsError, kernel_error
+from ._validate import Request
+
+__all__ = ["NetBSDBackend"]
+
+#: NetBSD's _NSIG (NetBSDfr/NetBSD-src:sys/sys/signal.h): exit signals are 0.._NSIG-1.
+NETBSD_NSIG = 64
+
+
+class NetBSDBackend(Backend):
+    name = "netbsd"
+
+    def __init__(self, native: Any) -> None:
+        super().__init__()
+        self._native = native
+
+    @property
+    def emulated(self) -> bool:
+        """True on Linux: glibc's clone() with NetBSD's rules."""
+        return not sys.platform.startswith("netbsd")
+
+    def invalid(self, request: Request) -> Dict[str, str]:
+        found: Dict[str, str] = {}
+        if not 0 <= request.exit_signal < NETBSD_NSIG:
+            found["exit_signal"] = (f"NetBSD's exit signals are 0 to {NETBSD_NSIG - 1} "
+                                    "(its kernel answers EINVAL)")
+        if request.value & _FILES:
+            held = close_on_fork_fds()
+            if held:
+                found["CLONE_FILES"] = (
+                    "NetBSD refuses to share a descriptor table that holds close-on-fork "
+                    f"descriptors (kern_fork.c rev. 1.234): fds {', '.join(map(str, held))}")
+        return found
+
+    def refusals(self, request: Request) -> Dict[str, str]:
+        found = super().refusals(request)
+        if request.set_tid is not None:
+            found["set_tid"] = "NetBSD's clone cannot choose the child's pid"
+        return found
+
+    def launch(self, request: Request, fn: Callable[..., object],
+               args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+        child = Child(0, None, request.flags, request.exit_signal, self.name, "clone", True)
+        flush_std_streams()
+        try:
+            pid = self._native.libc_clone(request.value | request.exit_signal)
+        except OSError as e:
+            if (e.errno == errno.EINVAL and request.value & _FILES
+                    and sys.platform.startswith("netbsd")):
+                # the close-on-fork rule, where Python did not let us check it beforehand
+                raise InvalidFlagsError(_FILES, self.name, {
+                    "CLONE_FILES": "NetBSD refuses to share a descriptor table that holds "
+                                   "close-on-fork descriptors (kern_fork.c, sys___clone)"}) from None
+            raise kernel_error(e.errno or 0, "clone", request.value, request.exit_signal) from None
+        if pid == 0:
+            run_child(fn, args, kwargs)
+        child.pid = pid
+        return child
+
+    def details(self) -> Dict[str, Any]:
+        return {
+            "libc_clone": ("glibc clone() checked against NetBSD's rules (NetBSD emulated on Linux)"
+                           if self.emulated else "NetBSD libc clone()"),
+            "close_on_fork_rule": "checked" if _CLOFORK is not None else
+                                  "not applicable (no close-on-fork descriptors here)",
+        }
+
+
+_FILES = 0x400
+# FD_CLOFORK, where Python exposes it; Linux has no close-on-fork descriptors.  Where a
+# NetBSD Python lacks the constant, the kernel's EINVAL is translated after the call.
+_CLOFORK = getattr(__import__("fcntl"), "FD_CLOFORK", None) if os.name == "posix" else None
+
+
+def close_on_fork_fds() -> Tuple[int, ...]:
+    """The open descriptors marked close-on-fork, where such a mark exists."""
+    if _CLOFORK is None:
+        return ()
+    import fcntl
+
+    held = []
+    for name in os.listdir("/dev/fd"):
+        fd = int(name)
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFD) & _CLOFORK:
+                held.append(fd)
+        except OSError:
+            pass
+    return tuple(held)

@@ -1,0 +1,49 @@
+"""pytest plugin (entry point ``pytest11``): run tests under every portclone backend.
+
+A test that takes the ``portclone_backend`` fixture runs once per backend
+available on the machine (on Linux: linux, netbsd rules, fork), with that
+backend in force for clone() inside the test.  ``--portclone-backend NAME``
+(repeatable) picks backends instead; an unusable name is a usage error.
+
+    def test_degrades_cleanly(portclone_backend):
+        child = portclone.clone(work)           # under linux, netbsd and fork rules
+        ...
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, List
+
+import pytest
+
+from ._backend import BACKEND_NAMES, Backend, _why_unusable, available_backends, use_backend
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("portclone")
+    group.addoption(
+        "--portclone-backend", action="append", default=[], metavar="NAME",
+        choices=list(BACKEND_NAMES),
+        help="run portclone_backend tests under this backend only (repeatable; default: "
+             "every backend available here)")
+
+
+def _chosen(config: pytest.Config) -> List[str]:
+    names: List[str] = config.getoption("portclone_backend") or available_backends()
+    for name in names:
+        why = _why_unusable(name)
+        if why is not None:
+            raise pytest.UsageError(f"--portclone-backend {name}: {why}")
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "portclone_backend" in metafunc.fixturenames:
+        metafunc.parametrize("portclone_backend", _chosen(metafunc.config), indirect=True)
+
+
+@pytest.fixture
+def portclone_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The backend this test runs under (it is in force for clone())."""
+    with use_backend(request.param) as backend:
+        yield backend

@@ -1,0 +1,114 @@
+"""Choosing the backend: the platform default, PORTCLONE_BACKEND, use_backend(), the plugin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import run_python
+
+import portclone
+
+REPORT = """
+import json, portclone
+try:
+    name = portclone.current_backend().name
+except portclone.BackendUnavailableError as e:
+    name = "error: " + str(e)
+print(json.dumps({"backend": name, "available": portclone.available_backends()}))
+"""
+
+
+def report(env: dict) -> dict:  # type: ignore[type-arg]
+    full = {k: v for k, v in os.environ.items() if k != "PORTCLONE_BACKEND"}
+    full.update(env)
+    out = subprocess.run([sys.executable, "-c", REPORT], capture_output=True, text=True,
+                         env=full, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.requires("linux")
+def test_linux_is_the_default_here() -> None:
+    result = report({})
+    assert result == {"backend": "linux", "available": ["linux", "netbsd", "fork"]}
+
+
+@pytest.mark.parametrize("name", ["linux", "netbsd", "fork"])
+def test_env_var_picks_the_backend(name: str) -> None:
+    if name not in portclone.available_backends():
+        pytest.skip(f"missing the {name} backend here")
+    assert report({"PORTCLONE_BACKEND": name})["backend"] == name
+
+
+def test_env_var_unknown_name_is_a_clear_error() -> None:
+    result = report({"PORTCLONE_BACKEND": "plan9"})["backend"]
+    assert result.startswith("error: portclone backend 'plan9' is not usable")
+    assert "linux, netbsd, fork" in result and "PORTCLONE_BACKEND=plan9" in result
+
+
+def test_use_backend_overrides_and_restores() -> None:
+    before = portclone.current_backend().name
+    with portclone.use_backend("fork") as backend:
+        assert backend.name == "fork" and portclone.current_backend() is backend
+        with portclone.clone(os.getpid) as child:
+            assert child.backend == "fork" and child.syscall == "fork"
+            child.wait(timeout=30)
+    assert portclone.current_backend().name == before
+
+
+def test_use_backend_unknown_or_unusable() -> None:
+    with pytest.raises(portclone.BackendUnavailableError, match="unknown backend 'vms'") as info:
+        with portclone.use_backend("vms"):
+            pass
+    assert isinstance(info.value, LookupError) and info.value.backend == "vms"
+
+
+def test_windows_import_works_and_clone_explains() -> None:
+    """SIMULATED Windows (no os.fork, no SIGCHLD, sys.platform win32): it cannot be had here."""
+    result = run_python("""
+        import os, signal, sys
+        del os.fork
+        del signal.SIGCHLD
+        sys.platform = "win32"
+        import portclone
+        print(portclone.available_backends())
+        try:
+            portclone.clone(print)
+        except portclone.BackendUnavailableError as e:
+            print("refused:", e)
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[]"
+    assert lines[1].startswith("refused: ") and "neither fork nor clone" in lines[1]
+
+
+DOWNSTREAM = textwrap.dedent('''
+    import portclone
+
+    def test_each(portclone_backend):
+        with portclone.clone(lambda: 7) as child:
+            assert child.wait(timeout=30) == 7
+        assert child.backend == portclone_backend.name
+''')
+
+
+def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
+    path = os.path.join(str(tmp_path), "test_downstream.py")
+    with open(path, "w") as f:
+        f.write(DOWNSTREAM)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", path],
+                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in portclone.available_backends():
+        assert f"test_each[{name}] PASSED" in out.stdout
+    one = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                          "--portclone-backend", "fork", path],
+                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert one.returncode == 0 and "test_each[fork] PASSED" in one.stdout
+    assert "test_each[linux]" not in one.stdout
