@@ -205,10 +205,12 @@ def get_backend(name: str) -> Backend:
         if why is not None:
             raise BackendUnavailableError(name, why)
         if name == "linux":
-            assert sys.platform == "linux"  # _why_unusable said so; and mypy --platform knows
-            from ._linux import LinuxBackend
+            if sys.platform == "linux":  # _why_unusable said so; this tells type checkers
+                from ._linux import LinuxBackend
 
-            backend = LinuxBackend(native_status()[0])
+                backend = LinuxBackend(native_status()[0])
+            else:
+                raise BackendUnavailableError(name, f"this is {sys.platform}")
         elif name == "netbsd":
             from ._netbsd import NetBSDBackend
 
