@@ -36,7 +36,8 @@ setup(
     ext_modules=[
         Extension(
             "portclone._native",
-            sources=["src/portclone/_native.c"],
+            sources=["src/portclone/_native.c", "src/portclone/_spawn.c"],
+            depends=["src/portclone/_native.h"],
             extra_compile_args=["-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             extra_link_args=["-pthread"],
         )

@@ -45,9 +45,9 @@ def test_demo_is_the_man_page_example() -> None:
     result = cli("demo", "--hostname", "pc-demo-test")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("clone() returned ")
-    assert "uts.nodename in child:  pc-demo-test" in lines
-    assert f"uts.nodename in parent: {socket.gethostname()}" in lines
+    assert lines[0] == "uts.nodename in child:  pc-demo-test"
+    assert lines[1].startswith("clone() returned ")
+    assert lines[2] == f"uts.nodename in parent: {socket.gethostname()}"
     assert socket.gethostname() != "pc-demo-test"
 
 

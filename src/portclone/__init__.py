@@ -15,7 +15,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 #: The ABI of portclone._native this Python code was written for.
-NATIVE_ABI = 1
+NATIVE_ABI = 2
 
 from ._api import check, clone  # noqa: E402
 from ._backend import (  # noqa: E402
@@ -34,6 +34,7 @@ from ._errors import (  # noqa: E402
     UnsupportedFlagError,
 )
 from ._flags import RETIRED_NAMES, CloneFlags  # noqa: E402
+from ._spawn import DEVNULL, PIPE, STDOUT, spawn  # noqa: E402
 
 # Module-level CLONE_* constants, for code ported from C.
 CLONE_NEWTIME = CloneFlags.CLONE_NEWTIME
@@ -89,4 +90,8 @@ __all__ = [
     "check",
     "clone",
     "current_backend",
+    "spawn",
+    "PIPE",
+    "DEVNULL",
+    "STDOUT",
 ] + [name for name in CloneFlags.__members__]

@@ -14,12 +14,15 @@ import os
 import signal
 import sys
 import warnings
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 from ._child import Child
 from ._errors import BackendUnavailableError, InvalidFlagsError, UnsupportedFlagError
 from ._flags import TABLE, CloneFlags, bits, describe
 from ._validate import Request, make_request
+
+if TYPE_CHECKING:
+    from ._spawn import SpawnPlan
 
 _INT_TYPES = (int, CloneFlags, signal.Signals)
 _PARENT = int(CloneFlags.CLONE_PARENT)
@@ -44,62 +47,70 @@ class Backend:
     warns_on_threads: ClassVar[bool] = True
 
     def __init__(self) -> None:
-        # (flags, exit_signal) -> checked Request, for requests without cgroup/set_tid.
-        # Beyond saving the work, a small footprint matters: after every fork the
-        # parent's first write to each page faults, and refcounts make reads writes.
-        self._checked: Dict[Tuple[int, int], Request] = {}
+        # (flags, exit_signal, exec_child) -> checked Request, for requests without
+        # cgroup/set_tid.  Beyond saving the work, a small footprint matters: after every
+        # fork the parent's first write to each page faults, and refcounts make reads writes.
+        self._checked: Dict[Tuple[int, int, bool], Request] = {}
 
     def request(self, flags: object, exit_signal: object, cgroup: object,
-                set_tid: object) -> Request:
+                set_tid: object, exec_child: bool = False) -> Request:
         """make_request() and check(), remembering requests that passed."""
         simple = (cgroup is None and set_tid is None and type(flags) in _INT_TYPES
                   and type(exit_signal) in _INT_TYPES)
         if simple:
-            hit = self._checked.get((flags, exit_signal))  # type: ignore[arg-type]
+            hit = self._checked.get((flags, exit_signal, exec_child))  # type: ignore[arg-type]
             if hit is not None:
                 return hit
         request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
                                backend=self.name)
-        self.check(request)
+        self.check(request, exec_child)
         # CLONE_PARENT's validity depends on being a namespace's init: never remembered
         if simple and not request.value & _PARENT and len(self._checked) < 256:
-            self._checked[(request.value, request.exit_signal)] = request
+            self._checked[(request.value, request.exit_signal, exec_child)] = request
         return request
 
-    def refusals(self, request: Request) -> Dict[str, str]:
+    def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
         """What in ``request`` this backend cannot honour, and why (by name)."""
         found: Dict[str, str] = {}
         for bit in bits(int(request.flags)):
-            reason = self.flag_refusal(CloneFlags(bit))
+            reason = self.flag_refusal(CloneFlags(bit), exec_child)
             if reason is not None:
                 found[describe(bit)] = reason
         return found
 
-    def flag_refusal(self, flag: CloneFlags) -> Optional[str]:
-        """Why this backend refuses ``flag`` for a Python child, or None."""
+    def flag_refusal(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
+        """Why this backend refuses ``flag`` for a Python child (or an exec child), or None."""
         for info in TABLE:
             if info.flag == flag:
-                return info.reason(self.name)
+                return info.reason(self.name, exec_child)
         return "not a clone flag portclone knows"
+
+    def _supported(self, exec_child: bool) -> CloneFlags:
+        value = CloneFlags(0)
+        for info in TABLE:
+            if self.flag_refusal(info.flag, exec_child) is None:
+                value |= info.flag
+        return value
 
     @property
     def supported_flags(self) -> CloneFlags:
-        """The flags this backend honours here, as probed."""
-        value = CloneFlags(0)
-        for info in TABLE:
-            if self.flag_refusal(info.flag) is None:
-                value |= info.flag
-        return value
+        """The flags this backend honours for a Python child (clone()), as probed."""
+        return self._supported(False)
+
+    @property
+    def supported_exec_flags(self) -> CloneFlags:
+        """The flags this backend honours for an exec child (spawn()), as probed."""
+        return self._supported(True)
 
     def invalid(self, request: Request) -> Dict[str, str]:
         """What this backend's kernel refuses with EINVAL beyond the universal rules."""
         return {}
 
-    def check(self, request: Request) -> None:
+    def check(self, request: Request, exec_child: bool = False) -> None:
         bad = self.invalid(request)
         if bad:
             raise InvalidFlagsError(request.value, self.name, bad)
-        found = self.refusals(request)
+        found = self.refusals(request, exec_child)
         if found:
             offending = 0
             for label in found:
@@ -108,10 +119,14 @@ class Backend:
                 except ValueError:
                     pass  # a field such as exit_signal or set_tid
             raise UnsupportedFlagError(offending, self.name, found,
-                                       supported=int(self.supported_flags))
+                                       supported=int(self._supported(exec_child)))
 
     def launch(self, request: Request, fn: Callable[..., object],
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+        raise NotImplementedError
+
+    def spawn(self, request: Request, plan: SpawnPlan) -> Child:
+        """Start ``plan``'s program in an exec child (see portclone._spawn)."""
         raise NotImplementedError
 
     def details(self) -> Dict[str, Any]:

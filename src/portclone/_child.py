@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 import warnings
-from typing import Any, Callable, List, NoReturn, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
@@ -63,6 +63,7 @@ class Child:
         "__weakref__",
         "_lock",
         "_owner",
+        "args",
         "backend",
         "exit_signal",
         "flags",
@@ -70,6 +71,9 @@ class Child:
         "pidfd",
         "reapable",
         "returncode",
+        "stderr",
+        "stdin",
+        "stdout",
         "syscall",
     )
 
@@ -94,6 +98,12 @@ class Child:
         #: False for CLONE_PARENT children: their exit status goes to our parent
         self.reapable = reapable
         self.returncode: Optional[int] = None
+        #: spawn() children: our ends of stdin/stdout/stderr=PIPE (binary file objects)
+        self.stdin: Optional[IO[bytes]] = None
+        self.stdout: Optional[IO[bytes]] = None
+        self.stderr: Optional[IO[bytes]] = None
+        #: spawn() children: the argv the program got
+        self.args: Optional[Tuple[bytes, ...]] = None
         self._owner = os.getpid()
         self._lock: Optional[threading.Lock] = None  # made on first wait: see __slots__
 
@@ -200,8 +210,68 @@ class Child:
         self.send_signal(signal.SIGKILL)
 
     # -- resources -----------------------------------------------------------
+    def communicate(self, input: Optional[bytes] = None,
+                    timeout: Optional[float] = None) -> Tuple[Optional[bytes], Optional[bytes]]:
+        """Send ``input`` to stdin=PIPE, read stdout/stderr=PIPE to EOF, wait for the exit.
+
+        Returns ``(stdout, stderr)`` (None for streams that are not pipes).
+        :class:`TimeoutExpired` leaves the child running; what was read so far is
+        lost, unlike subprocess (no retry after a timeout).
+        """
+        import selectors
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks: Dict[int, List[bytes]] = {}
+        pending = memoryview(input or b"")
+        with selectors.DefaultSelector() as selector:
+            if self.stdin is not None:
+                self.stdin.flush()
+                if pending:
+                    selector.register(self.stdin, selectors.EVENT_WRITE)
+                else:
+                    self.stdin.close()
+            for stream in (self.stdout, self.stderr):
+                if stream is not None:
+                    selector.register(stream, selectors.EVENT_READ)
+                    chunks[stream.fileno()] = []
+            while selector.get_map():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutExpired(self.pid, timeout or 0.0)
+                for key, _ in selector.select(remaining):
+                    fd = key.fd
+                    if key.fileobj is self.stdin:
+                        try:
+                            pending = pending[os.write(fd, pending[:65536]):]
+                        except BrokenPipeError:
+                            pending = pending[:0]
+                        if not pending:
+                            selector.unregister(key.fileobj)
+                            self.stdin.close()
+                    else:
+                        data = os.read(fd, 65536)
+                        if data:
+                            chunks[fd].append(data)
+                        else:
+                            selector.unregister(key.fileobj)
+        out = b"".join(chunks[self.stdout.fileno()]) if self.stdout is not None else None
+        err = b"".join(chunks[self.stderr.fileno()]) if self.stderr is not None else None
+        for stream in (self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return out, err
+
     def close(self) -> None:
-        """Close the pidfd.  The child itself is not waited for."""
+        """Close the pidfd and our ends of any pipes.  The child is not waited for."""
+        for name in ("stdin", "stdout", "stderr"):
+            stream = getattr(self, name, None)
+            if stream is not None:
+                setattr(self, name, None)
+                try:
+                    stream.close()
+                except OSError:
+                    pass
         fd, self.pidfd = self.pidfd, None
         if fd is not None and os.getpid() == self._owner:
             os.close(fd)
@@ -211,6 +281,12 @@ class Child:
 
     def __exit__(self, *exc: Any) -> None:
         try:
+            if self.stdin is not None:  # as subprocess: let the program see EOF first
+                try:
+                    self.stdin.close()
+                except OSError:
+                    pass
+                self.stdin = None
             if self.reapable:
                 self.wait()
         finally:

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import socket
 import sys
 from typing import Any, Dict, List, Optional
@@ -80,10 +81,10 @@ def _demo(hostname: str) -> int:
     except (PortcloneError, OSError) as e:
         print(f"portclone demo: {e}", file=sys.stderr)
         return 2
-    print(f"clone() returned {child.pid} ({child.syscall}, flags {describe(int(flags))}, "
-          f"backend {child.backend})", flush=True)
     with child:
-        code = child.wait()
+        code = child.wait()  # the child's line first, always
+    print(f"clone() returned {child.pid} ({child.syscall}, flags {describe(int(flags))}, "
+          f"backend {child.backend})")
     print(f"uts.nodename in parent: {os.uname().nodename}")
     print(f"child exited with status {code}")
     return code
@@ -105,6 +106,55 @@ def _flags(markdown: bool) -> int:
     return 0
 
 
+def _run(flag_text: str, map_root: bool, hostname: Optional[str], command: List[str]) -> int:
+    """A portable, flag-checked unshare(1): the exit status is the program's."""
+    from ._spawn import spawn
+
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("portclone run: no command given (portclone run [options] -- CMD ARGS)",
+              file=sys.stderr)
+        return 2
+    try:
+        flags = CloneFlags.parse(flag_text)
+        if hostname is not None:
+            flags |= CloneFlags.CLONE_NEWUTS
+        child = spawn(command, flags=flags, map_root=map_root, hostname=hostname)
+    except ValueError as e:  # unknown names, invalid combinations
+        print(f"portclone run: {e}", file=sys.stderr)
+        return 2
+    except PortcloneError as e:
+        print(f"portclone run: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"portclone run: {command[0]}: {e.strerror}", file=sys.stderr)
+        return 127
+    except PermissionError as e:
+        print(f"portclone run: {command[0]}: {e.strerror}", file=sys.stderr)
+        return 126
+    except OSError as e:
+        print(f"portclone run: {e}", file=sys.stderr)
+        return 1
+    with child:
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            code = child.wait()
+    return code if code >= 0 else 128 - code  # killed by signal N: 128+N, as shells say
+
+
+def _run_epilog() -> str:
+    try:
+        backend = current_backend()
+    except PortcloneError as e:
+        return f"no backend: {e}"
+    names = describe(int(backend.supported_exec_flags)).replace("CLONE_", "").split("|")
+    return (f"flags the {backend.name} backend honours for a program here: {', '.join(names)}. "
+            "Example: portclone run --flags NEWUSER,NEWPID,NEWNS --map-root -- sh")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="portclone", description=__doc__)
     parser.add_argument("--version", action="version", version=f"portclone {__version__}")
@@ -117,7 +167,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     p_flags = sub.add_parser("flags", help="every clone flag and whether this backend honours it")
     p_flags.add_argument("--markdown", action="store_true",
                          help="the README's availability table for every backend")
+    p_run = sub.add_parser(
+        "run", help="run a program with clone flags: a portable, flag-checked unshare(1)",
+        epilog=_run_epilog())
+    p_run.add_argument("--flags", default="", metavar="NEWUSER,NEWPID,...",
+                       help="clone flags, with or without the CLONE_ prefix")
+    p_run.add_argument("--map-root", action="store_true",
+                       help="map our uid/gid to root in the new user namespace (NEWUSER)")
+    p_run.add_argument("--hostname", help="the hostname in a new UTS namespace (implies NEWUTS)")
+    p_run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args.flags, args.map_root, args.hostname, args.cmd)
     if args.command == "info":
         return _print_info(args.json)
     if args.command == "demo":

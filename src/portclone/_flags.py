@@ -118,13 +118,19 @@ class FlagInfo:
     fork: Optional[str]
     clone3_only: bool = False  # legacy clone cannot express it
     ns: str = ""  # for namespace flags: the name under /proc/self/ns
+    #: for exec children (spawn()), (backend, reason-or-None) where they differ
+    exec_child: Tuple[Tuple[str, Optional[str]], ...] = ()
 
     @property
     def name(self) -> str:
         return _NAMES[int(self.flag)]
 
-    def reason(self, backend: str) -> Optional[str]:
-        """None if ``backend`` honours the flag, else why not."""
+    def reason(self, backend: str, exec_child: bool = False) -> Optional[str]:
+        """None if ``backend`` honours the flag (for an exec child), else why not."""
+        if exec_child:
+            for name, why in self.exec_child:
+                if name == backend:
+                    return why
         value: Optional[str] = getattr(self, backend)
         return value
 
@@ -155,14 +161,17 @@ def _ns(flag: CloneFlags, since: str, what: str, ns: str) -> FlagInfo:
 
 
 TABLE: Tuple[FlagInfo, ...] = (
-    FlagInfo(F.CLONE_VM, "2.0", "shares the parent's memory",
-             linux=_PY_SHARES_MEMORY, netbsd=_PY_SHARES_MEMORY, fork=_share("memory")),
+    FlagInfo(F.CLONE_VM, "2.0", "shares the parent's memory (until an exec child execs)",
+             linux=_PY_SHARES_MEMORY, netbsd=_PY_SHARES_MEMORY, fork=_share("memory"),
+             exec_child=(("linux", YES), ("netbsd", YES),
+                         ("fork", YES))),  # os.posix_spawn: the parent is not copied either
     FlagInfo(F.CLONE_FS, "2.0", "shares cwd, root and umask with the parent",
              linux=YES, netbsd=YES, fork=_share("cwd, root and umask")),
     FlagInfo(F.CLONE_FILES, "2.0", "shares the file descriptor table with the parent",
              linux=YES, netbsd=YES, fork=_share("the file descriptor table")),
     FlagInfo(F.CLONE_SIGHAND, "2.0", "shares signal handlers with the parent (needs CLONE_VM)",
-             linux=_PY_SHARES_HANDLERS, netbsd=_PY_SHARES_HANDLERS, fork=_share("signal handlers")),
+             linux=_PY_SHARES_HANDLERS, netbsd=_PY_SHARES_HANDLERS, fork=_share("signal handlers"),
+             exec_child=(("linux", YES), ("netbsd", YES))),
     FlagInfo(F.CLONE_PIDFD, "5.2", "a pidfd for the child (portclone asks for one whenever it can)",
              linux=YES, netbsd="NetBSD has no pidfds: its kernel would silently ignore the bit",
              fork="no pidfd without the linux backend; Child.pidfd is None here"),

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ._backend import Backend, native_status
 from ._child import Child, flush_std_streams, run_child
 from ._flags import SIGCHLD, CloneFlags
+from ._spawn import SpawnPlan, child_error
 from ._validate import Request
 
 __all__ = ["ForkBackend"]
@@ -32,14 +33,14 @@ class ForkBackend(Backend):
         _, why = native_status()
         return f" ({why})" if why else ""
 
-    def flag_refusal(self, flag: CloneFlags) -> Optional[str]:
-        reason = super().flag_refusal(flag)
+    def flag_refusal(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
+        reason = super().flag_refusal(flag, exec_child)
         if reason is None:
             return None
         return f"fork fallback on {sys.platform}: {reason}{self._why_not_native()}"
 
-    def refusals(self, request: Request) -> Dict[str, str]:
-        found = super().refusals(request)
+    def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
+        found = super().refusals(request, exec_child)
         where = f"fork fallback on {sys.platform}"
         if request.exit_signal != SIGCHLD:
             found["exit_signal"] = (f"{where}: os.fork children always signal SIGCHLD; another "
@@ -80,6 +81,110 @@ class ForkBackend(Backend):
                 os.close(done_r)
         return child
 
+    def spawn(self, request: Request, plan: SpawnPlan) -> Child:
+        child = Child(0, None, request.flags, request.exit_signal, self.name, "", True)
+        if _posix_spawn_fits(plan):
+            child.pid, child.syscall = _posix_spawn(plan), "posix_spawn"
+        else:
+            child.pid, child.syscall = _fork_exec(plan), "fork"
+        return child
+
     def details(self) -> Dict[str, Any]:
         _, why = native_status()
         return {"why_fork": why or f"no clone backend for {sys.platform}"}
+
+
+def _inheritable_fds() -> List[int]:
+    fds = []
+    for name in os.listdir("/dev/fd"):
+        fd = int(name)
+        try:
+            if fd > 2 and os.get_inheritable(fd):
+                fds.append(fd)
+        except OSError:
+            pass  # the listing's own fd, gone again
+    return fds
+
+
+def _posix_spawn_fits(plan: SpawnPlan) -> bool:
+    """os.posix_spawn (flat-cost on glibc and macOS) can do exactly what is asked."""
+    if not hasattr(os, "posix_spawn") or plan.cwd is not None or plan.keep or plan.hostname:
+        return False
+    if any(0 <= src < 3 and src != i for i, src in enumerate(plan.fds)):
+        return False  # overlapping stdio moves: fork + exec orders them safely
+    ours = set(plan.fds)
+    return not plan.close_fds or not [fd for fd in _inheritable_fds() if fd not in ours]
+
+
+def _posix_spawn(plan: SpawnPlan) -> int:
+    actions = [(os.POSIX_SPAWN_DUP2, src, i) for i, src in enumerate(plan.fds)
+               if src >= 0 and src != i]
+    env: Mapping[Any, Any] = plan.env_dict if plan.env_dict is not None else os.environ
+    last: Optional[OSError] = None
+    for path in plan.paths:
+        try:
+            return os.posix_spawn(path, list(plan.argv), env, file_actions=actions)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            last = e if last is None or not isinstance(last, PermissionError) else last
+    assert last is not None
+    raise OSError(last.errno, last.strerror, plan.name) from None
+
+
+def _fork_exec(plan: SpawnPlan) -> int:
+    """fork + exec, reporting failures through a close-on-exec pipe (like subprocess)."""
+    err_r, err_w = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(err_r)
+        os.close(err_w)
+        raise
+    if pid == 0:
+        stage = 3
+        try:
+            os.close(err_r)
+            src = list(plan.fds)
+            for i in range(3):  # sources among 0..2 that a dup2 would overwrite move up
+                if 0 <= src[i] < 3 and src[i] != i:
+                    moved = os.dup(src[i])
+                    src = [moved if s == src[i] else s for s in src]
+            for i, fd in enumerate(src):
+                if fd == i:
+                    os.set_inheritable(i, True)
+                elif fd >= 0:
+                    os.dup2(fd, i)
+            if plan.close_fds:
+                for fd in _inheritable_fds():
+                    if fd not in plan.keep:
+                        os.set_inheritable(fd, False)
+            for fd in plan.keep:
+                os.set_inheritable(fd, True)
+            if plan.cwd is not None:
+                stage = 2
+                os.chdir(plan.cwd)
+            stage = 1
+            env: Mapping[Any, Any] = plan.env_dict if plan.env_dict is not None else os.environ
+            error: OSError = FileNotFoundError(2, "No such file or directory")
+            for path in plan.paths:
+                try:
+                    os.execve(path, list(plan.argv), env)
+                except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+                    error = e if not isinstance(error, PermissionError) else error
+                except OSError as e:
+                    error = e
+                    break
+            raise error
+        except OSError as e:
+            os.write(err_w, f"{stage}:{e.errno}".encode())
+        finally:
+            os._exit(127)
+    os.close(err_w)
+    with os.fdopen(err_r, "rb") as pipe:
+        report = pipe.read()  # EOF: the exec happened (close-on-exec), or the child died
+    if report:
+        os.waitpid(pid, 0)
+        stage, err = (int(x) for x in report.split(b":"))
+        failure = OSError(err, os.strerror(err))
+        failure.portclone_stage = stage  # type: ignore[attr-defined]
+        raise child_error(failure, plan)
+    return pid

@@ -19,6 +19,7 @@ from ._backend import Backend
 from ._child import Child, flush_std_streams, run_child
 from ._errors import UnsupportedFlagError, kernel_error
 from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
+from ._spawn import SpawnPlan, child_error
 from ._validate import Request
 
 __all__ = ["LinuxBackend"]
@@ -27,6 +28,8 @@ assert sys.platform == "linux"  # only imported there; tells type checkers too
 
 F = CloneFlags
 _PIDFD = int(F.CLONE_PIDFD)
+_VM = int(F.CLONE_VM)
+_VFORK = int(F.CLONE_VFORK)
 _FILES = int(F.CLONE_FILES)
 _PARENT = int(F.CLONE_PARENT)
 _CLEAR_SIGHAND = int(F.CLONE_CLEAR_SIGHAND)
@@ -60,8 +63,8 @@ class LinuxBackend(Backend):
     def pidfd_available(self) -> bool:
         return _pidfd_available()
 
-    def flag_refusal(self, flag: CloneFlags) -> Optional[str]:
-        reason = super().flag_refusal(flag)
+    def flag_refusal(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
+        reason = super().flag_refusal(flag, exec_child)
         if reason is not None:
             return reason
         info = INFO[int(flag)]
@@ -69,18 +72,22 @@ class LinuxBackend(Backend):
             return (f"the running kernel has no {info.ns} namespaces "
                     f"(no /proc/self/ns/{info.ns}: not configured)")
         if info.clone3_only:
-            return self.clone3_missing()
+            missing = self.clone3_missing()
+            if missing is None and exec_child and not self._native.HAVE_CLONE3_SPAWN:
+                missing = (f"exec children need clone3 with a new stack, which portclone "
+                           f"does not yet do on {self._native.ARCH} (libc's clone is used)")
+            return missing
         if flag == F.CLONE_PIDFD and not self.pidfd_available():
             return "the running kernel gives no pidfds (Linux 5.3 or later does)"
         return None
 
-    def refusals(self, request: Request) -> Dict[str, str]:
-        found = super().refusals(request)
+    def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
+        found = super().refusals(request, exec_child)
         if request.set_tid is not None:
             missing = self.clone3_missing()
             if missing:
                 found["set_tid"] = missing
-        if not self._native.LEGACY_CLONE_ORDER and not request.needs_clone3:
+        if not exec_child and not self._native.LEGACY_CLONE_ORDER and not request.needs_clone3:
             missing = self.clone3_missing()
             if missing and not request.plain:
                 found["architecture"] = (
@@ -129,6 +136,35 @@ class LinuxBackend(Backend):
             child.pidfd = pidfd
         return child
 
+    def spawn(self, request: Request, plan: SpawnPlan) -> Child:
+        native = self._native
+        # CLONE_VM always: the child costs nothing to make; CLONE_VFORK unless the
+        # parent has maps to write while the child waits (Go makes the same choice:
+        # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
+        flags = request.value | _VM | (0 if plan.maps else _VFORK)
+        shown = CloneFlags(flags)
+        if _pidfd_available():
+            flags |= _PIDFD
+        child = Child(0, None, shown, request.exit_signal, self.name, "",
+                      not request.value & _PARENT)
+        cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
+        try:
+            pid, pidfd, used = native.spawn(
+                native.MODE_CLONE3, flags, request.exit_signal, cgroup_fd, request.set_tid,
+                not request.needs_clone3, plan.paths, plan.argv, plan.envp, plan.cwd, plan.fds,
+                plan.keep, plan.close_fds, plan.maps, plan.hostname)
+        except OSError as e:
+            if getattr(e, "portclone_stage", 0) == 0:
+                raise self._failure(e, request) from None
+            raise child_error(e, plan) from None
+        finally:
+            if own_fd:
+                os.close(cgroup_fd)
+        child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
+        if pidfd >= 0:
+            child.pidfd = pidfd
+        return child
+
     def _failure(self, error: OSError, request: Request) -> Exception:
         """The one place a failed clone becomes portclone's exception."""
         used = getattr(error, "portclone_syscall", 1)
@@ -154,6 +190,9 @@ class LinuxBackend(Backend):
             "legacy_clone_order": native.LEGACY_CLONE_ORDER or "unknown (clone3 only)",
             "clone3": "available" if c3 == errno.EINVAL else
                       f"unavailable ({errno.errorcode.get(c3, c3)})",
+            "spawn": ("clone3 with CLONE_VM, the child on its own stack"
+                      if native.HAVE_CLONE3_SPAWN else
+                      "libc clone() with CLONE_VM (no clone3 trampoline for this architecture)"),
             "pidfd": self.pidfd_available(),
             "libc_tid_repair": (f"yes (offset {offset} in the thread descriptor)" if offset >= 0
                                 else "unavailable: libc's cached thread id stays the parent's "

@@ -25,73 +25,21 @@
  * there with CLONE_CHILD_SETTID, as glibc's own fork does with
  * arch_fork(&THREAD_SELF->tid) (bminor/glibc:sysdeps/nptl/_Fork.c).
  */
-/* libc_clone longjmps from the child's temporary stack back onto its copy of
- * the caller's stack; _FORTIFY_SOURCE's longjmp check would call that an
- * error, so this file is built without it. */
-#undef _FORTIFY_SOURCE
-#if defined(__NetBSD__) && !defined(_NETBSD_SOURCE)
-#define _NETBSD_SOURCE 1 /* clone() and the CLONE_* flags in <sched.h> */
-#endif
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdlib.h>
-#include <signal.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/types.h>
-#include <unistd.h>
+#include "_native.h"
 
 #if defined(__linux__)
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #endif
 
-#if defined(__linux__) || defined(__NetBSD__)
-#include <sched.h>
+#ifdef PC_HAVE_LIBC_CLONE
 #include <setjmp.h>
-#define PC_HAVE_LIBC_CLONE 1
-#if defined(__NetBSD__)
-/* NetBSD/src:include/sched.h declares clone() only under _GNU_SOURCE and the
- * function it aliases, __clone(), under _NETBSD_SOURCE: call __clone. */
-#define PC_LIBC_CLONE __clone
-#else
-#define PC_LIBC_CLONE clone /* glibc, with _GNU_SOURCE from pyconfig.h */
 #endif
-#endif
-
-/* Bumped whenever the Python side and this file must change together;
- * portclone/_linux.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 1
-
-enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
-enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
 
 #if defined(__linux__)
 
-#ifndef SYS_clone3
-#define SYS_clone3 435 /* the same number on every architecture */
-#endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
-
-#define PC_CLONE_PIDFD 0x00001000ULL
-#define PC_CLONE_CHILD_SETTID 0x01000000ULL
-#define PC_CSIGNAL 0xffULL
-#define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
-
-/* torvalds/linux:include/uapi/linux/sched.h, struct clone_args */
-struct pc_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack,
-        stack_size, tls, set_tid, set_tid_size, cgroup;
-};
-#define PC_CLONE_ARGS_SIZE_VER0 64 /* Linux 5.3 */
-#define PC_CLONE_ARGS_SIZE_VER1 80 /* 5.5: set_tid, set_tid_size */
-#define PC_CLONE_ARGS_SIZE_VER2 88 /* 5.7: cgroup */
 
 /*
  * Legacy clone's raw argument order depends on the architecture
@@ -132,12 +80,12 @@ struct pc_clone_args {
 #define PC_ARCH "unknown"
 #endif
 
-static int clone3_enosys = 0; /* clone3 answered ENOSYS once: never try again */
+int pc_clone3_enosys = 0; /* clone3 answered ENOSYS once: never try again */
 
 /* ---- where libc keeps the thread's tid ------------------------------- */
 
 #define PC_SCAN_BYTES 1024
-static long tid_offset = -2; /* -2: not searched yet, -1: not found */
+long tid_offset = -2; /* -2: not searched yet, -1: not found */
 
 struct tid_scan {
     unsigned char bytes[PC_SCAN_BYTES];
@@ -189,7 +137,7 @@ find_tid_offset(void)
     return matches == 1 ? found : -1;
 }
 
-static long
+long
 get_tid_offset(void)
 {
     if (tid_offset == -2)
@@ -276,12 +224,12 @@ make_child(int mode, const struct request *rq, struct outcome *out)
         out->pid = fork();
         out->used = USED_FORK;
     }
-    else if (mode == MODE_CLONE3 && !clone3_enosys) {
+    else if (mode == MODE_CLONE3 && !pc_clone3_enosys) {
         do_clone3(rq, &pidfd, tid_field, out);
         if (out->pid < 0 && (errno == ENOSYS || (errno == EPERM && rq->legacy_ok))) {
             out->clone3_err = errno;
             if (errno == ENOSYS)
-                clone3_enosys = 1;
+                pc_clone3_enosys = 1;
             if (rq->legacy_ok)
                 do_legacy_clone(rq, &pidfd, tid_field, out);
         }
@@ -398,7 +346,7 @@ static PyObject *
 native_probe_clone3(PyObject *module, PyObject *unused)
 {
     long r;
-    if (clone3_enosys)
+    if (pc_clone3_enosys)
         return PyLong_FromLong(ENOSYS);
     r = syscall(SYS_clone3, NULL, 0);
     return PyLong_FromLong(r < 0 ? errno : 0);
@@ -443,7 +391,7 @@ native_tid_offset(PyObject *module, PyObject *unused)
 static PyObject *
 native_clone3_enosys(PyObject *module, PyObject *unused)
 {
-    return PyBool_FromLong(clone3_enosys);
+    return PyBool_FromLong(pc_clone3_enosys);
 }
 
 #endif /* __linux__ */
@@ -526,6 +474,10 @@ static PyMethodDef native_methods[] = {
 #ifdef PC_HAVE_LIBC_CLONE
     {"libc_clone", native_libc_clone, METH_VARARGS,
      "libc_clone(flags) -> pid: libc clone() for a fork-like child; 0 in the child."},
+    {"spawn", pc_native_spawn, METH_VARARGS,
+     "spawn(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv, envp, cwd,\n"
+     "      fds, keep, close_fds, maps, hostname) -> (pid, pidfd, syscall)\n"
+     "Start a program in a CLONE_VM child (see _spawn.c)."},
 #endif
     {NULL, NULL, 0, NULL},
 };
@@ -558,7 +510,8 @@ PyInit__native(void)
     if (PyModule_AddStringConstant(m, "ARCH", PC_ARCH) < 0 ||
         PyModule_AddStringConstant(m, "LEGACY_CLONE_ORDER", PC_CLONE_ORDER) < 0 ||
         PyModule_AddIntConstant(m, "SYS_CLONE", SYS_clone) < 0 ||
-        PyModule_AddIntConstant(m, "SYS_CLONE3", SYS_clone3) < 0) {
+        PyModule_AddIntConstant(m, "SYS_CLONE3", SYS_clone3) < 0 ||
+        PyModule_AddIntConstant(m, "HAVE_CLONE3_SPAWN", pc_have_clone3_spawn) < 0) {
         Py_DECREF(m);
         return NULL;
     }

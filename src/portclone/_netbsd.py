@@ -36,6 +36,8 @@ from typing import Any, Callable, Dict, Tuple
 from ._backend import Backend
 from ._child import Child, flush_std_streams, run_child
 from ._errors import InvalidFlagsError, kernel_error
+from ._flags import CloneFlags
+from ._spawn import SpawnPlan, child_error
 from ._validate import Request
 
 __all__ = ["NetBSDBackend"]
@@ -69,8 +71,8 @@ class NetBSDBackend(Backend):
                     f"descriptors (kern_fork.c rev. 1.234): fds {', '.join(map(str, held))}")
         return found
 
-    def refusals(self, request: Request) -> Dict[str, str]:
-        found = super().refusals(request)
+    def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
+        found = super().refusals(request, exec_child)
         if request.set_tid is not None:
             found["set_tid"] = "NetBSD's clone cannot choose the child's pid"
         return found
@@ -94,6 +96,22 @@ class NetBSDBackend(Backend):
         child.pid = pid
         return child
 
+    def spawn(self, request: Request, plan: SpawnPlan) -> Child:
+        # CLONE_VM|CLONE_VFORK through libc's clone, the child running C only (_spawn.c)
+        flags = request.value | _VM | _VFORK
+        child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "clone", True)
+        native = self._native
+        try:
+            pid, _, _ = native.spawn(
+                native.MODE_LEGACY, flags, request.exit_signal, -1, None, True, plan.paths,
+                plan.argv, plan.envp, plan.cwd, plan.fds, plan.keep, plan.close_fds, None, None)
+        except OSError as e:
+            if getattr(e, "portclone_stage", 0) == 0:
+                raise kernel_error(e.errno or 0, "clone", flags, request.exit_signal) from None
+            raise child_error(e, plan) from None
+        child.pid = pid
+        return child
+
     def details(self) -> Dict[str, Any]:
         return {
             "libc_clone": ("glibc clone() checked against NetBSD's rules (NetBSD emulated on Linux)"
@@ -104,6 +122,8 @@ class NetBSDBackend(Backend):
 
 
 _FILES = 0x400
+_VM = 0x100
+_VFORK = 0x4000
 # FD_CLOFORK, where Python exposes it; Linux has no close-on-fork descriptors.  Where a
 # NetBSD Python lacks the constant, the kernel's EINVAL is translated after the call.
 _CLOFORK = getattr(__import__("fcntl"), "FD_CLOFORK", None) if os.name == "posix" else None

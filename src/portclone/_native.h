@@ -1,0 +1,78 @@
+/* What portclone's C files share.  See _native.c (fork-like children) and
+ * _spawn.c (exec children). */
+#ifndef PORTCLONE_NATIVE_H
+#define PORTCLONE_NATIVE_H
+
+/* libc_clone longjmps from the child's temporary stack back onto its copy of
+ * the caller's stack; _FORTIFY_SOURCE's longjmp check would call that an
+ * error, so portclone is built without it. */
+#undef _FORTIFY_SOURCE
+#if defined(__NetBSD__) && !defined(_NETBSD_SOURCE)
+#define _NETBSD_SOURCE 1 /* __clone() and the CLONE_* flags in <sched.h> */
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
+
+#if defined(__linux__) || defined(__NetBSD__)
+#include <sched.h>
+#define PC_HAVE_LIBC_CLONE 1
+#if defined(__NetBSD__)
+/* NetBSD/src:include/sched.h declares clone() only under _GNU_SOURCE and the
+ * function it aliases, __clone(), under _NETBSD_SOURCE: call __clone. */
+#define PC_LIBC_CLONE __clone
+#else
+#define PC_LIBC_CLONE clone /* glibc, with _GNU_SOURCE from pyconfig.h */
+#endif
+#endif
+
+/* Bumped whenever the Python side and the C must change together;
+ * portclone/_backend.py refuses a stale build. */
+#define PORTCLONE_NATIVE_ABI 2
+
+enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
+enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
+
+#if defined(__linux__)
+#ifndef SYS_clone3
+#define SYS_clone3 435 /* the same number on every architecture */
+#endif
+#define PC_CLONE_VM 0x00000100ULL
+#define PC_CLONE_PIDFD 0x00001000ULL
+#define PC_CLONE_CHILD_SETTID 0x01000000ULL
+#define PC_CSIGNAL 0xffULL
+#define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
+
+/* torvalds/linux:include/uapi/linux/sched.h, struct clone_args */
+struct pc_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack,
+        stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+#define PC_CLONE_ARGS_SIZE_VER0 64 /* Linux 5.3 */
+#define PC_CLONE_ARGS_SIZE_VER1 80 /* 5.5: set_tid, set_tid_size */
+#define PC_CLONE_ARGS_SIZE_VER2 88 /* 5.7: cgroup */
+
+extern int pc_clone3_enosys;
+extern long tid_offset;
+long get_tid_offset(void);
+#endif
+
+#ifdef PC_HAVE_LIBC_CLONE
+PyObject *pc_native_spawn(PyObject *module, PyObject *args);
+extern const int pc_have_clone3_spawn;
+#endif
+
+#endif /* PORTCLONE_NATIVE_H */
