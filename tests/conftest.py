@@ -17,6 +17,9 @@ import pytest
 import portclone
 from portclone import CloneFlags
 
+#: this directory (helpers such as seccomp_filter.py live here)
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
 # -- features, probed (never guessed from version numbers) ---------------------
 
 def cgroup2_root() -> Optional[str]:

@@ -14,14 +14,14 @@ import time
 import warnings
 
 import pytest
-from conftest import child_value, no_side_effects, run_python
+from conftest import TESTS_DIR, child_value, no_side_effects, run_python
 
 import portclone
 from portclone import CloneFlags as F
 from portclone._flags import RULES
 
 pytestmark = pytest.mark.requires("linux")
-TESTS = os.path.dirname(os.path.abspath(__file__))
+TESTS = TESTS_DIR
 
 
 def ns_inode(name: str) -> int:

@@ -18,13 +18,19 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List,
 
 from ._child import Child
 from ._errors import BackendUnavailableError, InvalidFlagsError, UnsupportedFlagError
-from ._flags import TABLE, CloneFlags, bits, describe
+from ._flags import SIGCHLD, TABLE, CloneFlags, bits, describe
 from ._validate import Request, make_request
 
 if TYPE_CHECKING:
     from ._spawn import SpawnPlan
 
 _INT_TYPES = (int, CloneFlags, signal.Signals)
+
+#: Why spawn() takes no exit signal but SIGCHLD (seen on Linux 6.18 by tests/test_spawn.py).
+EXEC_EXIT_SIGNAL = (
+    "a program started by spawn() always reports its exit with SIGCHLD: Linux resets the exit "
+    "signal of a child that has exec'd (its exec id changed: torvalds/linux:kernel/exit.c, "
+    "exit_notify), so another exit signal would silently not happen")
 _PARENT = int(CloneFlags.CLONE_PARENT)
 
 __all__ = [
@@ -72,6 +78,8 @@ class Backend:
     def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
         """What in ``request`` this backend cannot honour, and why (by name)."""
         found: Dict[str, str] = {}
+        if exec_child and request.exit_signal != SIGCHLD:
+            found["exit_signal"] = EXEC_EXIT_SIGNAL
         for bit in bits(int(request.flags)):
             reason = self.flag_refusal(CloneFlags(bit), exec_child)
             if reason is not None:

@@ -8,6 +8,7 @@ each refusal says what would be needed instead.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -20,6 +21,8 @@ from ._validate import Request
 __all__ = ["ForkBackend"]
 
 _VFORK = 0x4000
+# Python ignores these at startup; programs expect them at default (subprocess resets them too)
+_RESTORED = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 
 
 class ForkBackend(Backend):
@@ -123,7 +126,8 @@ def _posix_spawn(plan: SpawnPlan) -> int:
     last: Optional[OSError] = None
     for path in plan.paths:
         try:
-            return os.posix_spawn(path, list(plan.argv), env, file_actions=actions)
+            return os.posix_spawn(path, list(plan.argv), env, file_actions=actions,
+                                  setsigdef=_RESTORED if plan.restore_signals else ())
         except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
             last = e if last is None or not isinstance(last, PermissionError) else last
     assert last is not None
@@ -159,6 +163,9 @@ def _fork_exec(plan: SpawnPlan) -> int:
                         os.set_inheritable(fd, False)
             for fd in plan.keep:
                 os.set_inheritable(fd, True)
+            if plan.restore_signals:
+                for sig in _RESTORED:
+                    signal.signal(sig, signal.SIG_DFL)
             if plan.cwd is not None:
                 stage = 2
                 os.chdir(plan.cwd)

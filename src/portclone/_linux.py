@@ -152,7 +152,7 @@ class LinuxBackend(Backend):
             pid, pidfd, used = native.spawn(
                 native.MODE_CLONE3, flags, request.exit_signal, cgroup_fd, request.set_tid,
                 not request.needs_clone3, plan.paths, plan.argv, plan.envp, plan.cwd, plan.fds,
-                plan.keep, plan.close_fds, plan.maps, plan.hostname)
+                plan.keep, plan.close_fds, plan.maps, plan.hostname, plan.restore_signals)
         except OSError as e:
             if getattr(e, "portclone_stage", 0) == 0:
                 raise self._failure(e, request) from None

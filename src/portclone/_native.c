@@ -476,7 +476,7 @@ static PyMethodDef native_methods[] = {
      "libc_clone(flags) -> pid: libc clone() for a fork-like child; 0 in the child."},
     {"spawn", pc_native_spawn, METH_VARARGS,
      "spawn(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv, envp, cwd,\n"
-     "      fds, keep, close_fds, maps, hostname) -> (pid, pidfd, syscall)\n"
+     "      fds, keep, close_fds, maps, hostname, restore_signals) -> (pid, pidfd, syscall)\n"
      "Start a program in a CLONE_VM child (see _spawn.c)."},
 #endif
     {NULL, NULL, 0, NULL},

@@ -26,6 +26,7 @@ def spawn(
     legacy_ok: bool, paths: Tuple[bytes, ...], argv: Tuple[bytes, ...],
     envp: Optional[Tuple[bytes, ...]], cwd: Optional[bytes], fds: Tuple[int, int, int],
     keep: Tuple[int, ...], close_fds: bool,
-    maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]], hostname: Optional[bytes], /,
+    maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]], hostname: Optional[bytes],
+    restore_signals: bool, /,
 ) -> Tuple[int, int, int]: ...
 def clone3_enosys() -> bool: ...

@@ -104,7 +104,8 @@ class NetBSDBackend(Backend):
         try:
             pid, _, _ = native.spawn(
                 native.MODE_LEGACY, flags, request.exit_signal, -1, None, True, plan.paths,
-                plan.argv, plan.envp, plan.cwd, plan.fds, plan.keep, plan.close_fds, None, None)
+                plan.argv, plan.envp, plan.cwd, plan.fds, plan.keep, plan.close_fds, None, None,
+                plan.restore_signals)
         except OSError as e:
             if getattr(e, "portclone_stage", 0) == 0:
                 raise kernel_error(e.errno or 0, "clone", flags, request.exit_signal) from None

@@ -50,9 +50,11 @@ struct spawn_child {
     int nkeep;
     int close_fds;
     int reset_handlers; /* 0 with CLONE_SIGHAND: the table is the parent's */
+    int restore_signals; /* SIGPIPE, SIGXFSZ back to SIG_DFL (Python ignores them) */
     int setup_fds; /* 0 with CLONE_FILES: the table is the parent's */
     int errpipe; /* write end, close-on-exec */
     int syncpipe; /* read end, -1 when nothing must be waited for */
+    int syncpipe_w; /* its write end: the child closes its copy, or it never sees EOF */
     sigset_t mask; /* the parent's signal mask, restored just before execve */
 };
 
@@ -161,9 +163,16 @@ spawn_child_main(void *arg)
             if ((sa.sa_flags & SA_SIGINFO) || (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL))
                 sigaction(sig, &dfl, NULL);
         }
+        if (c->restore_signals) { /* as subprocess's restore_signals=True */
+            sigaction(SIGPIPE, &dfl, NULL);
+#ifdef SIGXFSZ
+            sigaction(SIGXFSZ, &dfl, NULL);
+#endif
+        }
     }
     if (c->syncpipe >= 0) {
         char go;
+        close(c->syncpipe_w);
         if (read(c->syncpipe, &go, 1) != 1)
             _exit(127); /* the parent gave up (its error is reported there) */
     }
@@ -398,7 +407,7 @@ write_proc(pid_t pid, const char *name, const char *data, size_t len)
 
 /*
  * spawn(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok,
- *       paths, argv, envp, cwd, fds, keep, close_fds, maps, hostname)
+ *       paths, argv, envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals)
  *   -> (pid, pidfd, syscall)
  * maps: None or (uid_map bytes|None, gid_map bytes|None, deny_setgroups).
  * Raises OSError; .portclone_stage says where the child failed (0: clone).
@@ -428,10 +437,10 @@ pc_native_spawn(PyObject *module, PyObject *args)
 
     memset(&c, 0, sizeof c);
     c.syncpipe = -1;
-    if (!PyArg_ParseTuple(args, "iKiiOpOOOO(iii)OpOO:spawn", &mode, &flags, &exit_signal,
+    if (!PyArg_ParseTuple(args, "iKiiOpOOOO(iii)OpOOp:spawn", &mode, &flags, &exit_signal,
                           &cgroup_fd, &set_tid_obj, &legacy_ok, &paths_obj, &argv_obj,
                           &envp_obj, &cwd_obj, &c.fds[0], &c.fds[1], &c.fds[2], &keep_obj,
-                          &close_fds, &maps_obj, &host_obj))
+                          &close_fds, &maps_obj, &host_obj, &c.restore_signals))
         return NULL;
     c.close_fds = close_fds;
 #if defined(__linux__)
@@ -506,6 +515,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
     }
     c.errpipe = errpipe[1];
     c.syncpipe = have_maps ? syncpipe[0] : -1;
+    c.syncpipe_w = have_maps ? syncpipe[1] : -1;
 
     sigfillset(&all);
     Py_BEGIN_ALLOW_THREADS

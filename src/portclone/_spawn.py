@@ -7,6 +7,7 @@ running C only; the fork fallback: os.posix_spawn or fork + exec).
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class SpawnPlan:
     close_fds: bool
     maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]]
     hostname: Optional[bytes]
+    restore_signals: bool
     #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
     parent_ends: List[Tuple[int, int]] = field(default_factory=list)
     #: fds we opened for the child (its pipe ends, /dev/null): closed once it runs
@@ -153,7 +155,7 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
             env: Optional[Mapping[Any, Any]], cwd: Optional[StrOrBytesPath],
             pass_fds: Sequence[int], stdin: StdArg, stdout: StdArg, stderr: StdArg,
             close_fds: bool, uid_map: IdMap, gid_map: IdMap, map_root: bool,
-            hostname: Optional[str], flags: int) -> SpawnPlan:
+            hostname: Optional[str], flags: int, restore_signals: bool = True) -> SpawnPlan:
     """Check everything and build the plan; fds are opened last, and only on success."""
     if isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
@@ -207,7 +209,10 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
                                          F.CLONE_NEWUSER | F.CLONE_NEWUTS),
                                 current_backend().name, conflicts)
 
-    plan = SpawnPlan(args, paths, name, envp, env_dict, workdir, fds, keep, close_fds, maps, host)
+    if flags & F.CLONE_SIGHAND:
+        restore_signals = False  # the handler table is the parent's: leave it alone
+    plan = SpawnPlan(args, paths, name, envp, env_dict, workdir, fds, keep, close_fds, maps, host,
+                     restore_signals)
     # Now the fds: pipes and /dev/null, closed again on any failure.
     try:
         resolved = list(fds)
@@ -245,8 +250,12 @@ def child_error(error: OSError, plan: SpawnPlan) -> OSError:
         return OSError(err, f"{os.strerror(err)}: sethostname in the child")
     if stage == -1:
         what = getattr(error, "portclone_map", "maps")
-        return OSError(err, f"{os.strerror(err)}: writing the child's {what} (the parent needs "
-                            "the ids it maps; unprivileged, only its own uid and gid)")
+        hint = ("the parent needs privilege over the ids it maps; unprivileged, only its own "
+                "uid and gid")
+        if err == errno.EACCES:
+            hint = ("the child's /proc files belong to root: a process that changed its uid is "
+                    "not dumpable (prctl(PR_SET_DUMPABLE, 1) makes it so again)")
+        return OSError(err, f"{os.strerror(err)}: writing the child's {what} ({hint})")
     return error
 
 
@@ -264,6 +273,7 @@ def spawn(
     stdout: StdArg = None,
     stderr: StdArg = None,
     close_fds: bool = True,
+    restore_signals: bool = True,
     uid_map: IdMap = None,
     gid_map: IdMap = None,
     map_root: bool = False,
@@ -274,9 +284,11 @@ def spawn(
     """Start ``argv`` as a new program in a child created with clone ``flags``.
 
     Like ``subprocess.Popen`` for the process part (PATH lookup, ``env``,
-    ``cwd``, ``pass_fds``, ``close_fds``, stdio as fds, file objects, ``PIPE``,
-    ``DEVNULL``, ``STDOUT``), plus Linux clone semantics: namespaces, sharing
-    flags, ``exit_signal``, a pidfd, a cgroup, ``set_tid``.  With
+    ``cwd``, ``pass_fds``, ``close_fds``, ``restore_signals``, stdio as fds,
+    file objects, ``PIPE``, ``DEVNULL``, ``STDOUT``; bytes only, no shell),
+    plus Linux clone semantics: namespaces, sharing flags, a pidfd, a cgroup,
+    ``set_tid``.  ``exit_signal`` stays SIGCHLD: Linux resets the exit signal
+    of a child that has exec'd, so spawn() refuses any other.  With
     CLONE_NEWUSER, ``uid_map``/``gid_map`` (``[(inside, outside, count)]`` or
     /proc text) or ``map_root=True`` are written before the program starts;
     ``hostname`` is set in a new UTS namespace.
@@ -288,11 +300,13 @@ def spawn(
     and leaves no child behind.
     """
     backend = current_backend()
+    if isinstance(flags, int) and not isinstance(flags, bool):
+        flags |= F.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
     request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True)
     plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
                    stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
                    uid_map=uid_map, gid_map=gid_map, map_root=map_root, hostname=hostname,
-                   flags=request.value)
+                   flags=request.value, restore_signals=restore_signals)
     try:
         child = backend.spawn(request, plan)
     except BaseException:

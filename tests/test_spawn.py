@@ -1,0 +1,371 @@
+"""spawn(): exec children, on every backend, and what only Linux can do with them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import TESTS_DIR, missing, no_side_effects, run_python
+
+import portclone
+from portclone import DEVNULL, PIPE, STDOUT, Backend
+from portclone import CloneFlags as F
+
+
+def output(*argv: str, **kwargs: object) -> bytes:
+    with portclone.spawn(list(argv), stdout=PIPE, **kwargs) as child:  # type: ignore[arg-type]
+        out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0, child.returncode
+    assert out is not None
+    return out
+
+
+# -- the process part: like subprocess, on every backend --------------------------------
+
+def test_runs_and_reports_exit_status(portclone_backend: Backend) -> None:
+    with portclone.spawn(["sh", "-c", "exit 7"]) as child:
+        assert child.wait(timeout=60) == 7
+    assert child.backend == portclone_backend.name
+    assert child.args == (b"sh", b"-c", b"exit 7")
+    with portclone.spawn(["sh", "-c", "kill -TERM $$"]) as child:
+        assert child.wait(timeout=60) == -signal.SIGTERM
+
+
+def test_pipes_in_out_err(portclone_backend: Backend) -> None:
+    child = portclone.spawn(["sh", "-c", "cat; echo oops >&2"], stdin=PIPE, stdout=PIPE,
+                            stderr=PIPE)
+    out, err = child.communicate(b"hello\n" * 10000, timeout=60)
+    assert out == b"hello\n" * 10000 and err == b"oops\n" and child.returncode == 0
+    assert output("sh", "-c", "echo out; echo err >&2", stderr=STDOUT) == b"out\nerr\n"
+    with portclone.spawn(["cat"], stdin=DEVNULL, stdout=PIPE) as child:
+        assert child.communicate(timeout=60) == (b"", None)
+
+
+def test_env_cwd_and_path_lookup(portclone_backend: Backend, tmp_path: object) -> None:
+    where = str(tmp_path)
+    script = os.path.join(where, "hello-portclone")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\necho \"$GREETING from $(pwd)\"\n")
+    os.chmod(script, 0o755)
+    env = {"GREETING": "hi", "PATH": where + ":/usr/bin:/bin"}
+    assert output("hello-portclone", env=env, cwd="/") == b"hi from /\n"
+    assert output("env", env={"ONLY": "this"}) == b"ONLY=this\n"
+
+
+def test_exec_failures_raise_what_subprocess_raises(portclone_backend: Backend,
+                                                     tmp_path: object) -> None:
+    not_executable = os.path.join(str(tmp_path), "plain-file")
+    open(not_executable, "w").close()
+    cases = [
+        (["/nonexistent/program"], {}, FileNotFoundError, "/nonexistent/program"),
+        (["no-such-program-portclone"], {}, FileNotFoundError, "no-such-program-portclone"),
+        ([not_executable], {}, PermissionError, not_executable),
+        (["true"], {"cwd": "/nonexistent-dir"}, FileNotFoundError, "/nonexistent-dir"),
+        (["true"], {"cwd": not_executable}, NotADirectoryError, not_executable),
+    ]
+    for argv, kwargs, exc, filename in cases:
+        with no_side_effects(), pytest.raises(exc) as info:  # no child, no fd left behind
+            portclone.spawn(argv, stdout=PIPE, stderr=PIPE, **kwargs)  # type: ignore[arg-type]
+        assert info.value.filename == filename, (argv, kwargs)
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"argv": []}, ValueError),
+    ({"argv": "ls -l"}, TypeError),
+    ({"argv": ["ls", "a\0b"]}, ValueError),
+    ({"argv": ["ls", 3]}, TypeError),
+    ({"argv": ["true"], "env": {"A=B": "x"}}, ValueError),
+    ({"argv": ["true"], "env": {"A": "x\0y"}}, ValueError),
+    ({"argv": ["true"], "env": ["A=B"]}, TypeError),
+    ({"argv": ["true"], "cwd": 42}, TypeError),
+    ({"argv": ["true"], "pass_fds": [-1]}, ValueError),
+    ({"argv": ["true"], "stderr": 987654}, OSError),
+    ({"argv": ["true"], "stderr": "file"}, TypeError),
+    ({"argv": ["true"], "exit_signal": signal.SIGUSR1}, portclone.UnsupportedFlagError),
+    ({"argv": ["true"], "uid_map": [(0, 0)]}, ValueError),
+    ({"argv": ["true"], "hostname": "x"}, portclone.InvalidFlagsError),
+    ({"argv": ["true"], "map_root": True}, portclone.InvalidFlagsError),
+])
+def test_bad_arguments_fail_before_anything_exists(kwargs: dict, exc: type) -> None:  # type: ignore[type-arg]
+    argv = kwargs.pop("argv")
+    with no_side_effects(), pytest.raises(exc):
+        portclone.spawn(argv, stdout=PIPE, **kwargs)
+
+
+def _fds_in_child(**kwargs: object) -> list:  # type: ignore[type-arg]
+    # the shell's own fds, listed by ls (which opens one of its own, not the shell's)
+    names = output("sh", "-c", "ls /proc/$$/fd", **kwargs).split()
+    return sorted(int(n) for n in names)
+
+
+def test_nothing_leaks_into_the_program(portclone_backend: Backend) -> None:
+    leaky_r, leaky_w = os.pipe()
+    os.set_inheritable(leaky_r, True)  # inheritable, yet not passed: must not arrive
+    keep_r, keep_w = os.pipe()
+    try:
+        assert _fds_in_child() == [0, 1, 2]
+        assert _fds_in_child(pass_fds=[keep_r]) == [0, 1, 2, keep_r]
+        # pidfds and internal pipes of other children stay out too
+        with portclone.spawn(["sleep", "5"]) as other:
+            assert _fds_in_child() == [0, 1, 2]
+            other.kill()
+    finally:
+        for fd in (leaky_r, leaky_w, keep_r, keep_w):
+            os.close(fd)
+
+
+def test_pass_fds_reach_the_program(portclone_backend: Backend) -> None:
+    r, w = os.pipe()
+    try:
+        # (dash redirects only to fds 0-9: name the fd through /dev/fd)
+        with portclone.spawn(["sh", "-c", f"echo through >/dev/fd/{w}"], pass_fds=[w]) as child:
+            assert child.wait(timeout=60) == 0
+        assert os.read(r, 100) == b"through\n"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_signals_as_subprocess_leaves_them(portclone_backend: Backend) -> None:
+    def status(field: str, **kwargs: object) -> int:
+        for line in output("cat", "/proc/self/status", **kwargs).decode().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+        raise KeyError(field)
+
+    pipe_bit = 1 << (signal.SIGPIPE - 1)
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN  # Python's own setting
+    assert not status("SigIgn") & pipe_bit  # restored for the program
+    assert status("SigIgn", restore_signals=False) & pipe_bit
+    assert status("SigBlk") == 0  # the mask blocked around the clone is not inherited
+
+
+# -- Linux: clone flags for a program -------------------------------------------------
+
+linux = pytest.mark.requires("linux")
+
+
+@linux
+@pytest.mark.requires("root", "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWUTS")
+def test_namespaces_maps_and_hostname() -> None:
+    flags = F.CLONE_NEWUSER | F.CLONE_NEWPID | F.CLONE_NEWNS | F.CLONE_NEWUTS | F.CLONE_NEWIPC
+    with portclone.spawn(["sh", "-c", "echo $$ $(id -u) $(hostname); cat /proc/self/uid_map"],
+                         flags=flags, map_root=True, hostname="inside", stdout=PIPE) as child:
+        out, _ = child.communicate(timeout=60)
+    pid, uid, host, *uid_map = out.decode().split()
+    assert (pid, uid, host) == ("1", "0", "inside")
+    assert uid_map == ["0", str(os.geteuid()), "1"]
+    # the parent had to write maps while the child waited: CLONE_VM without CLONE_VFORK
+    assert child.flags & F.CLONE_VM and not child.flags & F.CLONE_VFORK
+    with portclone.spawn(["true"], flags=F.CLONE_NEWUSER) as plain:
+        assert plain.flags & F.CLONE_VFORK  # nothing to write: vfork as usual
+        plain.wait(timeout=60)
+
+
+@linux
+def test_vm_and_vfork_are_added_and_a_pidfd_given() -> None:
+    with portclone.spawn(["true"]) as child:
+        assert child.flags & (F.CLONE_VM | F.CLONE_VFORK) == F.CLONE_VM | F.CLONE_VFORK
+        assert child.syscall in ("clone3", "clone")
+        if missing("pidfd") is None:
+            assert child.pidfd is not None and not os.get_inheritable(child.pidfd)
+        assert child.wait(timeout=60) == 0
+
+
+@linux
+@pytest.mark.requires("pidfd")
+def test_the_kernel_resets_an_execd_childs_exit_signal() -> None:
+    """Why spawn() refuses exit_signal: a clone()d child with SIGUSR1 that execs reports
+    with SIGCHLD (a plain waitpid sees it; SIGUSR1 never comes)."""
+    got = []
+    old = signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
+    try:
+        child = portclone.clone(os.execv, "/bin/sleep", ["sleep", "0.2"],
+                                exit_signal=signal.SIGUSR1)
+        # while it runs, a plain waitpid cannot see it (exit signal SIGUSR1); the reset
+        # happens at its exit (exit_notify), so wait for that through the pidfd first
+        assert child.pidfd is not None
+        import select
+
+        poller = select.poll()
+        poller.register(child.pidfd, select.POLLIN)
+        assert poller.poll(30_000)
+        _, status = os.waitpid(child.pid, 0)  # no __WALL needed any more
+        child.returncode = os.waitstatus_to_exitcode(status)
+        time.sleep(0.2)
+        assert got == [] and child.returncode == 0
+        child.close()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    with no_side_effects(), pytest.raises(portclone.UnsupportedFlagError, match="SIGCHLD"):
+        portclone.spawn(["true"], exit_signal=signal.SIGUSR1)
+
+
+@linux
+@pytest.mark.requires("root", "clone3", "cgroup2")
+def test_spawn_into_a_cgroup() -> None:
+    from conftest import cgroup2_root
+
+    root = cgroup2_root()
+    assert root is not None
+    path = os.path.join(root, f"portclone-spawn-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        assert output("cat", "/proc/self/cgroup", cgroup=path).decode().endswith(
+            f"0::/{os.path.relpath(path, root)}\n")
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+
+@linux
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"flags": F.CLONE_VFORK, "map_root": True}, "CLONE_VFORK"),
+    ({"flags": F.CLONE_FILES, "stdout": PIPE}, "CLONE_FILES"),
+    ({"flags": F.CLONE_FS, "cwd": "/"}, "CLONE_FS"),
+])
+def test_conflicts_with_sharing_flags(kwargs: dict, needle: str) -> None:  # type: ignore[type-arg]
+    if kwargs.get("map_root"):
+        kwargs["flags"] |= F.CLONE_NEWUSER
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match=needle):
+        portclone.spawn(["true"], **kwargs)
+
+
+@linux
+def test_files_and_sighand_with_vm_are_honoured_for_programs() -> None:
+    with portclone.spawn(["true"], flags=F.CLONE_FILES | F.CLONE_SIGHAND | F.CLONE_FS) as child:
+        assert child.wait(timeout=60) == 0
+    with no_side_effects(), pytest.raises(portclone.UnsupportedFlagError, match="CLONE_THREAD"):
+        portclone.spawn(["true"], flags=F.CLONE_THREAD | F.CLONE_SIGHAND, exit_signal=0)
+
+
+@linux
+def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges in the subprocess")
+    if missing("CLONE_NEWUSER"):
+        pytest.skip(f"missing CLONE_NEWUSER: {missing('CLONE_NEWUSER')}")
+    result = run_python("""
+        import ctypes, os, portclone
+        os.setgid(65534); os.setuid(65534)
+        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, as a user's own process is
+        report = []
+        with portclone.spawn(["id", "-u"], flags=portclone.CLONE_NEWUSER, map_root=True,
+                             stdout=portclone.PIPE) as c:
+            report.append(c.communicate()[0].decode().strip())
+        try:
+            portclone.spawn(["true"], flags=portclone.CLONE_NEWUSER, uid_map=[(0, 0, 1)])
+        except PermissionError as e:
+            report.append(str(e))
+        print(report)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "['0', " in result.stdout and "writing the child's uid_map" in result.stdout
+
+
+@linux
+def test_threads_hammering_malloc_and_the_gil_never_hang_spawn() -> None:
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            [bytes(200) for _ in range(500)]
+
+    workers = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
+    for t in workers:
+        t.start()
+    codes = []
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # spawn never warns
+            for _ in range(200):
+                child = portclone.spawn(["true"])
+                try:
+                    codes.append(child.wait(timeout=30))
+                except portclone.TimeoutExpired:
+                    child.kill()
+                    codes.append("hung")
+                child.close()
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(10)
+    assert codes == [0] * 200
+
+
+FALLBACK = """
+import errno, json, sys
+sys.path.insert(0, {tests!r})
+import seccomp_filter
+seccomp_filter.refuse_clone3(errno.{err})
+import portclone
+report = {{}}
+with portclone.spawn(["sh", "-c", "echo $$"], flags=portclone.CLONE_NEWPID,
+                     stdout=portclone.PIPE) as c:
+    report["newpid"] = [c.syscall, c.communicate()[0].decode().strip(), c.pidfd is not None]
+try:
+    portclone.spawn(["true"], set_tid=[4242])
+    report["set_tid"] = "created"
+except portclone.UnsupportedFlagError as e:
+    report["set_tid"] = str(e)
+print(json.dumps(report))
+"""
+
+
+@linux
+@pytest.mark.requires("root", "seccomp", "clone3", "CLONE_NEWPID")
+@pytest.mark.parametrize("err", ["ENOSYS", "EPERM"])
+def test_spawn_falls_back_to_libc_clone(err: str) -> None:
+    """SIMULATED: clone3 refused by a seccomp filter in a throwaway interpreter."""
+    result = run_python(FALLBACK.format(tests=TESTS_DIR, err=err))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["newpid"] == ["clone", "1", True]
+    assert "needs clone3" in report["set_tid"]
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "portclone", "run", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.requires("linux", "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWUTS")
+def test_run_is_a_flag_checked_unshare() -> None:
+    result = run_cli("--flags", "NEWUSER,NEWPID,NEWNS", "--map-root", "--hostname", "jail",
+                     "--", "sh", "-c", "echo $$ $(id -u) $(hostname); exit 3")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.split() == ["1", "0", "jail"]
+
+
+def test_run_errors_and_help() -> None:
+    assert run_cli("--flags", "NEWBANANA", "--", "true").returncode == 2
+    missing_cmd = run_cli("--", "no-such-command-portclone")
+    assert missing_cmd.returncode == 127 and "No such file" in missing_cmd.stderr
+    helptext = run_cli("--help").stdout
+    backend = portclone.current_backend()
+    assert f"flags the {backend.name} backend honours" in " ".join(helptext.split())
+    with portclone.use_backend("fork"):
+        pass
+    fork = run_cli_env({"PORTCLONE_BACKEND": "fork"}, "--flags", "NEWPID", "--", "true")
+    assert fork.returncode == 2 and "fork fallback" in fork.stderr
+
+
+def run_cli_env(env: dict, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]
+    return subprocess.run([sys.executable, "-m", "portclone", "run", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **env})
