@@ -16,6 +16,7 @@ from conftest import TESTS_DIR, missing, no_side_effects, run_python
 import portclone
 from portclone import DEVNULL, PIPE, STDOUT, Backend
 from portclone import CloneFlags as F
+from portclone._flags import TABLE
 
 
 def output(*argv: str, **kwargs: object) -> bytes:
@@ -144,6 +145,41 @@ def test_signals_as_subprocess_leaves_them(portclone_backend: Backend) -> None:
     assert not status("SigIgn") & pipe_bit  # restored for the program
     assert status("SigIgn", restore_signals=False) & pipe_bit
     assert status("SigBlk") == 0  # the mask blocked around the clone is not inherited
+
+
+@pytest.mark.parametrize("flag", [info.flag for info in TABLE], ids=[info.name for info in TABLE])
+def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend, flag: F) -> None:
+    """The contract for exec children: honoured flags start the program, the rest raise
+    the documented reason before anything exists."""
+    kwargs: dict = {"flags": flag}  # type: ignore[type-arg]
+    if flag == F.CLONE_PARENT:
+        kwargs["exit_signal"] = 0  # the kernel's rule for CLONE_PARENT
+    if flag == F.CLONE_THREAD:
+        kwargs.update(flags=flag | F.CLONE_SIGHAND, exit_signal=0)
+    if flag == F.CLONE_INTO_CGROUP:
+        from conftest import cgroup2_root
+
+        if cgroup2_root() is None:
+            pytest.skip("missing cgroup2: no cgroup v2 hierarchy to name")
+        kwargs["cgroup"] = cgroup2_root()
+    reason = portclone_backend.flag_refusal(flag, exec_child=True)
+    if reason is None:
+        feature = flag.name if flag.name.startswith("CLONE_NEW") else None
+        for need in (["root"] if flag & (F.CLONE_INTO_CGROUP | F.CLONE_NEWNS | F.CLONE_NEWPID |
+                                         F.CLONE_NEWNET | F.CLONE_NEWIPC | F.CLONE_NEWUTS |
+                                         F.CLONE_NEWCGROUP | F.CLONE_NEWTIME) else []) + (
+                [feature] if feature and portclone_backend.name == "linux" else []):
+            why = missing(need)
+            if why:
+                pytest.skip(f"missing {need}: {why}")
+        child = portclone.spawn(["true"], **kwargs)
+        if child.reapable:
+            assert child.wait(timeout=60) == 0
+        child.close()
+        return
+    with no_side_effects(), pytest.raises(portclone.UnsupportedFlagError) as info:
+        portclone.spawn(["true"], **kwargs)
+    assert info.value.reasons[str(flag)] == reason
 
 
 # -- Linux: clone flags for a program -------------------------------------------------

@@ -78,7 +78,8 @@ class Backend:
     def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
         """What in ``request`` this backend cannot honour, and why (by name)."""
         found: Dict[str, str] = {}
-        if exec_child and request.exit_signal != SIGCHLD:
+        if exec_child and request.exit_signal != SIGCHLD and not (
+                request.exit_signal == 0 and request.value & _PARENT):  # PARENT needs 0
             found["exit_signal"] = EXEC_EXIT_SIGNAL
         for bit in bits(int(request.flags)):
             reason = self.flag_refusal(CloneFlags(bit), exec_child)

@@ -30,6 +30,13 @@ def availability_table() -> str:
                     f"{'yes' if info.clone3_only else ''} | " + " | ".join(cells) + " |")
     rows.append("")
     rows += [f"{n}. {reason}" for reason, n in notes.items()]
+    rows += ["", "For a program started by `spawn()` (an exec child), these differ:", ""]
+    for info in sorted(TABLE, key=lambda i: int(i.flag)):
+        for backend in BACKENDS:
+            if info.reason(backend, exec_child=True) != info.reason(backend):
+                why = info.reason(backend, exec_child=True)
+                rows.append(f"- `{info.name}` on `{backend}`: "
+                            + ("yes" if why is None else f"no: {why}"))
     rows += ["", "Combinations the kernel refuses everywhere (`InvalidFlagsError`):", ""]
     rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES]
     return "\n".join([BEGIN, "", *rows, "", END])
