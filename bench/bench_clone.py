@@ -109,16 +109,17 @@ def occupy(size: int) -> bytearray:
     return buf
 
 
-def measure(rounds: int) -> Dict[str, List[float]]:
-    times: Dict[str, List[float]] = {name: [] for name in METHODS}
-    names = list(METHODS)
-    for fn in METHODS.values():  # warm up every path once
+def measure(methods: Dict[str, Callable[[], None]], rounds: int) -> Dict[str, List[float]]:
+    """Milliseconds per call of each method, interleaved in a new random order each round."""
+    times: Dict[str, List[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for fn in methods.values():  # warm up every path once
         fn()
     for _ in range(rounds):
         random.shuffle(names)
         for name in names:
             start = time.perf_counter()
-            METHODS[name]()
+            methods[name]()
             times[name].append((time.perf_counter() - start) * 1000)
     return times
 
@@ -142,7 +143,7 @@ def main() -> int:
         size = parse_size(text)
         ballast = occupy(size)
         rounds = args.rounds or (200 if size <= 100 << 20 else 40)
-        times = measure(rounds)
+        times = measure(METHODS, rounds)
         base = statistics.median(times[BASELINE])
         for name, samples in times.items():
             med = statistics.median(samples)

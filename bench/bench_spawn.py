@@ -16,15 +16,13 @@ import argparse
 import ctypes
 import os
 import platform
-import random
 import statistics
 import subprocess
 import sys
-import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_clone import occupy, parse_size
+from bench_clone import measure, occupy, parse_size
 
 import portclone
 from portclone import CloneFlags as F
@@ -73,20 +71,6 @@ NAMESPACES: Dict[str, Callable[[], None]] = {
     "portclone.spawn(..., flags=USER|PID|NS|UTS|IPC)": spawn_ns,
     "subprocess.run(..., preexec_fn=unshare(USER|PID|NS|UTS|IPC))": subprocess_unshare,
 }
-
-
-def measure(methods: Dict[str, Callable[[], None]], rounds: int) -> Dict[str, List[float]]:
-    times: Dict[str, List[float]] = {name: [] for name in methods}
-    names = list(methods)
-    for fn in methods.values():
-        fn()  # warm up every path once
-    for _ in range(rounds):
-        random.shuffle(names)
-        for name in names:
-            start = time.perf_counter()
-            methods[name]()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def main() -> int:

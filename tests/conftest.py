@@ -10,7 +10,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-from typing import Any, Callable, Dict, Iterator, Optional
+import time
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import pytest
 
@@ -21,6 +22,27 @@ from portclone import CloneFlags
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # -- features, probed (never guessed from version numbers) ---------------------
+
+@contextlib.contextmanager
+def temporary_cgroup(name: str) -> Iterator[Tuple[str, str]]:
+    """A new cgroup v2 directory: (its path, its path as /proc/<pid>/cgroup names it)."""
+    root = cgroup2_root()
+    assert root is not None
+    path = os.path.join(root, f"{name}-{os.getpid()}")
+    os.mkdir(path)
+    try:
+        yield path, "/" + os.path.relpath(path, root)
+    finally:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(path)
+                break
+            except OSError:  # EBUSY until the last member is fully gone
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
 
 def cgroup2_root() -> Optional[str]:
     """Where cgroup v2 is mounted, from /proc/self/mountinfo."""

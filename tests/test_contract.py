@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import pytest
-from conftest import cgroup2_root, child_value, missing, no_side_effects
+from conftest import cgroup2_root, child_value, missing, no_side_effects, temporary_cgroup
 
 import portclone
 from portclone import Backend, UnsupportedFlagError
@@ -357,12 +357,7 @@ def cgroup_of_self() -> str:
 
 
 def effect_into_cgroup() -> None:
-    root = cgroup2_root()
-    assert root is not None
-    path = os.path.join(root, f"portclone-test-{os.getpid()}")
-    os.mkdir(path)
-    try:
-        expected = "/" + os.path.relpath(path, root)
+    with temporary_cgroup("portclone-test") as (path, expected):
         with no_side_effects():
             assert child_value(cgroup_of_self, cgroup=path) == expected
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -371,16 +366,6 @@ def effect_into_cgroup() -> None:
         finally:
             os.close(fd)
         assert cgroup_of_self() != expected
-    finally:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                os.rmdir(path)
-                break
-            except OSError:  # EBUSY until the last member is fully gone
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
 
 #: flag -> (its effect, what it needs)

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import TESTS_DIR, missing, no_side_effects, run_python
+from conftest import TESTS_DIR, missing, no_side_effects, run_python, temporary_cgroup
 
 import portclone
 from portclone import DEVNULL, PIPE, STDOUT, Backend
@@ -246,24 +246,9 @@ def test_the_kernel_resets_an_execd_childs_exit_signal() -> None:
 @linux
 @pytest.mark.requires("root", "clone3", "cgroup2")
 def test_spawn_into_a_cgroup() -> None:
-    from conftest import cgroup2_root
-
-    root = cgroup2_root()
-    assert root is not None
-    path = os.path.join(root, f"portclone-spawn-{os.getpid()}")
-    os.mkdir(path)
-    try:
+    with temporary_cgroup("portclone-spawn") as (path, expected):
         assert output("cat", "/proc/self/cgroup", cgroup=path).decode().endswith(
-            f"0::/{os.path.relpath(path, root)}\n")
-    finally:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                os.rmdir(path)
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            f"0::{expected}\n")
 
 
 @linux

@@ -121,10 +121,7 @@ def _run(flag_text: str, map_root: bool, hostname: Optional[str], command: List[
         if hostname is not None:
             flags |= CloneFlags.CLONE_NEWUTS
         child = spawn(command, flags=flags, map_root=map_root, hostname=hostname)
-    except ValueError as e:  # unknown names, invalid combinations
-        print(f"portclone run: {e}", file=sys.stderr)
-        return 2
-    except PortcloneError as e:
+    except (ValueError, PortcloneError) as e:  # unknown names, refused or invalid flags
         print(f"portclone run: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:

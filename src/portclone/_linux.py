@@ -131,10 +131,7 @@ class LinuxBackend(Backend):
             run_child(fn, args, kwargs, prepare=prepare)
         if own_fd:
             os.close(cgroup_fd)
-        child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
-        if pidfd >= 0:
-            child.pidfd = pidfd
-        return child
+        return _started(child, pid, pidfd, used)
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
         native = self._native
@@ -160,10 +157,7 @@ class LinuxBackend(Backend):
         finally:
             if own_fd:
                 os.close(cgroup_fd)
-        child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
-        if pidfd >= 0:
-            child.pidfd = pidfd
-        return child
+        return _started(child, pid, pidfd, used)
 
     def _failure(self, error: OSError, request: Request) -> Exception:
         """The one place a failed clone becomes portclone's exception."""
@@ -225,6 +219,14 @@ def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
     with child:
         code = child.wait(timeout=30)
     return None if code == 0 else f"{describe(flag)}: probe child exited with {code}"
+
+
+def _started(child: Child, pid: int, pidfd: int, used: int) -> Child:
+    """Fill in the handle built before the clone (see launch)."""
+    child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
+    if pidfd >= 0:
+        child.pidfd = pidfd
+    return child
 
 
 def _exit_zero() -> int:
