@@ -1,0 +1,294 @@
+"""Build Debian guest images and run portclone's test suite in them under QEMU.
+
+    python vm/vmctl.py list                       # the matrix
+    python vm/vmctl.py build bookworm-arm64       # image, kernel, initrd (cached)
+    python vm/vmctl.py run bookworm-arm64 [-- PYTEST ARGS]
+    python vm/vmctl.py all [--jobs 2] [GUEST ...] # build + run, then one table
+
+Images come from Debian packages only (mmdebstrap from the host's configured
+mirror) and are cached outside the checkout, under $PORTCLONE_VM_CACHE or
+~/.cache/portclone/vm, keyed by a hash of their recipe: they are rebuilt only
+when the recipe changes.  A run boots the guest's own kernel directly
+(-kernel/-initrd), attaches the image with snapshot=on (never modified), shares
+the checkout read-only and a result directory over 9p, and reads the guest's
+exit code back from the result directory and a marker line on the serial
+console, within a hard timeout.  KVM is used where it really works, else TCG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from typing import Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKOUT = os.path.dirname(HERE)
+MIRROR = os.environ.get("PORTCLONE_VM_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = [
+    "python3", "python3-dev", "python3-setuptools", "python3-pytest", "gcc", "libc6-dev",
+    "kmod", "procps", "iproute2", "util-linux", "hostname", "initramfs-tools",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Guest:
+    name: str
+    suite: str
+    arch: str  # Debian architecture
+    kernel: str  # the kernel package
+    qemu: str
+    machine: List[str]
+    console: str
+    why: str
+    bus: str = "pci"  # virtio devices: -pci, or -ccw on s390x
+    extra_suites: Tuple[str, ...] = ()
+
+
+GUESTS: Dict[str, Guest] = {g.name: g for g in [
+    Guest("bullseye-amd64", "bullseye", "amd64", "linux-image-amd64", "qemu-system-x86_64",
+          ["-machine", "q35", "-cpu", "max"], "ttyS0", "oldest kernel (5.10), oldest Python (3.9)"),
+    Guest("bookworm-amd64", "bookworm", "amd64", "linux-image-amd64", "qemu-system-x86_64",
+          ["-machine", "q35", "-cpu", "max"], "ttyS0", "baseline (6.1, 3.11)"),
+    Guest("trixie-amd64", "trixie", "amd64", "linux-image-amd64", "qemu-system-x86_64",
+          ["-machine", "q35", "-cpu", "max"], "ttyS0", "6.12, Python 3.13"),
+    Guest("sid-amd64", "sid", "amd64", "linux-image-amd64", "qemu-system-x86_64",
+          ["-machine", "q35", "-cpu", "max"], "ttyS0", "newest kernel (7.x) and Python (3.14)"),
+    Guest("bookworm-i386", "bookworm", "i386", "linux-image-686-pae", "qemu-system-i386",
+          ["-machine", "q35", "-cpu", "max"], "ttyS0",
+          "32-bit, CLONE_BACKWARDS argument order, int $0x80 trampoline"),
+    Guest("bookworm-arm64", "bookworm", "arm64", "linux-image-arm64", "qemu-system-aarch64",
+          ["-machine", "virt", "-cpu", "max"], "ttyAMA0", "arm64 numbers, CLONE_BACKWARDS order"),
+    Guest("bookworm-s390x", "bookworm", "s390x", "linux-image-s390x", "qemu-system-s390x",
+          ["-machine", "s390-ccw-virtio", "-cpu", "max"], "ttysclp0",
+          "big-endian, CLONE_BACKWARDS2 argument order", bus="ccw"),
+]}
+
+
+def cache_dir() -> str:
+    return os.environ.get("PORTCLONE_VM_CACHE",
+                          os.path.join(os.path.expanduser("~"), ".cache", "portclone", "vm"))
+
+
+def recipe_hash(guest: Guest) -> str:
+    """Everything an image is made from: rebuilt when any of it changes."""
+    h = hashlib.sha256()
+    h.update(json.dumps([dataclasses.asdict(guest), PACKAGES, MIRROR]).encode())
+    for name in ("guest-init.sh",):
+        with open(os.path.join(HERE, name), "rb") as f:
+            h.update(f.read())
+    with open(__file__, "rb") as f:
+        h.update(re.sub(rb'"""Build.*?"""', b"", f.read(), count=1, flags=re.S))
+    return h.hexdigest()[:16]
+
+
+def image_dir(guest: Guest) -> str:
+    return os.path.join(cache_dir(), f"{guest.name}-{recipe_hash(guest)}")
+
+
+def log(message: str) -> None:
+    print(f"[vmctl {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ensure_binfmt(guest: Guest) -> None:
+    """Foreign architectures run their maintainer scripts through qemu-user."""
+    if guest.arch in ("amd64", "i386") and platform.machine() == "x86_64":
+        return
+    if not os.path.exists("/proc/sys/fs/binfmt_misc/status"):
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"],
+                       check=True)
+    subprocess.run(["update-binfmts", "--enable"], check=False, capture_output=True)
+
+
+def build(guest: Guest) -> str:
+    """The cached image directory for ``guest`` (rootfs.img, vmlinuz, initrd.img)."""
+    target = image_dir(guest)
+    if os.path.exists(os.path.join(target, "done")):
+        return target
+    ensure_binfmt(guest)
+    os.makedirs(cache_dir(), exist_ok=True)
+    for stale in glob.glob(os.path.join(cache_dir(), f"{guest.name}-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # an older recipe
+    work = tempfile.mkdtemp(prefix=f"{guest.name}-", dir=cache_dir())
+    root = os.path.join(work, "root")
+    started = time.monotonic()
+    log(f"building {guest.name}: mmdebstrap {guest.suite} {guest.arch}")
+    aptopts = ['--aptopt=Acquire::Check-Valid-Until "false"'] if guest.suite == "sid" else []
+    init = os.path.join(HERE, "guest-init.sh")
+    subprocess.run([
+        "mmdebstrap", "--variant=apt", f"--architectures={guest.arch}",
+        "--include=" + ",".join(PACKAGES + [guest.kernel]), *aptopts,
+        f"--customize-hook=copy-in {init} /",
+        "--customize-hook=chroot \"$1\" sh -c 'mv /guest-init.sh /portclone-init && "
+        "chmod 755 /portclone-init'",
+        guest.suite, root, MIRROR,
+    ], check=True, stdout=subprocess.DEVNULL)
+    boot = os.path.join(root, "boot")
+    vmlinuz = sorted(glob.glob(os.path.join(boot, "vmlinu*-*")))
+    initrd = sorted(glob.glob(os.path.join(boot, "initrd.img-*")))
+    if not vmlinuz or not initrd:
+        raise RuntimeError(f"{guest.name}: no kernel or initrd in {boot}")
+    shutil.copy(vmlinuz[-1], os.path.join(work, "vmlinuz"))
+    shutil.copy(initrd[-1], os.path.join(work, "initrd.img"))
+    used = int(subprocess.run(["du", "-sm", root], capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+    subprocess.run(["mkfs.ext4", "-q", "-L", "root", "-d", root,
+                    os.path.join(work, "rootfs.img"), f"{used + 600}M"], check=True)
+    shutil.rmtree(root)
+    with open(os.path.join(work, "done"), "w") as f:
+        json.dump({"guest": guest.name, "seconds": round(time.monotonic() - started)}, f)
+    os.rename(work, target)
+    log(f"built {guest.name} in {time.monotonic() - started:.0f} s: {target}")
+    return target
+
+
+def kvm_works() -> bool:
+    """/dev/kvm can exist without working (a paravirtual KVM without vmx/svm)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " vmx" in flags or " svm" in flags
+
+
+def run(guest: Guest, pytest_args: List[str], timeout: float) -> Dict[str, object]:
+    """Boot ``guest``, run the suite there; the outcome as a dict."""
+    images = build(guest)
+    started = time.monotonic()
+    result_dir = tempfile.mkdtemp(prefix=f"result-{guest.name}-")
+    with open(os.path.join(result_dir, "pytest-args"), "w") as f:
+        f.write(" ".join(pytest_args))
+    accel = ["-accel", "kvm"] if kvm_works() and guest.arch in ("amd64", "i386") \
+        and platform.machine() == "x86_64" else ["-accel", "tcg"]
+    machine = list(guest.machine)
+    if accel[1] == "kvm":
+        machine = [a if a != "max" else "host" for a in machine]
+    dev = "virtio-9p-ccw" if guest.bus == "ccw" else "virtio-9p-pci"
+    blk = "virtio-blk-ccw" if guest.bus == "ccw" else "virtio-blk-pci"
+    cmd = [
+        guest.qemu, *machine, *accel, "-m", "2048", "-smp", "1", "-nographic", "-no-reboot",
+        "-kernel", os.path.join(images, "vmlinuz"),
+        "-initrd", os.path.join(images, "initrd.img"),
+        "-append", f"console={guest.console} root=/dev/vda rw init=/portclone-init panic=-1 "
+                   "quiet loglevel=3",
+        "-drive", f"file={os.path.join(images, 'rootfs.img')},format=raw,if=none,id=disk,"
+                  "snapshot=on",
+        "-device", f"{blk},drive=disk",
+        "-fsdev", f"local,id=src,path={CHECKOUT},security_model=none,readonly=on",
+        "-device", f"{dev},fsdev=src,mount_tag=src",
+        "-fsdev", f"local,id=result,path={result_dir},security_model=none",
+        "-device", f"{dev},fsdev=result,mount_tag=result",
+        "-netdev", "user,id=net0,restrict=on", "-device",
+        "virtio-net-ccw,netdev=net0" if guest.bus == "ccw" else "virtio-net-pci,netdev=net0",
+    ]
+    log(f"booting {guest.name} ({accel[1]})")
+    console_log = os.path.join(result_dir, "console.log")
+    with open(console_log, "wb") as out:
+        try:
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=timeout)
+            qemu_rc: Optional[int] = proc.returncode
+        except subprocess.TimeoutExpired:
+            qemu_rc = None
+    with open(console_log, "rb") as f:
+        console = f.read().decode(errors="replace")
+    marker = re.search(r"PORTCLONE-GUEST-RESULT exit=(\d+)", console)
+    exit_file = os.path.join(result_dir, "exit-code")
+    code: Optional[int] = None
+    if os.path.exists(exit_file):
+        with open(exit_file) as f:
+            code = int(f.read().strip() or "255")
+    elif marker:
+        code = int(marker.group(1))
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    junit = os.path.join(result_dir, "junit.xml")
+    if os.path.exists(junit):
+        for suite in ET.parse(junit).getroot().iter("testsuite"):
+            failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+            skipped = int(suite.get("skipped", 0))
+            counts["failed"] += failed
+            counts["skipped"] += skipped
+            counts["passed"] += int(suite.get("tests", 0)) - failed - skipped
+    facts = {"kernel": "?", "python": "?"}
+    build_log = os.path.join(result_dir, "build.log")
+    if os.path.exists(build_log):
+        with open(build_log) as f:
+            text = f.read()
+        kernel = re.search(r"^kernel (\S+)", text, re.M)
+        python = re.search(r"^Python (\S+)", text, re.M)
+        facts = {"kernel": kernel.group(1) if kernel else "?",
+                 "python": python.group(1) if python else "?"}
+    outcome: Dict[str, object] = {
+        "guest": guest.name, **facts, **counts,
+        "exit": code if code is not None else ("timeout" if qemu_rc is None else "no result"),
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "results": result_dir,
+    }
+    log(f"{guest.name}: {outcome}")
+    return outcome
+
+
+def table(outcomes: List[Dict[str, object]]) -> str:
+    rows = ["| guest | kernel | Python | passed | failed | skipped | exit | minutes |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for o in outcomes:
+        rows.append("| {guest} | {kernel} | {python} | {passed} | {failed} | {skipped} | "
+                    "{exit} | {minutes} |".format(**o))
+    return "\n".join(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the guests")
+    p_build = sub.add_parser("build", help="build (or find cached) images")
+    p_build.add_argument("guests", nargs="+", choices=sorted(GUESTS))
+    p_run = sub.add_parser("run", help="run the suite in one guest")
+    p_run.add_argument("guest", choices=sorted(GUESTS))
+    p_run.add_argument("--timeout", type=float, default=3600)
+    p_run.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    p_all = sub.add_parser("all", help="build and run several guests, then print one table")
+    p_all.add_argument("guests", nargs="*", choices=sorted(GUESTS) + [[]], default=[])
+    p_all.add_argument("--jobs", type=int, default=2, help="guests at a time (default 2)")
+    p_all.add_argument("--timeout", type=float, default=3600)
+    argv = [a[3:] if a.startswith("vm-") and a[3:] in GUESTS else a for a in sys.argv[1:]]
+    args = parser.parse_args(argv)  # tox passes its env names: vm-<guest>
+    if args.command == "list":
+        for g in GUESTS.values():
+            print(f"{g.name:16} {g.suite:9} {g.arch:6} {g.why}")
+        return 0
+    if args.command == "build":
+        for name in args.guests:
+            build(GUESTS[name])
+        return 0
+    if args.command == "run":
+        extra = [a for a in args.pytest_args if a != "--"]
+        outcome = run(GUESTS[args.guest], extra, args.timeout)
+        print(table([outcome]))
+        return 0 if outcome["exit"] == 0 else 1
+    names = args.guests or list(GUESTS)
+    for name in names:  # builds one at a time: mmdebstrap and the mirror are shared
+        build(GUESTS[name])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        outcomes = list(pool.map(lambda n: run(GUESTS[n], [], args.timeout), names))
+    print(table(outcomes))
+    return 0 if all(o["exit"] == 0 for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
