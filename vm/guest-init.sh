@@ -1,24 +1,22 @@
 #!/bin/sh
-# PID 1 of a portclone test guest (installed as /portclone-init by vm/vmctl.py build).
-# Mounts what the suite needs, copies the checkout shared over 9p, builds portclone,
-# runs the test suite, and reports: a marker line on the console and result files on the
-# "result" share.  Then it powers the guest off.  The host never has to log in.
+# The test procedure in a portclone guest, run as PID 1 by the image's /portclone-init stub
+# (vm/vmctl.py STUB_INIT), which has mounted the checkout at /mnt/src and the result share at
+# /mnt/result.  Mounts what the suite needs, copies the sources, builds portclone, runs the
+# test suite, and reports: a marker line on the console and result files on the "result"
+# share.  Then it powers the guest off.  The host never has to log in.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH HOME=/root LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1
 
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev 2>/dev/null
+# the initramfs may have mounted these already
+mountpoint -q /proc || mount -t proc proc /proc
+mountpoint -q /sys || mount -t sysfs sys /sys
+mountpoint -q /dev || mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs shm /dev/shm
 mount -t tmpfs tmp /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 hostname portclone-guest
 ip link set lo up 2>/dev/null
 
-for m in 9p 9pnet_virtio; do modprobe "$m" 2>/dev/null; done
-mkdir -p /mnt/src /mnt/result
-mount -t 9p -o trans=virtio,version=9p2000.L,ro src /mnt/src
-mount -t 9p -o trans=virtio,version=9p2000.L result /mnt/result
 
 report() {
     echo "$1" > /mnt/result/exit-code
@@ -29,9 +27,12 @@ report() {
 }
 
 args=$(cat /mnt/result/pytest-args 2>/dev/null)
-cp -a /mnt/src /tmp/src || report 90
+# only the sources: not the host's .tox, .git, builds or compiled extension
+mkdir -p /tmp/src
+(cd /mnt/src && tar cf - --exclude=./.tox --exclude=./.git --exclude=./build \
+    --exclude='*.so' --exclude='__pycache__' --exclude='*.egg-info' .) | (cd /tmp/src && tar xf -) \
+    || report 90
 cd /tmp/src || report 91
-rm -rf .tox build src/portclone/*.so
 {
     echo "kernel $(uname -r) $(uname -m)"
     python3 --version
