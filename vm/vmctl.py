@@ -146,7 +146,7 @@ def build(guest: Guest) -> str:
         f.write(STUB_INIT)
     subprocess.run([
         "mmdebstrap", "--variant=apt", f"--architectures={guest.arch}",
-        "--include=" + ",".join(PACKAGES + [guest.kernel]), *aptopts,
+        "--include=" + ",".join([*PACKAGES, guest.kernel]), *aptopts,
         # A small initramfs: the guest needs only virtio and ext4 to find its root (Debian's
         # MODULES=most takes over ten minutes to build under qemu-user).
         "--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && "
@@ -283,7 +283,7 @@ def main() -> int:
     p_run.add_argument("guest", choices=sorted(GUESTS))
     p_run.add_argument("--timeout", type=float, default=3600)
     p_all = sub.add_parser("all", help="build and run several guests, then print one table")
-    p_all.add_argument("guests", nargs="*", choices=sorted(GUESTS) + [[]], default=[])
+    p_all.add_argument("guests", nargs="*", default=[], help="default: every guest")
     p_all.add_argument("--jobs", type=int, default=2, help="guests at a time (default 2)")
     p_all.add_argument("--timeout", type=float, default=3600)
     argv = [a[3:] if a.startswith("vm-") and a[3:] in GUESTS else a for a in sys.argv[1:]]
@@ -305,6 +305,9 @@ def main() -> int:
         print(table([outcome]))
         return 0 if outcome["exit"] == 0 else 1
     names = args.guests or list(GUESTS)
+    unknown = [n for n in names if n not in GUESTS]
+    if unknown:
+        parser.error(f"unknown guests {unknown}: choose from {', '.join(GUESTS)}")
     for name in names:  # builds one at a time: mmdebstrap and the mirror are shared
         build(GUESTS[name])
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
