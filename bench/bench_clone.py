@@ -109,6 +109,16 @@ def occupy(size: int) -> bytearray:
     return buf
 
 
+def header(script: str, args: argparse.Namespace, extra: str = "") -> None:
+    """Where and how the figures were made, and the command that makes them again."""
+    print(f"portclone {portclone.__version__}, backend {portclone.current_backend().name}, "
+          f"Python {platform.python_version()}, {platform.system()} {platform.release()} "
+          f"{platform.machine()}, {os.cpu_count()} CPUs{extra}")
+    print(f"command: python bench/{script} --sizes {args.sizes}"
+          + (f" --rounds {args.rounds}" if args.rounds else ""))
+    print()
+
+
 def measure(methods: Dict[str, Callable[[], None]], rounds: int) -> Dict[str, List[float]]:
     """Milliseconds per call of each method, interleaved in a new random order each round."""
     times: Dict[str, List[float]] = {name: [] for name in methods}
@@ -130,13 +140,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=0,
                         help="rounds per size (default: 200 up to 100 MB, 40 above)")
     args = parser.parse_args()
-
-    print(f"portclone {portclone.__version__}, backend {portclone.current_backend().name}, "
-          f"Python {platform.python_version()}, {platform.system()} {platform.release()} "
-          f"{platform.machine()}, {os.cpu_count()} CPUs")
-    print(f"command: python bench/bench_clone.py --sizes {args.sizes}"
-          + (f" --rounds {args.rounds}" if args.rounds else ""))
-    print()
+    header("bench_clone.py", args)
     print("| parent | method | median ms | p90 ms | vs os.fork |")
     print("| --- | --- | --- | --- | --- |")
     for text in args.sizes.split(","):

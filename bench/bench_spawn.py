@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from typing import Callable, Dict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_clone import measure, occupy, parse_size
+from bench_clone import header, measure, occupy, parse_size
 
 import portclone
 from portclone import CloneFlags as F
@@ -79,12 +78,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=0,
                         help="rounds per size (default: 200 up to 100 MB, 60 to 1 GB, 20 above)")
     args = parser.parse_args()
-    print(f"portclone {portclone.__version__}, backend {portclone.current_backend().name}, "
-          f"Python {platform.python_version()}, {platform.system()} {platform.release()} "
-          f"{platform.machine()}, {os.cpu_count()} CPUs, euid {os.geteuid()}")
-    print(f"command: python bench/bench_spawn.py --sizes {args.sizes}"
-          + (f" --rounds {args.rounds}" if args.rounds else ""))
-    print()
+    header("bench_spawn.py", args, f", euid {os.geteuid()}")
     print("| parent | method | median ms | p90 ms | vs os.posix_spawn |")
     print("| --- | --- | --- | --- | --- |")
     medians: Dict[str, Dict[str, float]] = {}
