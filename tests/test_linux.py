@@ -80,6 +80,7 @@ def test_set_tid_taken_is_file_exists_error_naming_the_request() -> None:
 def test_namespace_without_privilege_is_permission_error() -> None:
     result = run_python("""
         import os, portclone
+        portclone.current_backend()  # loads the backend while the files are readable to us
         os.setgid(65534); os.setuid(65534)
         try:
             portclone.clone(lambda: 0, flags=portclone.CLONE_NEWUTS)

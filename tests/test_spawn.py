@@ -280,6 +280,7 @@ def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
         pytest.skip(f"missing CLONE_NEWUSER: {missing('CLONE_NEWUSER')}")
     result = run_python("""
         import ctypes, os, portclone
+        portclone.current_backend()  # loads the backend while the files are readable to us
         os.setgid(65534); os.setuid(65534)
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, as a user's own process is
         report = []
