@@ -30,13 +30,14 @@ args=$(cat /mnt/result/pytest-args 2>/dev/null)
 # only the sources: not the host's .tox, .git, builds or compiled extension
 mkdir -p /tmp/src
 (cd /mnt/src && tar cf - --exclude=./.tox --exclude=./.git --exclude=./build \
-    --exclude='*.so' --exclude='__pycache__' --exclude='*.egg-info' .) | (cd /tmp/src && tar xf -) \
+    --exclude='*.so' --exclude='__pycache__' --exclude='*.egg-info' --exclude=./.mypy_cache \
+    --exclude=./.ruff_cache --exclude=./.pytest_cache --exclude=./.hypothesis .) | (cd /tmp/src && tar xf -) \
     || report 90
 cd /tmp/src || report 91
 {
     echo "kernel $(uname -r) $(uname -m)"
     python3 --version
-    python3 setup.py -q build_ext --inplace 2>&1 | tail -5
+    python3 setup.py -q build_ext --inplace 2>&1
     PYTHONPATH=/tmp/src/src python3 -m portclone info
 } > /mnt/result/build.log 2>&1
 ls src/portclone/_native*.so >/dev/null 2>&1 || report 92
