@@ -124,8 +124,9 @@ def test_nothing_leaks_into_the_program(portclone_backend: Backend) -> None:
 def test_pass_fds_reach_the_program(portclone_backend: Backend) -> None:
     r, w = os.pipe()
     try:
-        # (dash redirects only to fds 0-9: name the fd through /dev/fd)
-        with portclone.spawn(["sh", "-c", f"echo through >/dev/fd/{w}"], pass_fds=[w]) as child:
+        # (dash redirects only to fds 0-9: name the fd through /proc/self/fd)
+        with portclone.spawn(["sh", "-c", f"echo through >/proc/self/fd/{w}"],
+                             pass_fds=[w]) as child:
             assert child.wait(timeout=60) == 0
         assert os.read(r, 100) == b"through\n"
     finally:

@@ -14,6 +14,7 @@ mountpoint -q /dev || mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs shm /dev/shm
 mount -t tmpfs tmp /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd  # what udev makes on a booted system
 hostname portclone-guest
 ip link set lo up 2>/dev/null
 
@@ -37,7 +38,10 @@ cd /tmp/src || report 91
 {
     echo "kernel $(uname -r) $(uname -m)"
     python3 --version
-    python3 setup.py -q build_ext --inplace 2>&1
+    # into a scratch dir, then next to the sources: setuptools before 61 (bullseye's 52)
+    # ignores pyproject's package-dir, so --inplace would put it in the wrong place
+    python3 setup.py -q build_ext --build-lib /tmp/build 2>&1
+    cp /tmp/build/portclone/_native*.so src/portclone/
     PYTHONPATH=/tmp/src/src python3 -m portclone info
 } > /mnt/result/build.log 2>&1
 ls src/portclone/_native*.so >/dev/null 2>&1 || report 92

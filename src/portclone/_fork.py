@@ -97,9 +97,13 @@ class ForkBackend(Backend):
         return {"why_fork": why or f"no clone backend for {sys.platform}"}
 
 
+# Linux always has /proc/self/fd; /dev/fd is only a link to it that udev makes.
+_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+
+
 def _inheritable_fds() -> List[int]:
     fds = []
-    for name in os.listdir("/dev/fd"):
+    for name in os.listdir(_FD_DIR):
         fd = int(name)
         try:
             if fd > 2 and os.get_inheritable(fd):
