@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
@@ -138,6 +139,38 @@ def run_python(code: str, *, timeout: float = 120, env: Optional[Dict[str, str]]
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+
+@contextlib.contextmanager
+def busy_threads(work: Callable[[], None], count: int = 4) -> Iterator[None]:
+    """``count`` daemon threads calling ``work`` in a loop until the block ends."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            work()
+
+    workers = [threading.Thread(target=loop, daemon=True) for _ in range(count)]
+    for t in workers:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(10)
+
+
+def status_or_hung(child: portclone.Child, timeout: float = 30) -> object:
+    """The child's exit status, or "hung" (and the child killed) after ``timeout``."""
+    try:
+        return child.wait(timeout=timeout)
+    except portclone.TimeoutExpired:
+        child.kill()
+        child.wait()
+        return "hung"
+    finally:
+        child.close()
 
 
 # -- nothing happened ---------------------------------------------------------------

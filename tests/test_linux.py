@@ -14,7 +14,7 @@ import time
 import warnings
 
 import pytest
-from conftest import TESTS_DIR, child_value, no_side_effects, run_python
+from conftest import TESTS_DIR, busy_threads, child_value, no_side_effects, run_python, status_or_hung
 
 import portclone
 from portclone import CloneFlags as F
@@ -222,38 +222,18 @@ def test_clone3_refused_falls_back_to_legacy_clone(err: str) -> None:
 # -- threads -----------------------------------------------------------------------------
 
 def test_multithreaded_parent_warns_and_does_not_hang() -> None:
-    stop = threading.Event()
-
     def churn() -> None:
-        junk: dict = {}  # type: ignore[type-arg]
-        while not stop.is_set():
-            for i in range(200):
-                junk[i] = [str(i)] * 20
-            junk.clear()
-            time.sleep(0)
+        junk = {i: [str(i)] * 20 for i in range(200)}
+        junk.clear()
+        time.sleep(0)
 
-    workers = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
-    for t in workers:
-        t.start()
     codes = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for i in range(60):
-                flags = F.CLONE_IO if i % 2 else 0
-                handle = portclone.clone(lambda: len([str(n) for n in range(5000)]) and 0,
-                                         flags=flags)
-                try:
-                    codes.append(handle.wait(timeout=30))
-                except portclone.TimeoutExpired:
-                    handle.kill()
-                    handle.wait()
-                    codes.append("hung")
-                handle.close()
-    finally:
-        stop.set()
-        for t in workers:
-            t.join(10)
+    with busy_threads(churn), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(60):
+            flags = F.CLONE_IO if i % 2 else 0
+            codes.append(status_or_hung(portclone.clone(
+                lambda: len([str(n) for n in range(5000)]) and 0, flags=flags)))
     assert codes == [0] * 60
     messages = [str(w.message) for w in caught if w.category is DeprecationWarning]
     assert messages and all("is multi-threaded, use of clone() may lead to deadlocks" in m

@@ -7,11 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-from conftest import TESTS_DIR, missing, no_side_effects, run_python, temporary_cgroup
+from conftest import (
+    TESTS_DIR,
+    busy_threads,
+    missing,
+    no_side_effects,
+    run_python,
+    status_or_hung,
+    temporary_cgroup,
+)
 
 import portclone
 from portclone import DEVNULL, PIPE, STDOUT, Backend
@@ -300,33 +307,16 @@ def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
 
 @linux
 def test_threads_hammering_malloc_and_the_gil_never_hang_spawn() -> None:
-    stop = threading.Event()
+    import warnings
 
     def churn() -> None:
-        while not stop.is_set():
-            [bytes(200) for _ in range(500)]
+        [bytes(200) for _ in range(500)]  # malloc/free under the GIL
 
-    workers = [threading.Thread(target=churn, daemon=True) for _ in range(4)]
-    for t in workers:
-        t.start()
     codes = []
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", DeprecationWarning)  # spawn never warns
-            for _ in range(200):
-                child = portclone.spawn(["true"])
-                try:
-                    codes.append(child.wait(timeout=30))
-                except portclone.TimeoutExpired:
-                    child.kill()
-                    codes.append("hung")
-                child.close()
-    finally:
-        stop.set()
-        for t in workers:
-            t.join(10)
+    with busy_threads(churn), warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # spawn never warns
+        for _ in range(200):
+            codes.append(status_or_hung(portclone.spawn(["true"])))
     assert codes == [0] * 200
 
 

@@ -388,12 +388,6 @@ native_tid_offset(PyObject *module, PyObject *unused)
     return PyLong_FromLong(get_tid_offset());
 }
 
-static PyObject *
-native_clone3_enosys(PyObject *module, PyObject *unused)
-{
-    return PyBool_FromLong(pc_clone3_enosys);
-}
-
 #endif /* __linux__ */
 
 #ifdef PC_HAVE_LIBC_CLONE
@@ -468,8 +462,6 @@ static PyMethodDef native_methods[] = {
      "This process's thread count from /proc/self/stat, or -1."},
     {"tid_offset", native_tid_offset, METH_NOARGS,
      "Offset of the cached tid in libc's thread descriptor, or -1."},
-    {"clone3_enosys", native_clone3_enosys, METH_NOARGS,
-     "True once clone3 answered ENOSYS in this process."},
 #endif
 #ifdef PC_HAVE_LIBC_CLONE
     {"libc_clone", native_libc_clone, METH_VARARGS,
