@@ -173,6 +173,13 @@ def status_or_hung(child: portclone.Child, timeout: float = 30) -> object:
         child.close()
 
 
+def broken_rules(flags: int) -> list:  # type: ignore[type-arg]
+    """The messages of the kernel rules ``flags`` breaks on every kernel (CLONE_DETACHED's)."""
+    from portclone._flags import RULES
+
+    return [rule.message for rule in RULES if rule.broken_by(flags) and not rule.lifted_by]
+
+
 # -- nothing happened ---------------------------------------------------------------
 
 def _children() -> set:  # type: ignore[type-arg]

@@ -19,10 +19,10 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import pytest
-from conftest import cgroup2_root, child_value, missing, no_side_effects, temporary_cgroup
+from conftest import broken_rules, cgroup2_root, child_value, missing, no_side_effects, temporary_cgroup
 
 import portclone
-from portclone import Backend, UnsupportedFlagError
+from portclone import Backend, InvalidFlagsError, UnsupportedFlagError
 from portclone import CloneFlags as F
 from portclone._flags import TABLE
 
@@ -422,6 +422,12 @@ def test_flag_has_its_effect_or_its_documented_error(portclone_backend: Backend,
         effect()
         return
     kwargs = request_for(flag)
+    alone_invalid = broken_rules(int(kwargs["flags"]))
+    if alone_invalid:  # CLONE_DETACHED: invalid on every backend, whatever the table says
+        with no_side_effects(), pytest.raises(InvalidFlagsError) as invalid:
+            portclone.clone(never_runs, **kwargs)
+        assert list(invalid.value.reasons.values()) == alone_invalid
+        return
     with no_side_effects(), pytest.raises(UnsupportedFlagError) as info:
         portclone.clone(never_runs, **kwargs)
     error = info.value

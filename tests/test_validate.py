@@ -47,19 +47,20 @@ def test_invalid_everywhere(flags: int, exit_signal: int, message: str) -> None:
 
 
 def test_unsupported_lists_every_flag_with_its_reason() -> None:
-    flags = F.CLONE_VM | F.CLONE_SETTLS | F.CLONE_CHILD_SETTID | F.CLONE_DETACHED
+    flags = F.CLONE_VM | F.CLONE_SETTLS | F.CLONE_CHILD_SETTID | F.CLONE_PARENT_SETTID
     with no_side_effects(), pytest.raises(UnsupportedFlagError) as info:
         portclone.clone(never_runs, flags=flags)
     error = info.value
     assert isinstance(error, NotImplementedError)
     assert error.flags == flags
     text = str(error)
-    for name in ("CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID", "CLONE_DETACHED"):
+    for name in ("CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID", "CLONE_PARENT_SETTID"):
         assert f"  {name}: " in text
-    assert "no meaningful Python use" in text and "obsolete" in text
+    assert "no meaningful Python use" in text and "share the interpreter's memory" in text
     assert "supported here instead:" in text
     assert error.supported == portclone.current_backend().supported_flags
-    assert set(error.reasons) == {"CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID", "CLONE_DETACHED"}
+    assert set(error.reasons) == {"CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID",
+                                  "CLONE_PARENT_SETTID"}
 
 
 def test_unknown_bits_are_refused_not_passed_on() -> None:

@@ -68,7 +68,7 @@ class Backend:
             if hit is not None:
                 return hit
         request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
-                               backend=self.name)
+                               backend=self.name, has_feature=self.has_feature)
         self.check(request, exec_child)
         # CLONE_PARENT's validity depends on being a namespace's init: never remembered
         if simple and not request.value & _PARENT and len(self._checked) < 256:
@@ -110,6 +110,11 @@ class Backend:
     def supported_exec_flags(self) -> CloneFlags:
         """The flags this backend honours for an exec child (spawn()), as probed."""
         return self._supported(True)
+
+    def has_feature(self, name: str) -> bool:
+        """Whether the kernel has the feature that lifts a Rule (its ``lifted_by``).  Only
+        the linux backend probes; the others refuse the flags such rules concern anyway."""
+        return True
 
     def invalid(self, request: Request) -> Dict[str, str]:
         """What this backend's kernel refuses with EINVAL beyond the universal rules."""

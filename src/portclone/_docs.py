@@ -38,5 +38,8 @@ def availability_table() -> str:
                 rows.append(f"- `{info.name}` on `{backend}`: "
                             + ("yes" if why is None else f"no: {why}"))
     rows += ["", "Combinations the kernel refuses everywhere (`InvalidFlagsError`):", ""]
-    rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES]
+    rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES if not rule.lifted_by]
+    rows += ["", "Combinations older kernels refuse (the linux backend probes the feature that "
+             "lifts the rule; other backends refuse the flags anyway):", ""]
+    rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES if rule.lifted_by]
     return "\n".join([BEGIN, "", *rows, "", END])

@@ -282,6 +282,9 @@ class Rule:
     message: str
     missing: CloneFlags = _NONE
     source: str = "torvalds/linux:kernel/fork.c (copy_process)"
+    #: a kernel feature that lifts the rule, probed by the backend (Backend.has_feature);
+    #: "" for rules every kernel keeps
+    lifted_by: str = ""
 
     def broken_by(self, flags: int) -> bool:
         if flags & self.all_of != self.all_of:
@@ -300,8 +303,12 @@ RULES: Tuple[Rule, ...] = (
          "a new IPC namespace cannot share System V semaphore undo lists (CLONE_NEWIPC with CLONE_SYSVSEM)"),
     Rule(F.CLONE_NEWPID | F.CLONE_THREAD, "a thread cannot start a new PID namespace"),
     Rule(F.CLONE_NEWUSER | F.CLONE_THREAD, "a thread cannot start a new user namespace"),
-    Rule(F.CLONE_PIDFD | F.CLONE_THREAD, "a thread cannot have a pidfd (CLONE_PIDFD with CLONE_THREAD)"),
+    Rule(F.CLONE_PIDFD | F.CLONE_THREAD,
+         "a thread cannot have a pidfd on this kernel (CLONE_PIDFD with CLONE_THREAD; Linux 6.9 "
+         "allows it, with pidfd_open's PIDFD_THREAD)", lifted_by="thread_pidfds"),
     Rule(F.CLONE_PIDFD | F.CLONE_DETACHED, "CLONE_PIDFD with CLONE_DETACHED"),
+    Rule(F.CLONE_DETACHED, "CLONE_DETACHED is obsolete: clone3 refuses it (EINVAL) and legacy "
+         "clone has ignored it since Linux 2.6.2", source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
     Rule(F.CLONE_SIGHAND | F.CLONE_CLEAR_SIGHAND,
          "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
          source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),

@@ -63,6 +63,11 @@ class LinuxBackend(Backend):
     def pidfd_available(self) -> bool:
         return _pidfd_available()
 
+    def has_feature(self, name: str) -> bool:
+        if name == "thread_pidfds":
+            return _thread_pidfds()
+        raise ValueError(f"no probe for kernel feature {name!r}")
+
     def flag_refusal(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
         reason = super().flag_refusal(flag, exec_child)
         if reason is not None:
@@ -219,6 +224,20 @@ def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
     with child:
         code = child.wait(timeout=30)
     return None if code == 0 else f"{describe(flag)}: probe child exited with {code}"
+
+
+@functools.cache
+def _thread_pidfds() -> bool:
+    """Whether clone3 gives threads pidfds.  The kernel change that allows CLONE_PIDFD with
+    CLONE_THREAD (Linux 6.9) makes them PIDFD_THREAD pidfds, which arrived with it: a kernel
+    whose pidfd_open takes PIDFD_THREAD (O_EXCL) allows both (torvalds/linux:kernel/fork.c,
+    copy_process; kernel/pid.c, pidfd_open)."""
+    try:
+        fd = os.pidfd_open(os.getpid(), os.O_EXCL)
+    except (AttributeError, OSError):
+        return False
+    os.close(fd)
+    return True
 
 
 def _started(child: Child, pid: int, pidfd: int, used: int) -> Child:

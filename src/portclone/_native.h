@@ -26,6 +26,7 @@
 #if defined(__linux__)
 #include <sys/syscall.h>
 #endif
+#include "_clone3.h"
 
 #if defined(__linux__) || defined(__NetBSD__)
 #include <sched.h>
@@ -47,23 +48,12 @@ enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
 enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
 
 #if defined(__linux__)
-#ifndef SYS_clone3
-#define SYS_clone3 435 /* the same number on every architecture */
-#endif
 #define PC_CLONE_VM 0x00000100ULL
 #define PC_CLONE_PIDFD 0x00001000ULL
 #define PC_CLONE_CHILD_SETTID 0x01000000ULL
 #define PC_CSIGNAL 0xffULL
 #define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
 
-/* torvalds/linux:include/uapi/linux/sched.h, struct clone_args */
-struct pc_clone_args {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack,
-        stack_size, tls, set_tid, set_tid_size, cgroup;
-};
-#define PC_CLONE_ARGS_SIZE_VER0 64 /* Linux 5.3 */
-#define PC_CLONE_ARGS_SIZE_VER1 80 /* 5.5: set_tid, set_tid_size */
-#define PC_CLONE_ARGS_SIZE_VER2 88 /* 5.7: cgroup */
 
 extern int pc_clone3_enosys;
 extern long tid_offset;

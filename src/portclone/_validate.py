@@ -13,7 +13,7 @@ import os
 import signal
 import stat
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 from ._errors import InvalidFlagsError, UnsupportedFlagError
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags, describe
@@ -126,6 +126,10 @@ def cgroup_problem(cgroup: CgroupArg) -> Optional[str]:
     return None
 
 
+def _lifted(feature: str) -> bool:
+    return True
+
+
 def make_request(
     flags: object,
     *,
@@ -133,8 +137,13 @@ def make_request(
     cgroup: object = None,
     set_tid: object = None,
     backend: str,
+    has_feature: Callable[[str], bool] = _lifted,
 ) -> Request:
-    """Check everything that is true on every backend; raise before any effect."""
+    """Check everything that is true on every backend; raise before any effect.
+
+    ``has_feature`` tells whether the kernel has the feature that lifts a rule
+    (``Rule.lifted_by``); by default every such rule counts as lifted.
+    """
     value = _as_int(flags, "flags")
     sig = _as_int(exit_signal, "exit_signal")
     tids = _set_tid(set_tid)
@@ -160,7 +169,7 @@ def make_request(
         invalid["exit_signal"] = f"{sig} is not a signal number (0 to {signal.NSIG - 1})"
     broken = 0
     for rule in RULES:
-        if rule.broken_by(value):
+        if rule.broken_by(value) and not (rule.lifted_by and has_feature(rule.lifted_by)):
             invalid[describe(int(rule.all_of | rule.missing))] = rule.message
             broken |= rule.all_of
     if value & (F.CLONE_THREAD | F.CLONE_PARENT) and sig:
@@ -178,15 +187,20 @@ def make_request(
         problem = _set_tid_problem(tids, value)
         if problem:
             invalid["set_tid"] = problem
+    unreadable: Optional[OSError] = None
     if cg is not None:
         try:
             problem = cgroup_problem(cg)
         except OSError as e:
-            raise OSError(e.errno, f"cgroup={cg!r}: {e.strerror}") from None
-        if problem:
-            invalid["cgroup"] = problem
+            unreadable = OSError(e.errno, f"cgroup={cg!r}: {e.strerror}")
+        else:
+            if problem:
+                invalid["cgroup"] = problem
+    # the kernel's order: a malformed request is EINVAL before the cgroup fd is looked at
     if invalid:
         raise InvalidFlagsError(broken, backend, invalid)
+    if unreadable is not None:
+        raise unreadable
     return Request.make(value, sig, cg, tids)
 
 
@@ -195,8 +209,9 @@ def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
         return f"must hold 1 to {MAX_SET_TID} pids, not {len(tids)}"
     pid_max = _pid_max()
     for i, tid in enumerate(tids):
-        if not 0 < tid <= pid_max:
-            return f"set_tid[{i}] = {tid} is outside 1..{pid_max} (/proc/sys/kernel/pid_max)"
+        if not 0 < tid < pid_max:  # pid_max itself is not a pid (alloc_pid: tid >= pid_max)
+            return (f"set_tid[{i}] = {tid} is outside 1..{pid_max - 1} "
+                    f"(/proc/sys/kernel/pid_max is {pid_max})")
     levels = _pid_ns_levels() + (1 if flags & F.CLONE_NEWPID else 0)
     if len(tids) > levels:
         return (f"{len(tids)} pids given, but the child lives in {levels} PID namespace(s) "
