@@ -62,6 +62,18 @@
 #define PC_CLONE_ORDER ""
 #endif
 
+#ifdef PORTCLONE_MUTATE_CLONE_ORDER
+/*
+ * MUTATION TEST ONLY, never for a real build: x86_64's order on every architecture,
+ * so that the guest matrix can show that a wrong order fails its guest
+ * (vm/vmctl.py mutation GUEST, vm/README.md "Mutation check").
+ */
+#undef PC_CLONE_ORDER
+#undef PC_LEGACY_CLONE
+#define PC_CLONE_ORDER "flags, stack, ptid, ctid, tls (MUTATED: PORTCLONE_MUTATE_CLONE_ORDER)"
+#define PC_LEGACY_CLONE(f, ptid, ctid) syscall(SYS_clone, (f), 0UL, (ptid), (ctid), 0UL)
+#endif
+
 #if defined(__x86_64__)
 #define PC_ARCH "x86_64"
 #elif defined(__i386__)
