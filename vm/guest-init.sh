@@ -27,7 +27,15 @@ report() {
     sleep 30
 }
 
-args=$(cat /mnt/result/pytest-args 2>/dev/null)
+# pytest arguments, one a line (a -k expression has spaces): the positional parameters
+set --
+if [ -f /mnt/result/pytest-args ]; then
+    while IFS= read -r a || [ -n "$a" ]; do
+        [ -n "$a" ] && set -- "$@" "$a"
+    done < /mnt/result/pytest-args
+fi
+# extra compiler flags for the extension: only vmctl's mutation check writes this file
+cflags=$(cat /mnt/result/build-cflags 2>/dev/null)
 # only the sources: not the host's .tox, .git, builds or compiled extension
 mkdir -p /tmp/src
 (cd /mnt/src && tar cf - --exclude=./.tox --exclude=./.git --exclude=./build \
@@ -40,7 +48,13 @@ cd /tmp/src || report 91
     python3 --version
     # into a scratch dir, then next to the sources: setuptools before 61 (bullseye's 52)
     # ignores pyproject's package-dir, so --inplace would put it in the wrong place
-    python3 setup.py -q build_ext --build-lib /tmp/build 2>&1
+    if [ -n "$cflags" ]; then
+        echo "CFLAGS=$cflags"
+        # not -q: the compiler's command lines show the flags
+        CFLAGS="$cflags" python3 setup.py build_ext --build-lib /tmp/build 2>&1
+    else
+        python3 setup.py -q build_ext --build-lib /tmp/build 2>&1
+    fi
     cp /tmp/build/portclone/_native*.so src/portclone/
     PYTHONPATH=/tmp/src/src python3 -m portclone info
 } > /mnt/result/build.log 2>&1
@@ -48,7 +62,7 @@ ls src/portclone/_native*.so >/dev/null 2>&1 || report 92
 
 # The suite, as on the host (the pytest plugin is loaded by name: nothing is installed).
 PYTHONPATH=/tmp/src/src python3 -m pytest -p portclone.pytest_plugin -q -rs \
-    --junitxml=/mnt/result/junit.xml $args tests > /mnt/result/pytest.log 2>&1
+    --junitxml=/mnt/result/junit.xml "$@" tests > /mnt/result/pytest.log 2>&1
 rc=$?
 tail -3 /mnt/result/pytest.log
 report $rc

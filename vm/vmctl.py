@@ -4,6 +4,7 @@
     python vm/vmctl.py build bookworm-arm64       # image, kernel, initrd (cached)
     python vm/vmctl.py run bookworm-arm64 [-- PYTEST ARGS]
     python vm/vmctl.py all [--jobs 2] [GUEST ...] # build + run, then one table
+    python vm/vmctl.py mutation bookworm-s390x    # a wrong clone order must fail the guest
 
 Images come from Debian packages only (mmdebstrap from the host's configured
 mirror) and are cached outside the checkout, under $PORTCLONE_VM_CACHE or
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
@@ -188,13 +189,23 @@ def kvm_works() -> bool:
     return " vmx" in flags or " svm" in flags
 
 
-def run(guest: Guest, pytest_args: List[str], timeout: float) -> Dict[str, object]:
-    """Boot ``guest``, run the suite there; the outcome as a dict."""
+#: The mutation check's compiler flag (src/portclone/_native.c): x86_64's legacy clone
+#: argument order on every architecture.  Test-only; the image is the same.
+MUTATE_CLONE_ORDER = "-DPORTCLONE_MUTATE_CLONE_ORDER"
+
+
+def run(guest: Guest, pytest_args: List[str], timeout: float,
+        cflags: str = "") -> Dict[str, object]:
+    """Boot ``guest``, run the suite there; the outcome as a dict.  ``cflags`` go to the
+    guest's build of the extension (through the result share, not the image)."""
     images = build(guest)
     started = time.monotonic()
     result_dir = tempfile.mkdtemp(prefix=f"result-{guest.name}-")
     with open(os.path.join(result_dir, "pytest-args"), "w") as f:
-        f.write(" ".join(pytest_args))
+        f.write("".join(f"{a}\n" for a in pytest_args))  # one a line: -k expressions have spaces
+    if cflags:
+        with open(os.path.join(result_dir, "build-cflags"), "w") as f:
+            f.write(cflags)
     accel = ["-accel", "kvm"] if kvm_works() and guest.arch in ("amd64", "i386") \
         and platform.machine() == "x86_64" else ["-accel", "tcg"]
     machine = list(guest.machine)
@@ -238,16 +249,22 @@ def run(guest: Guest, pytest_args: List[str], timeout: float) -> Dict[str, objec
     elif marker:
         code = int(marker.group(1))
     counts = {"passed": 0, "failed": 0, "skipped": 0}
+    failures: List[str] = []
     junit = os.path.join(result_dir, "junit.xml")
     if os.path.exists(junit):
-        for suite in ET.parse(junit).getroot().iter("testsuite"):
+        root = ET.parse(junit).getroot()
+        for suite in root.iter("testsuite"):
             failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
             skipped = int(suite.get("skipped", 0))
             counts["failed"] += failed
             counts["skipped"] += skipped
             counts["passed"] += int(suite.get("tests", 0)) - failed - skipped
+        for case in root.iter("testcase"):
+            if case.find("failure") is not None or case.find("error") is not None:
+                failures.append(f"{case.get('classname')}::{case.get('name')}")
     facts = {"kernel": "?", "python": "?"}
     build_log = os.path.join(result_dir, "build.log")
+    text = ""
     if os.path.exists(build_log):
         with open(build_log) as f:
             text = f.read()
@@ -260,9 +277,61 @@ def run(guest: Guest, pytest_args: List[str], timeout: float) -> Dict[str, objec
         "exit": code if code is not None else ("timeout" if qemu_rc is None else "no result"),
         "minutes": round((time.monotonic() - started) / 60, 1),
         "results": result_dir,
+        "failures": failures,
+        # the flags really reached the compiler (its command lines are in the build log)
+        "cflags_built": bool(cflags) and any(
+            cflags in line for line in text.splitlines() if "gcc" in line),
     }
     log(f"{guest.name}: {outcome}")
     return outcome
+
+
+def mutation(guest: Guest, pytest_args: List[str], timeout: float) -> int:
+    """The mutation check: build the extension with the wrong (x86_64) legacy clone order
+    and run the suite; it must FAIL, and because of the mutation.  So the failing tests
+    are run twice more, alone: with the mutant (they must fail again) and without it (they
+    must pass).  Succeeds (0) only when some test fails that way; a green guest, a build
+    that did not take the flag, a guest that never ran the tests, or failures that are not
+    the mutation's (flaky, or failing without it too) fail the check."""
+    outcome = run(guest, pytest_args, timeout, cflags=MUTATE_CLONE_ORDER)
+    if outcome["exit"] != 1 or not outcome["failures"] or not outcome["cflags_built"]:
+        print(table([outcome]))
+    failures = cast(List[str], outcome["failures"])
+    if not outcome["cflags_built"]:
+        print(f"mutation check INVALID: {MUTATE_CLONE_ORDER} is not in the guest's build log "
+              f"({outcome['results']}/build.log)")
+        return 1
+    if outcome["exit"] == 0:
+        print(f"mutation check FAILED: {guest.name} stayed green with the wrong clone order")
+        return 1
+    if outcome["exit"] != 1 or not failures:
+        print(f"mutation check INVALID: the guest's suite did not report failing tests "
+              f"(exit {outcome['exit']}; {outcome['results']})")
+        return 1
+    # the test functions (a -k expression cannot name parametrized ids)
+    names = sorted({f.rsplit("::", 1)[-1].split("[", 1)[0] for f in failures})
+    only = [*pytest_args, "-k", " or ".join(names)]
+    again = run(guest, only, timeout, cflags=MUTATE_CLONE_ORDER)
+    clean = run(guest, only, timeout)
+    print(table([outcome, again, clean]))
+    failed_again = set(cast(List[str], again["failures"]))
+    failed_clean = set(cast(List[str], clean["failures"]))
+    caught = [f for f in failures if f in failed_again and f not in failed_clean]
+    for name in failures:
+        why = ("the mutation's: fails again with it, passes without" if name in caught
+               else "fails without the mutation too" if name in failed_clean
+               else "not reproduced alone with the mutation (flaky?)")
+        print(f"  failed under the mutation: {name} -- {why}")
+    if clean["exit"] not in (0, 1) or again["exit"] not in (0, 1):
+        print(f"mutation check INVALID: a confirmation run did not complete "
+              f"({again['results']}, {clean['results']})")
+        return 1
+    if caught:
+        print(f"mutation check OK: the wrong clone order failed {len(caught)} tests "
+              f"in {guest.name}")
+        return 0
+    print(f"mutation check FAILED: no failure in {guest.name} is the mutation's")
+    return 1
 
 
 def table(outcomes: List[Dict[str, object]]) -> str:
@@ -283,6 +352,13 @@ def main() -> int:
     p_run = sub.add_parser("run", help="run the suite in one guest")
     p_run.add_argument("guest", choices=sorted(GUESTS))
     p_run.add_argument("--timeout", type=float, default=3600)
+    p_run.add_argument("--mutate-clone-order", action="store_true",
+                       help=f"build the extension with {MUTATE_CLONE_ORDER} (test-only mutant: "
+                            "x86_64's legacy clone order everywhere); the guest should fail")
+    p_mut = sub.add_parser("mutation", help="the mutation check: run one guest with the wrong "
+                                            "clone order; succeeds only if its suite fails")
+    p_mut.add_argument("guest", choices=sorted(GUESTS))
+    p_mut.add_argument("--timeout", type=float, default=3600)
     p_all = sub.add_parser("all", help="build and run several guests, then print one table")
     p_all.add_argument("guests", nargs="*", default=[], help="default: every guest")
     p_all.add_argument("--jobs", type=int, default=2, help="guests at a time (default 2)")
@@ -302,9 +378,12 @@ def main() -> int:
             build(GUESTS[name])
         return 0
     if args.command == "run":
-        outcome = run(GUESTS[args.guest], pytest_args, args.timeout)
+        outcome = run(GUESTS[args.guest], pytest_args, args.timeout,
+                      cflags=MUTATE_CLONE_ORDER if args.mutate_clone_order else "")
         print(table([outcome]))
         return 0 if outcome["exit"] == 0 else 1
+    if args.command == "mutation":
+        return mutation(GUESTS[args.guest], pytest_args, args.timeout)
     names = args.guests or list(GUESTS)
     unknown = [n for n in names if n not in GUESTS]
     if unknown:
