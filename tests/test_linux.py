@@ -249,3 +249,49 @@ def test_warning_as_error_raises_before_the_child_exists() -> None:
         with pytest.raises(DeprecationWarning):
             portclone.clone(lambda: 0)
     t.join()
+
+
+# -- the C extension's own guards (found by tests/fuzz_native.py) ---------------------------
+
+def _native() -> object:
+    return sys.modules["portclone._native"]
+
+
+@pytest.mark.parametrize("flags", [F.CLONE_VM, F.CLONE_SIGHAND | F.CLONE_VM,
+                                   F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM, F.CLONE_SETTLS])
+def test_native_clone_refuses_what_would_share_the_interpreter(flags: int) -> None:
+    native = _native()
+    with no_side_effects(), pytest.raises(ValueError, match="fork-like"):
+        native.clone(native.MODE_CLONE3, int(flags), signal.SIGCHLD, -1, None, True)  # type: ignore
+    with no_side_effects(), pytest.raises(ValueError, match="fork-like"):
+        native.libc_clone(int(flags) | signal.SIGCHLD)  # type: ignore[attr-defined]
+
+
+def test_native_calls_refuse_a_signal_in_the_flags() -> None:
+    native = _native()
+    with no_side_effects(), pytest.raises(ValueError, match="low byte"):
+        native.clone(native.MODE_CLONE3, 0x11, signal.SIGCHLD, -1, None, True)  # type: ignore
+
+
+def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
+    native = _native()
+    args = dict(mode=native.MODE_CLONE3, flags=int(F.CLONE_VM | F.CLONE_VFORK),  # type: ignore
+                exit_signal=int(signal.SIGCHLD), cgroup_fd=-1, set_tid=None, legacy_ok=True,
+                paths=(b"/nonexistent",), argv=(b"x",), envp=None, cwd=None, fds=(-1, -1, -1),
+                keep=(), close_fds=True, maps=None, hostname=None, restore_signals=True)
+    args.update(change)
+    return list(args.values())
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"maps": b"0 0 1"}, TypeError),  # was SystemError: PyArg_ParseTuple on a non-tuple
+    ({"maps": (b"0 0 1\n", None, False)}, ValueError),  # with CLONE_VFORK: was a deadlock
+    ({"flags": int(F.CLONE_VM) | 0x11}, ValueError),
+    ({"exit_signal": 300}, ValueError),
+    # the child thread's failed exec ended the whole process (_exit is exit_group)
+    ({"flags": int(F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM)}, ValueError),
+])
+def test_native_spawn_argument_guards(change: dict, error: type) -> None:  # type: ignore[type-arg]
+    native = _native()
+    with no_side_effects(), pytest.raises(error):
+        native.spawn(*_spawn_args(**change))  # type: ignore[attr-defined]

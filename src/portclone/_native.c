@@ -289,6 +289,18 @@ native_clone(PyObject *module, PyObject *args)
         PyErr_Format(PyExc_ValueError, "cgroup fd %d out of range", rq.cgroup_fd);
         return NULL;
     }
+    if (flags & PC_SIGNAL_BITS) {
+        PyErr_Format(PyExc_ValueError, "flags %#llx carry an exit signal in their low byte", flags);
+        return NULL;
+    }
+    /* The child returns into Python on a copy of this stack: flags that would
+     * have it share the interpreter (or get a foreign TLS) can only crash.
+     * portclone's validation refuses them first; this is the C's own guard. */
+    if (flags & PC_CLONE_NOT_FORK_LIKE) {
+        PyErr_Format(PyExc_ValueError, "clone makes fork-like children: flags %#llx include "
+                     "CLONE_VM, CLONE_SIGHAND, CLONE_THREAD or CLONE_SETTLS", flags);
+        return NULL;
+    }
     rq.flags = flags;
     if (set_tid_obj != Py_None) {
         PyObject *seq = PySequence_Fast(set_tid_obj, "set_tid must be a sequence of ints");
@@ -432,8 +444,9 @@ native_libc_clone(PyObject *module, PyObject *args)
 
     if (!PyArg_ParseTuple(args, "i:libc_clone", &flags))
         return NULL;
-    if (flags & 0x100 /* CLONE_VM */) {
-        PyErr_SetString(PyExc_ValueError, "libc_clone makes fork-like children: no CLONE_VM");
+    if ((unsigned long long)(unsigned int)flags & PC_CLONE_NOT_FORK_LIKE) {
+        PyErr_SetString(PyExc_ValueError, "libc_clone makes fork-like children: no CLONE_VM, "
+                        "CLONE_SIGHAND, CLONE_THREAD or CLONE_SETTLS");
         return NULL;
     }
 #if defined(__linux__)

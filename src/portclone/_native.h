@@ -44,6 +44,13 @@
  * portclone/_backend.py refuses a stale build. */
 #define PORTCLONE_NATIVE_ABI 2
 
+/* CLONE_VM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SETTLS (Linux's values; NetBSD's
+ * CLONE_VM and CLONE_SIGHAND are the same): a fork-like child must not get them */
+#define PC_CLONE_NOT_FORK_LIKE (0x100ULL | 0x800ULL | 0x10000ULL | 0x80000ULL)
+/* the exit-signal byte of legacy clone's flags, but CLONE_NEWTIME (0x80): flags passed to
+ * clone() and spawn() must not carry a signal there (exit_signal is a parameter) */
+#define PC_SIGNAL_BITS 0x7fULL
+
 enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
 enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
 

@@ -347,6 +347,18 @@ pc_native_spawn(PyObject *module, PyObject *args)
                           &close_fds, &maps_obj, &host_obj, &c.restore_signals))
         return NULL;
     c.close_fds = close_fds;
+    if (flags & PC_SIGNAL_BITS) {
+        PyErr_Format(PyExc_ValueError, "flags %#llx carry an exit signal in their low byte", flags);
+        return NULL;
+    }
+    if (exit_signal < 0 || exit_signal > 255) {
+        PyErr_Format(PyExc_ValueError, "exit_signal %d out of range", exit_signal);
+        return NULL;
+    }
+    if (flags & 0x10000ULL) { /* CLONE_THREAD: its exec would replace this process */
+        PyErr_SetString(PyExc_ValueError, "spawn starts a process, not a thread: no CLONE_THREAD");
+        return NULL;
+    }
 #if defined(__linux__)
     if (set_tid_obj != Py_None) {
         Py_ssize_t n = PyTuple_Check(set_tid_obj) ? PyTuple_GET_SIZE(set_tid_obj) : -1;
@@ -378,6 +390,10 @@ pc_native_spawn(PyObject *module, PyObject *args)
     }
     if (maps_obj != Py_None) {
         PyObject *u, *g, *d;
+        if (!PyTuple_Check(maps_obj)) { /* PyArg_ParseTuple would raise SystemError */
+            PyErr_SetString(PyExc_TypeError, "maps must be a tuple or None");
+            goto done;
+        }
         if (!PyArg_ParseTuple(maps_obj, "OOp", &u, &g, &deny_setgroups))
             goto done;
         (void)d;
@@ -386,6 +402,12 @@ pc_native_spawn(PyObject *module, PyObject *args)
         if (g != Py_None && PyBytes_AsStringAndSize(g, (char **)&gid_map, &gid_len) < 0)
             goto done;
         have_maps = uid_map != NULL || gid_map != NULL;
+        if (have_maps && (flags & 0x4000ULL)) { /* CLONE_VFORK */
+            /* the child waits for the parent to write its maps: a parent suspended until
+             * the exec would never write them */
+            PyErr_SetString(PyExc_ValueError, "uid/gid maps cannot be written with CLONE_VFORK");
+            goto done;
+        }
     }
     if (host_obj != Py_None) {
         char *h;
