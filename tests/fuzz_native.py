@@ -100,7 +100,7 @@ def common(fdp: atheris.FuzzedDataProvider) -> List[Any]:
         pick(fdp, lambda: fdp.PickValueInList(SIGNALS)),
         pick(fdp, lambda: fdp.PickValueInList([-1, -2, 0, 1, 999, 1 << 31])),
         pick(fdp, lambda: None if fdp.ConsumeBool() else tuple_of(
-            fdp, lambda: fdp.PickValueInList(INTS + [os.getpid(), 30000]), 40)),
+            fdp, lambda: fdp.PickValueInList([*INTS, os.getpid(), 30000]), 40)),
         pick(fdp, fdp.ConsumeBool),
     ]
 
@@ -109,16 +109,17 @@ def spawn_args(fdp: atheris.FuzzedDataProvider) -> List[Any]:
     def strings() -> Any:
         return tuple_of(fdp, lambda: fdp.PickValueInList(PATHS + BYTES))
 
-    return common(fdp) + [
+    return [
+        *common(fdp),
         pick(fdp, strings),  # paths
         pick(fdp, strings),  # argv
         pick(fdp, lambda: None if fdp.ConsumeBool() else strings()),  # envp
         pick(fdp, lambda: None if fdp.ConsumeBool() else fdp.PickValueInList(PATHS + BYTES)),
         pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([-1, 0, 1, 2, 999]), 4)),
-        pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList(INTS + [0, 1, 2]), 6)),
+        pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([*INTS, 0, 1, 2]), 6)),
         pick(fdp, fdp.ConsumeBool),  # close_fds
         pick(fdp, lambda: None if fdp.ConsumeBool() else (
-            fdp.PickValueInList([None] + BYTES), fdp.PickValueInList([None] + BYTES),
+            fdp.PickValueInList([None, *BYTES]), fdp.PickValueInList([None, *BYTES]),
             fdp.ConsumeBool())),  # maps
         pick(fdp, lambda: None if fdp.ConsumeBool() else fdp.PickValueInList(BYTES)),  # hostname
         pick(fdp, fdp.ConsumeBool),  # restore_signals
