@@ -5,6 +5,7 @@
     python vm/vmctl.py run bookworm-arm64 [-- PYTEST ARGS]
     python vm/vmctl.py all [--jobs 2] [GUEST ...] # build + run, then one table
     python vm/vmctl.py mutation bookworm-s390x    # a wrong clone order must fail the guest
+    python vm/vmctl.py box bookworm-amd64         # a libvirt Vagrant box made from the image
 
 Images come from Debian packages only (mmdebstrap from the host's configured
 mirror) and are cached outside the checkout, under $PORTCLONE_VM_CACHE or
@@ -175,6 +176,144 @@ def build(guest: Guest) -> str:
     os.rename(work, target)
     log(f"built {guest.name} in {time.monotonic() - started:.0f} s: {target}")
     return target
+
+
+#: The box layer (``box``): what a Vagrant machine needs on top of a test image, which boots
+#: a stub as PID 1 and has no init system, network setup or sshd.  Changing it remakes boxes,
+#: never the test images.
+BOX_PACKAGES = ["openssh-server", "sudo", "systemd-sysv", "udev", "dbus", "rsync"]
+BOX_LAYER = """set -e
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d  # start no service in the chroot
+chmod 755 /usr/sbin/policy-rc.d
+apt-get $APTOPT update
+apt-get $APTOPT install -y --no-install-recommends $PACKAGES
+apt-get clean
+rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
+id vagrant >/dev/null 2>&1 || useradd -m -s /bin/bash vagrant
+echo 'vagrant ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/vagrant
+chmod 440 /etc/sudoers.d/vagrant
+install -d -m 700 -o vagrant -g vagrant /home/vagrant/.ssh
+install -m 600 -o vagrant -g vagrant /tmp/vagrant_key.pub /home/vagrant/.ssh/authorized_keys
+rm /tmp/vagrant_key.pub
+mkdir -p /etc/systemd/network
+printf '[Match]\\nName=en* eth*\\n\\n[Network]\\nDHCP=yes\\n' > /etc/systemd/network/80-dhcp.network
+systemctl enable systemd-networkd
+echo 'LABEL=root / ext4 defaults 0 1' > /etc/fstab
+echo portclone > /etc/hostname
+printf '127.0.0.1 localhost\\n127.0.1.1 portclone\\n::1 localhost ip6-localhost ip6-loopback\\n' \\
+    > /etc/hosts
+: > /etc/machine-id
+"""
+
+
+def box_hash(guest: Guest) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([recipe_hash(guest), BOX_PACKAGES, BOX_LAYER, BOX_VAGRANTFILE]).encode())
+    return h.hexdigest()[:16]
+
+
+#: The Vagrantfile inside a box: how libvirt boots this guest (direct kernel boot of the
+#: box's own kernel and initrd, its QEMU, machine and console) and the box's own ssh key.
+BOX_VAGRANTFILE = """# portclone box {name} (vm/vmctl.py box {name}): box id {box_id}
+Vagrant.configure("2") do |config|
+  config.ssh.username = "vagrant"
+  config.ssh.private_key_path = File.join(__dir__, "vagrant_key")
+  config.ssh.insert_key = false
+  config.vm.provider :libvirt do |lv|
+    lv.kernel = File.join(__dir__, "vmlinuz")
+    lv.initrd = File.join(__dir__, "initrd.img")
+    lv.cmd_line = "root=/dev/vda rw console={console}"
+    lv.emulator_path = "/usr/bin/{qemu}"
+    lv.machine_arch = "{arch}"
+    lv.machine_type = "{machine}"
+{cpu}  end
+end
+"""
+BOX_ARCH = {"amd64": "x86_64", "i386": "i686", "arm64": "aarch64", "s390x": "s390x"}
+
+
+def box_dir(guest: Guest) -> str:
+    return os.path.join(cache_dir(), f"box-{guest.name}-{box_hash(guest)}")
+
+
+def box(guest: Guest) -> str:
+    """A libvirt Vagrant box made from ``guest``'s test image plus the box layer (sshd,
+    systemd, a ``vagrant`` user with a key made for this box): ``<dir>/<guest>.box``.
+    The layer is installed in a copy of the image (loop mount and chroot: root, and
+    qemu-user for foreign architectures), then converted to qcow2."""
+    images = build(guest)
+    target = box_dir(guest)
+    box_file = os.path.join(target, f"{guest.name}.box")
+    if os.path.exists(box_file):
+        return box_file
+    ensure_binfmt(guest)
+    for stale in glob.glob(os.path.join(cache_dir(), f"box-{guest.name}-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+    work = tempfile.mkdtemp(prefix=f"box-{guest.name}-", dir=cache_dir())
+    started = time.monotonic()
+    log(f"making the {guest.name} box from {images}")
+    layer = os.path.join(work, "layer.img")
+    subprocess.run(["cp", "--sparse=always", os.path.join(images, "rootfs.img"), layer],
+                   check=True)
+    key = os.path.join(work, "vagrant_key")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                    f"portclone-{guest.name}-box", "-f", key], check=True)
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt)
+    mounted: List[str] = []
+    try:
+        subprocess.run(["mount", "-o", "loop", layer, mnt], check=True)
+        mounted.append(mnt)
+        for fs in ("proc", "sys", "dev"):
+            subprocess.run(["mount", "--bind", f"/{fs}", os.path.join(mnt, fs)], check=True)
+            mounted.append(os.path.join(mnt, fs))
+        resolv = os.path.join(mnt, "etc", "resolv.conf")
+        if os.path.lexists(resolv):
+            os.rename(resolv, resolv + ".portclone")
+        shutil.copy("/etc/resolv.conf", resolv)
+        shutil.copy(key + ".pub", os.path.join(mnt, "tmp", "vagrant_key.pub"))
+        aptopt = "-o Acquire::Check-Valid-Until=false" if guest.suite == "sid" else ""
+        subprocess.run(["chroot", mnt, "/bin/sh", "-c", BOX_LAYER],
+                       env=dict(os.environ, APTOPT=aptopt, PACKAGES=" ".join(BOX_PACKAGES)),
+                       check=True, stdout=subprocess.DEVNULL)
+        os.remove(resolv)
+        if os.path.lexists(resolv + ".portclone"):
+            os.rename(resolv + ".portclone", resolv)
+        for name, pattern in (("vmlinuz", "vmlinu*-*"), ("initrd.img", "initrd.img-*")):
+            found = sorted(glob.glob(os.path.join(mnt, "boot", pattern)))
+            shutil.copy(found[-1], os.path.join(work, name))  # the layer may remake the initrd
+    finally:
+        for path in reversed(mounted):
+            subprocess.run(["umount", path], check=False)
+    subprocess.run(["e2fsck", "-fy", layer], check=False, stdout=subprocess.DEVNULL)
+    subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", layer,
+                    os.path.join(work, "box.img")], check=True)
+    os.remove(layer)
+    os.rmdir(mnt)
+    size_gib = -(-os.path.getsize(os.path.join(images, "rootfs.img")) // (1 << 30))
+    with open(os.path.join(work, "metadata.json"), "w") as f:
+        json.dump({"provider": "libvirt", "format": "qcow2", "virtual_size": size_gib}, f)
+    machine = guest.machine[guest.machine.index("-machine") + 1]
+    arch = BOX_ARCH[guest.arch]
+    # libvirt has no CPU element for s390x here; x86 under TCG: a plain model
+    cpu = {"x86_64": "    lv.cpu_mode = \"custom\"\n    lv.cpu_model = \"qemu64\"\n",
+           "i686": "    lv.cpu_mode = \"custom\"\n    lv.cpu_model = \"qemu32\"\n",
+           "aarch64": "    lv.cpu_mode = \"custom\"\n    lv.cpu_model = \"cortex-a57\"\n"}.get(arch, "")
+    with open(os.path.join(work, "Vagrantfile"), "w") as f:
+        f.write(BOX_VAGRANTFILE.format(name=guest.name, box_id=box_hash(guest),
+                                       console=guest.console, qemu=guest.qemu, arch=arch,
+                                       machine=machine, cpu=cpu))
+    with open(os.path.join(work, "box-id"), "w") as f:
+        f.write(box_hash(guest) + "\n")
+    members = ["metadata.json", "Vagrantfile", "box.img", "vmlinuz", "initrd.img",
+               "vagrant_key", "box-id"]
+    subprocess.run(["tar", "cf", f"{guest.name}.box", *members], cwd=work, check=True)
+    for member in ("box.img",):  # the .box holds it; keep the rest to read
+        os.remove(os.path.join(work, member))
+    os.rename(work, target)
+    log(f"made the {guest.name} box in {time.monotonic() - started:.0f} s: {box_file}")
+    return box_file
 
 
 def kvm_works() -> bool:
@@ -359,6 +498,9 @@ def main() -> int:
                                             "clone order; succeeds only if its suite fails")
     p_mut.add_argument("guest", choices=sorted(GUESTS))
     p_mut.add_argument("--timeout", type=float, default=3600)
+    p_box = sub.add_parser("box", help="make (or find cached) a libvirt Vagrant box from a "
+                                       "guest's image (vm/Vagrantfile)")
+    p_box.add_argument("guests", nargs="+", choices=sorted(GUESTS))
     p_all = sub.add_parser("all", help="build and run several guests, then print one table")
     p_all.add_argument("guests", nargs="*", default=[], help="default: every guest")
     p_all.add_argument("--jobs", type=int, default=2, help="guests at a time (default 2)")
@@ -376,6 +518,10 @@ def main() -> int:
     if args.command == "build":
         for name in args.guests:
             build(GUESTS[name])
+        return 0
+    if args.command == "box":
+        for name in args.guests:
+            print(box(GUESTS[name]))
         return 0
     if args.command == "run":
         outcome = run(GUESTS[args.guest], pytest_args, args.timeout,
