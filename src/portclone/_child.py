@@ -214,12 +214,15 @@ class Child:
                     timeout: Optional[float] = None) -> Tuple[Optional[bytes], Optional[bytes]]:
         """Send ``input`` to stdin=PIPE, read stdout/stderr=PIPE to EOF, wait for the exit.
 
-        Returns ``(stdout, stderr)`` (None for streams that are not pipes).
+        Returns ``(stdout, stderr)`` (None for streams that are not pipes).  ``input``
+        without stdin=PIPE is a ValueError (subprocess would drop it silently).
         :class:`TimeoutExpired` leaves the child running; what was read so far is
         lost, unlike subprocess (no retry after a timeout).
         """
         import selectors
 
+        if input and self.stdin is None:  # subprocess drops it silently
+            raise ValueError("communicate(input=...) needs a child started with stdin=PIPE")
         deadline = None if timeout is None else time.monotonic() + timeout
         chunks: Dict[int, List[bytes]] = {}
         pending = memoryview(input or b"")

@@ -151,6 +151,15 @@ def _std(value: StdArg, index: int) -> int:
     return int(fileno())
 
 
+def _pass_fd(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"pass_fds takes file descriptors (ints), not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"invalid file descriptor {value} in pass_fds")
+    os.fstat(value)  # EBADF now, not in the child
+    return value
+
+
 def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPath],
             env: Optional[Mapping[Any, Any]], cwd: Optional[StrOrBytesPath],
             pass_fds: Sequence[int], stdin: StdArg, stdout: StdArg, stderr: StdArg,
@@ -167,11 +176,7 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
     name = os.fsdecode(program)
     paths = _candidates(program, env_dict)
     workdir = _fsencode(cwd, "cwd") if cwd is not None else None
-    keep = tuple(sorted({int(fd) for fd in pass_fds}))
-    for fd in keep:
-        if isinstance(fd, bool) or fd < 0:
-            raise ValueError(f"invalid file descriptor {fd} in pass_fds")
-        os.fstat(fd)
+    keep = tuple(sorted({_pass_fd(fd) for fd in pass_fds}))
     fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
 
     if map_root:
