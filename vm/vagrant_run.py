@@ -128,7 +128,11 @@ def main() -> int:
     summary = ""
     try:
         vmctl.log(f"vagrant up {name}")
-        timed("up", v.up, vm_name=name)
+        try:
+            timed("up", v.up, vm_name=name)
+        except subprocess.CalledProcessError:
+            code = "vagrant up failed"
+            return 1
         limit = f"timeout -k 10 {args.timeout} " if name in vmctl.GUESTS else ""
         command = f"sudo {limit}sh /vagrant/vm/vagrant-test.sh " + " ".join(
             map(shlex.quote, pytest_args))

@@ -209,7 +209,8 @@ printf '127.0.0.1 localhost\\n127.0.1.1 portclone\\n::1 localhost ip6-localhost 
 
 def box_hash(guest: Guest) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([recipe_hash(guest), BOX_PACKAGES, BOX_LAYER, BOX_VAGRANTFILE]).encode())
+    h.update(json.dumps([recipe_hash(guest), BOX_PACKAGES, BOX_LAYER, BOX_VAGRANTFILE,
+                         BOX_ARCH_LINES]).encode())
     return h.hexdigest()[:16]
 
 
@@ -231,6 +232,17 @@ Vagrant.configure("2") do |config|
 end
 """
 BOX_ARCH = {"amd64": "x86_64", "i386": "i686", "arm64": "aarch64", "s390x": "s390x"}
+#: Per architecture: a CPU model libvirt knows (host-model cannot be emulated); off
+#: x86, no ACPI/APIC/PAE features (vagrant-libvirt's default; arm64 ACPI needs UEFI) and a
+#: virtio keyboard in place of vagrant-libvirt's default PS/2 mouse.
+BOX_ARCH_LINES = {
+    "x86_64": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "qemu64"'],
+    "i686": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "qemu32"'],
+    "aarch64": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "cortex-a57"', "lv.features = []",
+                'lv.input type: "keyboard", bus: "virtio"'],
+    "s390x": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "max"', "lv.features = []",
+              'lv.input type: "keyboard", bus: "virtio"'],
+}
 
 
 def box_dir(guest: Guest) -> str:
@@ -296,10 +308,7 @@ def box(guest: Guest) -> str:
         json.dump({"provider": "libvirt", "format": "qcow2", "virtual_size": size_gib}, f)
     machine = guest.machine[guest.machine.index("-machine") + 1]
     arch = BOX_ARCH[guest.arch]
-    # libvirt has no CPU element for s390x here; x86 under TCG: a plain model
-    cpu = {"x86_64": "    lv.cpu_mode = \"custom\"\n    lv.cpu_model = \"qemu64\"\n",
-           "i686": "    lv.cpu_mode = \"custom\"\n    lv.cpu_model = \"qemu32\"\n",
-           "aarch64": "    lv.cpu_mode = \"custom\"\n    lv.cpu_model = \"cortex-a57\"\n"}.get(arch, "")
+    cpu = "".join(f"    {line}\n" for line in BOX_ARCH_LINES[arch])
     with open(os.path.join(work, "Vagrantfile"), "w") as f:
         f.write(BOX_VAGRANTFILE.format(name=guest.name, box_id=box_hash(guest),
                                        console=guest.console, qemu=guest.qemu, arch=arch,
