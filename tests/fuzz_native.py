@@ -43,6 +43,22 @@ PATHS = [b"/nonexistent/portclone-fuzz", b"/bin/true", b"", b"/bin/\0true", b"x"
 BYTES = [b"", b"\0", b"a\0b", b"0 0 1\n", b"x" * 70000, b"/", b"HOME=/\0"]
 MODES = [0, 1, 2, 3, -1, 1 << 40]
 
+# A bug must not reach the machine: the run gets UTS and mount namespaces of its own
+# (root only; elsewhere the C's guards are all there is), and every call is checked for
+# changes to the hostname, the cwd and the umask, which would be a crash.
+if os.geteuid() == 0:
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).unshare(0x04000000 | 0x00020000) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUTS|CLONE_NEWNS)")
+
+
+def invariants() -> tuple:  # type: ignore[type-arg]
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return os.uname().nodename, os.getcwd(), mask
+
+
 # the exit signals a valid call may deliver must not stop or kill this process
 for _sig in signal.valid_signals():
     if _sig not in (signal.SIGKILL, signal.SIGSTOP):
@@ -167,12 +183,17 @@ def one_input(data: bytes) -> None:
         return
     if name == "libc_clone" and args and unsafe(args[0], None):
         return
+    before = invariants()
     try:
         result = getattr(_native, name)(*args)
     except (TypeError, ValueError, OverflowError, OSError, SystemError) as e:
         if isinstance(e, SystemError):
             raise  # a C function that returned NULL without an exception: a bug
         return
+    finally:
+        after = invariants()
+        if after != before:
+            raise AssertionError(f"{name}{tuple(args)!r} changed the caller: {before} -> {after}")
     if name in ("clone", "spawn"):
         pid, pidfd, _used = result
         if pid == 0:  # the fork-like child: leave at once

@@ -43,7 +43,8 @@
 
 /* The child may run with CLONE_SETTLS and a zero TLS pointer, so nothing here
  * may touch thread-local storage: the raw syscall() wrapper only reads errno
- * on failure, and this file is built with -fno-stack-protector. */
+ * on failure, this file is built with -fno-stack-protector, and linked with
+ * -z now (lazy binding of syscall() would mark the thread's TLS). */
 static int
 child_main(void *arg)
 {

@@ -290,8 +290,13 @@ def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
     ({"exit_signal": 300}, ValueError),
     # the child thread's failed exec ended the whole process (_exit is exit_group)
     ({"flags": int(F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM)}, ValueError),
+    # set the host's hostname (the fuzzer, as root, did: the C now checks for itself)
+    ({"hostname": b"portclone-fuzzed"}, ValueError),
+    ({"flags": int(F.CLONE_VM | F.CLONE_VFORK | F.CLONE_FS), "cwd": b"/"}, ValueError),
 ])
 def test_native_spawn_argument_guards(change: dict, error: type) -> None:  # type: ignore[type-arg]
     native = _native()
+    host = os.uname().nodename
     with no_side_effects(), pytest.raises(error):
         native.spawn(*_spawn_args(**change))  # type: ignore[attr-defined]
+    assert os.uname().nodename == host

@@ -264,7 +264,7 @@ def describe(value: int) -> str:
     """``CLONE_NEWUSER|CLONE_NEWPID``; unknown bits as hex; ``0`` for none."""
     if not value:
         return "0"
-    return "|".join(_NAMES.get(b, f"{b:#x}") for b in bits(value))
+    return "|".join(_NAMES.get(b, f"{b:#x}") for b in bits(int(value)))  # 3.9 cannot format unnamed IntFlag bits
 
 
 _NONE = CloneFlags(0)

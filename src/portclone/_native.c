@@ -290,15 +290,15 @@ native_clone(PyObject *module, PyObject *args)
         return NULL;
     }
     if (flags & PC_SIGNAL_BITS) {
-        PyErr_Format(PyExc_ValueError, "flags %#llx carry an exit signal in their low byte", flags);
+        PyErr_SetString(PyExc_ValueError, "the flags carry an exit signal in their low byte");
         return NULL;
     }
     /* The child returns into Python on a copy of this stack: flags that would
      * have it share the interpreter (or get a foreign TLS) can only crash.
      * portclone's validation refuses them first; this is the C's own guard. */
     if (flags & PC_CLONE_NOT_FORK_LIKE) {
-        PyErr_Format(PyExc_ValueError, "clone makes fork-like children: flags %#llx include "
-                     "CLONE_VM, CLONE_SIGHAND, CLONE_THREAD or CLONE_SETTLS", flags);
+        PyErr_SetString(PyExc_ValueError, "clone makes fork-like children: no CLONE_VM, "
+                        "CLONE_SIGHAND, CLONE_THREAD or CLONE_SETTLS");
         return NULL;
     }
     rq.flags = flags;

@@ -348,7 +348,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
         return NULL;
     c.close_fds = close_fds;
     if (flags & PC_SIGNAL_BITS) {
-        PyErr_Format(PyExc_ValueError, "flags %#llx carry an exit signal in their low byte", flags);
+        PyErr_SetString(PyExc_ValueError, "the flags carry an exit signal in their low byte");
         return NULL;
     }
     if (exit_signal < 0 || exit_signal > 255) {
@@ -357,6 +357,15 @@ pc_native_spawn(PyObject *module, PyObject *args)
     }
     if (flags & 0x10000ULL) { /* CLONE_THREAD: its exec would replace this process */
         PyErr_SetString(PyExc_ValueError, "spawn starts a process, not a thread: no CLONE_THREAD");
+        return NULL;
+    }
+    /* What the child does must stay the child's (the Python side checks these first) */
+    if (host_obj != Py_None && !(flags & 0x04000000ULL)) { /* CLONE_NEWUTS */
+        PyErr_SetString(PyExc_ValueError, "a hostname needs CLONE_NEWUTS: it would be the host's");
+        return NULL;
+    }
+    if (cwd_obj != Py_None && (flags & 0x200ULL)) { /* CLONE_FS */
+        PyErr_SetString(PyExc_ValueError, "cwd with CLONE_FS would move the parent too");
         return NULL;
     }
 #if defined(__linux__)
