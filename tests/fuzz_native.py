@@ -66,10 +66,12 @@ for _sig in signal.valid_signals():
             signal.signal(_sig, signal.SIG_IGN)
         except (OSError, ValueError):
             pass
-# and libFuzzer's own handlers (it stops or reports a crash on these)
+# and libFuzzer's own handlers (it stops or reports a crash on these), and the signals
+# Python cannot set (glibc keeps 32 and 33 for itself)
 BAD_SIGNALS = {int(getattr(signal, name)) for name in (
     "SIGKILL", "SIGSTOP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGSEGV", "SIGBUS",
     "SIGABRT", "SIGILL", "SIGFPE", "SIGXFSZ", "SIGALRM")}
+BAD_SIGNALS |= set(range(1, signal.NSIG)) - {int(s) for s in signal.valid_signals()}
 
 
 @atheris.instrument_func

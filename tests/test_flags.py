@@ -85,3 +85,10 @@ def test_readme_table_is_generated_from_the_table() -> None:
     assert found, "README.md has no generated flag table"
     assert found.group(0) == availability_table(), (
         "README.md's flag table is stale: run `python tools/update_readme.py`")
+
+
+def test_format_specs_format_the_number() -> None:
+    flags = CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_NEWPID
+    assert f"{flags:#x}" == "0x30000000" and f"{flags:d}" == str(0x30000000)
+    assert f"{flags}" == str(flags) == "CLONE_NEWUSER|CLONE_NEWPID"
+    assert f"{CloneFlags(1 << 40):#x}" == "0x10000000000"

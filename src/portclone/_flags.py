@@ -73,6 +73,11 @@ class CloneFlags(enum.IntFlag):
     def __repr__(self) -> str:
         return f"<CloneFlags {describe(int(self))}: {int(self):#x}>"
 
+    def __format__(self, spec: str) -> str:
+        # an int's format for a spec (f"{flags:#x}"); before 3.11 a str __str__ made
+        # IntFlag format through str, so any spec raised ValueError
+        return format(int(self), spec) if spec else str(self)
+
     @classmethod
     def parse(cls, text: str) -> CloneFlags:
         """``"NEWUSER,NEWPID"`` or ``"CLONE_NEWUSER|CLONE_NEWPID"`` -> flags."""
@@ -264,7 +269,7 @@ def describe(value: int) -> str:
     """``CLONE_NEWUSER|CLONE_NEWPID``; unknown bits as hex; ``0`` for none."""
     if not value:
         return "0"
-    return "|".join(_NAMES.get(b, f"{b:#x}") for b in bits(int(value)))  # 3.9 cannot format unnamed IntFlag bits
+    return "|".join(_NAMES.get(b, f"{b:#x}") for b in bits(int(value)))
 
 
 _NONE = CloneFlags(0)
