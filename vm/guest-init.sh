@@ -34,6 +34,8 @@ if [ -f /mnt/result/pytest-args ]; then
         [ -n "$a" ] && set -- "$@" "$a"
     done < /mnt/result/pytest-args
 fi
+# environment variables forwarded from the host (vmctl FORWARDED_ENV)
+[ -f /mnt/result/environment ] && . /mnt/result/environment
 # extra compiler flags for the extension: only vmctl's mutation check writes this file
 cflags=$(cat /mnt/result/build-cflags 2>/dev/null)
 # only the sources: not the host's .tox, .git, builds or compiled extension

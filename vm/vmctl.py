@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,8 +42,11 @@ CHECKOUT = os.path.dirname(HERE)
 MIRROR = os.environ.get("PORTCLONE_VM_MIRROR", "http://deb.debian.org/debian")
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_ccw", "virtio_mmio", "ext4",
                      "crc32c_generic"]
+#: host environment variables the suite in the guest sees too
+FORWARDED_ENV = ["PORTCLONE_DIFF_EXAMPLES"]
 PACKAGES = [
-    "python3", "python3-dev", "python3-setuptools", "python3-pytest", "gcc", "libc6-dev",
+    "python3", "python3-dev", "python3-setuptools", "python3-pytest", "python3-hypothesis",
+    "gcc", "libc6-dev",
     "kmod", "procps", "iproute2", "util-linux", "mount", "hostname", "initramfs-tools",
 ]
 
@@ -354,6 +358,10 @@ def run(guest: Guest, pytest_args: List[str], timeout: float,
     if cflags:
         with open(os.path.join(result_dir, "build-cflags"), "w") as f:
             f.write(cflags)
+    with open(os.path.join(result_dir, "environment"), "w") as f:  # what the suite reads
+        for name in FORWARDED_ENV:
+            if name in os.environ:
+                f.write(f"export {name}={shlex.quote(os.environ[name])}\n")
     accel = ["-accel", "kvm"] if kvm_works() and guest.arch in ("amd64", "i386") \
         and platform.machine() == "x86_64" else ["-accel", "tcg"]
     machine = list(guest.machine)
