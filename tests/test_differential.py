@@ -219,6 +219,11 @@ def agrees(verdict: str, reasons: Dict[str, str], answer: str, flags: int,
     if verdict == "valid":
         return answer not in (einval, ebadf) and not answer.startswith("lost")
     if verdict == "invalid":
+        if (answer == f"errno {errno.EFAULT}" and flags & F.CLONE_SETTLS
+                and set(reasons) <= {"set_tid", "cgroup"}):
+            # the probe's artifact: on i386 the TLS argument is a user_desc pointer and the
+            # probe passes NULL; copy_thread faults before alloc_pid and the cgroup checks
+            return True
         if set(reasons) == {"cgroup"} and "negative" not in reasons["cgroup"]:
             # not a cgroup v2 directory: EBADF, unless a check the kernel makes before the
             # cgroup's (set_tid's EEXIST, a namespace's EPERM...) refuses it first
@@ -252,6 +257,8 @@ def test_flags_newer_than_this_kernel_are_refused(too_new: int) -> None:
 @example(request=(0, SIGCHLD), cgroup_kind="none", set_tid=(PID_MAX,))  # pid_max is no pid
 @example(request=(0, SIGCHLD), cgroup_kind="v1", set_tid=(1,))  # EEXIST before EBADF
 @example(request=(THREAD | F.CLONE_PIDFD, 0), cgroup_kind="none", set_tid=None)  # Linux 6.9
+# i386 (found in its guest): CLONE_SETTLS's NULL user_desc faults before set_tid is checked
+@example(request=(int(F.CLONE_SETTLS), SIGCHLD), cgroup_kind="none", set_tid=(0,))
 # the harness's own flake: a CLONE_SETTLS thread crashed in lazy binding before reporting
 @example(request=(THREAD | F.CLONE_SETTLS | F.CLONE_IO, 0), cgroup_kind="none", set_tid=None)
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
