@@ -399,7 +399,7 @@ def request_for(flag: F) -> Dict[str, Any]:
         kwargs["flags"] = flag | F.CLONE_VM
     if flag == F.CLONE_THREAD:
         kwargs["flags"] = flag | F.CLONE_SIGHAND | F.CLONE_VM
-    if flag in (F.CLONE_PARENT, F.CLONE_THREAD):
+    if flag in (F.CLONE_PARENT, F.CLONE_THREAD, F.CLONE_AUTOREAP):
         kwargs["exit_signal"] = 0
     if flag == F.CLONE_INTO_CGROUP:
         root = cgroup2_root()

@@ -161,8 +161,8 @@ def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend,
     """The contract for exec children: honoured flags start the program, the rest raise
     the documented reason before anything exists."""
     kwargs: dict = {"flags": flag}  # type: ignore[type-arg]
-    if flag == F.CLONE_PARENT:
-        kwargs["exit_signal"] = 0  # the kernel's rule for CLONE_PARENT
+    if flag in (F.CLONE_PARENT, F.CLONE_AUTOREAP):
+        kwargs["exit_signal"] = 0  # the kernel's rule for these
     if flag == F.CLONE_THREAD:
         kwargs.update(flags=flag | F.CLONE_SIGHAND, exit_signal=0)
     if flag == F.CLONE_INTO_CGROUP:

@@ -314,6 +314,11 @@ RULES: Tuple[Rule, ...] = (
     Rule(F.CLONE_PIDFD | F.CLONE_DETACHED, "CLONE_PIDFD with CLONE_DETACHED"),
     Rule(F.CLONE_DETACHED, "CLONE_DETACHED is obsolete: clone3 refuses it (EINVAL) and legacy "
          "clone has ignored it since Linux 2.6.2", source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    # seen on Linux 7.2 by tests/test_differential.py; older kernels refuse the flags anyway
+    Rule(F.CLONE_AUTOREAP | F.CLONE_THREAD, "a thread cannot be auto-reaped (CLONE_AUTOREAP "
+         "with CLONE_THREAD)"),
+    Rule(F.CLONE_NNP | F.CLONE_THREAD, "no_new_privs is per thread group: not with "
+         "CLONE_THREAD (CLONE_NNP with CLONE_THREAD)"),
     Rule(F.CLONE_SIGHAND | F.CLONE_CLEAR_SIGHAND,
          "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
          source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),

@@ -154,8 +154,9 @@ def make_request(
     unknown = value & ~KNOWN_BITS & ~CSIGNAL
     if unknown:
         raise UnsupportedFlagError(unknown, backend, {
-            describe(unknown): "not a clone flag Linux defines; portclone never passes unknown "
-            "bits on (legacy clone would ignore them silently)",
+            describe(unknown): "not a clone flag portclone knows (newer kernels may define "
+            "it); portclone never passes unknown bits on (legacy clone would ignore them "
+            "silently)",
         })
     if cg is not None:
         value |= F.CLONE_INTO_CGROUP
@@ -177,6 +178,10 @@ def make_request(
             f"CLONE_PARENT and CLONE_THREAD take the exit signal from the caller: pass "
             f"exit_signal=0, not {sig} (clone3 answers EINVAL)")
         broken |= value & (F.CLONE_THREAD | F.CLONE_PARENT)
+    if value & F.CLONE_AUTOREAP and sig:  # seen on Linux 7.2 (tests/test_differential.py)
+        invalid["exit_signal"] = (f"an auto-reaped child signals nobody: pass exit_signal=0, "
+                                  f"not {sig} (clone3 answers EINVAL)")
+        broken |= F.CLONE_AUTOREAP
     if value & F.CLONE_PARENT and os.getpid() == 1:
         invalid["CLONE_PARENT"] = "the init process of a PID namespace has no parent to share"
         broken |= F.CLONE_PARENT
