@@ -264,6 +264,7 @@ def test_flags_newer_than_this_kernel_are_refused(too_new: int) -> None:
 # like CLONE_NNP, refuses CLONE_THREAD
 @example(request=(THREAD | (1 << 37), 0), cgroup_kind="none", set_tid=None)
 @example(request=(int(F.CLONE_AUTOREAP), SIGCHLD), cgroup_kind="none", set_tid=None)
+@example(request=(int(F.CLONE_AUTOREAP | F.CLONE_PARENT), 0), cgroup_kind="none", set_tid=None)
 @example(request=(THREAD | int(F.CLONE_NNP), 0), cgroup_kind="none", set_tid=None)
 # i386 (found in its guest): CLONE_SETTLS's NULL user_desc faults before set_tid is checked
 @example(request=(int(F.CLONE_SETTLS), SIGCHLD), cgroup_kind="none", set_tid=(0,))

@@ -317,6 +317,8 @@ RULES: Tuple[Rule, ...] = (
     # seen on Linux 7.2 by tests/test_differential.py; older kernels refuse the flags anyway
     Rule(F.CLONE_AUTOREAP | F.CLONE_THREAD, "a thread cannot be auto-reaped (CLONE_AUTOREAP "
          "with CLONE_THREAD)"),
+    Rule(F.CLONE_AUTOREAP | F.CLONE_PARENT, "the caller's parent would have to reap it: "
+         "not with CLONE_PARENT (CLONE_AUTOREAP with CLONE_PARENT)"),
     Rule(F.CLONE_NNP | F.CLONE_THREAD, "no_new_privs is per thread group: not with "
          "CLONE_THREAD (CLONE_NNP with CLONE_THREAD)"),
     Rule(F.CLONE_SIGHAND | F.CLONE_CLEAR_SIGHAND,
