@@ -406,6 +406,7 @@ def run(guest: Guest, pytest_args: List[str], timeout: float,
         code = int(marker.group(1))
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     failures: List[str] = []
+    reasons: List[str] = []  # one line per failure, so that CI output says why
     junit = os.path.join(result_dir, "junit.xml")
     if os.path.exists(junit):
         root = ET.parse(junit).getroot()
@@ -416,8 +417,11 @@ def run(guest: Guest, pytest_args: List[str], timeout: float,
             counts["skipped"] += skipped
             counts["passed"] += int(suite.get("tests", 0)) - failed - skipped
         for case in root.iter("testcase"):
-            if case.find("failure") is not None or case.find("error") is not None:
+            bad = case.find("failure")
+            bad = bad if bad is not None else case.find("error")
+            if bad is not None:
                 failures.append(f"{case.get('classname')}::{case.get('name')}")
+                reasons.append(f"{failures[-1]}: {(bad.get('message') or '?').splitlines()[0]}")
     facts = {"kernel": "?", "python": "?"}
     build_log = os.path.join(result_dir, "build.log")
     text = ""
@@ -439,6 +443,8 @@ def run(guest: Guest, pytest_args: List[str], timeout: float,
             cflags in line for line in text.splitlines() if "gcc" in line),
     }
     log(f"{guest.name}: {outcome}")
+    for reason in reasons:
+        log(f"{guest.name}: FAILED {reason[:300]}")
     return outcome
 
 
