@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,8 +24,13 @@ import time
 from typing import Callable, Dict, List
 
 import portclone
+from portclone._backend import native_status
+from portclone._child import run_child
 
 TRUE = "/bin/true"
+SIGCHLD = int(signal.SIGCHLD)
+_PIDFD = int(portclone.CLONE_PIDFD)
+_NATIVE = (native_status()[0] if portclone.current_backend().name == "linux" else None)
 
 
 def fork_exit() -> None:
@@ -57,6 +63,18 @@ def mp_process() -> None:
     proc = _mp.Process(target=noop)
     proc.start()
     proc.join()
+
+
+def portclone_floor() -> None:
+    """portclone's mechanism alone: its C clone (libc fork + pidfd) and the child's run_child,
+    without the API around them (no checks, no Child handle).  No API built on it can be
+    cheaper; the gap between this and clone() is what the Python around it costs."""
+    pid, pidfd, _ = _NATIVE.clone(_NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
+    if pid == 0:
+        run_child(noop, (), {})
+    os.waitpid(pid, 0)
+    if pidfd >= 0:
+        os.close(pidfd)
 
 
 def portclone_plain() -> None:
@@ -93,6 +111,10 @@ METHODS: Dict[str, Callable[[], None]] = {
     "os.posix_spawn(/bin/true)": posix_spawn_true,
     "subprocess.run([/bin/true])": subprocess_true,
 }
+if _NATIVE is not None:  # the floor is the linux backend's, shown before clone()
+    _items = list(METHODS.items())
+    METHODS = dict([*_items[:3], ("portclone's floor: _native.clone + run_child, no API",
+                                  portclone_floor), *_items[3:]])
 BASELINE = "os.fork + os._exit"
 
 
@@ -134,25 +156,96 @@ def measure(methods: Dict[str, Callable[[], None]], rounds: int) -> Dict[str, Li
     return times
 
 
+def parent_faults(methods: Dict[str, Callable[[], None]], calls: int = 200) -> Dict[str, float]:
+    """Minor page faults the parent takes per call (getrusage), each method on its own.
+
+    After a fork every page of the parent is write-protected, so each page the parent
+    then writes costs a fault; reference counting makes every object Python touches a
+    write.  This is where clone()'s fixed cost over os.fork comes from."""
+    import resource
+
+    faults: Dict[str, float] = {}
+    for name, fn in methods.items():
+        fn()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(calls):
+            fn()
+        faults[name] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+    return faults
+
+
+def breakdown() -> Dict[str, Callable[[], None]]:
+    """From portclone's floor to clone(), one step at a time (``--breakdown``)."""
+    from portclone._child import Child, flush_std_streams
+
+    backend = portclone.current_backend()
+    request = backend.request(0, SIGCHLD, None, None)
+
+    def flush() -> None:
+        flush_std_streams()
+        portclone_floor()
+
+    def handle() -> None:
+        child = Child(0, None, request.flags, SIGCHLD, backend.name, "", True)
+        portclone_floor()
+        child.returncode = 0
+
+    def handle_wait() -> None:
+        child = Child(0, None, request.flags, SIGCHLD, backend.name, "", True)
+        pid, pidfd, _ = _NATIVE.clone(_NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
+        if pid == 0:
+            run_child(noop, (), {})
+        child.pid, child.pidfd = pid, pidfd
+        child.wait()
+        child.close()
+
+    def launch() -> None:  # the backend's launch: handle, flush, clone, run_child
+        child = backend.launch(request, noop, (), {})  # type: ignore[attr-defined]
+        child.wait()
+        child.close()
+
+    return {
+        "floor": portclone_floor,
+        "floor + flush the parent's stdio": flush,
+        "floor + build a Child handle": handle,
+        "floor + build a Child handle, wait() and close() it": handle_wait,
+        "backend.launch() (all of the above) + wait() + close()": launch,
+        "portclone.clone() (checks, then launch) + wait() + close()": portclone_plain,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50M,1G", help="parent sizes (default 50M,1G)")
     parser.add_argument("--rounds", type=int, default=0,
                         help="rounds per size (default: 200 up to 100 MB, 40 above)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="parent page faults per call from portclone's floor to clone()")
     args = parser.parse_args()
+    if args.breakdown:
+        if _NATIVE is None:
+            parser.error("--breakdown needs the linux backend")
+        ballast = occupy(parse_size(args.sizes.split(",")[0]))
+        print("| step | parent page faults per call |\n| --- | --- |")
+        for name, faults in parent_faults(breakdown(), args.rounds or 300).items():
+            print(f"| {name} | {faults:.0f} |")
+        del ballast
+        return 0
     header("bench_clone.py", args)
-    print("| parent | method | median ms | p90 ms | vs os.fork |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| parent | method | median ms | p90 ms | vs os.fork | parent page faults per call |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for text in args.sizes.split(","):
         size = parse_size(text)
         ballast = occupy(size)
         rounds = args.rounds or (200 if size <= 100 << 20 else 40)
         times = measure(METHODS, rounds)
+        faults = parent_faults(METHODS, rounds)
         base = statistics.median(times[BASELINE])
         for name, samples in times.items():
             med = statistics.median(samples)
-            p90 = sorted(samples)[int(len(samples) * 0.9) - 1]
-            print(f"| {text} | {name} | {med:.3f} | {p90:.3f} | {med / base:.3f}x |")
+            p90 = sorted(samples)[-(-len(samples) * 9 // 10) - 1]  # nearest rank
+            print(f"| {text} | {name} | {med:.3f} | {p90:.3f} | {med / base:.3f}x "
+                  f"| {faults[name]:.0f} |")
         del ballast
         sys.stdout.flush()
     return 0

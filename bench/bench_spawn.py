@@ -92,7 +92,7 @@ def main() -> int:
         for name, samples in times.items():
             med = statistics.median(samples)
             medians[text][name] = med
-            p90 = sorted(samples)[int(len(samples) * 0.9) - 1]
+            p90 = sorted(samples)[-(-len(samples) * 9 // 10) - 1]  # nearest rank
             print(f"| {text} | {name} | {med:.3f} | {p90:.3f} | {med / base:.2f}x |")
         del ballast
         sys.stdout.flush()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
 
-from ._backend import current_backend, threaded_warning
+from . import _child
+from ._backend import current_backend, thread_count, threaded_warning
 from ._child import Child, reap_orphans
 from ._flags import SIGCHLD, CloneFlags
 from ._validate import CgroupArg
@@ -46,9 +47,12 @@ def clone(
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
     backend = current_backend()
     request = backend.request(flags, exit_signal, cgroup, set_tid)
-    if backend.warns_on_threads:
+    # Every line here runs after the previous child's fork, where each page written faults
+    # (bench/bench_clone.py): the common case is kept to a few calls.
+    if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
-    reap_orphans()
+    if _child._orphans:
+        reap_orphans()
     return backend.launch(request, fn, args, kwargs)
 
 

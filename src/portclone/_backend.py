@@ -290,13 +290,15 @@ def use_backend(name: str) -> Iterator[Backend]:
 
 # -- the multi-threaded warning ----------------------------------------------
 
-def thread_count() -> int:
-    """The kernel's thread count (native threads too), as CPython 3.12 counts."""
+def _thread_counter() -> Callable[[], int]:
+    """The cheapest way to count this process's threads here, chosen once."""
     native, _ = native_status()
-    if native is not None and hasattr(native, "thread_count"):
-        count = int(native.thread_count())  # no Python objects: see Backend.__init__
-        if count > 0:
-            return count
+    if native is not None and hasattr(native, "thread_count") and native.thread_count() > 0:
+        return native.thread_count  # type: ignore[no-any-return]  # C: no Python objects
+    return _thread_count_slow
+
+
+def _thread_count_slow() -> int:
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
@@ -307,9 +309,20 @@ def thread_count() -> int:
         return threading.active_count()
 
 
+_count_threads: Optional[Callable[[], int]] = None
+
+
+def thread_count() -> int:
+    """The kernel's thread count (native threads too), as CPython 3.12 counts."""
+    global _count_threads
+    if _count_threads is None:
+        _count_threads = _thread_counter()
+    return _count_threads()
+
+
 def threaded_warning(name: str, stacklevel: int) -> None:
     """CPython's ``os.fork`` DeprecationWarning, raised *before* the child exists."""
-    if thread_count() > 1:
+    if thread_count() > 1:  # clone() asks first; other callers rely on this test
         warnings.warn(
             f"This process (pid={os.getpid()}) is multi-threaded, use of {name}() may lead "
             "to deadlocks in the child.", DeprecationWarning, stacklevel=stacklevel + 1)

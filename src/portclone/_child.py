@@ -31,7 +31,6 @@ else:
 # without blocking on the next clone() (subprocess._cleanup does the same).
 _orphans: List[Tuple[int, int]] = []
 _orphans_lock = threading.Lock()
-_locks_lock = threading.Lock()  # guards the lazy creation of each Child's reaping lock
 
 
 def reap_orphans() -> None:
@@ -58,7 +57,10 @@ class Child:
     """
 
     # Slots keep the handle small: it is built on every clone(), and each page the
-    # parent writes around a fork costs a page fault (see Backend.__init__).
+    # parent writes around a fork costs a page fault (see Backend.__init__).  For the
+    # same reason the reaping lock is made here, before the fork, and wait() and
+    # close() do as little as they can in the common case: the parent runs them while
+    # a fork-like child still shares its pages, so every page they write is copied.
     __slots__ = (
         "__weakref__",
         "_lock",
@@ -105,7 +107,7 @@ class Child:
         #: spawn() children: the argv the program got
         self.args: Optional[Tuple[bytes, ...]] = None
         self._owner = os.getpid()
-        self._lock: Optional[threading.Lock] = None  # made on first wait: see __slots__
+        self._lock = threading.Lock()  # one waitpid at a time: a second would see ECHILD
 
     def __repr__(self) -> str:
         return (f"<portclone.Child pid={self.pid} returncode={self.returncode} "
@@ -120,12 +122,7 @@ class Child:
     def _reap(self, block: bool) -> bool:
         """Try to collect the exit status; True once returncode is set."""
         lock = self._lock
-        if lock is None:
-            with _locks_lock:
-                if self._lock is None:
-                    self._lock = threading.Lock()
-                lock = self._lock
-        if not lock.acquire(blocking=block):
+        if not lock.acquire(block):
             return False
         try:
             while self.returncode is None:
@@ -267,17 +264,20 @@ class Child:
 
     def close(self) -> None:
         """Close the pidfd and our ends of any pipes.  The child is not waited for."""
-        for name in ("stdin", "stdout", "stderr"):
-            stream = getattr(self, name, None)
-            if stream is not None:
-                setattr(self, name, None)
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        fd, self.pidfd = self.pidfd, None
-        if fd is not None and os.getpid() == self._owner:
-            os.close(fd)
+        if self.stdin is not None or self.stdout is not None or self.stderr is not None:
+            for name in ("stdin", "stdout", "stderr"):
+                stream = getattr(self, name)
+                if stream is not None:
+                    setattr(self, name, None)
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
+        fd = self.pidfd
+        if fd is not None:
+            self.pidfd = None
+            if os.getpid() == self._owner:
+                os.close(fd)
 
     def __enter__(self) -> Child:
         return self
@@ -296,7 +296,13 @@ class Child:
             self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_owner", None) != os.getpid():
+        try:
+            if (self.returncode is not None and self.pidfd is None and self.stdin is None
+                    and self.stdout is None and self.stderr is None):
+                return  # waited for and closed: the common case, nothing to do
+        except AttributeError:
+            return  # __init__ did not finish: nothing was opened
+        if self._owner != os.getpid():
             return  # a copy inherited by a child process: not ours to touch
         if self.returncode is None and self.reapable and self.pid > 0:
             try:

@@ -114,7 +114,10 @@ class LinuxBackend(Backend):
         # parent writes while a fork-like child lives are copied (copy-on-write).
         child = Child(0, None, request.flags, request.exit_signal, self.name, "",
                       not request.value & _PARENT)
-        cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
+        if request.cgroup is None:
+            cgroup_fd, own_fd = -1, False
+        else:
+            cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
         prepare = None
         if own_fd or request.value & _CLEAR_SIGHAND:
             close_in_child = own_fd and not request.value & _FILES
@@ -136,7 +139,10 @@ class LinuxBackend(Backend):
             run_child(fn, args, kwargs, prepare=prepare)
         if own_fd:
             os.close(cgroup_fd)
-        return _started(child, pid, pidfd, used)
+        child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
+        if pidfd >= 0:
+            child.pidfd = pidfd
+        return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
         native = self._native

@@ -1,0 +1,39 @@
+"""The benchmarks still run (tiny sizes, no timing asserted: figures live in bench/)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import TESTS_DIR
+
+BENCH = os.path.join(os.path.dirname(TESTS_DIR), "bench")
+
+
+def run_bench(*args: str) -> str:
+    out = subprocess.run([sys.executable, os.path.join(BENCH, args[0]), *args[1:]],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_bench_clone_prints_every_method_with_a_ratio() -> None:
+    out = run_bench("bench_clone.py", "--sizes", "1M", "--rounds", "3")
+    rows = [line for line in out.splitlines() if line.startswith("| 1M |")]
+    assert any("portclone.clone(fn)" in row for row in rows)
+    assert any("os.fork + os._exit" in row and "1.000x" in row for row in rows)
+    assert all(row.count("|") == 7 for row in rows), rows  # six columns, faults included
+
+
+@pytest.mark.requires("linux")
+def test_bench_clone_breakdown_goes_from_the_floor_to_clone() -> None:
+    out = run_bench("bench_clone.py", "--sizes", "1M", "--rounds", "5", "--breakdown")
+    steps = [line.split("|")[1].strip() for line in out.splitlines()[2:] if line.startswith("|")]
+    assert steps[0] == "floor" and steps[-1].startswith("portclone.clone()"), steps
+
+
+def test_bench_spawn_runs() -> None:
+    out = run_bench("bench_spawn.py", "--sizes", "1M", "--rounds", "2")
+    assert "spawn" in out and "| 1M |" in out
