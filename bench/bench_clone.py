@@ -226,14 +226,15 @@ def main() -> int:
         if _NATIVE is None:
             parser.error("--breakdown needs the linux backend")
         ballast = occupy(parse_size(args.sizes.split(",")[0]))
-        print("| step | parent page faults per call |\n| --- | --- |")
+        print("| step | parent page faults per call |\n| --- | --- |", flush=True)
         for name, faults in parent_faults(breakdown(), args.rounds or 300).items():
             print(f"| {name} | {faults:.0f} |")
         del ballast
         return 0
     header("bench_clone.py", args)
     print("| parent | method | median ms | p90 ms | vs os.fork | parent page faults per call |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    # flushed before any fork: the floor's and os.fork's children would print it again
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
     for text in args.sizes.split(","):
         size = parse_size(text)
         ballast = occupy(size)

@@ -166,7 +166,7 @@ def flag_words(draw: st.DrawFn) -> int:
     for flag in draw(st.lists(st.sampled_from(KNOWN), max_size=2 if value else 6)):
         value |= flag
     if kind == 1:
-        value |= draw(st.sampled_from([0x11, 0x1, 1 << 37, 1 << 63, 0xFF]))
+        value |= draw(st.sampled_from([0x11, 0x1, 1 << 38, 1 << 63, 0xFF]))
     return value
 
 
@@ -266,6 +266,14 @@ def test_flags_newer_than_this_kernel_are_refused(too_new: int) -> None:
 @example(request=(int(F.CLONE_AUTOREAP), SIGCHLD), cgroup_kind="none", set_tid=None)
 @example(request=(int(F.CLONE_AUTOREAP | F.CLONE_PARENT), 0), cgroup_kind="none", set_tid=None)
 @example(request=(THREAD | int(F.CLONE_NNP), 0), cgroup_kind="none", set_tid=None)
+# from the kernel's selftests (Linux 7.1): CLONE_PIDFD_AUTOKILL needs CLONE_PIDFD and
+# CLONE_AUTOREAP; CLONE_EMPTY_MNTNS implies CLONE_NEWNS, so not with CLONE_FS
+@example(request=(int(F.CLONE_PIDFD_AUTOKILL | F.CLONE_AUTOREAP), 0), cgroup_kind="none",
+         set_tid=None)
+@example(request=(int(F.CLONE_PIDFD_AUTOKILL | F.CLONE_PIDFD), 0), cgroup_kind="none",
+         set_tid=None)
+@example(request=(int(F.CLONE_EMPTY_MNTNS | F.CLONE_FS), SIGCHLD), cgroup_kind="none",
+         set_tid=None)
 # i386 (found in its guest): CLONE_SETTLS's NULL user_desc faults before set_tid is checked
 @example(request=(int(F.CLONE_SETTLS), SIGCHLD), cgroup_kind="none", set_tid=(0,))
 # the harness's own flake: a CLONE_SETTLS thread crashed in lazy binding before reporting

@@ -65,6 +65,7 @@ class CloneFlags(enum.IntFlag):
     CLONE_AUTOREAP = 1 << 34
     CLONE_NNP = 1 << 35
     CLONE_PIDFD_AUTOKILL = 1 << 36
+    CLONE_EMPTY_MNTNS = 1 << 37
 
     # Python 3.11 changed str()/repr() of IntFlag; these are the same everywhere.
     def __str__(self) -> str:
@@ -243,6 +244,11 @@ TABLE: Tuple[FlagInfo, ...] = (
     FlagInfo(F.CLONE_PIDFD_AUTOKILL, "7.1", "the child is killed when its pidfd is closed",
              linux=_NEW_IN_71 + "kill the child from Child.close() or a finally block instead",
              netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
+    # torvalds/linux "namespace: allow creating empty mount namespaces" (merged March 2026)
+    FlagInfo(F.CLONE_EMPTY_MNTNS, "7.1", "a new mount namespace holding only an empty root "
+             "(implies CLONE_NEWNS)",
+             linux=_NEW_IN_71 + "use CLONE_NEWNS and unmount what the child must not see",
+             netbsd=_NB_NO_NS, fork=_FORK_NO_NS, clone3_only=True, ns="mnt"),
 )
 
 _NAMES: Dict[int, str] = {int(m): name for name, m in CloneFlags.__members__.items()}
@@ -321,6 +327,15 @@ RULES: Tuple[Rule, ...] = (
          "not with CLONE_PARENT (CLONE_AUTOREAP with CLONE_PARENT)"),
     Rule(F.CLONE_NNP | F.CLONE_THREAD, "no_new_privs is per thread group: not with "
          "CLONE_THREAD (CLONE_NNP with CLONE_THREAD)"),
+    # the pidfd series' selftests (tools/testing/selftests/pidfd/pidfd_autoreap_test.c:
+    # autokill_requires_pidfd, autokill_requires_autoreap) and the empty-mount-namespace ones
+    # (tools/testing/selftests/filesystems: CLONE_EMPTY_MNTNS | CLONE_FS is EINVAL)
+    Rule(F.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL kills through the clone's pidfd: it "
+         "needs CLONE_PIDFD", missing=F.CLONE_PIDFD),
+    Rule(F.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL needs CLONE_AUTOREAP",
+         missing=F.CLONE_AUTOREAP),
+    Rule(F.CLONE_EMPTY_MNTNS | F.CLONE_FS, "a new mount namespace cannot share cwd and root "
+         "with the parent (CLONE_EMPTY_MNTNS, which implies CLONE_NEWNS, with CLONE_FS)"),
     Rule(F.CLONE_SIGHAND | F.CLONE_CLEAR_SIGHAND,
          "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
          source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
