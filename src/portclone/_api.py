@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
 
-from . import _child
 from ._backend import current_backend, thread_count, threaded_warning
 from ._child import Child, reap_orphans
 from ._flags import SIGCHLD, CloneFlags
@@ -48,11 +47,10 @@ def clone(
     backend = current_backend()
     request = backend.request(flags, exit_signal, cgroup, set_tid)
     # Every line here runs after the previous child's fork, where each page written faults
-    # (bench/bench_clone.py): the common case is kept to a few calls.
+    # (python bench/bench_clone.py --breakdown): the common case is kept to a few calls.
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
-    if _child._orphans:
-        reap_orphans()
+    reap_orphans()
     return backend.launch(request, fn, args, kwargs)
 
 

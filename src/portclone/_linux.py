@@ -114,10 +114,7 @@ class LinuxBackend(Backend):
         # parent writes while a fork-like child lives are copied (copy-on-write).
         child = Child(0, None, request.flags, request.exit_signal, self.name, "",
                       not request.value & _PARENT)
-        if request.cgroup is None:
-            cgroup_fd, own_fd = -1, False
-        else:
-            cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
+        cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
         prepare = None
         if own_fd or request.value & _CLEAR_SIGHAND:
             close_in_child = own_fd and not request.value & _FILES
@@ -139,10 +136,7 @@ class LinuxBackend(Backend):
             run_child(fn, args, kwargs, prepare=prepare)
         if own_fd:
             os.close(cgroup_fd)
-        child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
-        if pidfd >= 0:
-            child.pidfd = pidfd
-        return child
+        return _started(child, pid, pidfd, used)
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
         native = self._native
