@@ -78,9 +78,11 @@ def test_stdio_buffers_are_not_printed_twice() -> None:
 def test_register_at_fork_hooks_run() -> None:
     result = run_python("""
         import os, portclone
-        os.register_at_fork(before=lambda: print("before", flush=True),
-                            after_in_parent=lambda: print("parent", flush=True),
-                            after_in_child=lambda: print("child", flush=True))
+        # one write(2) per line: print() writes the text and the newline apart when
+        # unbuffered (PYTHONUNBUFFERED), and parent and child lines would interleave
+        os.register_at_fork(before=lambda: os.write(1, b"before\\n"),
+                            after_in_parent=lambda: os.write(1, b"parent\\n"),
+                            after_in_child=lambda: os.write(1, b"child\\n"))
         portclone.clone(lambda: 0).wait()
     """)
     lines = result.stdout.split()
