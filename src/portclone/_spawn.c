@@ -150,6 +150,18 @@ spawn_child_main(void *arg)
     int src[3];
     int err, saw_eacces = 0;
 
+    /* First, before any call that can fail: this child shares the parent's memory and
+     * thread pointer, so libc's errno is the parent thread's.  With maps the parent is
+     * not suspended (no CLONE_VFORK): it writes them while we wait here, and reads errno
+     * when a write fails.  A failing call here (the handler loop below meets EINVAL)
+     * would overwrite it: in QEMU guests, 1 spawn in 100 reported EINVAL for an EPERM.
+     * close() of our own fd and a blocking read with every signal blocked do not fail. */
+    if (c->syncpipe >= 0) {
+        char go;
+        close(c->syncpipe_w);
+        if (read(c->syncpipe, &go, 1) != 1)
+            _exit(127); /* the parent gave up (its error is reported there) */
+    }
     if (c->reset_handlers) {
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
@@ -169,12 +181,6 @@ spawn_child_main(void *arg)
             sigaction(SIGXFSZ, &dfl, NULL);
 #endif
         }
-    }
-    if (c->syncpipe >= 0) {
-        char go;
-        close(c->syncpipe_w);
-        if (read(c->syncpipe, &go, 1) != 1)
-            _exit(127); /* the parent gave up (its error is reported there) */
     }
     if (c->hostname != NULL && sethostname(c->hostname, c->hostname_len) != 0)
         child_fail(c, STAGE_HOSTNAME, errno);
