@@ -71,12 +71,10 @@ def zombies() -> int:
     return count
 
 
-def status_kib(field: str) -> int:
-    """A ``/proc/self/status`` memory line: VmRSS (all resident pages) or RssAnon
-    (Linux 4.5+: heap and stacks only, where a leak lives; no file pages)."""
+def rss_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(field + ":"):
+            if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
 
@@ -106,7 +104,7 @@ def snapshot() -> Dict[str, int]:
     return {"fds": open_fds(), "threads": threads(), "children": len(children()),
             "zombies": zombies(), "blocks": sys.getallocatedblocks(),
             "malloc_kib": _malloc_in_use() // 1024 if _malloc_in_use else 0,
-            "rss_kib": status_kib("VmRSS")}
+            "rss_kib": rss_kib()}
 
 
 # -- cycles -------------------------------------------------------------------------------
@@ -149,6 +147,14 @@ class Cycles:
     def steady_growth(self, key: str) -> int:
         """The smaller half's growth: what every ``count / 2`` cycles add."""
         return min(self.halfway[key] - self.before[key], self.after[key] - self.halfway[key])
+
+    def leaks(self) -> Dict[str, int]:
+        """What leaked: any change in COUNTS, or a half's growth at or over LIMITS."""
+        found = {k: self.after[k] - self.before[k] for k in COUNTS
+                 if self.after[k] != self.before[k]}
+        found.update({k: self.steady_growth(k) for k, per_cycle in LIMITS.items()
+                      if self.steady_growth(k) >= per_cycle * self.count / 2})
+        return found
 
 
 def cycles(count: int, warmup: int = 200) -> Cycles:
@@ -257,10 +263,7 @@ def main() -> int:
     c = cycles(args.cycles)
     ld = load(args.threads, args.rounds)
     print(report(c, ld))
-    leaked = {k: v for k, v in c.growth().items() if k in COUNTS and v}
-    leaked.update({k: c.steady_growth(k) for k, limit in LIMITS.items()
-                   if c.steady_growth(k) >= limit * c.count})
-    ok = not leaked and not ld.errors and not ld.hung and ld.after["zombies"] == 0
+    ok = not c.leaks() and not ld.errors and not ld.hung and ld.after["zombies"] == 0
     return 0 if ok else 1
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -285,17 +286,28 @@ def test_files_and_sighand_with_vm_are_honoured_for_programs() -> None:
         portclone.spawn(["true"], flags=F.CLONE_THREAD | F.CLONE_SIGHAND, exit_signal=0)
 
 
-@linux
-def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
+UNPRIVILEGED = """
+import collections, ctypes, os, portclone
+portclone.current_backend()  # loads the backend while the files are readable to us
+os.setgid(65534); os.setuid(65534)
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, as a user's own process is
+"""
+
+
+def run_unprivileged(code: str) -> str:
+    """``code`` as uid/gid 65534 in a fresh interpreter; its stdout."""
     if os.geteuid() != 0:
         pytest.skip("needs root to drop privileges in the subprocess")
     if missing("CLONE_NEWUSER"):
         pytest.skip(f"missing CLONE_NEWUSER: {missing('CLONE_NEWUSER')}")
-    result = run_python("""
-        import ctypes, os, portclone
-        portclone.current_backend()  # loads the backend while the files are readable to us
-        os.setgid(65534); os.setuid(65534)
-        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, as a user's own process is
+    result = run_python(UNPRIVILEGED + textwrap.dedent(code), timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@linux
+def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
+    out = run_unprivileged("""
         report = []
         with portclone.spawn(["id", "-u"], flags=portclone.CLONE_NEWUSER, map_root=True,
                              stdout=portclone.PIPE) as c:
@@ -306,8 +318,7 @@ def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
             report.append(str(e))
         print(report)
     """)
-    assert result.returncode == 0, result.stderr
-    assert "['0', " in result.stdout and "writing the child's uid_map" in result.stdout
+    assert "['0', " in out and "writing the child's uid_map" in out
 
 
 @linux
@@ -315,15 +326,7 @@ def test_a_refused_map_is_reported_with_its_own_errno_every_time() -> None:
     """The exec child shares the parent's memory and libc's errno: with maps it runs while
     the parent writes them.  When the child's handler reset (which meets EINVAL) ran before
     its wait, QEMU guests saw EINVAL for this EPERM in 1 spawn in 100 (never on the host)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop privileges in the subprocess")
-    if missing("CLONE_NEWUSER"):
-        pytest.skip(f"missing CLONE_NEWUSER: {missing('CLONE_NEWUSER')}")
-    result = run_python("""
-        import collections, ctypes, os, portclone
-        portclone.current_backend()
-        os.setgid(65534); os.setuid(65534)
-        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    out = run_unprivileged("""
         seen = collections.Counter()
         for _ in range(40):
             try:
@@ -331,9 +334,8 @@ def test_a_refused_map_is_reported_with_its_own_errno_every_time() -> None:
             except OSError as e:
                 seen[type(e).__name__ + " " + str(e.errno)] += 1
         print(dict(seen))
-    """, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "{'PermissionError 1': 40}", result.stdout
+    """)
+    assert out.strip() == "{'PermissionError 1': 40}", out
 
 
 @linux

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
 import signal
 import sys
@@ -290,6 +291,7 @@ def use_backend(name: str) -> Iterator[Backend]:
 
 # -- the multi-threaded warning ----------------------------------------------
 
+@functools.cache
 def _thread_counter() -> Callable[[], int]:
     """The cheapest way to count this process's threads here, chosen once."""
     native, _ = native_status()
@@ -309,15 +311,9 @@ def _thread_count_slow() -> int:
         return threading.active_count()
 
 
-_count_threads: Optional[Callable[[], int]] = None
-
-
 def thread_count() -> int:
     """The kernel's thread count (native threads too), as CPython 3.12 counts."""
-    global _count_threads
-    if _count_threads is None:
-        _count_threads = _thread_counter()
-    return _count_threads()
+    return _thread_counter()()
 
 
 def threaded_warning(name: str, stacklevel: int) -> None:
