@@ -12,6 +12,7 @@ copied), so the claim is "clone() costs what os.fork costs", at every size.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import os
 import platform
@@ -69,12 +70,18 @@ def portclone_floor() -> None:
     """portclone's mechanism alone: its C clone (libc fork + pidfd) and the child's run_child,
     without the API around them (no checks, no Child handle).  No API built on it can be
     cheaper; the gap between this and clone() is what the Python around it costs."""
-    pid, pidfd, _ = _NATIVE.clone(_NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
-    if pid == 0:
-        run_child(noop, (), {})
-    os.waitpid(pid, 0)
-    if pidfd >= 0:
-        os.close(pidfd)
+    out = _Out()
+    _NATIVE.clone(out, functools.partial(run_child, noop, (), {}, _NATIVE.unblock_signals),
+                  _NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
+    os.waitpid(out.pid, 0)
+    if out.pidfd is not None:
+        os.close(out.pidfd)
+
+
+class _Out:
+    """Where _native.clone puts the child's pid and pidfd (a Child without its API)."""
+
+    __slots__ = ("pid", "pidfd", "syscall")
 
 
 def portclone_plain() -> None:
@@ -192,10 +199,8 @@ def breakdown() -> Dict[str, Callable[[], None]]:
 
     def handle_wait() -> None:
         child = Child(0, None, request.flags, SIGCHLD, backend.name, "", True)
-        pid, pidfd, _ = _NATIVE.clone(_NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
-        if pid == 0:
-            run_child(noop, (), {})
-        child.pid, child.pidfd = pid, pidfd
+        _NATIVE.clone(child, functools.partial(run_child, noop, (), {}, _NATIVE.unblock_signals),
+                      _NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
         child.wait()
         child.close()
 

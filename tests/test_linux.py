@@ -284,21 +284,26 @@ def _native() -> object:
                                    F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM, F.CLONE_SETTLS])
 def test_native_clone_refuses_what_would_share_the_interpreter(flags: int) -> None:
     native = _native()
+    out = portclone.Child(0, None)
     with no_side_effects(), pytest.raises(ValueError, match="fork-like"):
-        native.clone(native.MODE_CLONE3, int(flags), signal.SIGCHLD, -1, None, True)  # type: ignore
+        native.clone(out, int, native.MODE_CLONE3, int(flags), signal.SIGCHLD, -1,  # type: ignore
+                     None, True)
     with no_side_effects(), pytest.raises(ValueError, match="fork-like"):
-        native.libc_clone(int(flags) | signal.SIGCHLD)  # type: ignore[attr-defined]
+        native.libc_clone(out, int, int(flags) | signal.SIGCHLD)  # type: ignore[attr-defined]
+    assert out.pid == 0
 
 
 def test_native_calls_refuse_a_signal_in_the_flags() -> None:
     native = _native()
     with no_side_effects(), pytest.raises(ValueError, match="low byte"):
-        native.clone(native.MODE_CLONE3, 0x11, signal.SIGCHLD, -1, None, True)  # type: ignore
+        native.clone(portclone.Child(0, None), int, native.MODE_CLONE3, 0x11,  # type: ignore
+                     signal.SIGCHLD, -1, None, True)
 
 
 def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
     native = _native()
-    args = dict(mode=native.MODE_CLONE3, flags=int(F.CLONE_VM | F.CLONE_VFORK),  # type: ignore
+    args = dict(child=portclone.Child(0, None), mode=native.MODE_CLONE3,  # type: ignore
+                flags=int(F.CLONE_VM | F.CLONE_VFORK),
                 exit_signal=int(signal.SIGCHLD), cgroup_fd=-1, set_tid=None, legacy_ok=True,
                 paths=(b"/nonexistent",), argv=(b"x",), envp=None, cwd=None, fds=(-1, -1, -1),
                 keep=(), close_fds=True, maps=None, hostname=None, restore_signals=True)

@@ -27,24 +27,55 @@ elif sys.platform.startswith("netbsd"):
 else:
     WALL = 0
 
-# Pids of Child objects collected while their process still ran; reaped
-# without blocking on the next clone() (subprocess._cleanup does the same).
+# (pid, waitpid options) of Child objects collected while their process still ran;
+# reaped without blocking by the next clone() or spawn() (subprocess._cleanup does the
+# same).  No lock: a signal handler or a finalizer may add to it while reap_orphans()
+# runs, and list.append/list.pop are atomic under the GIL.
 _orphans: List[Tuple[int, int]] = []
-_orphans_lock = threading.Lock()
 
 
 def reap_orphans() -> None:
     if not _orphans:
         return
-    with _orphans_lock:
-        for entry in list(_orphans):
-            pid, options = entry
+    pending = []
+    while True:
+        try:
+            entry = _orphans.pop()
+        except IndexError:
+            break
+        pending.append(entry)
+    try:
+        while pending:
+            pid, options = pending[-1]
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG | options)
             except ChildProcessError:
                 done = pid
             if done:
-                _orphans.remove(entry)
+                pending.pop()
+            else:
+                _orphans.append(pending.pop())
+    finally:
+        _orphans.extend(pending)  # interrupted: what was not looked at stays listed
+
+
+class _Process:
+    """The identity of this process, renewed in every child.
+
+    A pid cannot tell a child from its parent: a child in a new PID namespace is pid 1,
+    and so may be a container's init that made it.  CPython runs at-fork hooks in every
+    child portclone or os.fork makes, so a new token there tells them apart.
+    """
+
+    token = object()
+
+    @classmethod
+    def renew(cls) -> None:
+        cls.token = object()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_Process.renew)
 
 
 class Child:
@@ -63,6 +94,7 @@ class Child:
     # a fork-like child still shares its pages, so every page they write is copied.
     __slots__ = (
         "__weakref__",
+        "_closed",
         "_lock",
         "_owner",
         "args",
@@ -106,8 +138,11 @@ class Child:
         self.stderr: Optional[IO[bytes]] = None
         #: spawn() children: the argv the program got
         self.args: Optional[Tuple[bytes, ...]] = None
-        self._owner = os.getpid()
-        self._lock = threading.Lock()  # one waitpid at a time: a second would see ECHILD
+        self._closed = False
+        self._owner = _Process.token
+        # one waitpid at a time (a second would see ECHILD); reentrant, because a signal
+        # handler may wait for the same child while this thread is in waitpid
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return (f"<portclone.Child pid={self.pid} returncode={self.returncode} "
@@ -130,9 +165,12 @@ class Child:
                 try:
                     pid, status = os.waitpid(self.pid, options)
                 except ChildProcessError:
-                    # SIGCHLD is ignored or somebody else reaped it: the status is
-                    # lost.  subprocess reports 0 in this case; so do we.
-                    self.returncode = 0
+                    if self.returncode is None:  # not reaped by a handler in this thread
+                        # SIGCHLD is ignored or somebody else reaped it: the status is
+                        # lost.  subprocess reports 0 in this case; so do we.
+                        self.returncode = 0
+                    break
+                if self.returncode is not None:  # a handler reaped it meanwhile
                     break
                 if pid == 0:
                     return False
@@ -189,14 +227,26 @@ class Child:
 
     # -- signals -----------------------------------------------------------
     def send_signal(self, sig: int) -> None:
-        """Send ``sig``; does nothing once the child has been reaped."""
+        """Send ``sig``; does nothing once the child has been reaped.
+
+        With a pidfd the signal can only reach this child.  Without one, the child is
+        polled first and signalled by pid only while it is known to be unreaped, as
+        subprocess does.  After :meth:`close` the pidfd is gone and the pid may belong
+        to another process by now: ValueError.
+        """
         if self.returncode is not None:
             return
+        if self._closed:
+            raise ValueError(f"child {self.pid} is closed: its pid may have been reused, "
+                             "so it cannot be signalled any more")
         try:
             if sys.platform == "linux" and self.pidfd is not None:
                 signal.pidfd_send_signal(self.pidfd, sig)
-            else:
+            elif self.reapable and self.poll() is None:
                 os.kill(self.pid, sig)
+            elif not self.reapable:
+                raise ValueError(f"child {self.pid} was created with CLONE_PARENT and has no "
+                                 "pidfd: its pid may have been reused by now")
         except ProcessLookupError:
             pass  # exited and reaped meanwhile
 
@@ -273,11 +323,17 @@ class Child:
                         stream.close()
                     except OSError:
                         pass
+        self._closed = True
         fd = self.pidfd
         if fd is not None:
             self.pidfd = None
-            if os.getpid() == self._owner:
+            if self._owner is _Process.token:
                 os.close(fd)
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        # A copy would share the pidfd and the pipes, and close them when collected.
+        raise TypeError("a portclone.Child cannot be copied or pickled: it owns the child's "
+                        "pidfd and pipes")
 
     def __enter__(self) -> Child:
         return self
@@ -302,15 +358,14 @@ class Child:
                 return  # waited for and closed: the common case, nothing to do
         except AttributeError:
             return  # __init__ did not finish: nothing was opened
-        if self._owner != os.getpid():
+        if self._owner is not _Process.token:
             return  # a copy inherited by a child process: not ours to touch
         if self.returncode is None and self.reapable and self.pid > 0:
             try:
                 if not self._reap(block=False):
                     warnings.warn(f"child process {self.pid} is still running",
                                   ResourceWarning, source=self, stacklevel=2)
-                    with _orphans_lock:
-                        _orphans.append((self.pid, WALL))
+                    _orphans.append((self.pid, WALL))
             except Exception:
                 pass
         self.close()
@@ -340,14 +395,18 @@ def exit_code(value: object) -> int:
 
 
 def run_child(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: dict,  # type: ignore[type-arg]
-              prepare: Optional[Callable[[], None]] = None) -> NoReturn:
-    """Run ``fn`` in the new child and end the process as ``sys.exit`` would.
+              unblock: Callable[[], object], prepare: Optional[Callable[[], None]] = None) -> int:
+    """Run ``fn`` in the new child and return its exit status, as ``sys.exit`` would give.
 
-    Never returns: whatever happens, the child leaves through ``os._exit`` and
-    never runs the caller's code after clone().
+    Called with every signal blocked, so that no signal handler can raise before this
+    ``try``; ``unblock`` restores the caller's signal mask inside it.  What calls it
+    (``_native``'s child main, or :func:`exit_child` for the fork backend) blocks the
+    signals again, flushes stdio and leaves through ``_exit``: the child never returns
+    into the caller's code.
     """
     code = 1
     try:
+        unblock()
         try:
             if prepare is not None:
                 prepare()
@@ -361,12 +420,86 @@ def run_child(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: dict,  #
             shutdown = getattr(threading, "_shutdown", None)
             if shutdown is not None:
                 shutdown()
+        block_signals()
     except BaseException:
-        try:
-            traceback.print_exc()
-        except BaseException:
-            pass
         code = 1
+        try:
+            block_signals()
+        finally:
+            try:
+                traceback.print_exc()
+            except BaseException:
+                pass
+    return code
+
+
+#: Every signal: what a child blocks while it starts and while it ends.
+ALL_SIGNALS = frozenset(signal.valid_signals())
+
+
+def block_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+
+
+def exit_child(runner: Callable[[], int]) -> NoReturn:
+    """The fork backend's child main: ``runner()``, then ``os._exit`` with its status.
+
+    The native backends do this in C, where nothing can interrupt it.  In Python, a
+    signal handler may raise between any two instructions while signals are unblocked;
+    ``runner`` blocks them as its last step, and :func:`_exit_levels` nests enough
+    ``try``/``finally`` levels that the handlers of signals which arrived before the
+    block (at most one per signal number) cannot get past an ``os._exit``.
+    """
+    code = 1
+    try:
+        code = runner()
     finally:
-        flush_std_streams()
+        _exit_levels(code, signal.NSIG)
+
+
+def _exit_levels(code: int, depth: int) -> NoReturn:
+    """Block signals, run pending handlers, flush stdio, ``os._exit(code)``.  An exception
+    raised anywhere below level ``depth`` ends in that level's ``finally``: one more
+    pending handler is needed per level to get out."""
+    try:
+        if depth > 0:
+            _exit_levels(code, depth - 1)
+        block_signals()
+        code = _drain_handlers(code)
+        code = _flush_at_exit(code)
+    finally:
         os._exit(code)
+
+
+def _drain_handlers(code: int) -> int:
+    """With signals blocked: run the handlers of signals that arrived before, reporting
+    what they raise as uncaught exceptions (status 1)."""
+    for _ in range(2 * signal.NSIG):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, ())  # runs pending handlers
+            return code
+        except SystemExit as e:
+            code = exit_code(e.code)
+        except BaseException:
+            code = 1
+            try:
+                traceback.print_exc()
+            except BaseException:
+                pass
+    return code
+
+
+def _flush_at_exit(code: int) -> int:
+    """Flush stdio as the interpreter does at exit: a failure is reported and gives 120."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BaseException:
+            code = 120
+            if stream is sys.stdout:
+                try:
+                    traceback.print_exc()
+                except BaseException:
+                    pass
+    return code

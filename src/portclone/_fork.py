@@ -7,13 +7,14 @@ each refusal says what would be needed instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ._backend import Backend, native_status
-from ._child import Child, flush_std_streams, run_child
+from ._child import ALL_SIGNALS, Child, exit_child, flush_std_streams, run_child
 from ._flags import SIGCHLD, CloneFlags
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -63,18 +64,27 @@ class ForkBackend(Backend):
             # which happens when the child exits or execs.
             done_r, done_w = os.pipe()
         flush_std_streams()
+        # Every signal is blocked across the fork, so that no handler can raise in the
+        # child before run_child's try (see exit_child); the parent's mask comes back
+        # right after.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
         try:
-            pid = os.fork()
+            child.pid = os.fork()
+            if child.pid == 0:
+                try:
+                    exit_child(functools.partial(
+                        run_child, fn, args, kwargs,
+                        functools.partial(signal.pthread_sigmask, signal.SIG_SETMASK, mask),
+                        functools.partial(os.close, done_r) if vfork else None))
+                finally:
+                    os._exit(1)
         except BaseException:
             if vfork:
                 os.close(done_r)
                 os.close(done_w)
             raise
-        if pid == 0:
-            if vfork:
-                os.close(done_r)
-            run_child(fn, args, kwargs)
-        child.pid = pid
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the child never gets here
         if vfork:
             os.close(done_w)
             try:
@@ -140,16 +150,27 @@ def _posix_spawn(plan: SpawnPlan) -> int:
 
 def _fork_exec(plan: SpawnPlan) -> int:
     """fork + exec, reporting failures through a close-on-exec pipe (like subprocess)."""
+    pid = -1
     err_r, err_w = os.pipe()
+    # Signals stay blocked in the child until its Python handlers are reset (as exec
+    # would reset them), so none can raise there; the parent's mask comes back at once.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
     try:
         pid = os.fork()
     except BaseException:
         os.close(err_r)
         os.close(err_w)
         raise
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if pid == 0:
         stage = 3
         try:
+            for sig in ALL_SIGNALS:
+                if callable(signal.getsignal(sig)):
+                    signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(err_r)
             src = list(plan.fds)
             for i in range(3):  # sources among 0..2 that a dup2 would overwrite move up

@@ -33,7 +33,7 @@ _VFORK = int(F.CLONE_VFORK)
 _FILES = int(F.CLONE_FILES)
 _PARENT = int(F.CLONE_PARENT)
 _CLEAR_SIGHAND = int(F.CLONE_CLEAR_SIGHAND)
-_SYSCALL_NAMES = {0: "fork", 1: "clone3", 2: "clone"}
+_SYSCALL_NAMES = {0: "fork", 1: "clone3", 2: "clone"}  # _native.USED_*
 
 
 class LinuxBackend(Backend):
@@ -120,23 +120,18 @@ class LinuxBackend(Backend):
             close_in_child = own_fd and not request.value & _FILES
             prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
                                         bool(request.value & _CLEAR_SIGHAND))
+        runner = functools.partial(run_child, fn, args, kwargs, native.unblock_signals, prepare)
         try:
             flush_std_streams()
-            pid, pidfd, used = native.clone(mode, flags, request.exit_signal, cgroup_fd,
-                                            request.set_tid, legacy_ok)
+            # the child runs runner() and _exits in C; the parent's child is filled in
+            native.clone(child, runner, mode, flags, request.exit_signal, cgroup_fd,
+                         request.set_tid, legacy_ok)
         except OSError as e:
-            if own_fd:
-                os.close(cgroup_fd)
             raise self._failure(e, request) from None
-        except BaseException:
+        finally:
             if own_fd:
                 os.close(cgroup_fd)
-            raise
-        if pid == 0:
-            run_child(fn, args, kwargs, prepare=prepare)
-        if own_fd:
-            os.close(cgroup_fd)
-        return _started(child, pid, pidfd, used)
+        return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
         native = self._native
@@ -151,8 +146,8 @@ class LinuxBackend(Backend):
                       not request.value & _PARENT)
         cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
         try:
-            pid, pidfd, used = native.spawn(
-                native.MODE_CLONE3, flags, request.exit_signal, cgroup_fd, request.set_tid,
+            native.spawn(
+                child, native.MODE_CLONE3, flags, request.exit_signal, cgroup_fd, request.set_tid,
                 not request.needs_clone3, plan.paths, plan.argv, plan.envp, plan.cwd, plan.fds,
                 plan.keep, plan.close_fds, plan.maps, plan.hostname, plan.restore_signals)
         except OSError as e:
@@ -162,7 +157,7 @@ class LinuxBackend(Backend):
         finally:
             if own_fd:
                 os.close(cgroup_fd)
-        return _started(child, pid, pidfd, used)
+        return child
 
     def _failure(self, error: OSError, request: Request) -> Exception:
         """The one place a failed clone becomes portclone's exception."""
@@ -238,14 +233,6 @@ def _thread_pidfds() -> bool:
         return False
     os.close(fd)
     return True
-
-
-def _started(child: Child, pid: int, pidfd: int, used: int) -> Child:
-    """Fill in the handle built before the clone (see launch)."""
-    child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
-    if pidfd >= 0:
-        child.pidfd = pidfd
-    return child
 
 
 def _exit_zero() -> int:

@@ -35,6 +35,151 @@
 #include <setjmp.h>
 #endif
 
+/* ---- the child's life, and the parent's ownership ------------------- */
+
+/* The caller's signal mask.  clone() blocks every signal across the system call, so
+ * that no Python signal handler can run in the new child before its runner is inside
+ * a try; the runner restores this mask (unblock_signals) once it is. */
+static sigset_t pc_caller_mask;
+
+static PyObject *
+native_unblock_signals(PyObject *module, PyObject *unused)
+{
+    pthread_sigmask(SIG_SETMASK, &pc_caller_mask, NULL);
+    Py_RETURN_NONE;
+}
+
+/* Print the pending exception (a SystemExit only gives its code: printing it through
+ * PyErr_Print would finalize the interpreter) and return the exit status it means. */
+static int
+report_exception(void)
+{
+    PyObject *type, *value, *tb;
+    int code = 1;
+
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return 1;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (PyErr_GivenExceptionMatches(type, PyExc_SystemExit)) {
+        PyObject *arg = value != NULL ? PyObject_GetAttrString(value, "code") : NULL;
+        if (arg == Py_None)
+            code = 0;
+        else if (arg != NULL && PyLong_Check(arg))
+            code = (int)(PyLong_AsLong(arg) & 0xff);
+        Py_XDECREF(arg);
+    }
+    else {
+        PyErr_Display(type, value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    PyErr_Clear();
+    return code;
+}
+
+/* Flush sys.stdout and sys.stderr as the interpreter does at exit: a stream that is
+ * closed is skipped, a failure is reported (stdout's) and makes the status 120
+ * (python/cpython:Python/pylifecycle.c, flush_std_files; Modules/main.c, Py_RunMain). */
+static int
+flush_std_streams(int code)
+{
+    static const char *const names[] = {"stdout", "stderr"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *stream = PySys_GetObject(names[i]); /* borrowed */
+        PyObject *closed, *r;
+        int is_closed;
+        if (stream == NULL || stream == Py_None)
+            continue;
+        Py_INCREF(stream);
+        closed = PyObject_GetAttrString(stream, "closed");
+        is_closed = closed != NULL && PyObject_IsTrue(closed) == 1;
+        Py_XDECREF(closed);
+        PyErr_Clear();
+        if (!is_closed) {
+            r = PyObject_CallMethod(stream, "flush", NULL);
+            if (r == NULL) {
+                if (i == 0)
+                    PyErr_WriteUnraisable(stream);
+                PyErr_Clear();
+                code = 120;
+            }
+            Py_XDECREF(r);
+        }
+        Py_DECREF(stream);
+    }
+    return code;
+}
+
+/*
+ * The new child's whole life after PyOS_AfterFork_Child: it runs ``runner()`` (which
+ * returns the exit status) and leaves through _exit.  It never returns, so no Python
+ * exception can reach the caller's frames, whatever a signal handler or a stream does.
+ * Entered with every signal blocked; runner unblocks them inside its own try.
+ */
+static void
+pc_child_main(PyObject *runner)
+{
+    sigset_t all;
+    int code = 1;
+    PyObject *result = PyObject_CallObject(runner, NULL);
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    if (result == NULL) {
+        code = report_exception();
+    }
+    else {
+        long value = PyLong_AsLong(result);
+        code = value == -1 && PyErr_Occurred() ? report_exception() : (int)(value & 0xff);
+        Py_DECREF(result);
+    }
+    /* Handlers of signals that arrived before the block: each runs once, and what it
+     * raises is reported like an uncaught exception. */
+    for (int i = 0; i < 2 * NSIG && PyErr_CheckSignals() < 0; i++)
+        code = report_exception() ? 1 : code;
+    _exit(flush_std_streams(code));
+}
+
+/*
+ * Hand a new child to its Child object before anything can run Python code in the
+ * parent: once clone() returns, a signal handler may raise at any moment, and the
+ * Child must already own the pid and pidfd (its __del__ then reaps or adopts the
+ * orphan).  If even that fails (no memory), the child is killed and reaped.
+ */
+int
+pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
+{
+    static const char *const syscalls[] = {"fork", "clone3", "clone"};
+    PyObject *p = PyLong_FromLong((long)pid);
+    PyObject *fd = pidfd >= 0 ? PyLong_FromLong(pidfd) : (Py_INCREF(Py_None), Py_None);
+    PyObject *name = PyUnicode_FromString(syscalls[used >= 0 && used <= 2 ? used : 2]);
+    int ok = p != NULL && fd != NULL && name != NULL &&
+             PyObject_SetAttrString(child, "pidfd", fd) == 0 &&
+             PyObject_SetAttrString(child, "syscall", name) == 0 &&
+             PyObject_SetAttrString(child, "pid", p) == 0;
+
+    Py_XDECREF(p);
+    Py_XDECREF(fd);
+    Py_XDECREF(name);
+    if (!ok) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, PC_WALL) < 0 && errno == EINTR)
+            ;
+        if (pidfd >= 0) {
+            close(pidfd);
+            PyObject_SetAttrString(child, "pidfd", Py_None);
+            PyErr_Clear();
+        }
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return 0;
+}
+
 #if defined(__linux__)
 
 #ifndef SYS_pidfd_open
@@ -269,14 +414,19 @@ native_clone(PyObject *module, PyObject *args)
 {
     int mode;
     unsigned long long flags;
-    PyObject *set_tid_obj;
+    PyObject *child, *runner, *set_tid_obj;
     struct request rq;
     struct outcome out;
+    sigset_t all;
 
     memset(&rq, 0, sizeof rq);
-    if (!PyArg_ParseTuple(args, "iKiiOp:clone", &mode, &flags, &rq.exit_signal,
-                          &rq.cgroup_fd, &set_tid_obj, &rq.legacy_ok))
+    if (!PyArg_ParseTuple(args, "OOiKiiOp:clone", &child, &runner, &mode, &flags,
+                          &rq.exit_signal, &rq.cgroup_fd, &set_tid_obj, &rq.legacy_ok))
         return NULL;
+    if (!PyCallable_Check(runner)) {
+        PyErr_SetString(PyExc_TypeError, "runner must be callable");
+        return NULL;
+    }
     if (mode != MODE_FORK && mode != MODE_CLONE3 && mode != MODE_LEGACY) {
         PyErr_Format(PyExc_ValueError, "unknown mode %d", mode);
         return NULL;
@@ -332,13 +482,20 @@ native_clone(PyObject *module, PyObject *args)
     if (mode != MODE_FORK)
         get_tid_offset(); /* may start a thread: must happen before the fork hooks */
 
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &pc_caller_mask);
     PyOS_BeforeFork();
     make_child(mode, &rq, &out);
     if (out.pid == 0) {
         PyOS_AfterFork_Child();
-        return Py_BuildValue("(iii)", 0, -1, out.used);
+        pc_child_main(runner);
     }
     PyOS_AfterFork_Parent();
+    if (out.pid > 0 && pc_adopt(child, out.pid, out.pidfd, out.used) < 0)
+        out.pid = 0; /* the exception is set */
+    pthread_sigmask(SIG_SETMASK, &pc_caller_mask, NULL);
+    if (out.pid == 0)
+        return NULL;
     if (out.pid < 0) {
         PyObject *exc_args = Py_BuildValue("(is)", out.err, strerror(out.err));
         if (exc_args != NULL) {
@@ -360,7 +517,7 @@ native_clone(PyObject *module, PyObject *args)
         }
         return NULL;
     }
-    return Py_BuildValue("(iii)", (int)out.pid, out.pidfd, out.used);
+    Py_RETURN_NONE;
 }
 
 /* clone3(NULL, 0): EINVAL when clone3 exists (the size is too small), ENOSYS
@@ -439,11 +596,17 @@ static PyObject *
 native_libc_clone(PyObject *module, PyObject *args)
 {
     int flags;
+    PyObject *child, *runner;
     volatile pid_t pid = -1;
     volatile int err = 0;
+    sigset_t all;
 
-    if (!PyArg_ParseTuple(args, "i:libc_clone", &flags))
+    if (!PyArg_ParseTuple(args, "OOi:libc_clone", &child, &runner, &flags))
         return NULL;
+    if (!PyCallable_Check(runner)) {
+        PyErr_SetString(PyExc_TypeError, "runner must be callable");
+        return NULL;
+    }
     if ((unsigned long long)(unsigned int)flags & PC_CLONE_NOT_FORK_LIKE) {
         PyErr_SetString(PyExc_ValueError, "libc_clone makes fork-like children: no CLONE_VM, "
                         "CLONE_SIGHAND, CLONE_THREAD or CLONE_SETTLS");
@@ -452,6 +615,8 @@ native_libc_clone(PyObject *module, PyObject *args)
 #if defined(__linux__)
     get_tid_offset();
 #endif
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &pc_caller_mask);
     PyOS_BeforeFork();
     if (setjmp(libc_clone_return) == 0) {
         pid = PC_LIBC_CLONE(libc_clone_trampoline, libc_clone_stack + sizeof libc_clone_stack,
@@ -465,22 +630,28 @@ native_libc_clone(PyObject *module, PyObject *args)
             *(pid_t *)((char *)pthread_self() + tid_offset) = (pid_t)syscall(SYS_gettid);
 #endif
         PyOS_AfterFork_Child();
-        return PyLong_FromLong(0);
+        pc_child_main(runner);
     }
     PyOS_AfterFork_Parent();
+    if (pid > 0 && pc_adopt(child, pid, -1, USED_CLONE) < 0)
+        pid = 0; /* the exception is set */
+    pthread_sigmask(SIG_SETMASK, &pc_caller_mask, NULL);
+    if (pid == 0)
+        return NULL;
     if (pid < 0) {
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return PyLong_FromLong((long)pid);
+    Py_RETURN_NONE;
 }
 #endif /* PC_HAVE_LIBC_CLONE */
 
 static PyMethodDef native_methods[] = {
 #ifdef __linux__
     {"clone", native_clone, METH_VARARGS,
-     "clone(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok) -> (pid, pidfd, syscall)\n"
-     "Create a fork-like child between CPython's fork hooks; pid is 0 in the child."},
+     "clone(child, runner, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok)\n"
+     "Create a fork-like child between CPython's fork hooks.  The child runs runner()\n"
+     "and _exits with the status it returns; the parent's Child gets pid, pidfd, syscall."},
     {"probe_clone3", native_probe_clone3, METH_NOARGS,
      "The errno clone3(NULL, 0) answers: EINVAL when clone3 is there."},
     {"thread_count", native_thread_count, METH_NOARGS,
@@ -490,12 +661,14 @@ static PyMethodDef native_methods[] = {
 #endif
 #ifdef PC_HAVE_LIBC_CLONE
     {"libc_clone", native_libc_clone, METH_VARARGS,
-     "libc_clone(flags) -> pid: libc clone() for a fork-like child; 0 in the child."},
+     "libc_clone(child, runner, flags): libc clone() for a fork-like child, as clone()."},
     {"spawn", pc_native_spawn, METH_VARARGS,
-     "spawn(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv, envp, cwd,\n"
-     "      fds, keep, close_fds, maps, hostname, restore_signals) -> (pid, pidfd, syscall)\n"
-     "Start a program in a CLONE_VM child (see _spawn.c)."},
+     "spawn(child, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv, envp, cwd,\n"
+     "      fds, keep, close_fds, maps, hostname, restore_signals)\n"
+     "Start a program in a CLONE_VM child (see _spawn.c); child gets pid, pidfd, syscall."},
 #endif
+    {"unblock_signals", native_unblock_signals, METH_NOARGS,
+     "In a new child: restore the signal mask its parent had before clone()."},
     {NULL, NULL, 0, NULL},
 };
 

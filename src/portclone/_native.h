@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if defined(__linux__)
@@ -42,7 +43,7 @@
 
 /* Bumped whenever the Python side and the C must change together;
  * portclone/_backend.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 2
+#define PORTCLONE_NATIVE_ABI 3
 
 /* CLONE_VM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SETTLS (Linux's values; NetBSD's
  * CLONE_VM and CLONE_SIGHAND are the same): a fork-like child must not get them */
@@ -66,6 +67,15 @@ extern int pc_clone3_enosys;
 extern long tid_offset;
 long get_tid_offset(void);
 #endif
+
+/* Waits for children whatever their exit signal: Linux's __WALL, NetBSD's WALLSIG. */
+#if defined(__NetBSD__)
+#define PC_WALL 0x00000008
+#else
+#define PC_WALL 0x40000000
+#endif
+
+int pc_adopt(PyObject *child, pid_t pid, int pidfd, int used);
 
 #ifdef PC_HAVE_LIBC_CLONE
 PyObject *pc_native_spawn(PyObject *module, PyObject *args);

@@ -29,6 +29,7 @@ WALLSIG, NetBSD's __WALL (sys/sys/wait.h; kern_exit.c find_stopped_child).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
 from typing import Any, Callable, Dict, Tuple
@@ -80,9 +81,11 @@ class NetBSDBackend(Backend):
     def launch(self, request: Request, fn: Callable[..., object],
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
         child = Child(0, None, request.flags, request.exit_signal, self.name, "clone", True)
+        runner = functools.partial(run_child, fn, args, kwargs, self._native.unblock_signals)
         flush_std_streams()
         try:
-            pid = self._native.libc_clone(request.value | request.exit_signal)
+            # the child runs runner() and _exits in C; the parent's child is filled in
+            self._native.libc_clone(child, runner, request.value | request.exit_signal)
         except OSError as e:
             if (e.errno == errno.EINVAL and request.value & _FILES
                     and sys.platform.startswith("netbsd")):
@@ -91,9 +94,6 @@ class NetBSDBackend(Backend):
                     "CLONE_FILES": "NetBSD refuses to share a descriptor table that holds "
                                    "close-on-fork descriptors (kern_fork.c, sys___clone)"}) from None
             raise kernel_error(e.errno or 0, "clone", request.value, request.exit_signal) from None
-        if pid == 0:
-            run_child(fn, args, kwargs)
-        child.pid = pid
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
@@ -102,15 +102,14 @@ class NetBSDBackend(Backend):
         child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "clone", True)
         native = self._native
         try:
-            pid, _, _ = native.spawn(
-                native.MODE_LEGACY, flags, request.exit_signal, -1, None, True, plan.paths,
+            native.spawn(
+                child, native.MODE_LEGACY, flags, request.exit_signal, -1, None, True, plan.paths,
                 plan.argv, plan.envp, plan.cwd, plan.fds, plan.keep, plan.close_fds, None, None,
                 plan.restore_signals)
         except OSError as e:
             if getattr(e, "portclone_stage", 0) == 0:
                 raise kernel_error(e.errno or 0, "clone", flags, request.exit_signal) from None
             raise child_error(e, plan) from None
-        child.pid = pid
         return child
 
     def details(self) -> Dict[str, Any]:

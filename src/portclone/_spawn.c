@@ -327,7 +327,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
 {
     int mode, exit_signal, cgroup_fd, legacy_ok, close_fds;
     unsigned long long flags;
-    PyObject *set_tid_obj, *paths_obj, *argv_obj, *envp_obj, *cwd_obj, *keep_obj, *maps_obj,
+    PyObject *child, *set_tid_obj, *paths_obj, *argv_obj, *envp_obj, *cwd_obj, *keep_obj, *maps_obj,
         *host_obj;
     struct spawn_child c;
     const char *uid_map = NULL, *gid_map = NULL;
@@ -347,7 +347,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
 
     memset(&c, 0, sizeof c);
     c.syncpipe = -1;
-    if (!PyArg_ParseTuple(args, "iKiiOpOOOO(iii)OpOOp:spawn", &mode, &flags, &exit_signal,
+    if (!PyArg_ParseTuple(args, "OiKiiOpOOOO(iii)OpOOp:spawn", &child, &mode, &flags, &exit_signal,
                           &cgroup_fd, &set_tid_obj, &legacy_ok, &paths_obj, &argv_obj,
                           &envp_obj, &cwd_obj, &c.fds[0], &c.fds[1], &c.fds[2], &keep_obj,
                           &close_fds, &maps_obj, &host_obj, &c.restore_signals))
@@ -567,7 +567,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
         }
         if ((stage || map_err) && !(flags & 0x8000ULL) /* CLONE_PARENT: not ours */) {
             int status;
-            while (waitpid(pid, &status, 0x40000000 /* __WALL */) < 0 && errno == EINTR)
+            while (waitpid(pid, &status, PC_WALL) < 0 && errno == EINTR)
                 ;
         }
     }
@@ -603,7 +603,8 @@ pc_native_spawn(PyObject *module, PyObject *args)
         Py_DECREF(exc);
         goto done;
     }
-    result = Py_BuildValue("(iii)", (int)pid, pidfd, used);
+    if (pc_adopt(child, pid, pidfd, used) == 0)
+        result = (Py_INCREF(Py_None), Py_None);
 
 done:
     for (int i = 0; i < 2; i++) {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import current_backend
-from ._child import Child
+from ._child import Child, reap_orphans
 from ._errors import InvalidFlagsError
 from ._flags import SIGCHLD, CloneFlags
 from ._validate import CgroupArg
@@ -64,10 +64,11 @@ class SpawnPlan:
 
     def finish(self, child: Child) -> Child:
         """After a successful start: close the child's ends, hand ours to ``child``."""
-        for fd in self.child_ends:
-            os.close(fd)
-        self.child_ends.clear()
-        for index, fd in self.parent_ends:
+        while self.child_ends:
+            os.close(self.child_ends[-1])
+            self.child_ends.pop()
+        while self.parent_ends:
+            index, fd = self.parent_ends[-1]
             stream = os.fdopen(fd, "wb" if index == 0 else "rb")
             if index == 0:
                 child.stdin = stream
@@ -75,7 +76,7 @@ class SpawnPlan:
                 child.stdout = stream
             else:
                 child.stderr = stream
-        self.parent_ends.clear()
+            self.parent_ends.pop()  # the child owns it now
         child.args = self.argv
         return child
 
@@ -312,9 +313,9 @@ def spawn(
                    stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
                    uid_map=uid_map, gid_map=gid_map, map_root=map_root, hostname=hostname,
                    flags=request.value, restore_signals=restore_signals)
+    reap_orphans()
     try:
-        child = backend.spawn(request, plan)
+        return plan.finish(backend.spawn(request, plan))
     except BaseException:
-        plan.close_all()
+        plan.close_all()  # what finish() had not yet handed to the child
         raise
-    return plan.finish(child)

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 from ._errors import InvalidFlagsError, UnsupportedFlagError
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags, describe
 
-__all__ = ["Request", "CgroupArg", "make_request"]
+__all__ = ["Request", "CgroupArg", "make_request", "exit_signal_hazard"]
 
 CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
@@ -224,3 +224,29 @@ def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
     if flags & F.CLONE_NEWPID and tids[0] != 1:
         return "with CLONE_NEWPID the child is the new namespace's init: set_tid[0] must be 1"
     return None
+
+
+#: Signals whose default action neither ends nor stops a process (signal(7)).
+_HARMLESS_BY_DEFAULT = frozenset(
+    getattr(signal, name) for name in ("SIGCHLD", "SIGURG", "SIGWINCH", "SIGCONT", "SIGINFO")
+    if hasattr(signal, name))
+
+
+def exit_signal_hazard(sig: int) -> Optional[str]:
+    """Why ``sig`` as an exit signal would end or stop this process, or None.
+
+    Asked on every call with another exit signal than SIGCHLD: the disposition is the
+    process's current one, so it is never remembered.
+    """
+    if sig == 0 or sig in _HARMLESS_BY_DEFAULT:
+        return None
+    try:
+        handler = signal.getsignal(sig)
+    except (ValueError, OSError):
+        return None
+    if handler != signal.SIG_DFL:
+        return None  # a handler, SIG_IGN, or one set outside Python (None)
+    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+    return (f"{name} is at its default action here, which would end (or stop) this process "
+            f"when the child exits: install a handler with signal.signal({name}, ...) or "
+            "ignore it first, or use SIGCHLD")
