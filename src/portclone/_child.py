@@ -10,12 +10,13 @@ import threading
 import time
 import traceback
 import warnings
-from typing import IO, Any, Callable, Dict, List, NoReturn, Optional, Tuple
+import weakref
+from typing import IO, Any, Callable, ClassVar, Dict, List, NoReturn, Optional, Tuple
 
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
 
-__all__ = ["Child", "run_child", "flush_std_streams", "reap_orphans"]
+__all__ = ["Child", "run_child", "exit_child", "flush_std_streams", "reap_orphans", "register"]
 
 #: Wait for children whatever their exit signal: a child whose exit signal is not
 #: SIGCHLD is invisible to a plain waitpid.  Linux's __WALL; NetBSD's WALLSIG
@@ -27,36 +28,44 @@ elif sys.platform.startswith("netbsd"):
 else:
     WALL = 0
 
-# (pid, waitpid options) of Child objects collected while their process still ran;
-# reaped without blocking by the next clone() or spawn() (subprocess._cleanup does the
-# same).  No lock: a signal handler or a finalizer may add to it while reap_orphans()
-# runs, and list.append/list.pop are atomic under the GIL.
-_orphans: List[Tuple[int, int]] = []
+#: pid -> weak reference to the Child that owns it, for every child not yet reaped.  The
+#: native backends add the entry in C as the child is born, before any Python code can
+#: run, so a Child that is collected at any moment (even with its __del__ interrupted by a
+#: signal handler) is still found: reap_orphans() reaps those whose Child is gone, without
+#: blocking, on the next clone() or spawn() (subprocess._cleanup does the same).  A pid is
+#: only reused once it is reaped, and the newest child with a pid replaces the entry.  No
+#: lock: dict operations are atomic under the GIL, and a handler or finalizer may run
+#: while this code does.
+_live: Dict[int, weakref.ref[Child]] = {}
+
+
+def _peek(pid: int, block: bool) -> Optional[int]:
+    """The exit status of child ``pid`` (returncode form), leaving it unreaped; None if it
+    still runs (only when not ``block``)."""
+    options = os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG)
+    info = os.waitid(os.P_PID, pid, options)
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+def register(child: Child) -> None:
+    """Make ``child`` known to reap_orphans (the fork backend; _native does it in C)."""
+    _live[child.pid] = weakref.ref(child)
 
 
 def reap_orphans() -> None:
-    if not _orphans:
+    if not _live:
         return
-    pending = []
-    while True:
+    for pid, ref in list(_live.items()):
+        if ref() is not None:
+            continue
         try:
-            entry = _orphans.pop()
-        except IndexError:
-            break
-        pending.append(entry)
-    try:
-        while pending:
-            pid, options = pending[-1]
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG | options)
-            except ChildProcessError:
-                done = pid
-            if done:
-                pending.pop()
-            else:
-                _orphans.append(pending.pop())
-    finally:
-        _orphans.extend(pending)  # interrupted: what was not looked at stays listed
+            done, _ = os.waitpid(pid, os.WNOHANG | WALL)
+        except ChildProcessError:
+            done = pid
+        if done and _live.get(pid) is ref:
+            del _live[pid]
 
 
 class _Process:
@@ -92,11 +101,15 @@ class Child:
     # same reason the reaping lock is made here, before the fork, and wait() and
     # close() do as little as they can in the common case: the parent runs them while
     # a fork-like child still shares its pages, so every page they write is copied.
+    #: where the native backends register the children of reapable Child objects
+    _registry: ClassVar[Dict[int, weakref.ref[Child]]] = _live
+
     __slots__ = (
         "__weakref__",
         "_closed",
         "_lock",
         "_owner",
+        "_status",
         "args",
         "backend",
         "exit_signal",
@@ -139,6 +152,7 @@ class Child:
         #: spawn() children: the argv the program got
         self.args: Optional[Tuple[bytes, ...]] = None
         self._closed = False
+        self._status: Optional[int] = None  # the exit status, read before the reap
         self._owner = _Process.token
         # one waitpid at a time (a second would see ECHILD); reentrant, because a signal
         # handler may wait for the same child while this thread is in waitpid
@@ -161,24 +175,29 @@ class Child:
             return False
         try:
             while self.returncode is None:
-                options = WALL | (0 if block else os.WNOHANG)
-                try:
-                    pid, status = os.waitpid(self.pid, options)
-                except ChildProcessError:
-                    if self.returncode is None:  # not reaped by a handler in this thread
+                # The status is read without reaping (WNOWAIT) and kept before the zombie
+                # is reaped: a signal handler that raises between any two steps loses
+                # nothing, and the pid cannot be reused while the status is unrecorded.
+                if self._status is None:
+                    try:
+                        self._status = _peek(self.pid, block)
+                    except ChildProcessError:
+                        if self.returncode is not None:  # reaped by a handler meanwhile
+                            break
                         # SIGCHLD is ignored or somebody else reaped it: the status is
                         # lost.  subprocess reports 0 in this case; so do we.
-                        self.returncode = 0
-                    break
-                if self.returncode is not None:  # a handler reaped it meanwhile
-                    break
-                if pid == 0:
-                    return False
-                if os.WIFSTOPPED(status):  # a ptrace or job-control stop, not an exit
-                    if not block:
+                        self._status = 0
+                    if self._status is None:
                         return False
-                    continue
-                self.returncode = os.waitstatus_to_exitcode(status)
+                try:
+                    os.waitpid(self.pid, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    pass  # reaped already: the status is what we kept
+                if self.returncode is None:
+                    self.returncode = self._status
+            ref = _live.get(self.pid)
+            if ref is not None and ref() is self:
+                del _live[self.pid]
             return True
         finally:
             lock.release()
@@ -362,10 +381,9 @@ class Child:
             return  # a copy inherited by a child process: not ours to touch
         if self.returncode is None and self.reapable and self.pid > 0:
             try:
-                if not self._reap(block=False):
+                if not self._reap(block=False):  # else reap_orphans() will (see _live)
                     warnings.warn(f"child process {self.pid} is still running",
                                   ResourceWarning, source=self, stacklevel=2)
-                    _orphans.append((self.pid, WALL))
             except Exception:
                 pass
         self.close()

@@ -14,7 +14,7 @@ import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ._backend import Backend, native_status
-from ._child import ALL_SIGNALS, Child, exit_child, flush_std_streams, run_child
+from ._child import ALL_SIGNALS, Child, exit_child, flush_std_streams, register, run_child
 from ._flags import SIGCHLD, CloneFlags
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -70,6 +70,8 @@ class ForkBackend(Backend):
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
         try:
             child.pid = os.fork()
+            if child.pid > 0:
+                register(child)
             if child.pid == 0:
                 try:
                     exit_child(functools.partial(
@@ -96,10 +98,19 @@ class ForkBackend(Backend):
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
         child = Child(0, None, request.flags, request.exit_signal, self.name, "", True)
-        if _posix_spawn_fits(plan):
-            child.pid, child.syscall = _posix_spawn(plan), "posix_spawn"
-        else:
-            child.pid, child.syscall = _fork_exec(plan), "fork"
+        # Signals stay blocked until the Child owns the new process: a handler that
+        # raised in between would leave it unowned.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        try:
+            if _posix_spawn_fits(plan):
+                child.syscall = "posix_spawn"
+                child.pid = _posix_spawn(plan)
+                register(child)
+            else:
+                child.syscall = "fork"
+                _fork_exec(plan, child, mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return child
 
     def details(self) -> Dict[str, Any]:
@@ -148,22 +159,22 @@ def _posix_spawn(plan: SpawnPlan) -> int:
     raise OSError(last.errno, last.strerror, plan.name) from None
 
 
-def _fork_exec(plan: SpawnPlan) -> int:
-    """fork + exec, reporting failures through a close-on-exec pipe (like subprocess)."""
-    pid = -1
+def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
+    """fork + exec, reporting failures through a close-on-exec pipe (like subprocess).
+
+    Called with every signal blocked; the child keeps them blocked until its Python
+    handlers are reset (as exec would reset them), so none can raise there, and then
+    restores ``mask``.
+    """
     err_r, err_w = os.pipe()
-    # Signals stay blocked in the child until its Python handlers are reset (as exec
-    # would reset them), so none can raise there; the parent's mask comes back at once.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
     try:
-        pid = os.fork()
+        pid = child.pid = os.fork()
     except BaseException:
         os.close(err_r)
         os.close(err_w)
         raise
-    finally:
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    if pid > 0:
+        register(child)
     if pid == 0:
         stage = 3
         try:
@@ -214,9 +225,8 @@ def _fork_exec(plan: SpawnPlan) -> int:
     with os.fdopen(err_r, "rb") as pipe:
         report = pipe.read()  # EOF: the exec happened (close-on-exec), or the child died
     if report:
-        os.waitpid(pid, 0)
+        child.wait()
         stage, err = (int(x) for x in report.split(b":"))
         failure = OSError(err, os.strerror(err))
         failure.portclone_stage = stage  # type: ignore[attr-defined]
         raise child_error(failure, plan)
-    return pid
