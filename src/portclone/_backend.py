@@ -295,12 +295,14 @@ def use_backend(name: str) -> Iterator[Backend]:
 def _thread_counter() -> Callable[[], int]:
     """The cheapest way to count this process's threads here, chosen once."""
     native, _ = native_status()
-    if native is not None and hasattr(native, "thread_count") and native.thread_count() > 0:
+    if native is not None and hasattr(native, "thread_count"):
         return native.thread_count  # type: ignore[no-any-return]  # C: no Python objects
     return _thread_count_slow
 
 
 def _thread_count_slow() -> int:
+    """The count from /proc/self/stat; without /proc (or an fd to read it), the threads
+    Python knows (threading.active_count: native threads not started by Python are missed)."""
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
@@ -313,7 +315,9 @@ def _thread_count_slow() -> int:
 
 def thread_count() -> int:
     """The kernel's thread count (native threads too), as CPython 3.12 counts."""
-    return _thread_counter()()
+    count = _thread_counter()()
+    # the native counter answers -1 when it cannot read /proc/self/stat now (EMFILE, no /proc)
+    return count if count > 0 else _thread_count_slow()
 
 
 def threaded_warning(name: str, stacklevel: int) -> None:

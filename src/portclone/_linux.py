@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._backend import Backend
 from ._child import Child, flush_std_streams, run_child
-from ._errors import UnsupportedFlagError, kernel_error
+from ._errors import TRANSIENT_ERRNOS, UnsupportedFlagError, kernel_error
 from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -203,11 +203,19 @@ class LinuxBackend(Backend):
         return _probe(self, int(flag))
 
 
+# The probes below are functools.cache'd, which remembers only what returns: a transient
+# failure (TRANSIENT_ERRNOS: EMFILE, ENOMEM...) raises and the next call asks again.
+
 @functools.cache
 def _pidfd_available() -> bool:
+    """Whether the kernel gives pidfds (pidfd_open on ourselves)."""
     try:
         fd = os.pidfd_open(os.getpid())
-    except (AttributeError, OSError):
+    except AttributeError:
+        return False
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, "pidfd_open(), asking whether the kernel gives pidfds") from None
         return False
     os.close(fd)
     return True
@@ -219,7 +227,11 @@ def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
 
     try:
         child = clone(_exit_zero, flags=flag)
-    except (OSError, NotImplementedError, ValueError) as e:
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise
+        return f"{describe(flag)}: {e}"
+    except (NotImplementedError, ValueError) as e:
         return f"{describe(flag)}: {e}"
     with child:
         code = child.wait(timeout=30)
@@ -234,10 +246,22 @@ def _thread_pidfds() -> bool:
     copy_process; kernel/pid.c, pidfd_open)."""
     try:
         fd = os.pidfd_open(os.getpid(), os.O_EXCL)
-    except (AttributeError, OSError):
+    except AttributeError:
+        return False
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, "pidfd_open(PIDFD_THREAD), asking whether threads get pidfds") \
+                from None
         return False
     os.close(fd)
     return True
+
+
+def _not_now(error: OSError, doing: str) -> OSError:
+    """A transient failure of a probe, as the OSError the caller gets now."""
+    err = error.errno or 0
+    return OSError(err, f"{os.strerror(err)}: {doing} (nothing is remembered: the next call "
+                        "asks again)")
 
 
 def _started(child: Child, pid: int, pidfd: int, used: int) -> Child:

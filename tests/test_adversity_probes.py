@@ -1,0 +1,108 @@
+"""Probes under adversity (issue 10): a transient failure at first use is not remembered,
+a missing /proc is named as such, and ``info`` reports each namespace by its own flag.
+
+Each test that changes process-wide state (rlimits, the fd table, mounts) runs in a
+throwaway interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from conftest import run_python
+
+import portclone
+from portclone import CloneFlags
+
+F = CloneFlags
+
+#: Lower RLIMIT_NOFILE and fill the fd table, so the next open() fails with EMFILE.
+FILL_FDS = """
+import errno, os, resource
+
+def fill_fds():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    held = []
+    while True:
+        try:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as e:
+            assert e.errno == errno.EMFILE, e
+            return soft, hard, held
+
+def restore_fds(state):
+    soft, hard, held = state
+    for fd in held:
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+def outcome(call):
+    try:
+        value = call()
+    except OSError as e:
+        return {"errno": errno.errorcode.get(e.errno, e.errno), "text": str(e)}
+    return {"value": value}
+"""
+
+
+def _report(code: str) -> dict:  # type: ignore[type-arg]
+    result = run_python(FILL_FDS + textwrap.dedent(code), timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _linux_or_skip() -> None:
+    if portclone.current_backend().name != "linux":
+        pytest.skip("needs the linux backend")
+
+
+# -- defect 7: transient failures are not remembered ---------------------------------
+
+def test_emfile_at_first_clone_does_not_cost_later_children_their_pidfd() -> None:
+    """One clone() at EMFILE raises EMFILE; afterwards children get pidfds again and
+    check(CLONE_PIDFD) passes (it was remembered as "the kernel gives no pidfds")."""
+    _linux_or_skip()
+    report = _report("""
+        import json, portclone
+        from portclone import _backend
+        backend = portclone.current_backend()   # _native loaded while fds are free
+        state = fill_fds()
+        first = outcome(lambda: portclone.clone(int).wait())
+        restore_fds(state)
+        child = portclone.clone(int)
+        with child:
+            has_pidfd = child.pidfd is not None
+            code = child.wait(timeout=30)
+        try:
+            portclone.check(portclone.CLONE_PIDFD)
+            checked = "ok"
+        except Exception as e:
+            checked = str(e)
+        native_counter = _backend._thread_counter() is backend._native.thread_count
+        print(json.dumps({"first": first, "has_pidfd": has_pidfd, "code": code,
+                          "check": checked, "native_counter": native_counter}))
+    """)
+    assert report["first"].get("errno") == "EMFILE", report["first"]
+    assert report["has_pidfd"], "a child after the burst got no pidfd"
+    assert report["code"] == 0
+    assert report["check"] == "ok"
+    assert report["native_counter"], "the thread counter was pinned to the slow one"
+
+
+@pytest.mark.requires("root", "CLONE_NEWUTS")
+def test_emfile_during_a_namespace_probe_is_not_remembered() -> None:
+    _linux_or_skip()
+    report = _report("""
+        import json, portclone
+        backend = portclone.current_backend()
+        assert backend.pidfd_available()
+        state = fill_fds()
+        first = outcome(lambda: backend.probe(portclone.CLONE_NEWUTS))
+        restore_fds(state)
+        print(json.dumps({"first": first, "second": backend.probe(portclone.CLONE_NEWUTS)}))
+    """)
+    assert report["first"].get("errno") == "EMFILE", report["first"]
+    assert report["second"] is None
