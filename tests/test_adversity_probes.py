@@ -106,3 +106,27 @@ def test_emfile_during_a_namespace_probe_is_not_remembered() -> None:
     """)
     assert report["first"].get("errno") == "EMFILE", report["first"]
     assert report["second"] is None
+
+
+def test_emfile_at_first_use_does_not_pin_the_fork_backend() -> None:
+    """The import of _native at EMFILE fails; that must raise now, and the next call
+    must load it and use the linux backend (it was remembered: fork for good)."""
+    _linux_or_skip()
+    report = _report("""
+        import json, sys, portclone
+        assert "portclone._native" not in sys.modules
+        state = fill_fds()
+        first = outcome(lambda: portclone.clone(int).wait())
+        restore_fds(state)
+        backend = portclone.current_backend().name
+        child = portclone.clone(int)
+        with child:
+            has_pidfd = child.pidfd is not None
+            code = child.wait(timeout=30)
+        print(json.dumps({"first": first, "backend": backend, "has_pidfd": has_pidfd,
+                          "code": code}))
+    """)
+    assert report["backend"] == "linux"
+    assert report["first"].get("errno") == "EMFILE", report["first"]
+    assert "portclone._native" in report["first"]["text"]
+    assert report["has_pidfd"] and report["code"] == 0
