@@ -130,3 +130,54 @@ def test_emfile_at_first_use_does_not_pin_the_fork_backend() -> None:
     assert report["first"].get("errno") == "EMFILE", report["first"]
     assert "portclone._native" in report["first"]["text"]
     assert report["has_pidfd"] and report["code"] == 0
+
+
+def test_low_rlimit_as_at_first_use_does_not_lose_the_tid_repair() -> None:
+    """With RLIMIT_AS too low for a thread stack, the first clone cannot search for libc's
+    tid field; after the limit is lifted the search runs, and a child's pthread_self()
+    calls act on the child (pthread_setaffinity_np, as test_linux checks)."""
+    _linux_or_skip()
+    report = _report("""
+        import ctypes, json, resource, portclone
+        from portclone import _native
+
+        def vm_bytes():
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmSize:"):
+                        return int(line.split()[1]) * 1024
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        # room for Python's own small allocations, not for a thread's stack (8 MiB)
+        resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + (2 << 20), hard))
+        try:
+            first = outcome(lambda: portclone.clone(int, flags=portclone.CLONE_IO).wait())
+            first_offset = _native.tid_offset()
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        offset = _native.tid_offset()
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.pthread_self.restype = ctypes.c_ulong
+        ours = os.sched_getaffinity(0)
+        target = min(ours)
+
+        def child():
+            mask = ctypes.c_ulong(1 << target)
+            err = libc.pthread_setaffinity_np(ctypes.c_ulong(libc.pthread_self()),
+                                              ctypes.sizeof(mask), ctypes.byref(mask))
+            return 0 if err == 0 and os.sched_getaffinity(0) == {target} else 1
+
+        repaired = None
+        if len(ours) >= 2:
+            c = portclone.clone(child, flags=portclone.CLONE_IO)
+            with c:
+                code = c.wait(timeout=30)
+            repaired = code == 0 and os.sched_getaffinity(0) == ours
+        print(json.dumps({"first": first, "first_offset": first_offset, "offset": offset,
+                          "repaired": repaired}))
+    """)
+    assert report["first_offset"] < 0, f"RLIMIT_AS did not stop the search: {report}"
+    assert report["offset"] >= 0, report
+    assert report["first"] == {"value": 0}, report
+    assert report["repaired"] in (True, None), report

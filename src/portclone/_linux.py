@@ -182,7 +182,7 @@ class LinuxBackend(Backend):
     def details(self) -> Dict[str, Any]:
         native = self._native
         c3 = self.clone3_errno()
-        offset = int(native.tid_offset())
+        offset = int(native.tid_offset())  # -1: not found; -2: could not search now
         return {
             "arch": native.ARCH,
             "syscalls": {"clone": native.SYS_CLONE, "clone3": native.SYS_CLONE3},
@@ -195,7 +195,10 @@ class LinuxBackend(Backend):
             "pidfd": self.pidfd_available(),
             "libc_tid_repair": (f"yes (offset {offset} in the thread descriptor)" if offset >= 0
                                 else "unavailable: libc's cached thread id stays the parent's "
-                                     "in raw-cloned children"),
+                                     "in raw-cloned children" if offset == -1
+                                else "not known yet: the search for it could not start a "
+                                     "thread now (memory or thread limits); it runs again at "
+                                     "the next clone"),
         }
 
     def probe(self, flag: CloneFlags) -> Optional[str]:
