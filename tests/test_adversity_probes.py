@@ -8,6 +8,10 @@ throwaway interpreter.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -181,3 +185,61 @@ def test_low_rlimit_as_at_first_use_does_not_lose_the_tid_repair() -> None:
     assert report["offset"] >= 0, report
     assert report["first"] == {"value": 0}, report
     assert report["repaired"] in (True, None), report
+
+
+# -- defect 8: /proc not mounted ------------------------------------------------------
+
+NO_PROC = """
+import json, os, socket, subprocess, sys
+done = subprocess.run(["umount", "-l", "/proc"], capture_output=True, text=True)
+assert done.returncode == 0, done.stderr
+assert not os.path.isdir("/proc/self")
+import portclone
+
+def attempt(call):
+    try:
+        return call()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+
+def check():
+    portclone.check(portclone.CLONE_NEWUTS)
+    return "ok"
+
+def body():
+    socket.sethostname("portclone-no-proc")
+    return 0 if os.uname().nodename == "portclone-no-proc" else 3
+
+def clone():
+    with portclone.clone(body, flags=portclone.CLONE_NEWUTS) as child:
+        return child.wait(timeout=30)
+
+def spawn_with_maps():
+    with portclone.spawn(["true"], flags=portclone.CLONE_NEWUSER, map_root=True) as child:
+        return child.wait(timeout=30)
+
+print(json.dumps({"check": attempt(check), "clone": attempt(clone),
+                  "maps": attempt(spawn_with_maps), "backend": portclone.current_backend().name,
+                  "hostname": os.uname().nodename}))
+"""
+
+
+@pytest.mark.requires("root", "linux", "CLONE_NEWUTS")
+def test_without_proc_namespaces_work_or_the_error_names_proc() -> None:
+    if shutil.which("unshare") is None or shutil.which("umount") is None:
+        pytest.skip("needs util-linux's unshare and umount")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
+                           NO_PROC], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["backend"] == "linux"
+    for key in ("check", "clone", "maps"):
+        assert "not configured" not in str(report[key]), report
+    if report["check"] == "ok":  # the kernel answered without /proc (Linux 6.11 and later)
+        assert report["clone"] == 0, report
+        assert report["hostname"] == os.uname().nodename
+    else:
+        assert "/proc is not mounted" in report["check"], report
+        assert "/proc is not mounted" in str(report["clone"]), report
+    # the uid/gid maps are /proc files: there is no other way to write them
+    assert "/proc is not mounted" in str(report["maps"]), report

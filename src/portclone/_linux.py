@@ -73,9 +73,10 @@ class LinuxBackend(Backend):
         if reason is not None:
             return reason
         info = INFO[int(flag)]
-        if info.ns and not os.path.exists(f"/proc/self/ns/{info.ns}"):
-            return (f"the running kernel has no {info.ns} namespaces "
-                    f"(no /proc/self/ns/{info.ns}: not configured)")
+        if info.ns:
+            missing = _ns_missing(info.ns)
+            if missing is not None:
+                return missing
         if info.clone3_only:
             missing = self.clone3_missing()
             if missing is None and exec_child and not self._native.HAVE_CLONE3_SPAWN:
@@ -257,6 +258,60 @@ def _thread_pidfds() -> bool:
                 from None
         return False
     os.close(fd)
+    return True
+
+
+#: The pidfd ioctls that open a process's namespaces (Linux 6.11,
+#: torvalds/linux:include/uapi/linux/pidfd.h), by their names under /proc/self/ns.
+_PIDFD_GET_NAMESPACE = {"cgroup": 0xFF01, "ipc": 0xFF02, "mnt": 0xFF03, "net": 0xFF04,
+                        "pid": 0xFF05, "time": 0xFF07, "user": 0xFF09, "uts": 0xFF0A}
+
+
+def _ns_missing(ns: str) -> Optional[str]:
+    """Why the running kernel has no ``ns`` namespaces, or None.  /proc/self/ns answers
+    where /proc is mounted; without /proc, the kernel itself (see _kernel_has_ns)."""
+    if os.path.exists(f"/proc/self/ns/{ns}"):
+        return None
+    if os.path.isdir("/proc/self/ns"):
+        return (f"the running kernel has no {ns} namespaces "
+                f"(no /proc/self/ns/{ns}: not configured)")
+    has = _kernel_has_ns(ns)
+    if has is None:
+        return (f"/proc is not mounted, so portclone cannot tell whether the running kernel "
+                f"has {ns} namespaces (mount /proc; Linux 6.11 or later tells without it)")
+    if not has:
+        return (f"the running kernel has no {ns} namespaces (not configured: it answers "
+                f"EOPNOTSUPP for them)")
+    return None
+
+
+@functools.cache
+def _kernel_has_ns(ns: str) -> Optional[bool]:
+    """Whether the kernel has ``ns`` namespaces, asked without /proc: the pidfd ioctl that
+    opens this process's ``ns`` namespace succeeds, or fails with EOPNOTSUPP when the kernel
+    is built without them (torvalds/linux:fs/pidfs.c, pidfd_ioctl).  None: this kernel cannot
+    say (before Linux 6.11 the ioctl is unknown, ENOTTY)."""
+    import fcntl
+
+    request = _PIDFD_GET_NAMESPACE.get(ns)
+    if request is None or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, f"pidfd_open(), asking whether the kernel has {ns} namespaces") \
+                from None
+        return None
+    try:
+        nsfd = fcntl.ioctl(pidfd, request)
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, f"asking whether the kernel has {ns} namespaces") from None
+        return False if e.errno == errno.EOPNOTSUPP else None
+    finally:
+        os.close(pidfd)
+    os.close(nsfd)
     return True
 
 
