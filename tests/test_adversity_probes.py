@@ -243,3 +243,22 @@ def test_without_proc_namespaces_work_or_the_error_names_proc() -> None:
         assert "/proc is not mounted" in str(report["clone"]), report
     # the uid/gid maps are /proc files: there is no other way to write them
     assert "/proc is not mounted" in str(report["maps"]), report
+
+
+# -- defect 15: info reports each namespace by the flag that makes it -----------------
+
+def test_info_mnt_line_reports_clone_newns() -> None:
+    backend = portclone.current_backend()
+    if not hasattr(backend, "probe"):
+        pytest.skip("only the linux backend probes namespaces")
+    expected = backend.probe(F.CLONE_NEWNS) or "available"
+    done = subprocess.run([sys.executable, "-m", "portclone", "info", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["namespaces"]["mnt"] == expected
+    done = subprocess.run([sys.executable, "-m", "portclone", "info"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    mnt = [line for line in done.stdout.splitlines() if line.split()[:1] == ["mnt"]]
+    assert len(mnt) == 1 and mnt[0].split(None, 1)[1] == expected.splitlines()[0], mnt
+    assert "EMPTY_MNTNS" not in done.stdout.split("namespaces:", 1)[1].split("\n  cgroup")[0]
