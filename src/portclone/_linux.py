@@ -261,6 +261,18 @@ def _thread_pidfds() -> bool:
     return True
 
 
+def _started(child: Child, pid: int, pidfd: int, used: int) -> Child:
+    """Fill in the handle built before the clone (see launch)."""
+    child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
+    if pidfd >= 0:
+        child.pidfd = pidfd
+    return child
+
+
+def _exit_zero() -> int:
+    return 0
+
+
 #: The pidfd ioctls that open a process's namespaces (Linux 6.11,
 #: torvalds/linux:include/uapi/linux/pidfd.h), by their names under /proc/self/ns.
 _PIDFD_GET_NAMESPACE = {"cgroup": 0xFF01, "ipc": 0xFF02, "mnt": 0xFF03, "net": 0xFF04,
@@ -320,18 +332,6 @@ def _not_now(error: OSError, doing: str) -> OSError:
     err = error.errno or 0
     return OSError(err, f"{os.strerror(err)}: {doing} (nothing is remembered: the next call "
                         "asks again)")
-
-
-def _started(child: Child, pid: int, pidfd: int, used: int) -> Child:
-    """Fill in the handle built before the clone (see launch)."""
-    child.pid, child.syscall = pid, _SYSCALL_NAMES[used]
-    if pidfd >= 0:
-        child.pidfd = pidfd
-    return child
-
-
-def _exit_zero() -> int:
-    return 0
 
 
 def _cgroup_fd(cgroup: object) -> Tuple[int, bool]:
