@@ -18,7 +18,12 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 from ._child import Child
-from ._errors import BackendUnavailableError, InvalidFlagsError, UnsupportedFlagError
+from ._errors import (
+    TRANSIENT_ERRNOS,
+    BackendUnavailableError,
+    InvalidFlagsError,
+    UnsupportedFlagError,
+)
 from ._flags import SIGCHLD, TABLE, CloneFlags, bits, describe
 from ._validate import Request, make_request
 
@@ -159,12 +164,24 @@ _native_error: Optional[str] = None
 
 
 def native_status() -> Tuple[Any, Optional[str]]:
-    """(the loaded ``portclone._native`` module or None, why it is not loaded)."""
+    """(the loaded ``portclone._native`` module or None, why it is not loaded).
+
+    Why it is not loaded is remembered: the backend choice rests on it.  Except when
+    loading failed for want of a resource (EMFILE, ENFILE, ENOMEM: the shared library
+    could not be opened or mapped now): then this raises that OSError, remembers
+    nothing, and the next call imports again.  A process that meets its fd limit at
+    first use gets an error for that call, not the fork backend for good.
+    """
     global _native, _native_error
     if _native is None and _native_error is None:
         try:
             from . import _native as module
         except ImportError as e:
+            err = _transient_errno(e)
+            if err:
+                raise OSError(err, f"{os.strerror(err)}: portclone._native could not be loaded "
+                                   f"now ({e}); nothing is remembered: the next call tries "
+                                   "again") from e
             _native_error = f"portclone._native could not be imported ({e}); build it with a C compiler"
         else:
             from . import NATIVE_ABI
@@ -176,6 +193,19 @@ def native_status() -> Tuple[Any, Optional[str]]:
                     "reinstall portclone")
             _native = module
     return _native, _native_error
+
+
+def _transient_errno(error: ImportError) -> int:
+    """The transient errno behind a failed import, or 0.  dlopen() reports its errno only
+    in its message (dlerror: "cannot open shared object file: Too many open files")."""
+    for cause in (error.__cause__, error.__context__):
+        if isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS:
+            return cause.errno
+    text = str(error)
+    for err in sorted(TRANSIENT_ERRNOS):
+        if os.strerror(err) in text:
+            return err
+    return 0
 
 
 # -- selection ----------------------------------------------------------------
@@ -271,8 +301,10 @@ def current_backend() -> Backend:
                     raise BackendUnavailableError(chosen, f"{why} (from {ENV_VAR}={chosen})")
             else:
                 chosen = _platform_default()
+                # no native extension: the fallback serves, info says why.  (A transient
+                # failure to load it raises from native_status, and nothing is chosen.)
                 if chosen != "fork" and _why_unusable(chosen) is not None:
-                    chosen = "fork"  # no native extension: the fallback serves, info says why
+                    chosen = "fork"
             _default = chosen
         name = _default
     return get_backend(name)
@@ -295,12 +327,14 @@ def use_backend(name: str) -> Iterator[Backend]:
 def _thread_counter() -> Callable[[], int]:
     """The cheapest way to count this process's threads here, chosen once."""
     native, _ = native_status()
-    if native is not None and hasattr(native, "thread_count") and native.thread_count() > 0:
+    if native is not None and hasattr(native, "thread_count"):
         return native.thread_count  # type: ignore[no-any-return]  # C: no Python objects
     return _thread_count_slow
 
 
 def _thread_count_slow() -> int:
+    """The count from /proc/self/stat; without /proc (or an fd to read it), the threads
+    Python knows (threading.active_count: native threads not started by Python are missed)."""
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
@@ -313,7 +347,9 @@ def _thread_count_slow() -> int:
 
 def thread_count() -> int:
     """The kernel's thread count (native threads too), as CPython 3.12 counts."""
-    return _thread_counter()()
+    count = _thread_counter()()
+    # the native counter answers -1 when it cannot read /proc/self/stat now (EMFILE, no /proc)
+    return count if count > 0 else _thread_count_slow()
 
 
 def threaded_warning(name: str, stacklevel: int) -> None:

@@ -34,9 +34,11 @@ def _info() -> Dict[str, Any]:
     facts.update(backend.details())
     probe = getattr(backend, "probe", None)
     if probe is not None:
+        # each namespace's line is the flag that makes a new one (CLONE_NEWNS for mnt), not
+        # another flag with the same ns (CLONE_EMPTY_MNTNS)
         facts["namespaces"] = {
             info.ns: probe(info.flag) or "available"
-            for info in TABLE if info.ns
+            for info in TABLE if info.ns and info.name.startswith("CLONE_NEW")
         }
         try:
             with open("/proc/sys/user/max_user_namespaces") as f:

@@ -18,7 +18,13 @@ __all__ = [
     "BackendUnavailableError",
     "platform_string",
     "kernel_error",
+    "TRANSIENT_ERRNOS",
 ]
+
+#: Errors that say "not now", not "never": a probe that meets one raises it and remembers
+#: nothing, so the next call asks the kernel again.
+TRANSIENT_ERRNOS = frozenset({_errno.EMFILE, _errno.ENFILE, _errno.ENOMEM, _errno.EAGAIN,
+                              _errno.EINTR})
 
 
 def platform_string() -> str:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._backend import Backend
 from ._child import Child, flush_std_streams, run_child
-from ._errors import UnsupportedFlagError, kernel_error
+from ._errors import TRANSIENT_ERRNOS, UnsupportedFlagError, kernel_error
 from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -73,9 +73,10 @@ class LinuxBackend(Backend):
         if reason is not None:
             return reason
         info = INFO[int(flag)]
-        if info.ns and not os.path.exists(f"/proc/self/ns/{info.ns}"):
-            return (f"the running kernel has no {info.ns} namespaces "
-                    f"(no /proc/self/ns/{info.ns}: not configured)")
+        if info.ns:
+            missing = _ns_missing(info.ns)
+            if missing is not None:
+                return missing
         if info.clone3_only:
             missing = self.clone3_missing()
             if missing is None and exec_child and not self._native.HAVE_CLONE3_SPAWN:
@@ -177,7 +178,7 @@ class LinuxBackend(Backend):
     def details(self) -> Dict[str, Any]:
         native = self._native
         c3 = self.clone3_errno()
-        offset = int(native.tid_offset())
+        offset = int(native.tid_offset())  # -1: not found; -2: could not search now
         return {
             "arch": native.ARCH,
             "syscalls": {"clone": native.SYS_CLONE, "clone3": native.SYS_CLONE3},
@@ -190,7 +191,10 @@ class LinuxBackend(Backend):
             "pidfd": self.pidfd_available(),
             "libc_tid_repair": (f"yes (offset {offset} in the thread descriptor)" if offset >= 0
                                 else "unavailable: libc's cached thread id stays the parent's "
-                                     "in raw-cloned children"),
+                                     "in raw-cloned children" if offset == -1
+                                else "not known yet: the search for it could not start a "
+                                     "thread now (memory or thread limits); it runs again at "
+                                     "the next clone"),
         }
 
     def probe(self, flag: CloneFlags) -> Optional[str]:
@@ -198,11 +202,19 @@ class LinuxBackend(Backend):
         return _probe(self, int(flag))
 
 
+# The probes below are functools.cache'd, which remembers only what returns: a transient
+# failure (TRANSIENT_ERRNOS: EMFILE, ENOMEM...) raises and the next call asks again.
+
 @functools.cache
 def _pidfd_available() -> bool:
+    """Whether the kernel gives pidfds (pidfd_open on ourselves)."""
     try:
         fd = os.pidfd_open(os.getpid())
-    except (AttributeError, OSError):
+    except AttributeError:
+        return False
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, "pidfd_open(), asking whether the kernel gives pidfds") from None
         return False
     os.close(fd)
     return True
@@ -214,7 +226,11 @@ def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
 
     try:
         child = clone(_exit_zero, flags=flag)
-    except (OSError, NotImplementedError, ValueError) as e:
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise
+        return f"{describe(flag)}: {e}"
+    except (NotImplementedError, ValueError) as e:
         return f"{describe(flag)}: {e}"
     with child:
         code = child.wait(timeout=30)
@@ -229,7 +245,12 @@ def _thread_pidfds() -> bool:
     copy_process; kernel/pid.c, pidfd_open)."""
     try:
         fd = os.pidfd_open(os.getpid(), os.O_EXCL)
-    except (AttributeError, OSError):
+    except AttributeError:
+        return False
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, "pidfd_open(PIDFD_THREAD), asking whether threads get pidfds") \
+                from None
         return False
     os.close(fd)
     return True
@@ -237,6 +258,67 @@ def _thread_pidfds() -> bool:
 
 def _exit_zero() -> int:
     return 0
+
+
+#: The pidfd ioctls that open a process's namespaces (Linux 6.11,
+#: torvalds/linux:include/uapi/linux/pidfd.h), by their names under /proc/self/ns.
+_PIDFD_GET_NAMESPACE = {"cgroup": 0xFF01, "ipc": 0xFF02, "mnt": 0xFF03, "net": 0xFF04,
+                        "pid": 0xFF05, "time": 0xFF07, "user": 0xFF09, "uts": 0xFF0A}
+
+
+def _ns_missing(ns: str) -> Optional[str]:
+    """Why the running kernel has no ``ns`` namespaces, or None.  /proc/self/ns answers
+    where /proc is mounted; without /proc, the kernel itself (see _kernel_has_ns)."""
+    if os.path.exists(f"/proc/self/ns/{ns}"):
+        return None
+    if os.path.isdir("/proc/self/ns"):
+        return (f"the running kernel has no {ns} namespaces "
+                f"(no /proc/self/ns/{ns}: not configured)")
+    has = _kernel_has_ns(ns)
+    if has is None:
+        return (f"/proc is not mounted, so portclone cannot tell whether the running kernel "
+                f"has {ns} namespaces (mount /proc; Linux 6.11 or later tells without it)")
+    if not has:
+        return (f"the running kernel has no {ns} namespaces (not configured: it answers "
+                f"EOPNOTSUPP for them)")
+    return None
+
+
+@functools.cache
+def _kernel_has_ns(ns: str) -> Optional[bool]:
+    """Whether the kernel has ``ns`` namespaces, asked without /proc: the pidfd ioctl that
+    opens this process's ``ns`` namespace succeeds, or fails with EOPNOTSUPP when the kernel
+    is built without them (torvalds/linux:fs/pidfs.c, pidfd_ioctl).  None: this kernel cannot
+    say (before Linux 6.11 the ioctl is unknown, ENOTTY)."""
+    import fcntl
+
+    request = _PIDFD_GET_NAMESPACE.get(ns)
+    if request is None or not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, f"pidfd_open(), asking whether the kernel has {ns} namespaces") \
+                from None
+        return None
+    try:
+        nsfd = fcntl.ioctl(pidfd, request)
+    except OSError as e:
+        if e.errno in TRANSIENT_ERRNOS:
+            raise _not_now(e, f"asking whether the kernel has {ns} namespaces") from None
+        return False if e.errno == errno.EOPNOTSUPP else None
+    finally:
+        os.close(pidfd)
+    os.close(nsfd)
+    return True
+
+
+def _not_now(error: OSError, doing: str) -> OSError:
+    """A transient failure of a probe, as the OSError the caller gets now."""
+    err = error.errno or 0
+    return OSError(err, f"{os.strerror(err)}: {doing} (nothing is remembered: the next call "
+                        "asks again)")
 
 
 def _cgroup_fd(cgroup: object) -> Tuple[int, bool]:

@@ -254,7 +254,8 @@ int pc_clone3_enosys = 0; /* clone3 answered ENOSYS once: never try again */
 /* ---- where libc keeps the thread's tid ------------------------------- */
 
 #define PC_SCAN_BYTES 1024
-long tid_offset = -2; /* -2: not searched yet, -1: not found */
+/* -2: not searched yet (or the search could not run: tried again), -1: not found */
+long tid_offset = -2;
 
 struct tid_scan {
     unsigned char bytes[PC_SCAN_BYTES];
@@ -275,6 +276,9 @@ scan_own_descriptor(void *arg)
     return NULL;
 }
 
+/* The offset, -1 when the descriptors hold no such field (an answer, remembered), or -2
+ * when the search could not run now: no memory for its buffers or its thread (RLIMIT_AS,
+ * RLIMIT_NPROC); a transient failure is not an answer, so the next call searches again. */
 static long
 find_tid_offset(void)
 {
@@ -285,7 +289,7 @@ find_tid_offset(void)
     int matches = 0;
 
     if (mine == NULL)
-        return -1;
+        return -2;
     other = mine + 1;
     scan_own_descriptor(mine);
     if (pthread_create(&thread, NULL, scan_own_descriptor, other) == 0) {
@@ -302,8 +306,11 @@ find_tid_offset(void)
             }
         }
     }
+    else {
+        matches = -1; /* no thread now (EAGAIN) */
+    }
     PyMem_RawFree(mine);
-    return matches == 1 ? found : -1;
+    return matches < 0 ? -2 : matches == 1 ? found : -1;
 }
 
 long
@@ -669,7 +676,8 @@ static PyMethodDef native_methods[] = {
     {"thread_count", native_thread_count, METH_NOARGS,
      "This process's thread count from /proc/self/stat, or -1."},
     {"tid_offset", native_tid_offset, METH_NOARGS,
-     "Offset of the cached tid in libc's thread descriptor, or -1."},
+     "Offset of the cached tid in libc's thread descriptor; -1: not found, -2: the search\n"
+     "could not run now (no memory or thread), the next call searches again."},
 #endif
 #ifdef PC_HAVE_LIBC_CLONE
     {"libc_clone", native_libc_clone, METH_VARARGS,

@@ -261,6 +261,8 @@ def child_error(error: OSError, plan: SpawnPlan) -> OSError:
         if err == errno.EACCES:
             hint = ("the child's /proc files belong to root: a process that changed its uid is "
                     "not dumpable (prctl(PR_SET_DUMPABLE, 1) makes it so again)")
+        elif err == errno.ENOENT and not os.path.isdir("/proc/self"):
+            hint = f"/proc is not mounted: the maps are written to /proc/<pid>/{what}"
         return OSError(err, f"{os.strerror(err)}: writing the child's {what} ({hint})")
     return error
 
