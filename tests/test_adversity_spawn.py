@@ -1,0 +1,185 @@
+"""spawn() and its Child under adversity (issue 10): pipes, odd input, fd hygiene, odd
+environments, other reapers, running out of fds.
+
+Anything that could hang or that changes process-wide state (signal dispositions, mounts,
+rlimits) runs in a throwaway interpreter under a time limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from typing import Any, Iterator
+
+import pytest
+from conftest import run_python
+
+import portclone
+from portclone import PIPE, Backend
+
+BACKENDS = portclone.available_backends()
+#: where this portclone came from, for throwaway interpreters
+SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(portclone.__file__)))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    with portclone.use_backend(request.param) as chosen:
+        yield chosen
+
+
+def fresh(backend: str, code: str, timeout: float = 60) -> Any:
+    """Run ``code`` under ``backend`` in a new interpreter; the JSON it printed last."""
+    result = run_python(code, timeout=timeout,
+                        env={"PORTCLONE_BACKEND": backend, "PYTHONPATH": SOURCE})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+# -- communicate() ---------------------------------------------------------------------
+
+#: Reads stdin 4 KiB at a time and answers each read with 8 times as much on stdout
+#: (the chunk, then dots), until EOF or, with argv[1], until it has read that much;
+#: then it stops reading and waits for a signal.
+SLOW_READER = textwrap.dedent("""
+    import os, signal, sys
+    limit = int(sys.argv[1]) if len(sys.argv) > 1 else None
+    total = 0
+    while limit is None or total < limit:
+        data = os.read(0, 4096)
+        if not data:
+            break
+        total += len(data)
+        out = data + b"." * (7 * len(data))
+        while out:
+            out = out[os.write(1, out):]
+    os.write(2, str(total).encode())
+    if limit is not None:
+        signal.pause()
+""")
+
+COMMUNICATE_SLOW_READER = """
+import json, sys, time, portclone
+data = b"abcdefgh" * (1 << 17)  # 1 MiB
+child = portclone.spawn([sys.executable, "-c", {program!r}] + {args!r},
+                        stdin=portclone.PIPE, stdout=portclone.PIPE, stderr=portclone.PIPE)
+start = time.monotonic()
+try:
+    out, err = child.communicate(data, timeout={timeout})
+    result = {{"same": out.replace(b".", b"") == data, "out": len(out), "err": err.decode()}}
+except portclone.TimeoutExpired as e:
+    result = {{"timeout": True, "partial": len(e.stdout or b"")}}
+    child.kill()
+    child.communicate()
+result["seconds"] = time.monotonic() - start
+print(json.dumps(result))
+"""
+
+
+def test_communicate_slow_reader_big_writer_does_not_deadlock(backend: Backend) -> None:
+    """Defect 2: poll() says writable for PIPE_BUF; a blocking 64 KiB write then waited for
+    a program that was itself waiting for us to read its output."""
+    code = COMMUNICATE_SLOW_READER.format(program=SLOW_READER, args=[], timeout=60)
+    result = fresh(backend.name, code)
+    assert result == {"same": True, "out": 8 << 20, "err": str(1 << 20),
+                      "seconds": result["seconds"]}
+
+
+def test_communicate_timeout_fires_when_the_program_stops_reading(backend: Backend) -> None:
+    code = COMMUNICATE_SLOW_READER.format(program=SLOW_READER, args=["200000"], timeout=1.0)
+    result = fresh(backend.name, code)
+    assert result["timeout"] is True
+    assert result["partial"] >= 200000 * 8  # what was read so far comes with the timeout
+    assert result["seconds"] < 30
+
+
+#: Writes 1 MiB (more than a pipe holds), waits for a byte on the gate fd (argv[1]),
+#: then copies stdin to stdout.
+GATED = textwrap.dedent("""
+    import os, sys
+    os.write(2, b"started\\n")
+    big = b"x" * (1 << 20)
+    while big:
+        big = big[os.write(1, big):]
+    os.read(int(sys.argv[1]), 1)
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            break
+        while data:
+            data = data[os.write(1, data):]
+""")
+
+
+@pytest.mark.parametrize("with_input", [True, False], ids=["input", "no-input"])
+def test_communicate_resumes_after_timeout_with_nothing_lost(backend: Backend,
+                                                             with_input: bool) -> None:
+    data = bytes(range(256)) * 8192 if with_input else None  # 2 MiB: more than the pipe
+    gate_r, gate_w = os.pipe()
+    try:
+        child = portclone.spawn([sys.executable, "-c", GATED, str(gate_r)], pass_fds=(gate_r,),
+                                stdin=PIPE, stdout=PIPE, stderr=PIPE)
+    finally:
+        os.close(gate_r)
+    with child:
+        try:
+            with pytest.raises(portclone.TimeoutExpired) as first:
+                child.communicate(data, timeout=0.5)  # the program waits at the gate
+            os.write(gate_w, b"g")
+            out, err = child.communicate(timeout=60)
+        finally:
+            os.close(gate_w)
+            child.kill()
+    assert out == b"x" * (1 << 20) + (data or b"")
+    assert err == b"started\n"
+    assert out.startswith(first.value.stdout)
+    assert child.returncode == 0 or child.returncode == -9
+
+
+COMMUNICATE_INTERRUPTED = """
+import json, random, signal, sys, time, portclone
+
+def interrupt(signum, frame):
+    # Only inside communicate(): the loop below must be able to catch and retry.
+    while frame is not None:
+        if frame.f_code.co_name == "communicate" and "portclone" in frame.f_code.co_filename:
+            raise KeyboardInterrupt
+        frame = frame.f_back
+
+data = bytes(range(1, 256)) * 16448  # 4 MiB
+signal.signal(signal.SIGALRM, interrupt)
+rng = random.Random(10)
+interrupts, wrong = 0, []
+deadline = time.monotonic() + 15
+for round in range(20):
+    child = portclone.spawn(["cat"], stdin=portclone.PIPE, stdout=portclone.PIPE,
+                            stderr=portclone.PIPE)
+    while True:
+        # one interrupt per attempt, at a random point; none after the deadline (bounded)
+        delay = rng.uniform(0.00005, 0.002) if time.monotonic() < deadline else 0
+        signal.setitimer(signal.ITIMER_REAL, delay)
+        try:
+            out, err = child.communicate(data)  # the same input object: a retry
+            break
+        except KeyboardInterrupt:
+            interrupts += 1
+        except Exception as e:
+            out, err = repr(e).encode(), b""
+            child.kill()
+            break
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    code = child.wait(timeout=60)
+    if out != data or err != b"" or code != 0:
+        wrong.append([round, len(out), out[:80].decode(errors="replace"), err.decode(), code])
+print(json.dumps({"interrupts": interrupts, "wrong": wrong}))
+"""
+
+
+def test_communicate_resumes_after_keyboard_interrupts(backend: Backend) -> None:
+    """A SIGALRM handler raises KeyboardInterrupt at a random point of each communicate();
+    each retry goes on where the last stopped: the program's output is its input, exactly."""
+    result = fresh(backend.name, COMMUNICATE_INTERRUPTED, timeout=90)
+    assert result["wrong"] == []
+    assert result["interrupts"] >= 20
