@@ -14,10 +14,11 @@ import textwrap
 from typing import Any, Iterator
 
 import pytest
-from conftest import run_python
+from conftest import no_side_effects, run_python
 
 import portclone
 from portclone import PIPE, Backend
+from portclone import CloneFlags as F
 
 BACKENDS = portclone.available_backends()
 #: where this portclone came from, for throwaway interpreters
@@ -183,3 +184,54 @@ def test_communicate_resumes_after_keyboard_interrupts(backend: Backend) -> None
     result = fresh(backend.name, COMMUNICATE_INTERRUPTED, timeout=90)
     assert result["wrong"] == []
     assert result["interrupts"] >= 20
+
+
+# -- uid/gid maps -------------------------------------------------------------------------
+
+BAD_MAPS = {
+    "outside id of 2**40 (the kernel keeps 32 bits: root)": ([(0, 2**40, 1)], ValueError),
+    "inside id of 2**32": ([(2**32, 0, 1)], ValueError),
+    "the invalid id 2**32 - 1": ([(0, 2**32 - 1, 1)], ValueError),
+    "negative id": ([(-1, 0, 1)], ValueError),
+    "count 0": ([(0, 0, 0)], ValueError),
+    "range wrapping past 2**32 - 1": ([(0, 2**32 - 2, 2)], ValueError),
+    "bool id": ([(True, 0, 1)], TypeError),
+    "bool count": ([(0, 0, True)], TypeError),
+    "float id": ([(0.0, 0, 1)], TypeError),
+    "pair": ([(0, 0)], ValueError),
+    "bare int": ([0], TypeError),
+    "bytes": (b"0 0 1", TypeError),
+    "empty": ([], ValueError),
+    "inside ranges overlap": ([(0, 0, 10), (5, 100, 1)], ValueError),
+    "outside ranges overlap": ([(0, 0, 10), (100, 5, 1)], ValueError),
+    "341 lines": ([(i, i, 1) for i in range(341)], ValueError),
+    "str, id of 2**32": ("0 4294967296 1", ValueError),
+    "str, count 0": ("0 0 0\n", ValueError),
+    "str, two fields": ("0 0\n", ValueError),
+    "str, junk": ("0 0 1 x\n", ValueError),
+    "str, not decimal": ("0 0x10 1\n", ValueError),
+    "str, negative": ("-1 0 1\n", ValueError),
+    "str, overlap": ("0 0 10\n9 100 1\n", ValueError),
+    "str, blank": (" \n", ValueError),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MAPS))
+def test_malformed_id_maps_are_refused_before_any_child(case: str) -> None:
+    """Defect 9: they passed, and the kernel truncated ids or the child started anyway."""
+    if "linux" not in BACKENDS:
+        pytest.skip("maps need the linux backend")
+    value, error = BAD_MAPS[case]
+    with portclone.use_backend("linux"), no_side_effects(), pytest.raises(error):
+        portclone.spawn(["true"], flags=F.CLONE_NEWUSER, uid_map=value, gid_map=[(0, 0, 1)])
+
+
+def test_id_map_text_is_parsed_and_rewritten_canonically() -> None:
+    from portclone._validate import parse_id_map
+
+    assert parse_id_map(" 0   1000 1\n\n10\t2000 5", "uid_map") == b"0 1000 1\n10 2000 5\n"
+    assert parse_id_map([(0, 1000, 1), [10, 2000, 5]], "uid_map") == b"0 1000 1\n10 2000 5\n"
+    assert parse_id_map([(4294967294, 0, 1)], "uid_map") == b"4294967294 0 1\n"
+    assert parse_id_map([(0, 0, 4294967295)], "uid_map") == b"0 0 4294967295\n"
+    assert parse_id_map([(i, i, 1) for i in range(340)], "gid_map") is not None
+    assert parse_id_map(None, "uid_map") is None

@@ -17,7 +17,7 @@ from ._backend import current_backend
 from ._child import Child
 from ._errors import InvalidFlagsError
 from ._flags import SIGCHLD, CloneFlags
-from ._validate import CgroupArg
+from ._validate import CgroupArg, IdMap, parse_id_map
 
 __all__ = ["spawn", "PIPE", "DEVNULL", "STDOUT", "SpawnPlan", "child_error"]
 
@@ -29,7 +29,6 @@ STDOUT = subprocess.STDOUT
 F = CloneFlags
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 StdArg = Union[None, int, IO[Any]]
-IdMap = Union[str, Sequence[Tuple[int, int, int]], None]
 
 
 @dataclass
@@ -116,24 +115,6 @@ def _candidates(program: bytes, env: Optional[Mapping[bytes, bytes]]) -> Tuple[b
     return tuple(os.path.join(os.fsencode(d or "."), program) for d in dirs)
 
 
-def _id_map(value: IdMap, what: str) -> Optional[bytes]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value
-    else:
-        lines = []
-        for entry in value:
-            if len(entry) != 3 or not all(isinstance(n, int) and n >= 0 for n in entry):
-                raise ValueError(f"{what} entries are (inside, outside, count) triples of "
-                                 f"non-negative ints, not {entry!r}")
-            lines.append(" ".join(str(n) for n in entry))
-        text = "\n".join(lines)
-    if not text.strip():
-        raise ValueError(f"{what} is empty")
-    return (text.rstrip("\n") + "\n").encode("ascii")
-
-
 def _std(value: StdArg, index: int) -> int:
     """The fd the caller means for stdio slot ``index`` (PIPE/DEVNULL resolved later)."""
     if value is None or value in (PIPE, DEVNULL) or (index == 2 and value == STDOUT):
@@ -184,8 +165,8 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
             raise ValueError("map_root=True writes the maps itself: leave uid_map/gid_map out")
         uid_map = [(0, os.geteuid(), 1)]
         gid_map = [(0, os.getegid(), 1)]
-    uid = _id_map(uid_map, "uid_map")
-    gid = _id_map(gid_map, "gid_map")
+    uid = parse_id_map(uid_map, "uid_map")
+    gid = parse_id_map(gid_map, "gid_map")
     maps = (uid, gid, os.geteuid() != 0) if uid is not None or gid is not None else None
     host = None
     if hostname is not None:
