@@ -17,7 +17,7 @@ import pytest
 from conftest import no_side_effects, run_python
 
 import portclone
-from portclone import PIPE, Backend
+from portclone import PIPE, Backend, InvalidFlagsError
 from portclone import CloneFlags as F
 
 BACKENDS = portclone.available_backends()
@@ -235,3 +235,26 @@ def test_id_map_text_is_parsed_and_rewritten_canonically() -> None:
     assert parse_id_map([(0, 0, 4294967295)], "uid_map") == b"0 0 4294967295\n"
     assert parse_id_map([(i, i, 1) for i in range(340)], "gid_map") is not None
     assert parse_id_map(None, "uid_map") is None
+
+
+# -- fd hygiene ---------------------------------------------------------------------------
+
+def test_clone_files_is_refused_unless_close_fds_is_false(backend: Backend) -> None:
+    """Defect 10: with CLONE_FILES, close_fds=True was ignored and the program got the
+    parent's inheritable fds.  The child shares the parent's table, so it cannot be honoured."""
+    refusal = backend.flag_refusal(F.CLONE_FILES, exec_child=True)
+    if refusal:
+        pytest.skip(refusal)
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    try:
+        with no_side_effects(), pytest.raises(InvalidFlagsError, match="close_fds=False"):
+            portclone.spawn(["true"], flags=F.CLONE_FILES)
+        # asked for: the program gets the fd
+        child = portclone.spawn([sys.executable, "-c", f"import os; os.fstat({r})"],
+                                flags=F.CLONE_FILES, close_fds=False)
+        with child:
+            assert child.wait(timeout=60) == 0
+    finally:
+        os.close(r)
+        os.close(w)
