@@ -258,3 +258,24 @@ def test_clone_files_is_refused_unless_close_fds_is_false(backend: Backend) -> N
     finally:
         os.close(r)
         os.close(w)
+
+
+# -- odd environments -----------------------------------------------------------------------
+
+def test_env_without_path_searches_os_defpath(backend: Backend, tmp_path: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 11: env= without PATH searched the parent's PATH; subprocess searches
+    os.defpath (os.get_exec_path(env))."""
+    program = tmp_path / "portclone-only-on-the-parents-path"
+    program.write_text("#!/bin/sh\nexit 7\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', os.defpath)}")
+    with portclone.spawn([program.name]) as child:  # our PATH, as before
+        assert child.wait(timeout=60) == 7
+    with portclone.spawn([program.name], env={"PATH": str(tmp_path)}) as child:
+        assert child.wait(timeout=60) == 7
+    for env in ({}, {"HOME": "/"}):
+        with no_side_effects(), pytest.raises(FileNotFoundError):
+            portclone.spawn([program.name], env=env)
+    with portclone.spawn(["true"], env={}) as child:  # found in os.defpath
+        assert child.wait(timeout=60) == 0

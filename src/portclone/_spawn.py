@@ -106,12 +106,11 @@ def _environment(env: Optional[Mapping[Any, Any]]) -> Tuple[Optional[Tuple[bytes
 
 
 def _candidates(program: bytes, env: Optional[Mapping[bytes, bytes]]) -> Tuple[bytes, ...]:
-    """Where to look for ``program``: itself if it has a slash, else PATH (as subprocess)."""
+    """Where to look for ``program``: itself if it has a slash, else the PATH of the
+    program's environment (``env``, or ours), os.defpath when that has none (as subprocess)."""
     if b"/" in program:
         return (program,)
-    path = env.get(b"PATH") if env is not None else None
-    dirs = (os.fsdecode(path).split(os.pathsep) if path is not None
-            else os.get_exec_path())
+    dirs = os.get_exec_path(env)  # type: ignore[arg-type]  # it takes bytes keys too
     return tuple(os.path.join(os.fsencode(d or "."), program) for d in dirs)
 
 
