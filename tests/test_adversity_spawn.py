@@ -279,3 +279,29 @@ def test_env_without_path_searches_os_defpath(backend: Backend, tmp_path: Any,
             portclone.spawn([program.name], env=env)
     with portclone.spawn(["true"], env={}) as child:  # found in os.defpath
         assert child.wait(timeout=60) == 0
+
+
+# -- other reapers ---------------------------------------------------------------------------
+
+SIGCHLD_IGNORED = """
+import json, signal, portclone
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+raised = {}
+for case, kwargs in [("path", {}), ("path, cwd", {"cwd": "/"}),
+                     ("PATH lookup", {"executable": "portclone-no-such-program"})]:
+    try:
+        portclone.spawn(["/nonexistent/portclone-no-such-program"], **kwargs).wait()
+        raised[case] = None
+    except Exception as e:
+        raised[case] = type(e).__name__
+print(json.dumps(raised))
+"""
+
+
+def test_failed_exec_with_sigchld_ignored_is_file_not_found(backend: Backend) -> None:
+    """Defect 12: the fork backend reported ChildProcessError: with SIGCHLD ignored, its
+    waitpid for the failed child found none.  Both of its paths (posix_spawn, and fork + exec
+    for cwd=) and the native backends must raise what subprocess raises."""
+    assert fresh(backend.name, SIGCHLD_IGNORED) == {
+        "path": "FileNotFoundError", "path, cwd": "FileNotFoundError",
+        "PATH lookup": "FileNotFoundError"}

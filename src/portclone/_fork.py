@@ -193,7 +193,10 @@ def _fork_exec(plan: SpawnPlan) -> int:
     with os.fdopen(err_r, "rb") as pipe:
         report = pipe.read()  # EOF: the exec happened (close-on-exec), or the child died
     if report:
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # SIGCHLD is ignored: the kernel reaped the child itself
         stage, err = (int(x) for x in report.split(b":"))
         failure = OSError(err, os.strerror(err))
         failure.portclone_stage = stage  # type: ignore[attr-defined]
