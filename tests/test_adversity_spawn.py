@@ -305,3 +305,35 @@ def test_failed_exec_with_sigchld_ignored_is_file_not_found(backend: Backend) ->
     assert fresh(backend.name, SIGCHLD_IGNORED) == {
         "path": "FileNotFoundError", "path, cwd": "FileNotFoundError",
         "PATH lookup": "FileNotFoundError"}
+
+
+NO_PROC = """
+import ctypes, json, os, sys, portclone
+portclone.current_backend()  # chosen and loaded while /proc is there
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, MS_REC, MS_PRIVATE, MNT_DETACH = 0x20000, 0x4000, 1 << 18, 2
+assert libc.unshare(CLONE_NEWNS) == 0, ctypes.get_errno()  # mounts of our own, then:
+assert libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0, ctypes.get_errno()
+assert libc.umount2(b"/proc", MNT_DETACH) == 0, ctypes.get_errno()
+assert not os.path.exists("/proc/self/fd")
+r, w = os.pipe()
+os.set_inheritable(r, True)
+# exit 0 when the program does not have fd r, 3 when it does
+check = f"import os, sys\\ntry:\\n    os.fstat({r})\\nexcept OSError:\\n    sys.exit(0)\\nsys.exit(3)"
+result = {}
+for case, kwargs in [("default", {}), ("cwd", {"cwd": "/"}), ("pass_fds", {"pass_fds": [w]}),
+                     ("close_fds=False", {"close_fds": False})]:
+    try:
+        result[case] = portclone.spawn([sys.executable, "-c", check], **kwargs).wait(timeout=60)
+    except Exception as e:
+        result[case] = repr(e)
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.requires("root")
+def test_spawn_without_proc_keeps_fds_from_the_program(backend: Backend) -> None:
+    """Defect 8 (second half): without /proc the fork backend failed on /dev/fd, a link into
+    it.  /proc is unmounted after portclone was loaded: the choice is made per call."""
+    assert fresh(backend.name, NO_PROC) == {"default": 0, "cwd": 0, "pass_fds": 0,
+                                            "close_fds=False": 3}
