@@ -7,6 +7,7 @@ rlimits) runs in a throwaway interpreter under a time limit.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -337,3 +338,40 @@ def test_spawn_without_proc_keeps_fds_from_the_program(backend: Backend) -> None
     it.  /proc is unmounted after portclone was loaded: the choice is made per call."""
     assert fresh(backend.name, NO_PROC) == {"default": 0, "cwd": 0, "pass_fds": 0,
                                             "close_fds=False": 3}
+
+
+# -- transient resource failures ---------------------------------------------------------
+
+OUT_OF_FDS = """
+import json, os, resource, portclone
+portclone.spawn(["true"]).wait(timeout=60)  # the backend loaded, its probes answered
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+fillers = []
+try:
+    while True:
+        fillers.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+except OSError:
+    pass  # EMFILE: the table is full
+try:
+    portclone.spawn(["true"]).wait(timeout=60)
+    failure = None
+except OSError as e:
+    failure = {"errno": e.errno, "message": str(e)}
+for fd in fillers:
+    os.close(fd)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+child = portclone.spawn(["true"])  # nothing remembered from the burst
+print(json.dumps({"failure": failure, "after": child.wait(timeout=60)}))
+"""
+
+
+def test_out_of_fds_names_portclones_pipe_not_the_clone(backend: Backend) -> None:
+    """Defect 15: EMFILE while creating spawn's internal error pipe was reported as a
+    failed clone3(...)."""
+    result = fresh(backend.name, OUT_OF_FDS)
+    failure = result["failure"]
+    assert failure is not None and failure["errno"] == errno.EMFILE, result
+    assert "internal pipe" in failure["message"] and "clone3(" not in failure["message"]
+    assert "clone(" not in failure["message"]
+    assert result["after"] == 0

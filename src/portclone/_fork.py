@@ -170,7 +170,11 @@ def _posix_spawn(plan: SpawnPlan) -> int:
 
 def _fork_exec(plan: SpawnPlan) -> int:
     """fork + exec, reporting failures through a close-on-exec pipe (like subprocess)."""
-    err_r, err_w = os.pipe()
+    try:
+        err_r, err_w = os.pipe()
+    except OSError as e:
+        raise OSError(e.errno, f"{e.strerror}: creating portclone's internal pipe for "
+                               f"spawn (before the fork)") from None
     try:
         pid = os.fork()
     except BaseException:
