@@ -188,10 +188,10 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
         conflicts["CLONE_FILES"] = ("the child shares the parent's fd table: redirecting stdio, "
                                     "pass_fds or the maps' handshake would change the parent's")
     elif flags & F.CLONE_FILES and close_fds:
-        conflicts["CLONE_FILES"] = ("the child shares the parent's fd table: close_fds=True "
-                                    "would make the parent's fds close-on-exec too, so the "
-                                    "program would get every inheritable fd; pass "
-                                    "close_fds=False to accept that")
+        conflicts["CLONE_FILES"] = ("the child shares the parent's fd table, so close_fds=True "
+                                    "cannot be honoured (marking fds close-on-exec there "
+                                    "would mark the parent's) and the program would get every "
+                                    "inheritable fd; pass close_fds=False to accept that")
     if flags & F.CLONE_FS and workdir is not None:
         conflicts["CLONE_FS"] = "the child shares the parent's cwd: cwd= would move the parent too"
     if conflicts:
