@@ -166,6 +166,8 @@ def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend,
         kwargs["exit_signal"] = 0  # the kernel's rule for these
     if flag == F.CLONE_THREAD:
         kwargs.update(flags=flag | F.CLONE_SIGHAND, exit_signal=0)
+    if flag == F.CLONE_FILES:
+        kwargs["close_fds"] = False  # a shared fd table cannot close the program's fds
     if flag == F.CLONE_INTO_CGROUP:
         from conftest import cgroup2_root
 
@@ -280,7 +282,8 @@ def test_conflicts_with_sharing_flags(kwargs: dict, needle: str) -> None:  # typ
 
 @linux
 def test_files_and_sighand_with_vm_are_honoured_for_programs() -> None:
-    with portclone.spawn(["true"], flags=F.CLONE_FILES | F.CLONE_SIGHAND | F.CLONE_FS) as child:
+    with portclone.spawn(["true"], flags=F.CLONE_FILES | F.CLONE_SIGHAND | F.CLONE_FS,
+                         close_fds=False) as child:
         assert child.wait(timeout=60) == 0
     with no_side_effects(), pytest.raises(portclone.UnsupportedFlagError, match="CLONE_THREAD"):
         portclone.spawn(["true"], flags=F.CLONE_THREAD | F.CLONE_SIGHAND, exit_signal=0)

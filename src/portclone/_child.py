@@ -11,8 +11,10 @@ import time
 import traceback
 import warnings
 import weakref
-from typing import IO, Any, Callable, ClassVar, Dict, List, NoReturn, Optional, Tuple
+from typing import IO, Any, Callable, ClassVar, Dict, NoReturn, Optional, Tuple
 
+from ._communicate import Exchange
+from ._communicate import communicate as _communicate
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
 
@@ -107,6 +109,7 @@ class Child:
     __slots__ = (
         "__weakref__",
         "_closed",
+        "_exchange",
         "_lock",
         "_owner",
         "_status",
@@ -157,6 +160,7 @@ class Child:
         # one waitpid at a time (a second would see ECHILD); reentrant, because a signal
         # handler may wait for the same child while this thread is in waitpid
         self._lock = threading.RLock()
+        self._exchange: Optional[Exchange] = None  # communicate()'s progress, between calls
 
     def __repr__(self) -> str:
         return (f"<portclone.Child pid={self.pid} returncode={self.returncode} "
@@ -281,55 +285,14 @@ class Child:
         """Send ``input`` to stdin=PIPE, read stdout/stderr=PIPE to EOF, wait for the exit.
 
         Returns ``(stdout, stderr)`` (None for streams that are not pipes).  ``input``
-        without stdin=PIPE is a ValueError (subprocess would drop it silently).
-        :class:`TimeoutExpired` leaves the child running; what was read so far is
-        lost, unlike subprocess (no retry after a timeout).
+        without stdin=PIPE is a ValueError (subprocess would drop it silently).  As with
+        subprocess, :class:`TimeoutExpired` leaves the child running, and so does an
+        exception from a signal handler (KeyboardInterrupt): call ``communicate()`` again,
+        with no ``input`` or the same ``input`` object, to go on; it returns all the
+        output, none lost, and sends the input once.  The TimeoutExpired carries the output
+        so far in ``.stdout`` and ``.stderr``.
         """
-        import selectors
-
-        if input and self.stdin is None:  # subprocess drops it silently
-            raise ValueError("communicate(input=...) needs a child started with stdin=PIPE")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        chunks: Dict[int, List[bytes]] = {}
-        pending = memoryview(input or b"")
-        with selectors.DefaultSelector() as selector:
-            if self.stdin is not None:
-                self.stdin.flush()
-                if pending:
-                    selector.register(self.stdin, selectors.EVENT_WRITE)
-                else:
-                    self.stdin.close()
-            for stream in (self.stdout, self.stderr):
-                if stream is not None:
-                    selector.register(stream, selectors.EVENT_READ)
-                    chunks[stream.fileno()] = []
-            while selector.get_map():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutExpired(self.pid, timeout or 0.0)
-                for key, _ in selector.select(remaining):
-                    fd = key.fd
-                    if key.fileobj is self.stdin:
-                        try:
-                            pending = pending[os.write(fd, pending[:65536]):]
-                        except BrokenPipeError:
-                            pending = pending[:0]
-                        if not pending:
-                            selector.unregister(key.fileobj)
-                            self.stdin.close()
-                    else:
-                        data = os.read(fd, 65536)
-                        if data:
-                            chunks[fd].append(data)
-                        else:
-                            selector.unregister(key.fileobj)
-        out = b"".join(chunks[self.stdout.fileno()]) if self.stdout is not None else None
-        err = b"".join(chunks[self.stderr.fileno()]) if self.stderr is not None else None
-        for stream in (self.stdout, self.stderr):
-            if stream is not None:
-                stream.close()
-        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return out, err
+        return _communicate(self, input, timeout)
 
     def close(self) -> None:
         """Close the pidfd and our ends of any pipes.  The child is not waited for."""

@@ -11,7 +11,7 @@ import functools
 import os
 import signal
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backend import Backend, native_status
 from ._child import ALL_SIGNALS, Child, exit_child, flush_std_streams, register, run_child
@@ -118,20 +118,47 @@ class ForkBackend(Backend):
         return {"why_fork": why or f"no clone backend for {sys.platform}"}
 
 
-# Linux always has /proc/self/fd; /dev/fd is only a link to it that udev makes.
-_FD_DIR = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+# Where the open fds are listed: Linux's /proc/self/fd (/dev/fd is only a link to it that
+# udev makes), the /dev/fd of other systems.  Tried on every call: /proc may be unmounted.
+_FD_DIRS = ("/proc/self/fd", "/dev/fd")
 
 
-def _inheritable_fds() -> List[int]:
-    fds = []
-    for name in os.listdir(_FD_DIR):
-        fd = int(name)
+def _inheritable_fds() -> Optional[List[int]]:
+    """The inheritable fds above 2, or None when no directory lists them (no /proc, or no
+    free fd to open one with)."""
+    for where in _FD_DIRS:
         try:
-            if fd > 2 and os.get_inheritable(fd):
-                fds.append(fd)
+            names = os.listdir(where)
         except OSError:
-            pass  # the listing's own fd, gone again
-    return fds
+            continue
+        fds = []
+        for name in names:
+            fd = int(name)
+            try:
+                if fd > 2 and os.get_inheritable(fd):
+                    fds.append(fd)
+            except OSError:
+                pass  # the listing's own fd, gone again
+        return fds
+    return None
+
+
+def _close_fds_but(keep: Sequence[int]) -> None:
+    """Close every fd from 3 up to the soft RLIMIT_NOFILE except ``keep``: the child's
+    close_fds without a listing (as subprocess's fallback, up to the same limit)."""
+    start = 3
+    for fd in [*sorted(set(keep)), _max_fd()]:
+        if fd >= start:
+            os.closerange(start, fd)
+            start = fd + 1
+
+
+def _max_fd() -> int:
+    try:
+        limit = os.sysconf("SC_OPEN_MAX")  # the soft RLIMIT_NOFILE
+    except (OSError, ValueError):
+        limit = -1
+    return limit if limit > 0 else 256  # as subprocess.MAXFD
 
 
 def _posix_spawn_fits(plan: SpawnPlan) -> bool:
@@ -140,8 +167,11 @@ def _posix_spawn_fits(plan: SpawnPlan) -> bool:
         return False
     if any(0 <= src < 3 and src != i for i, src in enumerate(plan.fds)):
         return False  # overlapping stdio moves: fork + exec orders them safely
+    if not plan.close_fds:
+        return True
+    inheritable = _inheritable_fds()  # None: unknown, so fork + exec closes them all
     ours = set(plan.fds)
-    return not plan.close_fds or not [fd for fd in _inheritable_fds() if fd not in ours]
+    return inheritable is not None and not [fd for fd in inheritable if fd not in ours]
 
 
 def _posix_spawn(plan: SpawnPlan) -> int:
@@ -166,7 +196,11 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
     handlers are reset (as exec would reset them), so none can raise there, and then
     restores ``mask``.
     """
-    err_r, err_w = os.pipe()
+    try:
+        err_r, err_w = os.pipe()
+    except OSError as e:
+        raise OSError(e.errno, f"{e.strerror}: creating portclone's internal pipe for "
+                               f"spawn (before the fork)") from None
     try:
         pid = child.pid = os.fork()
     except BaseException:
@@ -194,9 +228,13 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
                 elif fd >= 0:
                     os.dup2(fd, i)
             if plan.close_fds:
-                for fd in _inheritable_fds():
-                    if fd not in plan.keep:
-                        os.set_inheritable(fd, False)
+                inheritable = _inheritable_fds()
+                if inheritable is None:
+                    _close_fds_but((*plan.keep, err_w))
+                else:
+                    for fd in inheritable:
+                        if fd not in plan.keep:
+                            os.set_inheritable(fd, False)
             for fd in plan.keep:
                 os.set_inheritable(fd, True)
             if plan.restore_signals:

@@ -152,7 +152,10 @@ class LinuxBackend(Backend):
                 not request.needs_clone3, plan.paths, plan.argv, plan.envp, plan.cwd, plan.fds,
                 plan.keep, plan.close_fds, plan.maps, plan.hostname, plan.restore_signals)
         except OSError as e:
-            if getattr(e, "portclone_stage", 0) == 0:
+            stage = getattr(e, "portclone_stage", None)
+            if stage is None:
+                raise  # preparing, before the clone: the message says what failed
+            if stage == 0:
                 raise self._failure(e, request) from None
             raise child_error(e, plan) from None
         finally:

@@ -107,7 +107,10 @@ class NetBSDBackend(Backend):
                 plan.argv, plan.envp, plan.cwd, plan.fds, plan.keep, plan.close_fds, None, None,
                 plan.restore_signals)
         except OSError as e:
-            if getattr(e, "portclone_stage", 0) == 0:
+            stage = getattr(e, "portclone_stage", None)
+            if stage is None:
+                raise  # preparing, before the clone: the message says what failed
+            if stage == 0:
                 raise kernel_error(e.errno or 0, "clone", flags, request.exit_signal) from None
             raise child_error(e, plan) from None
         return child

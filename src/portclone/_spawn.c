@@ -315,12 +315,25 @@ write_proc(pid_t pid, const char *name, const char *data, size_t len)
 }
 #endif
 
+/* A failure of the parent's own preparation, before any clone: OSError(err, "<strerror>:
+ * <what>"), without .portclone_stage (which says where the clone or the child failed). */
+static void
+setup_error(int err, const char *what)
+{
+    PyObject *args = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", strerror(err), what));
+    if (args != NULL) {
+        PyErr_SetObject(PyExc_OSError, args);
+        Py_DECREF(args);
+    }
+}
+
 /*
  * spawn(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok,
  *       paths, argv, envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals)
  *   -> (pid, pidfd, syscall)
  * maps: None or (uid_map bytes|None, gid_map bytes|None, deny_setgroups).
- * Raises OSError; .portclone_stage says where the child failed (0: clone).
+ * Raises OSError; .portclone_stage says where the child failed (0: clone); an OSError
+ * without it comes from the preparation before the clone, and its message says which.
  */
 PyObject *
 pc_native_spawn(PyObject *module, PyObject *args)
@@ -449,9 +462,12 @@ pc_native_spawn(PyObject *module, PyObject *args)
 
     stack = mmap(NULL, PC_SPAWN_STACK, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED || pipe2(errpipe, O_CLOEXEC) != 0 ||
-        (have_maps && pipe2(syncpipe, O_CLOEXEC) != 0)) {
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (stack == MAP_FAILED) {
+        setup_error(errno, "allocating the stack of spawn's child (before the clone)");
+        goto done;
+    }
+    if (pipe2(errpipe, O_CLOEXEC) != 0 || (have_maps && pipe2(syncpipe, O_CLOEXEC) != 0)) {
+        setup_error(errno, "creating portclone's internal pipe for spawn (before the clone)");
         goto done;
     }
     c.errpipe = errpipe[1];

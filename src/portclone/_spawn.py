@@ -17,7 +17,7 @@ from ._backend import current_backend
 from ._child import Child, reap_orphans
 from ._errors import InvalidFlagsError
 from ._flags import SIGCHLD, CloneFlags
-from ._validate import CgroupArg
+from ._validate import CgroupArg, IdMap, parse_id_map
 
 __all__ = ["spawn", "PIPE", "DEVNULL", "STDOUT", "SpawnPlan", "child_error"]
 
@@ -29,7 +29,6 @@ STDOUT = subprocess.STDOUT
 F = CloneFlags
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 StdArg = Union[None, int, IO[Any]]
-IdMap = Union[str, Sequence[Tuple[int, int, int]], None]
 
 
 @dataclass
@@ -108,31 +107,12 @@ def _environment(env: Optional[Mapping[Any, Any]]) -> Tuple[Optional[Tuple[bytes
 
 
 def _candidates(program: bytes, env: Optional[Mapping[bytes, bytes]]) -> Tuple[bytes, ...]:
-    """Where to look for ``program``: itself if it has a slash, else PATH (as subprocess)."""
+    """Where to look for ``program``: itself if it has a slash, else the PATH of the
+    program's environment (``env``, or ours), os.defpath when that has none (as subprocess)."""
     if b"/" in program:
         return (program,)
-    path = env.get(b"PATH") if env is not None else None
-    dirs = (os.fsdecode(path).split(os.pathsep) if path is not None
-            else os.get_exec_path())
+    dirs = os.get_exec_path(env)  # type: ignore[arg-type]  # it takes bytes keys too
     return tuple(os.path.join(os.fsencode(d or "."), program) for d in dirs)
-
-
-def _id_map(value: IdMap, what: str) -> Optional[bytes]:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value
-    else:
-        lines = []
-        for entry in value:
-            if len(entry) != 3 or not all(isinstance(n, int) and n >= 0 for n in entry):
-                raise ValueError(f"{what} entries are (inside, outside, count) triples of "
-                                 f"non-negative ints, not {entry!r}")
-            lines.append(" ".join(str(n) for n in entry))
-        text = "\n".join(lines)
-    if not text.strip():
-        raise ValueError(f"{what} is empty")
-    return (text.rstrip("\n") + "\n").encode("ascii")
 
 
 def _std(value: StdArg, index: int) -> int:
@@ -185,8 +165,8 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
             raise ValueError("map_root=True writes the maps itself: leave uid_map/gid_map out")
         uid_map = [(0, os.geteuid(), 1)]
         gid_map = [(0, os.getegid(), 1)]
-    uid = _id_map(uid_map, "uid_map")
-    gid = _id_map(gid_map, "gid_map")
+    uid = parse_id_map(uid_map, "uid_map")
+    gid = parse_id_map(gid_map, "gid_map")
     maps = (uid, gid, os.geteuid() != 0) if uid is not None or gid is not None else None
     host = None
     if hostname is not None:
@@ -208,6 +188,11 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
                                   or stdout is not None or stderr is not None or maps):
         conflicts["CLONE_FILES"] = ("the child shares the parent's fd table: redirecting stdio, "
                                     "pass_fds or the maps' handshake would change the parent's")
+    elif flags & F.CLONE_FILES and close_fds:
+        conflicts["CLONE_FILES"] = ("the child shares the parent's fd table, so close_fds=True "
+                                    "cannot be honoured (marking fds close-on-exec there "
+                                    "would mark the parent's) and the program would get every "
+                                    "inheritable fd; pass close_fds=False to accept that")
     if flags & F.CLONE_FS and workdir is not None:
         conflicts["CLONE_FS"] = "the child shares the parent's cwd: cwd= would move the parent too"
     if conflicts:

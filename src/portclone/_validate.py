@@ -13,14 +13,16 @@ import os
 import signal
 import stat
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._errors import InvalidFlagsError, UnsupportedFlagError
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags, describe
 
-__all__ = ["Request", "CgroupArg", "make_request", "exit_signal_hazard"]
+__all__ = ["Request", "CgroupArg", "IdMap", "make_request", "parse_id_map", "exit_signal_hazard"]
 
 CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+#: a user namespace's uid_map/gid_map: (inside, outside, count) triples, or their text
+IdMap = Union[str, Sequence[Tuple[int, int, int]], None]
 
 F = CloneFlags
 MAX_SET_TID = 32  # MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h
@@ -250,3 +252,75 @@ def exit_signal_hazard(sig: int) -> Optional[str]:
     return (f"{name} is at its default action here, which would end (or stop) this process "
             f"when the child exits: install a handler with signal.signal({name}, ...) or "
             "ignore it first, or use SIGCHLD")
+# What /proc/PID/[ug]id_map accepts (torvalds/linux:kernel/user_namespace.c, map_write and
+# mappings_overlap; include/linux/user_namespace.h): ids are u32 and (u32)-1 is the invalid
+# id, so a start is at most 2**32 - 2 and start + count may not wrap past 2**32 - 1; count is
+# at least 1; no two lines overlap on either side; at most UID_GID_MAP_MAX_EXTENTS lines
+# (340 since Linux 4.15, 5 before); and the text is less than a page.  Anything else is
+# EINVAL, after the child exists, or, for ids of 2**32 and more, silently truncated.
+_ID_LIMIT = 2**32 - 1
+_MAX_EXTENTS = 340
+
+
+def parse_id_map(value: IdMap, what: str) -> Optional[bytes]:
+    """``value`` checked as the kernel will, as canonical /proc text; None stays None.
+
+    ``value`` is a sequence of ``(inside, outside, count)`` triples of ints, or text with
+    one whitespace-separated triple per line.  TypeError or ValueError, naming ``what``
+    (``uid_map``...), for anything the kernel would refuse or truncate.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        triples: Iterable[object] = [_text_line(line, what)
+                                     for line in value.splitlines() if line.strip()]
+    elif isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a str or a sequence of (inside, outside, count) "
+                        f"triples, not {type(value).__name__}")
+    else:
+        triples = value
+    extents = [_extent(entry, what) for entry in triples]
+    if not extents:
+        raise ValueError(f"{what} is empty")
+    if len(extents) > _MAX_EXTENTS:
+        raise ValueError(f"{what} has {len(extents)} lines; Linux takes at most {_MAX_EXTENTS}")
+    for side, name in ((0, "inside"), (1, "outside")):
+        ranges = sorted((e[side], e[side] + e[2]) for e in extents)
+        for (_, end), (start, _) in zip(ranges, ranges[1:]):
+            if start < end:
+                raise ValueError(f"{what}: two lines map {name} id {start}; ranges may not "
+                                 f"overlap")
+    text = "".join(f"{a} {b} {c}\n" for a, b, c in extents).encode("ascii")
+    page = os.sysconf("SC_PAGE_SIZE")
+    if len(text) >= page:
+        raise ValueError(f"{what} is {len(text)} bytes as text; the kernel takes less than "
+                         f"a page ({page})")
+    return text
+
+
+def _text_line(line: str, what: str) -> Tuple[int, ...]:
+    fields = line.split()
+    if len(fields) != 3 or not all(f.isascii() and f.isdigit() for f in fields):
+        raise ValueError(f"{what} lines are 'inside outside count' in decimal, not {line!r}")
+    return tuple(int(f) for f in fields)
+
+
+def _extent(entry: object, what: str) -> Tuple[int, int, int]:
+    if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence):
+        raise TypeError(f"{what} entries are (inside, outside, count) triples, not "
+                        f"{type(entry).__name__}")
+    if len(entry) != 3:
+        raise ValueError(f"{what} entries are (inside, outside, count) triples, not {entry!r}")
+    numbers: List[int] = []
+    for n in entry:
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{what} entries are triples of ints, not {entry!r}")
+        numbers.append(int(n))
+    inside, outside, count = numbers
+    if not (0 <= inside < _ID_LIMIT and 0 <= outside < _ID_LIMIT):
+        raise ValueError(f"{what}: ids are 0 to {_ID_LIMIT - 1} ({_ID_LIMIT} is the invalid "
+                         f"id), not {entry!r}")
+    if count < 1 or inside + count > _ID_LIMIT or outside + count > _ID_LIMIT:
+        raise ValueError(f"{what}: count must be at least 1 and keep both ranges below "
+                         f"{_ID_LIMIT}, not {entry!r}")
+    return inside, outside, count

@@ -1,0 +1,277 @@
+"""Promises under adversity (issue 10): signals whose handlers raise, interrupts, finalizers
+that re-enter portclone, copies of a Child, a pid-1 parent, lethal exit signals.
+
+The dangerous ones run in a throwaway interpreter (``run_python``), bounded in time.  Each
+test failed on the code before its fix (1f4794f).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import no_side_effects, run_python
+
+import portclone
+from portclone import Backend
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def _backends() -> list:  # type: ignore[type-arg]
+    return portclone.available_backends()
+
+
+# -- 1. a child never runs the caller's code ---------------------------------------------
+
+def test_signal_storm_no_child_runs_caller_code_nothing_leaks() -> None:
+    """bench/storm.py with small counts: every backend, every count 0."""
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "storm.py"), "--cycles", "400",
+                          "--seconds", "6"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for backend in _backends():
+        assert f"| {backend} | 400 |" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_a_stream_whose_flush_raises_in_the_child(backend: str) -> None:
+    """A RuntimeError from sys.stdout.flush() in the child is reported and gives status 120
+    (the interpreter's own code for a failed flush at exit); it never escapes."""
+    out = run_python(f"""
+        import os, sys, portclone
+        parent = os.getpid()
+        class Bad:
+            def write(self, s): return len(s)
+            def flush(self):
+                if os.getpid() != parent:
+                    raise RuntimeError("flush failed in the child")
+            closed = False
+        with portclone.use_backend({backend!r}):
+            sys.stdout = Bad()
+            try:
+                child = portclone.clone(lambda: 0)
+            finally:
+                if os.getpid() != parent:
+                    os.write(2, b"CALLER CODE RAN IN THE CHILD\\n")
+                    os._exit(99)
+            sys.stdout = sys.__stdout__
+            print("status", child.wait())
+    """, timeout=60)
+    assert "CALLER CODE" not in out.stderr
+    assert "status 120" in out.stdout, out.stdout + out.stderr
+    assert "flush failed in the child" in out.stderr
+
+
+# -- 3. no deadlock when a handler or finalizer re-enters ----------------------------------
+
+@pytest.mark.parametrize("backend", _backends())
+def test_handler_that_drops_a_running_child_during_reaping(backend: str) -> None:
+    """A handler runs while reap_orphans() is at work and drops a running Child: its
+    __del__ must not wait for a lock reap_orphans holds."""
+    out = run_python(f"""
+        import gc, os, signal, warnings, portclone
+        from portclone import _child
+        warnings.simplefilter("ignore", ResourceWarning)
+        with portclone.use_backend({backend!r}):
+            r, w = os.pipe()
+            holder = [portclone.clone(os.read, r, 1)]
+            dropped = portclone.clone(os.read, r, 1)
+            del dropped
+            gc.collect()  # an orphan that still runs: reap_orphans has work
+            signal.signal(signal.SIGUSR1, lambda s, f: holder.clear())
+            real = os.waitpid
+            def waitpid(pid, options):
+                os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs inside reaping
+                return real(pid, options)
+            os.waitpid = waitpid
+            try:
+                _child.reap_orphans()
+            finally:
+                os.waitpid = real
+            os.write(w, b"xx")
+            print("no deadlock")
+    """, timeout=30)
+    assert "no deadlock" in out.stdout, out.stdout + out.stderr
+
+
+# -- 4. an interrupted clone()/spawn() leaks nothing ----------------------------------------
+
+@pytest.mark.parametrize("backend", _backends())
+def test_interrupt_after_the_child_exists_leaks_nothing(backend: str) -> None:
+    """A handler that raises as soon as the clone returns in the parent (triggered from an
+    at-fork hook, so always in that window): 50 interrupted calls, then no zombie and
+    no fd left once a later call has reaped them.  (spawn() runs no at-fork hook; the
+    storm test covers its window.)"""
+    start = "portclone.clone(int)"
+    out = run_python(f"""
+        import gc, os, signal, time, warnings, portclone
+        warnings.simplefilter("ignore", ResourceWarning)
+        def children():
+            kids = []
+            for t in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{{t}}/children") as f:
+                    kids += f.read().split()
+            return kids
+        def boom(s, f):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGUSR1, boom)
+        with portclone.use_backend({backend!r}):
+            portclone.spawn(["/bin/true"]).wait()
+            portclone.clone(int).wait()
+            fds = len(os.listdir("/proc/self/fd"))
+            armed = [False]
+            os.register_at_fork(after_in_parent=lambda: armed[0] and os.kill(os.getpid(), signal.SIGUSR1))
+            interrupted = 0
+            for _ in range(50):
+                armed[0] = True
+                try:
+                    {start}
+                except KeyboardInterrupt:
+                    interrupted += 1
+                armed[0] = False
+            gc.collect()
+            deadline = time.monotonic() + 20
+            while children() and time.monotonic() < deadline:
+                portclone.clone(int).wait()  # the next call reaps dropped handles
+                time.sleep(0.01)  # polling a condition, with a deadline
+            print("interrupted", interrupted, "zombies", len(children()),
+                  "fds", len(os.listdir("/proc/self/fd")) - fds)
+    """, timeout=120)
+    assert "zombies 0 fds 0" in out.stdout, out.stdout + out.stderr
+    assert "interrupted 0" not in out.stdout, out.stdout
+    assert "AttributeError" not in out.stderr, out.stderr
+
+
+# -- 5. spawn() reaps dropped handles -------------------------------------------------------
+
+@pytest.mark.parametrize("backend", _backends())
+def test_spawn_reaps_dropped_handles(backend: str) -> None:
+    out = run_python(f"""
+        import gc, os, time, warnings, portclone
+        warnings.simplefilter("ignore", ResourceWarning)
+        def children():
+            kids = []
+            for t in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{{t}}/children") as f:
+                    kids += f.read().split()
+            return kids
+        with portclone.use_backend({backend!r}):
+            for _ in range(50):  # running when dropped: closing stdin then ends cat
+                portclone.spawn(["cat"], stdin=portclone.PIPE, stdout=portclone.DEVNULL)
+            gc.collect()
+            deadline = time.monotonic() + 20
+            while children() and time.monotonic() < deadline:
+                portclone.spawn(["/bin/true"]).wait()  # only spawn() calls
+                time.sleep(0.01)  # polling a condition, with a deadline
+            print("zombies", len(children()))
+    """, timeout=120)
+    assert "zombies 0" in out.stdout, out.stdout + out.stderr
+
+
+# -- 6. no signal by a pid that may be reused --------------------------------------------
+
+@pytest.mark.parametrize("backend", _backends())
+def test_signal_after_close_refuses(backend: str) -> None:
+    r, w = os.pipe()
+    try:
+        with portclone.use_backend(backend):
+            child = portclone.clone(lambda: os.read(r, 1) and 0)
+            child.close()
+            with pytest.raises(ValueError, match="closed"):
+                child.kill()
+            with pytest.raises(ValueError, match="closed"):
+                child.send_signal(signal.SIGTERM)
+            os.write(w, b"x")
+            assert child.wait() == 0  # it was not signalled
+            child.kill()  # reaped: nothing to do, as subprocess
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+# -- 13. a pid-1 parent keeps its pidfds ---------------------------------------------------
+
+@pytest.mark.requires("root", "linux", "pidfd", "CLONE_NEWPID")
+def test_pid1_parent_keeps_its_pidfd_when_a_files_child_drops_its_copy() -> None:
+    """The parent is pid 1 of a PID namespace (a container's init); its CLONE_NEWPID |
+    CLONE_FILES child is pid 1 too and shares the fd table: dropping its copy of a Child
+    must not close the parent's pidfd."""
+
+    def init() -> int:
+        import gc
+
+        r, w = os.pipe()
+        held = portclone.clone(lambda: os.read(r, 1) and 0)
+        assert os.getpid() == 1 and held.pidfd is not None
+
+        def drop() -> int:
+            global_copy = [held]
+            global_copy.clear()
+            gc.collect()
+            return 0
+
+        inner = portclone.clone(drop, flags=portclone.CLONE_NEWPID | portclone.CLONE_FILES)
+        inner.wait()
+        try:
+            os.fstat(held.pidfd)
+        except OSError:
+            return 3  # the child closed our pidfd
+        os.write(w, b"x")
+        return held.wait()
+
+    outer = portclone.clone(init, flags=portclone.CLONE_NEWPID)
+    assert outer.wait(timeout=60) == 0
+
+
+# -- 14. a Child cannot be copied ----------------------------------------------------------
+
+@pytest.mark.parametrize("backend", _backends())
+def test_child_cannot_be_copied_or_pickled(backend: str) -> None:
+    with portclone.use_backend(backend):
+        child = portclone.clone(int)
+    with child:
+        for action in (copy.copy, copy.deepcopy, pickle.dumps):
+            with pytest.raises(TypeError, match="cannot be copied"):
+                action(child)
+        assert child.wait() == 0
+
+
+# -- 15. an exit signal that would end the caller -------------------------------------------
+
+@pytest.mark.parametrize("backend", [b for b in _backends() if b != "fork"])
+def test_exit_signal_at_its_lethal_default_is_refused(backend: Backend) -> None:
+    out = run_python(f"""
+        import signal, portclone
+        with portclone.use_backend({backend!r}):
+            try:
+                portclone.check(0, exit_signal=signal.SIGUSR1)
+            except portclone.InvalidFlagsError as e:
+                print("check refused:", "default action" in str(e))
+            try:
+                portclone.clone(print, "hi", exit_signal=signal.SIGUSR1)
+            except portclone.InvalidFlagsError as e:
+                print("clone refused")
+            got = []
+            signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
+            child = portclone.clone(int, exit_signal=signal.SIGUSR1)
+            print("with a handler:", child.wait())
+    """, timeout=60)
+    assert "check refused: True" in out.stdout, out.stdout + out.stderr
+    assert "clone refused" in out.stdout
+    assert "with a handler: 0" in out.stdout
+
+
+def test_exit_signal_refusal_creates_nothing() -> None:
+    if "linux" not in _backends():
+        pytest.skip("the fork backend refuses every exit signal but SIGCHLD anyway")
+    old = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    try:
+        with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match="SIGUSR2"):
+            portclone.clone(int, exit_signal=signal.SIGUSR2)
+    finally:
+        signal.signal(signal.SIGUSR2, old)
