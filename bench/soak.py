@@ -259,7 +259,13 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1_000)
+    parser.add_argument("--storm", action="store_true",
+                        help="run bench/storm.py instead (signals whose handlers raise)")
     args = parser.parse_args()
+    if args.storm:
+        import storm  # bench/storm.py, beside this file
+
+        return storm.main(["--cycles", str(args.cycles)])
     c = cycles(args.cycles)
     ld = load(args.threads, args.rounds)
     print(report(c, ld))
