@@ -275,3 +275,22 @@ def test_exit_signal_refusal_creates_nothing() -> None:
             portclone.clone(int, exit_signal=signal.SIGUSR2)
     finally:
         signal.signal(signal.SIGUSR2, old)
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("cwd", [None, "/"])  # the fork backend: posix_spawn, fork + exec
+def test_a_program_starts_with_the_callers_signal_mask(backend: str, cwd: object) -> None:
+    """spawn() blocks every signal around the start; the program must not inherit that.
+    A fresh interpreter has no inheritable fds, so the fork backend takes posix_spawn."""
+    out = run_python(f"""
+        import portclone
+        with portclone.use_backend({backend!r}):
+            child = portclone.spawn(["grep", "^SigBlk:", "/proc/self/status"], cwd={cwd!r},
+                                    stdout=portclone.PIPE)
+            out, _ = child.communicate(timeout=60)
+        print(child.syscall, child.returncode, out.decode().split()[1])
+    """, timeout=60)
+    syscall, code, blocked = out.stdout.split()
+    assert code == "0" and int(blocked, 16) == 0, out.stdout + out.stderr
+    if backend == "fork":
+        assert syscall == ("posix_spawn" if cwd is None else "fork")

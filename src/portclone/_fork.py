@@ -104,7 +104,7 @@ class ForkBackend(Backend):
         try:
             if _posix_spawn_fits(plan):
                 child.syscall = "posix_spawn"
-                child.pid = _posix_spawn(plan)
+                child.pid = _posix_spawn(plan, mask)
                 register(child)
             else:
                 child.syscall = "fork"
@@ -174,7 +174,9 @@ def _posix_spawn_fits(plan: SpawnPlan) -> bool:
     return inheritable is not None and not [fd for fd in inheritable if fd not in ours]
 
 
-def _posix_spawn(plan: SpawnPlan) -> int:
+def _posix_spawn(plan: SpawnPlan, mask: Any) -> int:
+    """os.posix_spawn; the program starts with ``mask``, the caller's signal mask (spawn()
+    blocks every signal around this call)."""
     actions = [(os.POSIX_SPAWN_DUP2, src, i) for i, src in enumerate(plan.fds)
                if src >= 0 and src != i]
     env: Mapping[Any, Any] = plan.env_dict if plan.env_dict is not None else os.environ
@@ -182,6 +184,7 @@ def _posix_spawn(plan: SpawnPlan) -> int:
     for path in plan.paths:
         try:
             return os.posix_spawn(path, list(plan.argv), env, file_actions=actions,
+                                  setsigmask=mask,
                                   setsigdef=_RESTORED if plan.restore_signals else ())
         except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
             last = e if last is None or not isinstance(last, PermissionError) else last
