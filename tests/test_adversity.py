@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import no_side_effects, run_python
+from conftest import TESTS_DIR, no_side_effects, run_python
 
 import portclone
 from portclone import Backend
@@ -109,14 +109,10 @@ def test_interrupt_after_the_child_exists_leaks_nothing(backend: str) -> None:
     storm test covers its window.)"""
     start = "portclone.clone(int)"
     out = run_python(f"""
-        import gc, os, signal, time, warnings, portclone
+        import gc, os, signal, sys, time, warnings, portclone
         warnings.simplefilter("ignore", ResourceWarning)
-        def children():
-            kids = []
-            for t in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{{t}}/children") as f:
-                    kids += f.read().split()
-            return kids
+        sys.path.insert(0, {TESTS_DIR!r})
+        from conftest import _children as children
         def boom(s, f):
             raise KeyboardInterrupt
         signal.signal(signal.SIGUSR1, boom)
@@ -152,14 +148,10 @@ def test_interrupt_after_the_child_exists_leaks_nothing(backend: str) -> None:
 @pytest.mark.parametrize("backend", _backends())
 def test_spawn_reaps_dropped_handles(backend: str) -> None:
     out = run_python(f"""
-        import gc, os, time, warnings, portclone
+        import gc, os, sys, time, warnings, portclone
         warnings.simplefilter("ignore", ResourceWarning)
-        def children():
-            kids = []
-            for t in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{{t}}/children") as f:
-                    kids += f.read().split()
-            return kids
+        sys.path.insert(0, {TESTS_DIR!r})
+        from conftest import _children as children
         with portclone.use_backend({backend!r}):
             for _ in range(50):  # running when dropped: closing stdin then ends cat
                 portclone.spawn(["cat"], stdin=portclone.PIPE, stdout=portclone.DEVNULL)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence, Union
 
-from ._backend import current_backend, thread_count, threaded_warning
+from ._backend import Backend, current_backend, thread_count, threaded_warning
 from ._child import Child, reap_orphans
 from ._errors import InvalidFlagsError
 from ._flags import SIGCHLD, CloneFlags
-from ._validate import CgroupArg, exit_signal_hazard
+from ._validate import CgroupArg, Request, exit_signal_hazard
 
 __all__ = ["clone", "check"]
 
@@ -46,11 +46,7 @@ def clone(
     if not callable(fn):
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
     backend = current_backend()
-    request = backend.request(flags, exit_signal, cgroup, set_tid)
-    if request.exit_signal != SIGCHLD:
-        hazard = exit_signal_hazard(request.exit_signal)
-        if hazard is not None:
-            raise InvalidFlagsError(0, backend.name, {"exit_signal": hazard})
+    request = _request(backend, flags, exit_signal, cgroup, set_tid)
     # Every line here runs after the previous child's fork, where each page written faults
     # (python bench/bench_clone.py --breakdown): the common case is kept to a few calls.
     if backend.warns_on_threads and thread_count() > 1:
@@ -71,9 +67,16 @@ def check(
     Returns the flags clone() would use (``cgroup=`` adds CLONE_INTO_CGROUP);
     raises exactly what clone() would raise before creating the child.
     """
-    backend = current_backend()
+    return _request(current_backend(), flags, exit_signal, cgroup, set_tid).flags
+
+
+def _request(backend: Backend, flags: int, exit_signal: int, cgroup: Optional[CgroupArg],
+             set_tid: SetTid) -> Request:
+    """The checked request, and (never remembered: dispositions change) an exit signal
+    whose default action would end the caller refused."""
     request = backend.request(flags, exit_signal, cgroup, set_tid)
-    hazard = exit_signal_hazard(request.exit_signal)
-    if hazard is not None:
-        raise InvalidFlagsError(0, backend.name, {"exit_signal": hazard})
-    return request.flags
+    if request.exit_signal != SIGCHLD:
+        hazard = exit_signal_hazard(request.exit_signal)
+        if hazard is not None:
+            raise InvalidFlagsError(0, backend.name, {"exit_signal": hazard})
+    return request

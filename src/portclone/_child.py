@@ -18,7 +18,8 @@ from ._communicate import communicate as _communicate
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
 
-__all__ = ["Child", "run_child", "exit_child", "flush_std_streams", "reap_orphans", "register"]
+__all__ = ["Child", "run_child", "exit_child", "flush_std_streams", "reap_orphans", "register",
+           "reset_caught_handlers"]
 
 #: Wait for children whatever their exit signal: a child whose exit signal is not
 #: SIGCHLD is invisible to a plain waitpid.  Linux's __WALL; NetBSD's WALLSIG
@@ -420,6 +421,17 @@ ALL_SIGNALS = frozenset(signal.valid_signals())
 
 def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+
+
+def reset_caught_handlers() -> None:
+    """Every signal with a Python handler back to SIG_DFL, as exec (or CLONE_CLEAR_SIGHAND)
+    resets caught signals."""
+    for signum in ALL_SIGNALS:
+        try:
+            if callable(signal.getsignal(signum)):
+                signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
 
 
 def exit_child(runner: Callable[[], int]) -> NoReturn:

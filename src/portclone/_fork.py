@@ -14,7 +14,15 @@ import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backend import Backend, native_status
-from ._child import ALL_SIGNALS, Child, exit_child, flush_std_streams, register, run_child
+from ._child import (
+    ALL_SIGNALS,
+    Child,
+    exit_child,
+    flush_std_streams,
+    register,
+    reset_caught_handlers,
+    run_child,
+)
 from ._flags import SIGCHLD, CloneFlags
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -215,9 +223,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
     if pid == 0:
         stage = 3
         try:
-            for sig in ALL_SIGNALS:
-                if callable(signal.getsignal(sig)):
-                    signal.signal(sig, signal.SIG_DFL)
+            reset_caught_handlers()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(err_r)
             src = list(plan.fds)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import signal
 import sys
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._backend import Backend
-from ._child import Child, flush_std_streams, run_child
+from ._child import Child, flush_std_streams, reset_caught_handlers, run_child
 from ._errors import TRANSIENT_ERRNOS, UnsupportedFlagError, kernel_error
 from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
 from ._spawn import SpawnPlan, child_error
@@ -33,7 +32,6 @@ _VFORK = int(F.CLONE_VFORK)
 _FILES = int(F.CLONE_FILES)
 _PARENT = int(F.CLONE_PARENT)
 _CLEAR_SIGHAND = int(F.CLONE_CLEAR_SIGHAND)
-_SYSCALL_NAMES = {0: "fork", 1: "clone3", 2: "clone"}  # _native.USED_*
 
 
 class LinuxBackend(Backend):
@@ -174,7 +172,7 @@ class LinuxBackend(Backend):
                 label = describe(int(needs)) if needs else "set_tid/cgroup"
                 return UnsupportedFlagError(int(needs), self.name, {label: missing},
                                             supported=int(self.supported_flags))
-        return kernel_error(err, _SYSCALL_NAMES.get(used, "clone"), int(request.flags),
+        return kernel_error(err, self._native.SYSCALL_NAMES[used], int(request.flags),
                             request.exit_signal)
 
     # -- information -------------------------------------------------------------
@@ -339,10 +337,4 @@ def _child_setup(cgroup_fd: int, clear_sighand: bool) -> None:
     if cgroup_fd >= 0:
         os.close(cgroup_fd)  # our copy of the fd portclone opened (the parent closes its own)
     if clear_sighand:
-        # The kernel reset every caught signal to SIG_DFL; make Python's view agree.
-        for signum in signal.valid_signals():
-            try:
-                if callable(signal.getsignal(signum)):
-                    signal.signal(signum, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
+        reset_caught_handlers()  # the kernel did; make Python's view agree

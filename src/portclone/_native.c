@@ -37,6 +37,9 @@
 
 /* ---- the child's life, and the parent's ownership ------------------- */
 
+/* Child.syscall, and the call errors name: by USED_* (exported as SYSCALL_NAMES) */
+static const char *const pc_syscall_names[] = {"fork", "clone3", "clone"};
+
 /* The caller's signal mask.  clone() blocks every signal across the system call, so
  * that no Python signal handler can run in the new child before its runner is inside
  * a try; the runner restores this mask (unblock_signals) once it is. */
@@ -83,7 +86,7 @@ report_exception(void)
  * closed is skipped, a failure is reported (stdout's) and makes the status 120
  * (python/cpython:Python/pylifecycle.c, flush_std_files; Modules/main.c, Py_RunMain). */
 static int
-flush_std_streams(int code)
+flush_at_exit(int code)
 {
     static const char *const names[] = {"stdout", "stderr"};
     for (int i = 0; i < 2; i++) {
@@ -136,10 +139,10 @@ pc_child_main(PyObject *runner)
         Py_DECREF(result);
     }
     /* Handlers of signals that arrived before the block: each runs once, and what it
-     * raises is reported like an uncaught exception. */
+     * raises is reported like an uncaught exception (its status: 1, or SystemExit's). */
     for (int i = 0; i < 2 * NSIG && PyErr_CheckSignals() < 0; i++)
-        code = report_exception() ? 1 : code;
-    _exit(flush_std_streams(code));
+        code = report_exception();
+    _exit(flush_at_exit(code));
 }
 
 /*
@@ -151,10 +154,9 @@ pc_child_main(PyObject *runner)
 int
 pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
 {
-    static const char *const syscalls[] = {"fork", "clone3", "clone"};
     PyObject *p = PyLong_FromLong((long)pid);
     PyObject *fd = pidfd >= 0 ? PyLong_FromLong(pidfd) : (Py_INCREF(Py_None), Py_None);
-    PyObject *name = PyUnicode_FromString(syscalls[used >= 0 && used <= 2 ? used : 2]);
+    PyObject *name = PyUnicode_FromString(pc_syscall_names[used >= 0 && used <= 2 ? used : 2]);
     int ok = p != NULL && fd != NULL && name != NULL &&
              PyObject_SetAttrString(child, "pidfd", fd) == 0 &&
              PyObject_SetAttrString(child, "syscall", name) == 0 &&
@@ -712,7 +714,11 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "MODE_LEGACY", MODE_LEGACY) < 0 ||
         PyModule_AddIntConstant(m, "USED_FORK", USED_FORK) < 0 ||
         PyModule_AddIntConstant(m, "USED_CLONE3", USED_CLONE3) < 0 ||
-        PyModule_AddIntConstant(m, "USED_CLONE", USED_CLONE) < 0) {
+        PyModule_AddIntConstant(m, "USED_CLONE", USED_CLONE) < 0 ||
+        PyModule_AddObject(m, "SYSCALL_NAMES",
+                           Py_BuildValue("(sss)", pc_syscall_names[USED_FORK],
+                                         pc_syscall_names[USED_CLONE3],
+                                         pc_syscall_names[USED_CLONE])) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,4 +1,4 @@
-from typing import Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 ABI: int
 MODE_FORK: int
@@ -7,25 +7,29 @@ MODE_LEGACY: int
 USED_FORK: int
 USED_CLONE3: int
 USED_CLONE: int
+SYSCALL_NAMES: Tuple[str, str, str]
 ARCH: str
 LEGACY_CLONE_ORDER: str
 SYS_CLONE: int
 SYS_CLONE3: int
 
+# ``child`` receives pid, pidfd and syscall (a portclone.Child, or any object with those
+# attributes); in the new child, ``runner()`` runs and its int is the _exit status.
 def clone(
-    mode: int, flags: int, exit_signal: int, cgroup_fd: int,
-    set_tid: Optional[Sequence[int]], legacy_ok: bool, /,
-) -> Tuple[int, int, int]: ...
+    child: Any, runner: Callable[[], int], mode: int, flags: int, exit_signal: int,
+    cgroup_fd: int, set_tid: Optional[Sequence[int]], legacy_ok: bool, /,
+) -> None: ...
+def unblock_signals() -> None: ...
 def probe_clone3() -> int: ...
 def tid_offset() -> int: ...
 def thread_count() -> int: ...
 HAVE_CLONE3_SPAWN: int
-def libc_clone(flags: int, /) -> int: ...
+def libc_clone(child: Any, runner: Callable[[], int], flags: int, /) -> None: ...
 def spawn(
-    mode: int, flags: int, exit_signal: int, cgroup_fd: int, set_tid: Optional[Tuple[int, ...]],
-    legacy_ok: bool, paths: Tuple[bytes, ...], argv: Tuple[bytes, ...],
-    envp: Optional[Tuple[bytes, ...]], cwd: Optional[bytes], fds: Tuple[int, int, int],
-    keep: Tuple[int, ...], close_fds: bool,
+    child: Any, mode: int, flags: int, exit_signal: int, cgroup_fd: int,
+    set_tid: Optional[Tuple[int, ...]], legacy_ok: bool, paths: Tuple[bytes, ...],
+    argv: Tuple[bytes, ...], envp: Optional[Tuple[bytes, ...]], cwd: Optional[bytes],
+    fds: Tuple[int, int, int], keep: Tuple[int, ...], close_fds: bool,
     maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]], hostname: Optional[bytes],
     restore_signals: bool, /,
-) -> Tuple[int, int, int]: ...
+) -> None: ...

@@ -248,7 +248,10 @@ def exit_signal_hazard(sig: int) -> Optional[str]:
         return None
     if handler != signal.SIG_DFL:
         return None  # a handler, SIG_IGN, or one set outside Python (None)
-    name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = str(sig)
     return (f"{name} is at its default action here, which would end (or stop) this process "
             f"when the child exits: install a handler with signal.signal({name}, ...) or "
             "ignore it first, or use SIGCHLD")
