@@ -75,13 +75,14 @@ def portclone_floor() -> None:
                   _NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
     os.waitpid(out.pid, 0)
     if out.pidfd is not None:
-        os.close(out.pidfd)
+        out._pidfd_owner.close()
 
 
 class _Out:
-    """Where _native.clone puts the child's pid and pidfd (a Child without its API)."""
+    """Where _native.clone puts the child's pid and pidfd, and the pidfd's owner (a Child
+    without its API)."""
 
-    __slots__ = ("pid", "pidfd", "syscall")
+    __slots__ = ("_pidfd_owner", "pid", "pidfd", "syscall")
 
 
 def portclone_plain() -> None:

@@ -203,16 +203,17 @@ def one_input(data: bytes) -> None:
             raise AssertionError(f"{name}{tuple(args)!r} changed the caller: {before} -> {after}")
     if name in ("clone", "spawn", "libc_clone"):
         assert result is None and out.pid > 0, (name, result)
-        reap(out.pid, -1 if out.pidfd is None else out.pidfd)
+        reap(out.pid, -1)  # the pidfd's owner closes it with ``out``
 
 
 class _Out:
-    """Where the native calls put the child's pid, pidfd and syscall (as on a Child)."""
+    """Where the native calls put the child's pid, pidfd, its owner and syscall (as on a
+    Child)."""
 
-    __slots__ = ("pid", "pidfd", "syscall")
+    __slots__ = ("_pidfd_owner", "pid", "pidfd", "syscall")
 
     def __init__(self) -> None:
-        self.pid, self.pidfd, self.syscall = 0, None, ""
+        self.pid, self.pidfd, self.syscall, self._pidfd_owner = 0, None, "", None
 
 
 def _exit_zero() -> int:

@@ -286,3 +286,128 @@ def test_a_program_starts_with_the_callers_signal_mask(backend: str, cwd: object
     assert code == "0" and int(blocked, 16) == 0, out.stdout + out.stderr
     if backend == "fork":
         assert syscall == ("posix_spawn" if cwd is None else "fork")
+
+
+# -- found by the adversary pass ----------------------------------------------------------
+
+@pytest.mark.parametrize("backend", [b for b in _backends() if b != "fork"])
+@pytest.mark.parametrize("sig", [32, 33])
+def test_exit_signal_python_cannot_see_is_refused(backend: str, sig: int) -> None:
+    """glibc reserves 32 and 33: getsignal() says None, and 32 at its default killed the
+    caller (exit 160)."""
+    with portclone.use_backend(backend), no_side_effects():
+        with pytest.raises(portclone.InvalidFlagsError, match="not Python's"):
+            portclone.check(0, exit_signal=sig)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_a_clone_nested_in_an_at_fork_hook_keeps_the_callers_mask(backend: str) -> None:
+    out = run_python(f"""
+        import os, signal, portclone
+        done = []
+        def hook():
+            if not done:
+                done.append(1)
+                portclone.clone(int).wait()
+        os.register_at_fork(before=hook)
+        with portclone.use_backend({backend!r}):
+            portclone.clone(int).wait()
+        print("blocked", sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+    """, timeout=60)
+    assert "blocked []" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_two_threads_cloning_keep_their_own_masks(backend: str) -> None:
+    """PyOS_BeforeFork waits for the import lock without the GIL: another thread's clone
+    runs meanwhile.  Each thread keeps its own mask, and so do their children."""
+    out = run_python(f"""
+        import _imp, os, signal, threading, portclone
+        with portclone.use_backend({backend!r}):
+            portclone.clone(int).wait()
+            held, go = threading.Event(), threading.Event()
+            def worker():
+                signal.pthread_sigmask(signal.SIG_SETMASK, {{signal.SIGINT, signal.SIGTERM}})
+                _imp.acquire_lock()
+                held.set()
+                go.wait(10)
+                portclone.clone(int).wait()
+                _imp.release_lock()
+            t = threading.Thread(target=worker)
+            t.start()
+            held.wait(10)
+            threading.Timer(0.3, go.set).start()  # main blocks in BeforeFork meanwhile
+            child = portclone.clone(lambda: len(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+            t.join(10)
+            print("main", sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+                  "child", child.wait())
+    """, timeout=60)
+    assert "main [] child 0" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_an_interrupted_child_init_leaves_no_noise(backend: str) -> None:
+    """A KeyboardInterrupt at each line of Child.__init__ in turn: __del__ must not
+    complain about attributes __init__ never set."""
+    out = run_python(f"""
+        import gc, sys, portclone
+        from portclone._child import Child
+        noise = []
+        sys.unraisablehook = lambda u: noise.append(repr(u.exc_value))
+        init = Child.__init__.__code__
+        for n in range(1, 40):
+            seen = [0]
+            def tracer(frame, event, arg):
+                if frame.f_code is init:
+                    def local(frame, event, arg):
+                        if event == "line":
+                            seen[0] += 1
+                            if seen[0] == n:
+                                raise KeyboardInterrupt
+                        return local
+                    return local
+                return None
+            sys.settrace(tracer)
+            try:
+                with portclone.use_backend({backend!r}):
+                    child = portclone.clone(int)
+            except KeyboardInterrupt:
+                pass
+            else:
+                child.wait()
+                child.close()
+            finally:
+                sys.settrace(None)
+            gc.collect()
+        print("noise", noise)
+    """, timeout=120)
+    assert "noise []" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.requires("linux", "pidfd")
+def test_an_interrupted_finalizer_still_closes_the_pidfd() -> None:
+    """A handler that raises as Child.__del__ begins: the pidfd's owner closes it in C
+    when the Child is freed."""
+    out = run_python("""
+        import gc, os, sys, portclone
+        from portclone._child import Child
+        child = portclone.clone(int)
+        child.wait()
+        fd = child.pidfd
+        finalizer = Child.__del__.__code__
+        def tracer(frame, event, arg):
+            if frame.f_code is finalizer:
+                raise KeyboardInterrupt
+            return None
+        sys.unraisablehook = lambda u: None  # __del__'s exception is ignored, as always
+        sys.settrace(tracer)
+        del child
+        gc.collect()
+        sys.settrace(None)
+        try:
+            os.fstat(fd)
+            print("pidfd still open")
+        except OSError:
+            print("pidfd closed")
+    """, timeout=60)
+    assert "pidfd closed" in out.stdout, out.stdout + out.stderr

@@ -113,6 +113,7 @@ class Child:
         "_exchange",
         "_lock",
         "_owner",
+        "_pidfd_owner",
         "_status",
         "args",
         "backend",
@@ -139,7 +140,6 @@ class Child:
         reapable: bool = True,
     ) -> None:
         self.pid = pid
-        self.pidfd = pidfd
         self.flags = flags if type(flags) is CloneFlags else CloneFlags(flags)
         self.exit_signal = exit_signal
         #: the backend that made the child
@@ -148,20 +148,25 @@ class Child:
         self.syscall = syscall
         #: False for CLONE_PARENT children: their exit status goes to our parent
         self.reapable = reapable
-        self.returncode: Optional[int] = None
-        #: spawn() children: our ends of stdin/stdout/stderr=PIPE (binary file objects)
-        self.stdin: Optional[IO[bytes]] = None
-        self.stdout: Optional[IO[bytes]] = None
-        self.stderr: Optional[IO[bytes]] = None
         #: spawn() children: the argv the program got
         self.args: Optional[Tuple[bytes, ...]] = None
         self._closed = False
         self._status: Optional[int] = None  # the exit status, read before the reap
         self._owner = _Process.token
+        #: _native's owner of the pidfd, which closes it (see _native.c, PidfdOwner)
+        self._pidfd_owner: Any = None
         # one waitpid at a time (a second would see ECHILD); reentrant, because a signal
         # handler may wait for the same child while this thread is in waitpid
         self._lock = threading.RLock()
         self._exchange: Optional[Exchange] = None  # communicate()'s progress, between calls
+        # Last: __del__ reads these first, so an __init__ interrupted before them (a signal
+        # handler can raise between any two lines) leaves nothing for __del__ to do.
+        self.returncode: Optional[int] = None
+        self.pidfd = pidfd
+        #: spawn() children: our ends of stdin/stdout/stderr=PIPE (binary file objects)
+        self.stdin: Optional[IO[bytes]] = None
+        self.stdout: Optional[IO[bytes]] = None
+        self.stderr: Optional[IO[bytes]] = None
 
     def __repr__(self) -> str:
         return (f"<portclone.Child pid={self.pid} returncode={self.returncode} "
@@ -307,11 +312,10 @@ class Child:
                     except OSError:
                         pass
         self._closed = True
-        fd = self.pidfd
-        if fd is not None:
-            self.pidfd = None
-            if self._owner is _Process.token:
-                os.close(fd)
+        self.pidfd = None
+        owner = self._pidfd_owner
+        if owner is not None:
+            owner.close()  # in C: once, and only in the process that made the child
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         # A copy would share the pidfd and the pipes, and close them when collected.
@@ -336,8 +340,9 @@ class Child:
 
     def __del__(self) -> None:
         try:
-            if (self.returncode is not None and self.pidfd is None and self.stdin is None
-                    and self.stdout is None and self.stderr is None):
+            # stderr first: __init__ sets it last, so reading it tells whether it finished
+            if (self.stderr is None and self.stdout is None and self.stdin is None
+                    and self.pidfd is None and self.returncode is not None):
                 return  # waited for and closed: the common case, nothing to do
         except AttributeError:
             return  # __init__ did not finish: nothing was opened

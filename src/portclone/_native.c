@@ -37,12 +37,94 @@
 
 /* ---- the child's life, and the parent's ownership ------------------- */
 
+/*
+ * The pidfd's owner: a Child keeps one beside its int ``pidfd``.  Closing it is one C
+ * call, so a signal handler cannot raise between "forgotten" and "closed" (a Python
+ * close() or __del__ can be interrupted at any call; the fd would leak), and when the
+ * Child is freed, even with its __del__ interrupted, its dealloc closes the fd.  Only
+ * in the process that made it: every child portclone makes (and every libc fork child)
+ * starts a new generation, so a CLONE_FILES child that drops its copy of a Child does
+ * not close the pidfd in the table it shares with its parent.
+ */
+static unsigned long pc_generation;
+
+static void
+pc_new_generation(void)
+{
+    pc_generation++;
+}
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    unsigned long generation;
+} PidfdOwner;
+
+static PyTypeObject *pc_owner_type;
+
+static void
+owner_close_now(PidfdOwner *self)
+{
+    int fd = self->fd;
+    self->fd = -1;
+    if (fd >= 0 && self->generation == pc_generation)
+        close(fd);
+}
+
+static PyObject *
+owner_close(PyObject *self, PyObject *unused)
+{
+    owner_close_now((PidfdOwner *)self);
+    Py_RETURN_NONE;
+}
+
+static void
+owner_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    owner_close_now((PidfdOwner *)self);
+    PyObject_Free(self);
+    Py_DECREF(type);
+}
+
+static PyMethodDef owner_methods[] = {
+    {"close", owner_close, METH_NOARGS, "Close the pidfd (in the process that made it)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot owner_slots[] = {
+    {Py_tp_dealloc, (void *)owner_dealloc},
+    {Py_tp_methods, owner_methods},
+    {Py_tp_doc, (void *)"Owns a Child's pidfd: closes it once, in C."},
+    {0, NULL},
+};
+
+static PyType_Spec owner_spec = {
+    .name = "portclone._native.PidfdOwner",
+    .basicsize = sizeof(PidfdOwner),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = owner_slots,
+};
+
+static PyObject *
+owner_new(int fd)
+{
+    PidfdOwner *self = PyObject_New(PidfdOwner, pc_owner_type);
+    if (self == NULL)
+        return NULL;
+    self->fd = fd;
+    self->generation = pc_generation;
+    return (PyObject *)self;
+}
+
 /* Child.syscall, and the call errors name: by USED_* (exported as SYSCALL_NAMES) */
 static const char *const pc_syscall_names[] = {"fork", "clone3", "clone"};
 
-/* The caller's signal mask.  clone() blocks every signal across the system call, so
- * that no Python signal handler can run in the new child before its runner is inside
- * a try; the runner restores this mask (unblock_signals) once it is. */
+/* In a new child: its parent's signal mask.  clone() blocks every signal across the
+ * system call (keeping the caller's mask in a local: calls may nest, through at-fork
+ * hooks, or run in several threads), so that no Python signal handler can run in the
+ * child before its runner is inside a try; the runner restores this mask
+ * (unblock_signals) once it is.  Written only in the child, which has one thread. */
 static sigset_t pc_caller_mask;
 
 static PyObject *
@@ -126,7 +208,10 @@ pc_child_main(PyObject *runner)
 {
     sigset_t all;
     int code = 1;
-    PyObject *result = PyObject_CallObject(runner, NULL);
+    PyObject *result;
+
+    pc_new_generation();
+    result = PyObject_CallObject(runner, NULL);
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, NULL);
@@ -156,8 +241,10 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
 {
     PyObject *p = PyLong_FromLong((long)pid);
     PyObject *fd = pidfd >= 0 ? PyLong_FromLong(pidfd) : (Py_INCREF(Py_None), Py_None);
+    PyObject *owner = pidfd >= 0 ? owner_new(pidfd) : (Py_INCREF(Py_None), Py_None);
     PyObject *name = PyUnicode_FromString(pc_syscall_names[used >= 0 && used <= 2 ? used : 2]);
-    int ok = p != NULL && fd != NULL && name != NULL &&
+    int ok = p != NULL && fd != NULL && owner != NULL && name != NULL &&
+             PyObject_SetAttrString(child, "_pidfd_owner", owner) == 0 &&
              PyObject_SetAttrString(child, "pidfd", fd) == 0 &&
              PyObject_SetAttrString(child, "syscall", name) == 0 &&
              PyObject_SetAttrString(child, "pid", p) == 0;
@@ -178,6 +265,9 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
     Py_XDECREF(fd);
     Py_XDECREF(name);
     if (!ok) {
+        if (owner != NULL && owner != Py_None)
+            ((PidfdOwner *)owner)->fd = -1; /* closed below, with the child gone */
+        Py_XDECREF(owner);
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         kill(pid, SIGKILL);
@@ -186,11 +276,13 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
         if (pidfd >= 0) {
             close(pidfd);
             PyObject_SetAttrString(child, "pidfd", Py_None);
+            PyObject_SetAttrString(child, "_pidfd_owner", Py_None);
             PyErr_Clear();
         }
         PyErr_Restore(type, value, tb);
         return -1;
     }
+    Py_XDECREF(owner);
     return 0;
 }
 
@@ -438,7 +530,7 @@ native_clone(PyObject *module, PyObject *args)
     PyObject *child, *runner, *set_tid_obj;
     struct request rq;
     struct outcome out;
-    sigset_t all;
+    sigset_t all, caller;
 
     memset(&rq, 0, sizeof rq);
     if (!PyArg_ParseTuple(args, "OOiKiiOp:clone", &child, &runner, &mode, &flags,
@@ -504,17 +596,18 @@ native_clone(PyObject *module, PyObject *args)
         get_tid_offset(); /* may start a thread: must happen before the fork hooks */
 
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &pc_caller_mask);
+    pthread_sigmask(SIG_SETMASK, &all, &caller);
     PyOS_BeforeFork();
     make_child(mode, &rq, &out);
     if (out.pid == 0) {
+        pc_caller_mask = caller;
         PyOS_AfterFork_Child();
         pc_child_main(runner);
     }
     PyOS_AfterFork_Parent();
     if (out.pid > 0 && pc_adopt(child, out.pid, out.pidfd, out.used) < 0)
         out.pid = 0; /* the exception is set */
-    pthread_sigmask(SIG_SETMASK, &pc_caller_mask, NULL);
+    pthread_sigmask(SIG_SETMASK, &caller, NULL);
     if (out.pid == 0)
         return NULL;
     if (out.pid < 0) {
@@ -603,7 +696,10 @@ native_tid_offset(PyObject *module, PyObject *unused)
  * the child goes on like a fork child.  No Python code runs between
  * PyOS_BeforeFork and PyOS_AfterFork_*.
  */
-static jmp_buf libc_clone_return;
+/* Per thread: PyOS_BeforeFork may let another thread run (it waits for the import
+ * lock without the GIL), and a child must jump back into its own caller's frame.  The
+ * child's thread pointer is its caller's, so it reads its caller's copy. */
+static __thread jmp_buf libc_clone_return;
 static char libc_clone_stack[16384] __attribute__((aligned(64)));
 
 static int
@@ -620,7 +716,7 @@ native_libc_clone(PyObject *module, PyObject *args)
     PyObject *child, *runner;
     volatile pid_t pid = -1;
     volatile int err = 0;
-    sigset_t all;
+    sigset_t all, caller;
 
     if (!PyArg_ParseTuple(args, "OOi:libc_clone", &child, &runner, &flags))
         return NULL;
@@ -637,7 +733,7 @@ native_libc_clone(PyObject *module, PyObject *args)
     get_tid_offset();
 #endif
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &pc_caller_mask);
+    pthread_sigmask(SIG_SETMASK, &all, &caller);
     PyOS_BeforeFork();
     if (setjmp(libc_clone_return) == 0) {
         pid = PC_LIBC_CLONE(libc_clone_trampoline, libc_clone_stack + sizeof libc_clone_stack,
@@ -650,13 +746,14 @@ native_libc_clone(PyObject *module, PyObject *args)
         if (tid_offset >= 0) /* libc's cached tid: the child's own (see the top of this file) */
             *(pid_t *)((char *)pthread_self() + tid_offset) = (pid_t)syscall(SYS_gettid);
 #endif
+        pc_caller_mask = caller;
         PyOS_AfterFork_Child();
         pc_child_main(runner);
     }
     PyOS_AfterFork_Parent();
     if (pid > 0 && pc_adopt(child, pid, -1, USED_CLONE) < 0)
         pid = 0; /* the exception is set */
-    pthread_sigmask(SIG_SETMASK, &pc_caller_mask, NULL);
+    pthread_sigmask(SIG_SETMASK, &caller, NULL);
     if (pid == 0)
         return NULL;
     if (pid < 0) {
@@ -705,7 +802,15 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
-    PyObject *m = PyModule_Create(&native_module);
+    PyObject *m;
+
+    if (pc_owner_type == NULL) {
+        pc_owner_type = (PyTypeObject *)PyType_FromSpec(&owner_spec);
+        if (pc_owner_type == NULL)
+            return NULL;
+        pthread_atfork(NULL, NULL, pc_new_generation); /* os.fork's children too */
+    }
+    m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddIntConstant(m, "ABI", PORTCLONE_NATIVE_ABI) < 0 ||

@@ -43,7 +43,7 @@
 
 /* Bumped whenever the Python side and the C must change together;
  * portclone/_backend.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 3
+#define PORTCLONE_NATIVE_ABI 4
 
 /* CLONE_VM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SETTLS (Linux's values; NetBSD's
  * CLONE_VM and CLONE_SIGHAND are the same): a fork-like child must not get them */

@@ -246,12 +246,16 @@ def exit_signal_hazard(sig: int) -> Optional[str]:
         handler = signal.getsignal(sig)
     except (ValueError, OSError):
         return None
-    if handler != signal.SIG_DFL:
-        return None  # a handler, SIG_IGN, or one set outside Python (None)
     try:
         name = signal.Signals(sig).name
     except ValueError:
         name = str(sig)
+    if handler is None:  # not Python's: glibc reserves 32 and 33, C code may own others
+        return (f"signal {name}'s disposition is not Python's to see or set (libc reserves "
+                "32 and 33), so portclone cannot tell whether the child's exit would end "
+                "this process: use SIGCHLD or a signal Python handles")
+    if handler != signal.SIG_DFL:
+        return None  # a handler, or SIG_IGN
     return (f"{name} is at its default action here, which would end (or stop) this process "
             f"when the child exits: install a handler with signal.signal({name}, ...) or "
             "ignore it first, or use SIGCHLD")
