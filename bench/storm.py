@@ -1,9 +1,9 @@
 """Signal storm: clone() and spawn() while another process sends signals whose handlers raise.
 
 For each backend a worker interpreter, in a process group of its own, runs clone() and
-spawn(cwd=...) cycles and waits for every child, while a sender process signals the whole
-group (SIGINT, SIGUSR1, SIGUSR2, SIGALRM: every handler in the worker and in its Python
-children raises) at sub-millisecond intervals.  The worker counts:
+spawn(cwd=..., stdout=PIPE, stderr=DEVNULL) cycles and waits for every child, while a
+sender process signals the whole group (SIGINT, SIGUSR1, SIGUSR2, SIGALRM: every handler
+in the worker and in its Python children raises) at sub-millisecond intervals.  The worker counts:
 
 - children that ran the caller's code (a pid other than the worker's past clone());
 - fds leaked and zombies left once the storm is over and dropped handles are reaped;
@@ -119,7 +119,8 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
                 if is_clone:
                     child = portclone.clone(_seven)
                 else:
-                    child = portclone.spawn(["/bin/sh", "-c", "exit 7"], cwd="/")
+                    child = portclone.spawn(["/bin/sh", "-c", "exit 7"], cwd="/",
+                                            stdout=portclone.PIPE, stderr=portclone.DEVNULL)
                 _disarm()
             except BaseException:  # the handler disarmed itself: nothing else raises here
                 caller_code()

@@ -411,3 +411,35 @@ def test_an_interrupted_finalizer_still_closes_the_pidfd() -> None:
             print("pidfd closed")
     """, timeout=60)
     assert "pidfd closed" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.requires("linux", "pidfd")
+def test_a_full_fd_table_makes_no_child_without_its_pidfd() -> None:
+    """A plain clone() (libc fork, then pidfd_open) at EMFILE: OSError and no child,
+    never a child that silently lacks its pidfd; the next clone() has one."""
+    out = run_python(f"""
+        import errno, os, resource, sys, portclone
+        sys.path.insert(0, {TESTS_DIR!r})
+        from conftest import _children as children
+        portclone.clone(int).wait()  # first use done: probes cached
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        held = []
+        try:
+            while True:
+                held.append(os.open("/", os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            child = portclone.clone(os._exit, 3)
+            outcome = f"made {{child.pidfd}}"
+        except OSError as e:
+            outcome = f"refused {{errno.errorcode[e.errno]}}"
+        for fd in held:
+            os.close(fd)
+        print(outcome, "children", len(children()))
+        child = portclone.clone(os._exit, 3)
+        print("after", child.pidfd is not None, child.wait())
+    """, timeout=60)
+    assert "refused EMFILE children 0" in out.stdout, out.stdout + out.stderr
+    assert "after True 3" in out.stdout

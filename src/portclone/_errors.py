@@ -120,6 +120,10 @@ _HINTS = {
     "children (the no-internal-process rule) or is being removed",
     _errno.EOPNOTSUPP: "CLONE_INTO_CGROUP: the target cgroup is not a valid domain",
     _errno.ENOMEM: "the kernel could not allocate the child",
+    _errno.EMFILE: "no free file descriptor for the child's pidfd (RLIMIT_NOFILE); no child "
+    "was left behind",
+    _errno.ENFILE: "the system's file table is full: no pidfd for the child; no child was "
+    "left behind",
     _errno.EINVAL: "the running kernel refused a request portclone's validation accepted; "
     "a namespace type may not be configured in this kernel",
     _errno.EBADF: "CLONE_INTO_CGROUP: the cgroup fd is not an open cgroup v2 directory",

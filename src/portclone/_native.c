@@ -28,6 +28,7 @@
 #include "_native.h"
 
 #if defined(__linux__)
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #endif
 
@@ -482,7 +483,7 @@ do_legacy_clone(const struct request *rq, int *pidfd, pid_t *tid_field, struct o
 static void
 make_child(int mode, const struct request *rq, struct outcome *out)
 {
-    int pidfd = -1;
+    int pidfd = -1, reserve = -1;
     pid_t *tid_field = NULL;
     long off = mode == MODE_FORK ? -1 : tid_offset;
 
@@ -490,9 +491,24 @@ make_child(int mode, const struct request *rq, struct outcome *out)
         tid_field = (pid_t *)((char *)pthread_self() + off);
     out->clone3_err = 0;
 
+    if (mode == MODE_FORK && (rq->flags & PC_CLONE_PIDFD)) {
+        /* A slot in the fd table for the pidfd, held across the fork: opening it
+         * afterwards then cannot meet EMFILE, which would leave a child without the
+         * pidfd it was promised.  Without a slot now, no child is made. */
+        reserve = eventfd(0, EFD_CLOEXEC);
+        if (reserve < 0) {
+            out->err = errno;
+            out->pid = -1;
+            out->pidfd = -1;
+            out->used = USED_FORK;
+            return;
+        }
+    }
     if (mode == MODE_FORK) {
         out->pid = fork();
         out->used = USED_FORK;
+        if (reserve >= 0)
+            close(reserve); /* in the child too */
     }
     else if (mode == MODE_CLONE3 && !pc_clone3_enosys) {
         do_clone3(rq, &pidfd, tid_field, out);
@@ -518,6 +534,13 @@ make_child(int mode, const struct request *rq, struct outcome *out)
     if (out->pid > 0 && mode == MODE_FORK && (rq->flags & PC_CLONE_PIDFD)) {
         /* The child is ours and unreaped: its pid cannot be reused yet. */
         pidfd = (int)syscall(SYS_pidfd_open, out->pid, 0);
+        if (pidfd < 0) { /* ENOMEM even with the slot: no child without its pidfd */
+            out->err = errno;
+            kill(out->pid, SIGKILL);
+            while (waitpid(out->pid, NULL, PC_WALL) < 0 && errno == EINTR)
+                ;
+            out->pid = -1;
+        }
     }
     out->pidfd = out->pid > 0 ? pidfd : -1;
 }

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import current_backend
-from ._child import Child, reap_orphans
+from ._child import ALL_SIGNALS, Child, reap_orphans
 from ._errors import InvalidFlagsError
 from ._flags import SIGCHLD, CloneFlags
 from ._validate import CgroupArg, IdMap, parse_id_map
@@ -296,13 +297,25 @@ def spawn(
     if isinstance(flags, int) and not isinstance(flags, bool):
         flags |= F.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
     request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True)
-    plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
-                   stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
-                   uid_map=uid_map, gid_map=gid_map, map_root=map_root, hostname=hostname,
-                   flags=request.value, restore_signals=restore_signals)
     reap_orphans()
+    # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
+    # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
+    # thread; another thread can still trip a Python handler here).
+    opens_fds = any(v in (PIPE, DEVNULL) for v in (stdin, stdout, stderr))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS) if opens_fds else None
+    plan: Optional[SpawnPlan] = None
     try:
+        try:
+            plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
+                           stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
+                           uid_map=uid_map, gid_map=gid_map, map_root=map_root,
+                           hostname=hostname, flags=request.value,
+                           restore_signals=restore_signals)
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
         return plan.finish(backend.spawn(request, plan))
     except BaseException:
-        plan.close_all()  # what finish() had not yet handed to the child
+        if plan is not None:
+            plan.close_all()  # what finish() had not yet handed to the child
         raise
