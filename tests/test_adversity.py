@@ -13,6 +13,7 @@ import pickle
 import signal
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 from conftest import TESTS_DIR, no_side_effects, run_python
@@ -443,3 +444,74 @@ def test_a_full_fd_table_makes_no_child_without_its_pidfd() -> None:
     """, timeout=60)
     assert "refused EMFILE children 0" in out.stdout, out.stdout + out.stderr
     assert "after True 3" in out.stdout
+
+
+@pytest.mark.parametrize("backend", [b for b in _backends() if b != "linux"])
+def test_no_signal_by_pid_after_portclone_reaped_it(backend: str) -> None:
+    """Without a pidfd: one thread waits, another signals in a loop; no os.kill may
+    follow the reap of that pid (its number could be another process's by then)."""
+    out = run_python(f"""
+        import os, signal, threading, portclone
+        events = []
+        real_kill, real_waitpid = os.kill, os.waitpid
+        def kill(pid, sig):
+            events.append(("kill", pid))
+            return real_kill(pid, sig)
+        def waitpid(pid, options):
+            result = real_waitpid(pid, options)
+            if result[0]:
+                events.append(("reaped", result[0]))
+            return result
+        os.kill, os.waitpid = kill, waitpid
+        late = 0
+        with portclone.use_backend({backend!r}):
+            for _ in range(150):
+                events.clear()
+                child = portclone.clone(lambda: 0)
+                t = threading.Thread(target=child.wait)
+                t.start()
+                while child.returncode is None:
+                    child.send_signal(signal.SIGCONT)
+                t.join()
+                reaped = [i for i, e in enumerate(events) if e == ("reaped", child.pid)]
+                late += any(e == ("kill", child.pid) for e in events[reaped[0]:]) if reaped else 0
+        print("kills after the reap", late)
+    """, timeout=120)
+    assert "kills after the reap 0" in out.stdout, out.stdout + out.stderr
+
+
+def _pidfd_keeps_exit_status() -> Optional[str]:
+    if "linux" not in _backends():
+        return "needs the linux backend"
+    out = run_python("""
+        import os
+        from portclone._child import _pidfd_exit_status
+        pid = os.fork()
+        if pid == 0:
+            os._exit(3)
+        fd = os.pidfd_open(pid)
+        os.waitpid(pid, 0)
+        print(_pidfd_exit_status(fd))
+    """, timeout=30)
+    return None if out.stdout.strip() == "3" else "the kernel keeps no exit status for a " \
+        "pidfd (PIDFD_GET_INFO with PIDFD_INFO_EXIT: Linux 6.15)"
+
+
+@pytest.mark.parametrize("reaper", ["sigchld-ignored", "waitid-elsewhere"])
+def test_wait_gives_the_true_status_after_another_reaper(reaper: str) -> None:
+    why = _pidfd_keeps_exit_status()
+    if why:
+        pytest.skip(why)
+    out = run_python(f"""
+        import os, signal, time, portclone
+        if {reaper!r} == "sigchld-ignored":
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        exited = portclone.clone(os._exit, 3)
+        killed = portclone.clone(time.sleep, 60)
+        killed.kill()
+        if {reaper!r} == "waitid-elsewhere":
+            for c in (exited, killed):
+                os.waitid(os.P_PIDFD, c.pidfd, os.WEXITED)
+        print("statuses", exited.wait(timeout=30), killed.wait(timeout=30))
+    """, timeout=60)
+    assert "statuses 3 -9" in out.stdout, out.stdout + out.stderr

@@ -52,6 +52,32 @@ def _peek(pid: int, block: bool) -> Optional[int]:
     return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
 
+#: PIDFD_GET_INFO: _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info) for the struct's
+#: first version (64 bytes), whose last field is exit_code since Linux 6.15; and the mask
+#: bit that asks for it (torvalds/linux:include/uapi/linux/pidfd.h).
+_PIDFD_GET_INFO = 0xC040FF0B
+_PIDFD_INFO_EXIT = 0x8
+
+
+def _pidfd_exit_status(pidfd: int) -> Optional[int]:
+    """The exit status the kernel keeps for an exited child's pidfd (returncode form), or
+    None where the kernel keeps none (before 6.15) or the child has not exited."""
+    import fcntl
+    import struct
+
+    info = bytearray(64)
+    struct.pack_into("Q", info, 0, _PIDFD_INFO_EXIT)
+    try:
+        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, info, True)
+    except OSError:
+        return None  # ENOTTY/EINVAL: no PIDFD_GET_INFO; ESRCH: no such information
+    (mask,) = struct.unpack_from("Q", info, 0)
+    if not mask & _PIDFD_INFO_EXIT:
+        return None
+    (status,) = struct.unpack_from("i", info, 60)
+    return os.waitstatus_to_exitcode(status)
+
+
 def register(child: Child) -> None:
     """Make ``child`` known to reap_orphans (the fork backend; _native does it in C)."""
     _live[child.pid] = weakref.ref(child)
@@ -155,8 +181,8 @@ class Child:
         self._owner = _Process.token
         #: _native's owner of the pidfd, which closes it (see _native.c, PidfdOwner)
         self._pidfd_owner: Any = None
-        # one waitpid at a time (a second would see ECHILD); reentrant, because a signal
-        # handler may wait for the same child while this thread is in waitpid
+        # held while reaping (a quick waitpid) and while signalling by pid; reentrant,
+        # because a signal handler may wait for or signal the same child meanwhile
         self._lock = threading.RLock()
         self._exchange: Optional[Exchange] = None  # communicate()'s progress, between calls
         # Last: __del__ reads these first, so an __init__ interrupted before them (a signal
@@ -179,38 +205,48 @@ class Child:
             f"{os.getppid()}, which receives its exit status; watch child.pidfd for its exit")
 
     def _reap(self, block: bool) -> bool:
-        """Try to collect the exit status; True once returncode is set."""
-        lock = self._lock
-        if not lock.acquire(block):
-            return False
-        try:
-            while self.returncode is None:
-                # The status is read without reaping (WNOWAIT) and kept before the zombie
-                # is reaped: a signal handler that raises between any two steps loses
-                # nothing, and the pid cannot be reused while the status is unrecorded.
-                if self._status is None:
-                    try:
-                        self._status = _peek(self.pid, block)
-                    except ChildProcessError:
-                        if self.returncode is not None:  # reaped by a handler meanwhile
-                            break
-                        # SIGCHLD is ignored or somebody else reaped it: the status is
-                        # lost.  subprocess reports 0 in this case; so do we.
-                        self._status = 0
-                    if self._status is None:
-                        return False
+        """Try to collect the exit status; True once returncode is set.
+
+        The status is read without reaping (waitid WNOWAIT, no lock held: several threads
+        may wait at once) and kept before the zombie is reaped, under the lock that
+        signalling by pid also takes: a signal handler that raises between any two steps
+        loses nothing, and no pid is signalled after portclone reaped it.
+        """
+        while self.returncode is None:
+            if self._status is None:
                 try:
-                    os.waitpid(self.pid, os.WNOHANG | WALL)
+                    status = _peek(self.pid, block)
                 except ChildProcessError:
-                    pass  # reaped already: the status is what we kept
+                    if self.returncode is not None:  # reaped meanwhile, by us
+                        break
+                    status = self._lost_status()
+                if status is None:
+                    return False
+                if self._status is None:
+                    self._status = status
+            with self._lock:
                 if self.returncode is None:
+                    try:
+                        os.waitpid(self.pid, os.WNOHANG | WALL)
+                    except ChildProcessError:
+                        pass  # reaped already: the status is what we kept
                     self.returncode = self._status
-            ref = _live.get(self.pid)
-            if ref is not None and ref() is self:
-                del _live[self.pid]
-            return True
-        finally:
-            lock.release()
+        ref = _live.get(self.pid)
+        if ref is not None and ref() is self:
+            del _live[self.pid]
+        return True
+
+    def _lost_status(self) -> int:
+        """The status of a child something else reaped (SIGCHLD ignored, another waiter).
+
+        Linux 6.15 and later keep it for the pidfd (PIDFD_GET_INFO with PIDFD_INFO_EXIT).
+        Without a pidfd, or on older kernels, it is lost: 0, as subprocess reports.
+        """
+        if self.pidfd is not None and sys.platform == "linux":
+            status = _pidfd_exit_status(self.pidfd)
+            if status is not None:
+                return status
+        return 0
 
     def poll(self) -> Optional[int]:
         """The returncode if the child has exited, else None; never blocks."""
@@ -258,26 +294,29 @@ class Child:
     def send_signal(self, sig: int) -> None:
         """Send ``sig``; does nothing once the child has been reaped.
 
-        With a pidfd the signal can only reach this child.  Without one, the child is
-        polled first and signalled by pid only while it is known to be unreaped, as
-        subprocess does.  After :meth:`close` the pidfd is gone and the pid may belong
-        to another process by now: ValueError.
+        With a pidfd the signal can only reach this child.  Without one, it goes by pid
+        while portclone holds off reaping, so only while the pid is still this child's
+        (unless something other than portclone reaps children: SECURITY.md).  After
+        :meth:`close` the pidfd is gone and the pid may belong to another process by
+        now: ValueError.
         """
         if self.returncode is not None:
             return
         if self._closed:
             raise ValueError(f"child {self.pid} is closed: its pid may have been reused, "
                              "so it cannot be signalled any more")
-        try:
-            if sys.platform == "linux" and self.pidfd is not None:
+        if sys.platform == "linux" and self.pidfd is not None:
+            try:
                 signal.pidfd_send_signal(self.pidfd, sig)
-            elif self.reapable and self.poll() is None:
+            except ProcessLookupError:
+                pass  # exited and reaped meanwhile
+            return
+        if not self.reapable:
+            raise ValueError(f"child {self.pid} was created with CLONE_PARENT and has no "
+                             "pidfd: its pid may have been reused by now")
+        with self._lock:  # portclone does not reap it meanwhile (see _reap)
+            if self.returncode is None:  # unreaped: the pid is still this child's
                 os.kill(self.pid, sig)
-            elif not self.reapable:
-                raise ValueError(f"child {self.pid} was created with CLONE_PARENT and has no "
-                                 "pidfd: its pid may have been reused by now")
-        except ProcessLookupError:
-            pass  # exited and reaped meanwhile
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
