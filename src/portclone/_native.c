@@ -121,6 +121,28 @@ owner_new(int fd)
 /* Child.syscall, and the call errors name: by USED_* (exported as SYSCALL_NAMES) */
 static const char *const pc_syscall_names[] = {"fork", "clone3", "clone"};
 
+/* The names pc_adopt sets, made once: after a fork every page the parent writes is a
+ * copy-on-write fault, and a string made per call writes several. */
+static struct {
+    PyObject *pid, *pidfd, *pidfd_owner, *syscall, *registry, *reapable, *syscalls[3];
+} pc_names;
+
+static int
+make_names(void)
+{
+    pc_names.pid = PyUnicode_InternFromString("pid");
+    pc_names.pidfd = PyUnicode_InternFromString("pidfd");
+    pc_names.pidfd_owner = PyUnicode_InternFromString("_pidfd_owner");
+    pc_names.syscall = PyUnicode_InternFromString("syscall");
+    pc_names.registry = PyUnicode_InternFromString("_registry");
+    pc_names.reapable = PyUnicode_InternFromString("reapable");
+    for (int i = 0; i < 3; i++)
+        pc_names.syscalls[i] = PyUnicode_InternFromString(pc_syscall_names[i]);
+    return pc_names.pid && pc_names.pidfd && pc_names.pidfd_owner && pc_names.syscall &&
+           pc_names.registry && pc_names.reapable && pc_names.syscalls[0] &&
+           pc_names.syscalls[1] && pc_names.syscalls[2] ? 0 : -1;
+}
+
 /* In a new child: its parent's signal mask.  clone() blocks every signal across the
  * system call (keeping the caller's mask in a local: calls may nest, through at-fork
  * hooks, or run in several threads), so that no Python signal handler can run in the
@@ -243,16 +265,16 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
     PyObject *p = PyLong_FromLong((long)pid);
     PyObject *fd = pidfd >= 0 ? PyLong_FromLong(pidfd) : (Py_INCREF(Py_None), Py_None);
     PyObject *owner = pidfd >= 0 ? owner_new(pidfd) : (Py_INCREF(Py_None), Py_None);
-    PyObject *name = PyUnicode_FromString(pc_syscall_names[used >= 0 && used <= 2 ? used : 2]);
-    int ok = p != NULL && fd != NULL && owner != NULL && name != NULL &&
-             PyObject_SetAttrString(child, "_pidfd_owner", owner) == 0 &&
-             PyObject_SetAttrString(child, "pidfd", fd) == 0 &&
-             PyObject_SetAttrString(child, "syscall", name) == 0 &&
-             PyObject_SetAttrString(child, "pid", p) == 0;
+    PyObject *name = pc_names.syscalls[used >= 0 && used <= 2 ? used : 2];
+    int ok = p != NULL && fd != NULL && owner != NULL &&
+             PyObject_SetAttr(child, pc_names.pidfd_owner, owner) == 0 &&
+             PyObject_SetAttr(child, pc_names.pidfd, fd) == 0 &&
+             PyObject_SetAttr(child, pc_names.syscall, name) == 0 &&
+             PyObject_SetAttr(child, pc_names.pid, p) == 0;
 
     if (ok) { /* Child._registry[pid] = weakref(child): found by reap_orphans once dropped */
-        PyObject *registry = PyObject_GetAttrString(child, "_registry");
-        PyObject *reapable = PyObject_GetAttrString(child, "reapable");
+        PyObject *registry = PyObject_GetAttr(child, pc_names.registry);
+        PyObject *reapable = PyObject_GetAttr(child, pc_names.reapable);
         PyErr_Clear(); /* a holder without them (a test's, the bench floor's) */
         if (registry != NULL && PyDict_Check(registry) && reapable == Py_True) {
             PyObject *ref = PyWeakref_NewRef(child, NULL);
@@ -264,20 +286,19 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
     }
     Py_XDECREF(p);
     Py_XDECREF(fd);
-    Py_XDECREF(name);
     if (!ok) {
+        PyObject *type, *value, *tb;
         if (owner != NULL && owner != Py_None)
             ((PidfdOwner *)owner)->fd = -1; /* closed below, with the child gone */
         Py_XDECREF(owner);
-        PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         kill(pid, SIGKILL);
         while (waitpid(pid, NULL, PC_WALL) < 0 && errno == EINTR)
             ;
         if (pidfd >= 0) {
             close(pidfd);
-            PyObject_SetAttrString(child, "pidfd", Py_None);
-            PyObject_SetAttrString(child, "_pidfd_owner", Py_None);
+            PyObject_SetAttr(child, pc_names.pidfd, Py_None);
+            PyObject_SetAttr(child, pc_names.pidfd_owner, Py_None);
             PyErr_Clear();
         }
         PyErr_Restore(type, value, tb);
@@ -829,7 +850,7 @@ PyInit__native(void)
 
     if (pc_owner_type == NULL) {
         pc_owner_type = (PyTypeObject *)PyType_FromSpec(&owner_spec);
-        if (pc_owner_type == NULL)
+        if (pc_owner_type == NULL || make_names() < 0)
             return NULL;
         pthread_atfork(NULL, NULL, pc_new_generation); /* os.fork's children too */
     }
