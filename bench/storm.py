@@ -8,7 +8,9 @@ in the worker and in its Python children raises) at sub-millisecond intervals.  
 - children that ran the caller's code (a pid other than the worker's past clone());
 - fds leaked and zombies left once the storm is over and dropped handles are reaped;
 - hung waits (30 s each) and wrong statuses: a clone() child exits 7, or 1 when a handler
-  raised in it; a program exits 7, or dies of one of the storm's signals.
+  raised in it; a program exits 7, or dies of one of the storm's signals;
+- whether the worker's own signal mask changed (a storm against a blocked mask tests
+  nothing).
 
 Every count must be 0.  Bounded by --cycles and --seconds per backend.
 
@@ -37,7 +39,7 @@ from soak import children, open_fds  # bench/soak.py, beside this file
 
 STORM = (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 KEYS = ("cycles", "interrupted_calls", "ran_caller_code", "leaked_fds", "zombies", "hung",
-        "wrong_statuses")
+        "wrong_statuses", "mask_changed")
 
 
 class Storm(Exception):
@@ -108,6 +110,7 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
         fds_before = open_fds()
         for sig in STORM:
             signal.signal(sig, _raise)
+        mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # disarmed: cannot raise
         print("ready", flush=True)
         deadline = time.monotonic() + seconds
         done = 0
@@ -144,6 +147,8 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
                 wrong.append(f"{'clone' if is_clone else 'spawn'}: {status}")
             child.close()
         stats["cycles"] = done
+        # the caller's own signal mask must be as it was (disarmed: cannot raise)
+        stats["mask_changed"] = int(signal.pthread_sigmask(signal.SIG_BLOCK, ()) != mask_before)
         _disarm()
         for sig in STORM:
             signal.signal(sig, signal.SIG_IGN)
@@ -226,8 +231,8 @@ def report(results: List[Dict[str, Any]], command: str) -> str:
              "storm: SIGINT/SIGUSR1/SIGUSR2/SIGALRM to the process group every ~0.2 ms, "
              "every handler raising", "",
              "| backend | cycles | interrupted calls | ran caller code | leaked fds | zombies "
-             "| hung | wrong statuses | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| hung | wrong statuses | mask changed | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         lines.append(f"| {r['backend']} | " + " | ".join(
             f"{r.get(k, '?'):,}" if isinstance(r.get(k), int) else str(r.get(k, "?"))

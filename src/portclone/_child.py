@@ -18,8 +18,8 @@ from ._communicate import communicate as _communicate
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
 
-__all__ = ["Child", "run_child", "exit_child", "flush_std_streams", "reap_orphans", "register",
-           "reset_caught_handlers"]
+__all__ = ["Child", "run_child", "exit_child", "flush_std_streams", "hold_signals",
+           "reap_orphans", "register", "reset_caught_handlers"]
 
 #: Wait for children whatever their exit signal: a child whose exit signal is not
 #: SIGCHLD is invisible to a plain waitpid.  Linux's __WALL; NetBSD's WALLSIG
@@ -465,6 +465,22 @@ ALL_SIGNALS = frozenset(signal.valid_signals())
 
 def block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+
+
+def hold_signals() -> Any:
+    """Block every signal in this thread and return the mask to restore.
+
+    pthread_sigmask() runs the handlers of signals that arrived before it returns, so
+    one may raise after the block took effect: then the old mask is put back before the
+    exception goes on, and the caller is left as it was.
+    """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # changes nothing if it raises
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    return mask
 
 
 def reset_caught_handlers() -> None:

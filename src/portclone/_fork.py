@@ -15,10 +15,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._backend import Backend, native_status
 from ._child import (
-    ALL_SIGNALS,
     Child,
     exit_child,
     flush_std_streams,
+    hold_signals,
     register,
     reset_caught_handlers,
     run_child,
@@ -75,7 +75,7 @@ class ForkBackend(Backend):
         # Every signal is blocked across the fork, so that no handler can raise in the
         # child before run_child's try (see exit_child); the parent's mask comes back
         # right after.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        mask = hold_signals()
         try:
             child.pid = os.fork()
             if child.pid > 0:
@@ -108,7 +108,7 @@ class ForkBackend(Backend):
         child = Child(0, None, request.flags, request.exit_signal, self.name, "", True)
         # Signals stay blocked until the Child owns the new process: a handler that
         # raised in between would leave it unowned.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        mask = hold_signals()
         try:
             if _posix_spawn_fits(plan):
                 child.syscall = "posix_spawn"

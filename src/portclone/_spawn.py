@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import current_backend
-from ._child import ALL_SIGNALS, Child, reap_orphans
+from ._child import Child, hold_signals, reap_orphans
 from ._errors import InvalidFlagsError
 from ._flags import SIGCHLD, CloneFlags
 from ._validate import CgroupArg, IdMap, parse_id_map
@@ -302,7 +302,7 @@ def spawn(
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
     # thread; another thread can still trip a Python handler here).
     opens_fds = any(v in (PIPE, DEVNULL) for v in (stdin, stdout, stderr))
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS) if opens_fds else None
+    mask = hold_signals() if opens_fds else None
     plan: Optional[SpawnPlan] = None
     try:
         try:
