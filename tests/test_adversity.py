@@ -199,23 +199,22 @@ def test_pid1_parent_keeps_its_pidfd_when_a_files_child_drops_its_copy() -> None
         import gc
 
         r, w = os.pipe()
-        held = portclone.clone(lambda: os.read(r, 1) and 0)
-        assert os.getpid() == 1 and held.pidfd is not None
+        box = [portclone.clone(lambda: os.read(r, 1) and 0)]  # the only reference
+        assert os.getpid() == 1 and box[0].pidfd is not None
 
-        def drop() -> int:
-            global_copy = [held]
-            global_copy.clear()
+        def drop() -> int:  # the child's copy of the Child is freed: its __del__ runs
+            box.clear()
             gc.collect()
             return 0
 
         inner = portclone.clone(drop, flags=portclone.CLONE_NEWPID | portclone.CLONE_FILES)
         inner.wait()
         try:
-            os.fstat(held.pidfd)
+            os.fstat(box[0].pidfd)
         except OSError:
             return 3  # the child closed our pidfd
         os.write(w, b"x")
-        return held.wait()
+        return box[0].wait()
 
     outer = portclone.clone(init, flags=portclone.CLONE_NEWPID)
     assert outer.wait(timeout=60) == 0
