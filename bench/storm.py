@@ -69,6 +69,17 @@ def _disarm() -> None:
     _armed = 0
 
 
+def _fd_names() -> List[str]:
+    """``fd -> what it is`` for each open fd (what a leak report names)."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(f"fd {fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass
+    return names
+
+
 def _describe(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -108,6 +119,7 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
         portclone.clone(_seven).wait()
         gc.collect()
         fds_before = open_fds()
+        fd_names_before = _fd_names()
         for sig in STORM:
             signal.signal(sig, _raise)
         mask_before = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # disarmed: cannot raise
@@ -117,6 +129,7 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
         while done < cycles and time.monotonic() < deadline:
             is_clone = done % 2 == 0
             done += 1
+            child = None
             try:
                 _arm()
                 if is_clone:
@@ -127,8 +140,9 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
                 _disarm()
             except BaseException:  # the handler disarmed itself: nothing else raises here
                 caller_code()
-                stats["interrupted_calls"] += 1
-                continue
+                if child is None:  # else the call had returned: wait for its child below
+                    stats["interrupted_calls"] += 1
+                    continue
             caller_code()
             status = None
             while status is None:
@@ -159,7 +173,8 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
             time.sleep(0.01)  # polling a condition with a deadline
         stats["zombies"] = len(children())
         stats["ran_caller_code"] = os.fstat(witness.fileno()).st_size
-        stats["details"] = wrong[:10] + [_describe(pid) for pid in children()[:5]]
+        stats["details"] = (wrong[:10] + [_describe(pid) for pid in children()[:5]]
+                            + sorted(set(_fd_names()) - set(fd_names_before))[:5])
         stats["leaked_fds"] = open_fds() - fds_before
     return stats
 
@@ -257,7 +272,8 @@ def main(argv: List[str]) -> int:
     print(report(results, "python bench/storm.py " + " ".join(argv)))
     bad = {r["backend"]: failures(r) for r in results if failures(r)}
     for backend, what in bad.items():
-        print(f"FAILED {backend}: {', '.join(what)}")
+        details = next(r.get("details") for r in results if r["backend"] == backend)
+        print(f"FAILED {backend}: {', '.join(what)}; {details}")
     return 1 if bad else 0
 
 
