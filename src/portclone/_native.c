@@ -555,7 +555,11 @@ make_child(int mode, const struct request *rq, struct outcome *out)
     if (out->pid > 0 && mode == MODE_FORK && (rq->flags & PC_CLONE_PIDFD)) {
         /* The child is ours and unreaped: its pid cannot be reused yet. */
         pidfd = (int)syscall(SYS_pidfd_open, out->pid, 0);
-        if (pidfd < 0) { /* ENOMEM even with the slot: no child without its pidfd */
+        /* ESRCH: the child has already exited and the kernel reaped it (SIGCHLD ignored):
+         * it exists no more, so it has no pidfd to give; its status is lost, as with
+         * fork().  Any other failure (ENOMEM even with the slot): no child without its
+         * pidfd. */
+        if (pidfd < 0 && errno != ESRCH) {
             out->err = errno;
             kill(out->pid, SIGKILL);
             while (waitpid(out->pid, NULL, PC_WALL) < 0 && errno == EINTR)
