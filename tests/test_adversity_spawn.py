@@ -90,7 +90,9 @@ def test_communicate_slow_reader_big_writer_does_not_deadlock(backend: Backend) 
 
 
 def test_communicate_timeout_fires_when_the_program_stops_reading(backend: Backend) -> None:
-    code = COMMUNICATE_SLOW_READER.format(program=SLOW_READER, args=["200000"], timeout=1.0)
+    # 5 s: the program must have started and answered its 200,000 bytes before the timeout,
+    # and starting Python takes seconds in an emulated guest (1 s failed in arm64 TCG)
+    code = COMMUNICATE_SLOW_READER.format(program=SLOW_READER, args=["200000"], timeout=5.0)
     result = fresh(backend.name, code)
     assert result["timeout"] is True
     assert result["partial"] >= 200000 * 8  # what was read so far comes with the timeout
