@@ -75,9 +75,15 @@ def test_child_that_raises_exits_1_with_its_traceback() -> None:
 
 def _wait_for_signal(ready: int) -> int:
     faulthandler.disable()  # pytest's: it would report the SIGSEGV and SIGABRT sent here
+    # signal.pause() would race: a signal caught just before pause() starts leaves it
+    # blocked for good. Python's wakeup fd records every caught signal, so a read on it
+    # returns once one has arrived, and its handler runs right after.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
     os.write(ready, b"!")  # a signal before the fork hooks end is dropped, as after os.fork
     while True:
-        signal.pause()
+        os.read(wake_r, 1)
 
 
 COMMON = ["SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGSEGV", "SIGABRT", "SIGUSR1",
