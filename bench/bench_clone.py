@@ -25,8 +25,8 @@ import time
 from typing import Callable, Dict, List
 
 import portclone
-from portclone._backend import native_status
 from portclone._child import run_child
+from portclone._loader import native_status
 
 TRUE = "/bin/true"
 SIGCHLD = int(signal.SIGCHLD)

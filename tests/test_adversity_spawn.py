@@ -245,7 +245,7 @@ def test_id_map_text_is_parsed_and_rewritten_canonically() -> None:
 def test_clone_files_is_refused_unless_close_fds_is_false(backend: Backend) -> None:
     """Defect 10: with CLONE_FILES, close_fds=True was ignored and the program got the
     parent's inheritable fds.  The child shares the parent's table, so it cannot be honoured."""
-    refusal = backend.flag_refusal(F.CLONE_FILES, exec_child=True)
+    refusal = backend.why_refused(F.CLONE_FILES, exec_child=True)
     if refusal:
         pytest.skip(refusal)
     r, w = os.pipe()

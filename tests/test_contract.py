@@ -411,7 +411,7 @@ def request_for(flag: F) -> Dict[str, Any]:
 
 @pytest.mark.parametrize("flag", [info.flag for info in TABLE], ids=[info.name for info in TABLE])
 def test_flag_has_its_effect_or_its_documented_error(portclone_backend: Backend, flag: F) -> None:
-    reason = portclone_backend.flag_refusal(flag)
+    reason = portclone_backend.why_refused(flag)
     if reason is None:
         assert int(flag) in EFFECTS, f"{flag} is honoured by {portclone_backend.name} but has no effect test"
         effect, needs = EFFECTS[int(flag)]
@@ -496,7 +496,7 @@ def test_set_tid_only_where_the_kernel_can(portclone_backend: Backend) -> None:
 
 
 def test_nothing_leaks_on_refused_calls(portclone_backend: Backend) -> None:
-    refused = [info.flag for info in TABLE if portclone_backend.flag_refusal(info.flag)]
+    refused = [info.flag for info in TABLE if portclone_backend.why_refused(info.flag)]
     with no_side_effects():
         for _ in range(20):
             for flag in refused:

@@ -8,9 +8,10 @@ import re
 import pytest
 
 import portclone
+import portclone._registry
 from portclone import CloneFlags
 from portclone._docs import BEGIN, END, availability_table
-from portclone._flags import BACKENDS, RULES, TABLE, describe
+from portclone._flags import BACKENDS, CONDITIONS, RULES, TABLE, describe
 
 # torvalds/linux:include/uapi/linux/sched.h, written out independently of the table
 UAPI = {
@@ -39,7 +40,7 @@ def test_module_constants_equal_the_enum() -> None:
 
 def test_table_covers_every_flag_once_with_every_backend() -> None:
     assert sorted(int(i.flag) for i in TABLE) == sorted(UAPI.values())
-    assert BACKENDS == portclone._backend.BACKEND_NAMES
+    assert BACKENDS == tuple(portclone._registry.BACKENDS)
     for info in TABLE:
         for backend in BACKENDS:
             reason = info.reason(backend)
@@ -75,8 +76,12 @@ def test_parse_and_describe_round_trip() -> None:
 
 def test_rules_name_real_flags() -> None:
     for rule in RULES:
-        assert rule.all_of, rule
-        assert rule.broken_by(int(rule.all_of)) != bool(rule.missing & rule.all_of)
+        assert rule.all_of or rule.missing, rule
+        assert set(rule.when) <= set(CONDITIONS), rule
+        present = frozenset(rule.when)
+        assert rule.broken_by(int(rule.all_of), present) != bool(rule.missing & rule.all_of)
+        if rule.when:  # a conditional rule holds only under its condition
+            assert not rule.broken_by(int(rule.all_of))
 
 
 def test_readme_table_is_generated_from_the_table() -> None:

@@ -174,7 +174,7 @@ def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend,
         if cgroup2_root() is None:
             pytest.skip("missing cgroup2: no cgroup v2 hierarchy to name")
         kwargs["cgroup"] = cgroup2_root()
-    reason = portclone_backend.flag_refusal(flag, exec_child=True)
+    reason = portclone_backend.why_refused(flag, exec_child=True)
     if broken_rules(int(kwargs["flags"] | F.CLONE_VM)):  # CLONE_DETACHED (spawn adds CLONE_VM)
         with no_side_effects(), pytest.raises(portclone.InvalidFlagsError):
             portclone.spawn(["true"], **kwargs)

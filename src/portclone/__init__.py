@@ -13,28 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-#: The ABI of portclone._native this Python code was written for.
-NATIVE_ABI = 4
-
-from ._api import check, clone  # noqa: E402
-from ._backend import (  # noqa: E402
-    Backend,
-    available_backends,
-    current_backend,
-    get_backend,
-    use_backend,
-)
-from ._child import Child  # noqa: E402
-from ._errors import (  # noqa: E402
+from ._api import check, clone, spawn
+from ._backend import Backend
+from ._child import Child
+from ._errors import (
     BackendUnavailableError,
     InvalidFlagsError,
     PortcloneError,
     TimeoutExpired,
     UnsupportedFlagError,
 )
-from ._flags import RETIRED_NAMES, CloneFlags  # noqa: E402
-from ._spawn import DEVNULL, PIPE, STDOUT, spawn  # noqa: E402
+from ._flags import RETIRED_NAMES, CloneFlags
+from ._plan import DEVNULL, PIPE, STDOUT
+from ._registry import available_backends, current_backend, get_backend, use_backend, why_unusable
+
+__version__ = "0.1.0"
 
 # Module-level CLONE_* constants, for code ported from C.
 CLONE_NEWTIME = CloneFlags.CLONE_NEWTIME
@@ -79,20 +72,52 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Backend",
     "BackendUnavailableError",
-    "available_backends",
-    "get_backend",
-    "use_backend",
     "Child",
     "CloneFlags",
+    "DEVNULL",
     "InvalidFlagsError",
+    "PIPE",
     "PortcloneError",
+    "STDOUT",
     "TimeoutExpired",
     "UnsupportedFlagError",
+    "available_backends",
     "check",
     "clone",
     "current_backend",
+    "get_backend",
     "spawn",
-    "PIPE",
-    "DEVNULL",
-    "STDOUT",
-] + [name for name in CloneFlags.__members__]
+    "use_backend",
+    "why_unusable",
+    "CLONE_NEWTIME",
+    "CLONE_VM",
+    "CLONE_FS",
+    "CLONE_FILES",
+    "CLONE_SIGHAND",
+    "CLONE_PIDFD",
+    "CLONE_PTRACE",
+    "CLONE_VFORK",
+    "CLONE_PARENT",
+    "CLONE_THREAD",
+    "CLONE_NEWNS",
+    "CLONE_SYSVSEM",
+    "CLONE_SETTLS",
+    "CLONE_PARENT_SETTID",
+    "CLONE_CHILD_CLEARTID",
+    "CLONE_DETACHED",
+    "CLONE_UNTRACED",
+    "CLONE_CHILD_SETTID",
+    "CLONE_NEWCGROUP",
+    "CLONE_NEWUTS",
+    "CLONE_NEWIPC",
+    "CLONE_NEWUSER",
+    "CLONE_NEWPID",
+    "CLONE_NEWNET",
+    "CLONE_IO",
+    "CLONE_CLEAR_SIGHAND",
+    "CLONE_INTO_CGROUP",
+    "CLONE_AUTOREAP",
+    "CLONE_NNP",
+    "CLONE_PIDFD_AUTOKILL",
+    "CLONE_EMPTY_MNTNS",
+]

@@ -1,16 +1,20 @@
-"""The public functions: clone() and check()."""
+"""The public functions: clone(), spawn() and check()."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+import signal
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from ._backend import Backend, current_backend, thread_count, threaded_warning
-from ._child import Child, reap_orphans
-from ._errors import InvalidFlagsError
+from ._backend import Backend
+from ._child import Child, hold_signals, reap_orphans
+from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
-from ._validate import CgroupArg, Request, exit_signal_hazard
+from ._loader import thread_count, threaded_warning
+from ._plan import DEVNULL, PIPE, SpawnPlan, StdArg, StrOrBytesPath, prepare
+from ._registry import current_backend
+from ._validate import CgroupArg, IdMap, Request, exit_signal_hazard
 
-__all__ = ["clone", "check"]
+__all__ = ["check", "clone", "spawn"]
 
 SetTid = Union[int, Sequence[int], None]
 
@@ -78,5 +82,74 @@ def _request(backend: Backend, flags: int, exit_signal: int, cgroup: Optional[Cg
     if request.exit_signal != SIGCHLD:
         hazard = exit_signal_hazard(request.exit_signal)
         if hazard is not None:
-            raise InvalidFlagsError(0, backend.name, {"exit_signal": hazard})
+            raise InvalidFlagsError(backend.name, [Refusal(hazard, field="exit_signal")])
     return request
+
+
+def spawn(
+    argv: Sequence[StrOrBytesPath],
+    /,
+    *,
+    flags: int = 0,
+    exit_signal: int = SIGCHLD,
+    executable: Optional[StrOrBytesPath] = None,
+    env: Optional[Mapping[Any, Any]] = None,
+    cwd: Optional[StrOrBytesPath] = None,
+    pass_fds: Sequence[int] = (),
+    stdin: StdArg = None,
+    stdout: StdArg = None,
+    stderr: StdArg = None,
+    close_fds: bool = True,
+    restore_signals: bool = True,
+    uid_map: IdMap = None,
+    gid_map: IdMap = None,
+    map_root: bool = False,
+    hostname: Optional[str] = None,
+    cgroup: Optional[CgroupArg] = None,
+    set_tid: SetTid = None,
+) -> Child:
+    """Start ``argv`` as a new program in a child created with clone ``flags``.
+
+    Like ``subprocess.Popen`` for the process part (PATH lookup, ``env``,
+    ``cwd``, ``pass_fds``, ``close_fds``, ``restore_signals``, stdio as fds,
+    file objects, ``PIPE``, ``DEVNULL``, ``STDOUT``; bytes only, no shell),
+    plus Linux clone semantics: namespaces, sharing flags, a pidfd, a cgroup,
+    ``set_tid``.  ``exit_signal`` stays SIGCHLD: Linux resets the exit signal
+    of a child that has exec'd, so spawn() refuses any other.  With
+    CLONE_NEWUSER, ``uid_map``/``gid_map`` (``[(inside, outside, count)]`` or
+    /proc text) or ``map_root=True`` are written before the program starts;
+    ``hostname`` is set in a new UTS namespace.
+
+    On Linux the child is created with CLONE_VM (and CLONE_VFORK unless maps
+    must be written), runs C only, and costs the same whatever the parent's
+    size.  A program that cannot be started raises the OSError subprocess
+    would (FileNotFoundError, PermissionError, NotADirectoryError for cwd...)
+    and leaves no child behind.
+    """
+    backend = current_backend()
+    if isinstance(flags, int) and not isinstance(flags, bool):
+        flags |= CloneFlags.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
+    request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True)
+    reap_orphans()
+    # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
+    # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
+    # thread; another thread can still trip a Python handler here).
+    opens_fds = any(v in (PIPE, DEVNULL) for v in (stdin, stdout, stderr))
+    mask = hold_signals() if opens_fds else None
+    plan: Optional[SpawnPlan] = None
+    try:
+        try:
+            plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
+                           stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
+                           uid_map=uid_map, gid_map=gid_map, map_root=map_root,
+                           hostname=hostname, flags=int(request.flags), backend=backend.name,
+                           restore_signals=restore_signals)
+        finally:
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+        return plan.finish(backend.spawn(request, plan))
+    except BaseException:
+        if plan is not None:
+            plan.close_all()  # what finish() had not yet handed to the child
+        raise
+

@@ -44,7 +44,11 @@ _live: Dict[int, weakref.ref[Child]] = {}
 
 def _peek(pid: int, block: bool) -> Optional[int]:
     """The exit status of child ``pid`` (returncode form), leaving it unreaped; None if it
-    still runs (only when not ``block``)."""
+    still runs (only when not ``block``).  Without waitid (macOS' Python) the status is read
+    by reaping: a later send_signal by pid then relies on the reaper's lock alone."""
+    if sys.platform == "darwin" or not hasattr(os, "waitid"):
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        return os.waitstatus_to_exitcode(status) if done else None
     options = os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG)
     info = os.waitid(os.P_PID, pid, options)
     if info is None:

@@ -11,11 +11,10 @@ import socket
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import __version__
-from ._api import clone
-from ._backend import available_backends, current_backend, native_status
+from . import __version__, available_backends, clone, current_backend, spawn
 from ._errors import PortcloneError
 from ._flags import TABLE, CloneFlags, describe
+from ._loader import native_status
 
 
 def _info() -> Dict[str, Any]:
@@ -104,14 +103,12 @@ def _flags(markdown: bool) -> int:
         mark = "yes" if info.flag & supported else "no "
         print(f"{mark} {info.name:<22} {int(info.flag):#12x}  {info.meaning}")
         if not info.flag & supported:
-            print(f"{'':27}{backend.flag_refusal(info.flag)}")
+            print(f"{'':27}{backend.why_refused(info.flag)}")
     return 0
 
 
 def _run(flag_text: str, map_root: bool, hostname: Optional[str], command: List[str]) -> int:
     """A portable, flag-checked unshare(1): the exit status is the program's."""
-    from ._spawn import spawn
-
     if command and command[0] == "--":
         command = command[1:]
     if not command:

@@ -1,23 +1,30 @@
-"""portclone's exceptions, and the one place OS errors become them."""
+"""portclone's exceptions, and the one place OS errors become them (``translate``)."""
 
 from __future__ import annotations
 
+import enum
 import errno as _errno
 import os
 import platform
 import subprocess
-from typing import Mapping, Optional
+import sys
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
 
 from ._flags import CloneFlags, describe
 
 __all__ = [
     "PortcloneError",
+    "Refusal",
+    "Stage",
+    "translate",
     "UnsupportedFlagError",
     "InvalidFlagsError",
     "TimeoutExpired",
     "BackendUnavailableError",
     "platform_string",
     "kernel_error",
+    "not_now",
     "TRANSIENT_ERRNOS",
 ]
 
@@ -36,20 +43,39 @@ class PortcloneError(Exception):
     """Base class of portclone's own errors."""
 
 
+_NO_FLAGS = CloneFlags(0)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One thing wrong with a request: the flags (or the argument, ``field``) at fault, why."""
+
+    reason: str
+    flags: CloneFlags = _NO_FLAGS
+    field: str = ""
+    #: the kernel refuses it everywhere (InvalidFlagsError); else only this backend or
+    #: kernel cannot honour it (UnsupportedFlagError)
+    invalid: bool = False
+
+    @property
+    def label(self) -> str:
+        """``CLONE_NEWUSER|CLONE_FS``, or the argument's name (``exit_signal``...)."""
+        return self.field or describe(int(self.flags))
+
+
 class _FlagError(PortcloneError):
-    def __init__(
-        self,
-        flags: int,
-        backend: str,
-        reasons: Mapping[str, str],
-        *,
-        supported: Optional[int] = None,
-        headline: str,
-    ) -> None:
-        self.flags = CloneFlags(flags)
+    def __init__(self, backend: str, refusals: Sequence[Refusal], *,
+                 supported: Optional[int] = None, headline: str) -> None:
+        offending = 0
+        reasons: Dict[str, str] = {}
+        for refusal in refusals:
+            offending |= int(refusal.flags)
+            reasons.setdefault(refusal.label, refusal.reason)
+        self.flags = CloneFlags(offending)
         self.backend = backend
+        self.refusals = tuple(refusals)
         #: what is wrong, by flag name (or field name: ``exit_signal``, ``set_tid``...)
-        self.reasons = dict(reasons)
+        self.reasons = reasons
         self.reason = "; ".join(f"{k}: {v}" for k, v in self.reasons.items())
         self.supported = None if supported is None else CloneFlags(supported)
         lines = [f"{headline} [backend {backend!r} on {platform_string()}]:"]
@@ -63,27 +89,29 @@ class UnsupportedFlagError(_FlagError, NotImplementedError):
     """This backend, kernel or Python cannot honour these flags.
 
     Raised before anything is created.  ``.flags`` holds every offending
-    flag, ``.reasons`` the reason for each, ``.supported`` what the backend
-    honours instead.
+    flag, ``.reasons`` the reason for each (by flag or argument name),
+    ``.supported`` what the backend honours instead.
     """
 
-    def __init__(self, flags: int, backend: str, reasons: Mapping[str, str],
-                 *, supported: Optional[int] = None) -> None:
-        what = describe(flags) if flags else ", ".join(reasons)
-        super().__init__(
-            flags, backend, reasons, supported=supported,
-            headline=f"{what} cannot be honoured",
-        )
+    def __init__(self, backend: str, refusals: Sequence[Refusal], *,
+                 supported: Optional[int] = None) -> None:
+        flags = 0
+        for refusal in refusals:
+            flags |= int(refusal.flags)
+        what = describe(flags) if flags else ", ".join(r.label for r in refusals)
+        super().__init__(backend, refusals, supported=supported,
+                         headline=f"{what} cannot be honoured")
 
 
 class InvalidFlagsError(_FlagError, ValueError):
-    """A request the kernel refuses everywhere (its EINVAL rules).
+    """A request the kernel refuses everywhere (its EINVAL rules), or that would break a
+    promise (a spawn() option that would act on the parent).
 
     Raised before anything is created.
     """
 
-    def __init__(self, flags: int, backend: str, reasons: Mapping[str, str]) -> None:
-        super().__init__(flags, backend, reasons, headline="invalid clone request")
+    def __init__(self, backend: str, refusals: Sequence[Refusal]) -> None:
+        super().__init__(backend, refusals, headline="invalid clone request")
 
 
 class BackendUnavailableError(PortcloneError, LookupError):
@@ -137,3 +165,65 @@ def kernel_error(err: int, syscall: str, flags: int, exit_signal: int) -> OSErro
     if hint:
         text += f": {hint}"
     return OSError(err, text)
+
+
+class Stage(enum.IntEnum):
+    """Where starting a child failed: the codes an exec child reports (``_spawn.c``, the fork
+    backend's fork + exec) and the clone call itself."""
+
+    CLONE = 0  # the clone (or fork) call, in the parent
+    EXEC = 1
+    CHDIR = 2
+    FDS = 3  # moving stdio into place, marking fds close-on-exec
+    HOSTNAME = 4
+    MAPS = -1  # the parent writing the child's uid_map, gid_map or setgroups
+
+
+def translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_signal: int,
+              program: str = "", cwd: Optional[bytes] = None,
+              stage: Optional[Stage] = None) -> Exception:
+    """The exception the caller of clone() or spawn() gets for ``error``.
+
+    ``error.portclone_stage`` (a :class:`Stage`), or else ``stage``, says where the start
+    failed; an error with neither, and not from a system call (``portclone_syscall``),
+    comes from preparing the start and already says what failed.  Exec-child failures become what subprocess
+    raises (FileNotFoundError naming the program...).
+    """
+    stage = getattr(error, "portclone_stage", stage)
+    if stage is None:
+        if not hasattr(error, "portclone_syscall"):
+            return error
+        stage = Stage.CLONE
+    err = error.errno or 0
+    if stage == Stage.CLONE:
+        if (backend == "netbsd" and err == _errno.EINVAL and flags & CloneFlags.CLONE_FILES
+                and sys.platform.startswith("netbsd")):
+            # NetBSD's close-on-fork rule, where Python could not check it beforehand
+            return InvalidFlagsError(backend, [Refusal(
+                "NetBSD refuses to share a descriptor table that holds close-on-fork "
+                "descriptors (kern_fork.c, sys___clone)", CloneFlags.CLONE_FILES)])
+        return kernel_error(err, syscall, flags, exit_signal)
+    if stage == Stage.EXEC:
+        return OSError(err, os.strerror(err), program)
+    if stage == Stage.CHDIR:
+        return OSError(err, os.strerror(err), os.fsdecode(cwd or b""))
+    if stage == Stage.FDS:
+        return OSError(err, f"{os.strerror(err)}: setting up the child's file descriptors")
+    if stage == Stage.HOSTNAME:
+        return OSError(err, f"{os.strerror(err)}: sethostname in the child")
+    what = getattr(error, "portclone_map", "maps")
+    hint = ("the parent needs privilege over the ids it maps; unprivileged, only its own "
+            "uid and gid")
+    if err == _errno.EACCES:
+        hint = ("the child's /proc files belong to root: a process that changed its uid is "
+                "not dumpable (prctl(PR_SET_DUMPABLE, 1) makes it so again)")
+    elif err == _errno.ENOENT and not os.path.isdir("/proc/self"):
+        hint = f"/proc is not mounted: the maps are written to /proc/<pid>/{what}"
+    return OSError(err, f"{os.strerror(err)}: writing the child's {what} ({hint})")
+
+
+def not_now(error: OSError, doing: str) -> OSError:
+    """A transient failure of a probe (TRANSIENT_ERRNOS), as the OSError the caller gets."""
+    err = error.errno or 0
+    return OSError(err, f"{os.strerror(err)}: {doing} (nothing is remembered: the next call "
+                        "asks again)")

@@ -16,9 +16,10 @@ import enum
 import re
 import signal
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, Optional, Tuple
 
-__all__ = ["CloneFlags", "FlagInfo", "Rule", "TABLE", "RULES", "BACKENDS", "CSIGNAL", "SIGCHLD"]
+__all__ = ["BACKENDS", "CONDITIONS", "CSIGNAL", "RULES", "SIGCHLD", "TABLE", "CloneFlags", "FlagInfo", "Rule",
+           "describe"]
 
 #: The low byte of legacy clone's flags word: the exit signal, not a flag.
 CSIGNAL = 0xFF
@@ -155,7 +156,7 @@ _PY_SHARES_MEMORY = (
 _PY_SHARES_HANDLERS = (
     "shared signal handlers need CLONE_VM (the kernel's rule), which a Python child cannot use; "
     "CLONE_CLEAR_SIGHAND resets the child's handlers instead")
-_NEW_IN_71 = ("not yet honoured: no kernel portclone is tested on (5.10 to 6.18) knows it; ")
+_NEW_IN_71 = "not yet honoured: portclone does not use this Linux 7.1 flag yet; "
 
 
 def _share(what: str) -> str:
@@ -280,13 +281,35 @@ def describe(value: int) -> str:
 
 _NONE = CloneFlags(0)
 
+#: Why a program started by spawn() takes no exit signal but SIGCHLD.
+EXEC_SIGNAL_REASON = (
+    "a program started by spawn() always reports its exit with SIGCHLD: Linux resets the exit "
+    "signal of a child that has exec'd (its exec id changed: torvalds/linux:kernel/exit.c, "
+    "exit_notify), so another exit signal would silently not happen")
+
+
+#: The conditions a Rule can depend on besides the flags, and what they mean.  Validation
+#: (portclone._validate) says which hold for a request.
+CONDITIONS = {
+    "exit_signal": "an exit signal other than 0",
+    "caller_is_init": "the caller is the init process of its PID namespace",
+    "no_cgroup": "no cgroup= given",
+    "cwd": "cwd= given",
+    "stdio": "stdin, stdout or stderr redirected (spawn)",
+    "pass_fds": "pass_fds= given",
+    "close_fds": "close_fds=True",
+    "maps": "uid_map, gid_map or map_root given",
+    "hostname": "hostname= given",
+}
+
 
 @dataclass(frozen=True)
 class Rule:
-    """A combination the kernel refuses with EINVAL everywhere it matters.
+    """A request the kernel refuses (EINVAL), or that would break a promise of portclone's.
 
-    The rule is broken when every flag in ``all_of`` is set, and (when
-    ``missing`` is non-zero) none of ``missing`` is.
+    The rule is broken when every flag in ``all_of`` is set, none of ``missing`` is (when
+    ``missing`` is non-zero), and, when ``when`` names conditions, one of them holds.
+    ``field`` names the argument at fault when it is not a flag (``exit_signal``...).
     """
 
     all_of: CloneFlags
@@ -296,13 +319,23 @@ class Rule:
     #: a kernel feature that lifts the rule, probed by the backend (Backend.has_feature);
     #: "" for rules every kernel keeps
     lifted_by: str = ""
+    when: Tuple[str, ...] = ()
+    field: str = ""
 
-    def broken_by(self, flags: int) -> bool:
+    def broken_by(self, flags: int, present: FrozenSet[str] = frozenset()) -> bool:
+        if self.when and present.isdisjoint(self.when):
+            return False
         if flags & self.all_of != self.all_of:
             return False
         return not self.missing or not flags & self.missing
 
+    @property
+    def label(self) -> str:
+        """What an error names for this rule: the field, or the flags involved."""
+        return self.field or describe(int(self.all_of | self.missing))
 
+
+_PORTCLONE = "portclone (what the child does must stay the child's)"
 RULES: Tuple[Rule, ...] = (
     Rule(F.CLONE_SIGHAND, "CLONE_SIGHAND needs CLONE_VM", missing=F.CLONE_VM),
     Rule(F.CLONE_THREAD, "CLONE_THREAD needs CLONE_SIGHAND", missing=F.CLONE_SIGHAND),
@@ -320,7 +353,7 @@ RULES: Tuple[Rule, ...] = (
     Rule(F.CLONE_PIDFD | F.CLONE_DETACHED, "CLONE_PIDFD with CLONE_DETACHED"),
     Rule(F.CLONE_DETACHED, "CLONE_DETACHED is obsolete: clone3 refuses it (EINVAL) and legacy "
          "clone has ignored it since Linux 2.6.2", source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
-    # seen on Linux 7.2 by tests/test_differential.py; older kernels refuse the flags anyway
+    # Linux 7.1's clone3 refuses these (EINVAL); older kernels refuse the flags themselves
     Rule(F.CLONE_AUTOREAP | F.CLONE_THREAD, "a thread cannot be auto-reaped (CLONE_AUTOREAP "
          "with CLONE_THREAD)"),
     Rule(F.CLONE_AUTOREAP | F.CLONE_PARENT, "the caller's parent would have to reap it: "
@@ -339,4 +372,33 @@ RULES: Tuple[Rule, ...] = (
     Rule(F.CLONE_SIGHAND | F.CLONE_CLEAR_SIGHAND,
          "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
          source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    # the exit signal
+    Rule(F.CLONE_PARENT, "CLONE_PARENT takes the exit signal from the caller: pass "
+         "exit_signal=0 (clone3 answers EINVAL)", when=("exit_signal",), field="exit_signal",
+         source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    Rule(F.CLONE_THREAD, "CLONE_THREAD takes the exit signal from the caller: pass "
+         "exit_signal=0 (clone3 answers EINVAL)", when=("exit_signal",), field="exit_signal",
+         source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    Rule(F.CLONE_AUTOREAP, "an auto-reaped child signals nobody: pass exit_signal=0 (clone3 "
+         "answers EINVAL)", when=("exit_signal",), field="exit_signal"),
+    Rule(F.CLONE_PARENT, "the init process of a PID namespace has no parent to share",
+         when=("caller_is_init",)),
+    Rule(F.CLONE_INTO_CGROUP, "CLONE_INTO_CGROUP needs cgroup= (a cgroup v2 directory fd or "
+         "path)", when=("no_cgroup",), source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    # spawn(): what the child does to itself must not happen to the parent
+    Rule(F.CLONE_FILES, "the child shares the parent's fd table: redirecting stdio, pass_fds or "
+         "the maps' handshake would change the parent's", when=("stdio", "pass_fds", "maps"),
+         source=_PORTCLONE),
+    Rule(F.CLONE_FILES, "the child shares the parent's fd table, so close_fds=True cannot be "
+         "honoured (marking fds close-on-exec there would mark the parent's) and the program "
+         "would get every inheritable fd; pass close_fds=False to accept that",
+         when=("close_fds",), source=_PORTCLONE),
+    Rule(F.CLONE_FS, "the child shares the parent's cwd: cwd= would move the parent too",
+         when=("cwd",), source=_PORTCLONE),
+    Rule(F.CLONE_VFORK, "with uid_map/gid_map the parent writes the maps while the child "
+         "waits, which a vfork-suspended parent cannot do", when=("maps",), source=_PORTCLONE),
+    Rule(_NONE, "a user namespace's maps need CLONE_NEWUSER", missing=F.CLONE_NEWUSER,
+         when=("maps",), field="uid_map/gid_map", source=_PORTCLONE),
+    Rule(_NONE, "setting the child's hostname needs CLONE_NEWUTS (or it is the host's)",
+         missing=F.CLONE_NEWUTS, when=("hostname",), field="hostname", source=_PORTCLONE),
 )

@@ -13,18 +13,18 @@ import os
 import signal
 import stat
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ._errors import InvalidFlagsError, UnsupportedFlagError
-from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags, describe
+from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
+from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags
 
-__all__ = ["Request", "CgroupArg", "IdMap", "make_request", "parse_id_map", "exit_signal_hazard"]
+__all__ = ["CgroupArg", "IdMap", "Request", "broken_rules", "check_options", "exit_signal_hazard",
+           "make_request", "parse_id_map"]
 
 CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 #: a user namespace's uid_map/gid_map: (inside, outside, count) triples, or their text
 IdMap = Union[str, Sequence[Tuple[int, int, int]], None]
 
-F = CloneFlags
 MAX_SET_TID = 32  # MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h
 
 
@@ -38,17 +38,16 @@ class Request:
     set_tid: Optional[Tuple[int, ...]] = None
     #: only clone3 can express it (clone3-only flags, set_tid or a cgroup)
     needs_clone3: bool = False
-    #: exactly fork(): no flags but CLONE_PIDFD, SIGCHLD, nothing else
-    plain: bool = False
-    #: the flags as a plain int, for the system-call layer
-    value: int = 0
+    #: exactly what fork() does: no flag but CLONE_PIDFD, SIGCHLD, nothing else
+    plain_fork: bool = False
 
     @classmethod
     def make(cls, flags: int, exit_signal: int, cgroup: Optional[CgroupArg] = None,
              set_tid: Optional[Tuple[int, ...]] = None) -> Request:
         needs_clone3 = bool(flags & CLONE3_ONLY) or set_tid is not None or cgroup is not None
-        plain = not flags & ~F.CLONE_PIDFD and exit_signal == SIGCHLD and not needs_clone3
-        return cls(CloneFlags(flags), exit_signal, cgroup, set_tid, needs_clone3, plain, int(flags))
+        plain_fork = (not flags & ~CloneFlags.CLONE_PIDFD and exit_signal == SIGCHLD
+                      and not needs_clone3)
+        return cls(CloneFlags(flags), exit_signal, cgroup, set_tid, needs_clone3, plain_fork)
 
 
 def _as_int(value: object, what: str) -> int:
@@ -152,48 +151,37 @@ def make_request(
     cg = _cgroup(cgroup)
 
     if value < 0 or value >= 1 << 64:
-        raise InvalidFlagsError(0, backend, {"flags": f"{value:#x} is not a 64-bit flag word"})
+        raise InvalidFlagsError(backend, [Refusal(f"{value:#x} is not a 64-bit flag word",
+                                                  field="flags")])
     unknown = value & ~KNOWN_BITS & ~CSIGNAL
     if unknown:
-        raise UnsupportedFlagError(unknown, backend, {
-            describe(unknown): "not a clone flag portclone knows (newer kernels may define "
-            "it); portclone never passes unknown bits on (legacy clone would ignore them "
-            "silently)",
-        })
+        raise UnsupportedFlagError(backend, [Refusal(
+            "not a clone flag portclone knows (newer kernels may define it); portclone never "
+            "passes unknown bits on (legacy clone would ignore them silently)",
+            CloneFlags(unknown))])
     if cg is not None:
-        value |= F.CLONE_INTO_CGROUP
+        value |= CloneFlags.CLONE_INTO_CGROUP
 
-    invalid: Dict[str, str] = {}
-    bad_low = int(value & CSIGNAL & ~F.CLONE_NEWTIME)
+    invalid: List[Refusal] = []
+    bad_low = int(value & CSIGNAL & ~CloneFlags.CLONE_NEWTIME)
     if bad_low:
-        invalid["flags"] = (f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
-                            "not a flag: pass exit_signal= instead")
+        invalid.append(Refusal(f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
+                               "not a flag: pass exit_signal= instead", field="flags"))
     if not 0 <= sig < signal.NSIG:
-        invalid["exit_signal"] = f"{sig} is not a signal number (0 to {signal.NSIG - 1})"
-    broken = 0
-    for rule in RULES:
-        if rule.broken_by(value) and not (rule.lifted_by and has_feature(rule.lifted_by)):
-            invalid[describe(int(rule.all_of | rule.missing))] = rule.message
-            broken |= rule.all_of
-    if value & (F.CLONE_THREAD | F.CLONE_PARENT) and sig:
-        invalid["exit_signal"] = (
-            f"CLONE_PARENT and CLONE_THREAD take the exit signal from the caller: pass "
-            f"exit_signal=0, not {sig} (clone3 answers EINVAL)")
-        broken |= value & (F.CLONE_THREAD | F.CLONE_PARENT)
-    if value & F.CLONE_AUTOREAP and sig:  # seen on Linux 7.2 (tests/test_differential.py)
-        invalid["exit_signal"] = (f"an auto-reaped child signals nobody: pass exit_signal=0, "
-                                  f"not {sig} (clone3 answers EINVAL)")
-        broken |= F.CLONE_AUTOREAP
-    if value & F.CLONE_PARENT and os.getpid() == 1:
-        invalid["CLONE_PARENT"] = "the init process of a PID namespace has no parent to share"
-        broken |= F.CLONE_PARENT
-    if value & F.CLONE_INTO_CGROUP and cg is None:
-        invalid["CLONE_INTO_CGROUP"] = "needs cgroup= (a cgroup v2 directory fd or path)"
-        broken |= F.CLONE_INTO_CGROUP
+        invalid.append(Refusal(f"{sig} is not a signal number (0 to {signal.NSIG - 1})",
+                               field="exit_signal"))
+    present = set()
+    if sig:
+        present.add("exit_signal")
+    if os.getpid() == 1:
+        present.add("caller_is_init")
+    if cg is None:
+        present.add("no_cgroup")
+    invalid += broken_rules(value, frozenset(present), has_feature)
     if tids is not None:
         problem = _set_tid_problem(tids, value)
         if problem:
-            invalid["set_tid"] = problem
+            invalid.append(Refusal(problem, field="set_tid"))
     unreadable: Optional[OSError] = None
     if cg is not None:
         try:
@@ -202,13 +190,35 @@ def make_request(
             unreadable = OSError(e.errno, f"cgroup={cg!r}: {e.strerror}")
         else:
             if problem:
-                invalid["cgroup"] = problem
+                invalid.append(Refusal(problem, field="cgroup"))
     # the kernel's order: a malformed request is EINVAL before the cgroup fd is looked at
     if invalid:
-        raise InvalidFlagsError(broken, backend, invalid)
+        raise InvalidFlagsError(backend, invalid)
     if unreadable is not None:
         raise unreadable
     return Request.make(value, sig, cg, tids)
+
+
+def broken_rules(flags: int, present: FrozenSet[str] = frozenset(),
+                 has_feature: Callable[[str], bool] = _lifted,
+                 conditional_only: bool = False) -> List[Refusal]:
+    """The RULES ``flags`` breaks, given the conditions ``present`` (see _flags.CONDITIONS)
+    and the kernel features that lift a rule.  ``conditional_only``: only rules that depend
+    on a condition (the unconditional ones were checked with the flags already)."""
+    found = []
+    for rule in RULES:
+        if conditional_only and not rule.when:
+            continue
+        if rule.broken_by(flags, present) and not (rule.lifted_by and has_feature(rule.lifted_by)):
+            found.append(Refusal(rule.message, rule.all_of, rule.field or rule.label))
+    return found
+
+
+def check_options(flags: int, present: FrozenSet[str], backend: str) -> None:
+    """InvalidFlagsError for spawn() options (``present``) that ``flags`` rule out."""
+    found = broken_rules(flags, present, conditional_only=True)
+    if found:
+        raise InvalidFlagsError(backend, found)
 
 
 def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
@@ -219,11 +229,11 @@ def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
         if not 0 < tid < pid_max:  # pid_max itself is not a pid (alloc_pid: tid >= pid_max)
             return (f"set_tid[{i}] = {tid} is outside 1..{pid_max - 1} "
                     f"(/proc/sys/kernel/pid_max is {pid_max})")
-    levels = _pid_ns_levels() + (1 if flags & F.CLONE_NEWPID else 0)
+    levels = _pid_ns_levels() + (1 if flags & CloneFlags.CLONE_NEWPID else 0)
     if len(tids) > levels:
         return (f"{len(tids)} pids given, but the child lives in {levels} PID namespace(s) "
                 "(one pid per level, innermost first)")
-    if flags & F.CLONE_NEWPID and tids[0] != 1:
+    if flags & CloneFlags.CLONE_NEWPID and tids[0] != 1:
         return "with CLONE_NEWPID the child is the new namespace's init: set_tid[0] must be 1"
     return None
 

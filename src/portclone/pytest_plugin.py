@@ -16,14 +16,15 @@ from typing import Iterator, List
 
 import pytest
 
-from ._backend import BACKEND_NAMES, Backend, _why_unusable, available_backends, use_backend
+from . import Backend, available_backends, use_backend, why_unusable
+from ._registry import BACKENDS
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("portclone")
     group.addoption(
         "--portclone-backend", action="append", default=[], metavar="NAME",
-        choices=list(BACKEND_NAMES),
+        choices=list(BACKENDS),
         help="run portclone_backend tests under this backend only (repeatable; default: "
              "every backend available here)")
 
@@ -31,7 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _chosen(config: pytest.Config) -> List[str]:
     names: List[str] = config.getoption("portclone_backend") or available_backends()
     for name in names:
-        why = _why_unusable(name)
+        why = why_unusable(name)
         if why is not None:
             raise pytest.UsageError(f"--portclone-backend {name}: {why}")
     return names

@@ -28,18 +28,20 @@ WALLSIG, NetBSD's __WALL (sys/sys/wait.h; kern_exit.c find_stopped_child).
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import sys
-from typing import Any, Callable, Dict, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from ._backend import Backend
-from ._child import Child, flush_std_streams, run_child
-from ._errors import InvalidFlagsError, kernel_error
-from ._flags import CloneFlags
-from ._spawn import SpawnPlan, child_error
-from ._validate import Request
+from .._backend import Backend
+from .._child import Child, flush_std_streams, run_child
+from .._errors import Refusal, Stage, translate
+from .._flags import CloneFlags
+from .._loader import native_status
+from .._validate import Request
+
+if TYPE_CHECKING:
+    from .._plan import SpawnPlan
 
 __all__ = ["NetBSDBackend"]
 
@@ -50,32 +52,41 @@ NETBSD_NSIG = 64
 class NetBSDBackend(Backend):
     name = "netbsd"
 
-    def __init__(self, native: Any) -> None:
+    @classmethod
+    def why_unusable(cls) -> Optional[str]:
+        why = super().why_unusable()
+        if why is None and not sys.platform.startswith(("netbsd", "linux")):
+            why = (f"the netbsd backend needs NetBSD (or Linux, to test its rules), this is "
+                   f"{sys.platform}")
+        if why is None:
+            native, why = native_status()
+            if why is None and not hasattr(native, "libc_clone"):
+                why = "portclone._native was built without libc clone()"
+        return why
+
+    def __init__(self) -> None:
         super().__init__()
-        self._native = native
+        self._native: Any = native_status()[0]
 
     @property
     def emulated(self) -> bool:
         """True on Linux: glibc's clone() with NetBSD's rules."""
         return not sys.platform.startswith("netbsd")
 
-    def invalid(self, request: Request) -> Dict[str, str]:
-        found: Dict[str, str] = {}
+    def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
+        found = super().refusals(request, exec_child)
         if not 0 <= request.exit_signal < NETBSD_NSIG:
-            found["exit_signal"] = (f"NetBSD's exit signals are 0 to {NETBSD_NSIG - 1} "
-                                    "(its kernel answers EINVAL)")
-        if request.value & _FILES:
+            found.append(Refusal(f"NetBSD's exit signals are 0 to {NETBSD_NSIG - 1} (its kernel "
+                                 "answers EINVAL)", field="exit_signal", invalid=True))
+        if request.flags & _FILES:
             held = close_on_fork_fds()
             if held:
-                found["CLONE_FILES"] = (
+                found.append(Refusal(
                     "NetBSD refuses to share a descriptor table that holds close-on-fork "
-                    f"descriptors (kern_fork.c rev. 1.234): fds {', '.join(map(str, held))}")
-        return found
-
-    def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
-        found = super().refusals(request, exec_child)
+                    f"descriptors (kern_fork.c rev. 1.234): fds {', '.join(map(str, held))}",
+                    CloneFlags.CLONE_FILES, invalid=True))
         if request.set_tid is not None:
-            found["set_tid"] = "NetBSD's clone cannot choose the child's pid"
+            found.append(Refusal("NetBSD's clone cannot choose the child's pid", field="set_tid"))
         return found
 
     def launch(self, request: Request, fn: Callable[..., object],
@@ -85,20 +96,15 @@ class NetBSDBackend(Backend):
         flush_std_streams()
         try:
             # the child runs runner() and _exits in C; the parent's child is filled in
-            self._native.libc_clone(child, runner, request.value | request.exit_signal)
+            self._native.libc_clone(child, runner, int(request.flags) | request.exit_signal)
         except OSError as e:
-            if (e.errno == errno.EINVAL and request.value & _FILES
-                    and sys.platform.startswith("netbsd")):
-                # the close-on-fork rule, where Python did not let us check it beforehand
-                raise InvalidFlagsError(_FILES, self.name, {
-                    "CLONE_FILES": "NetBSD refuses to share a descriptor table that holds "
-                                   "close-on-fork descriptors (kern_fork.c, sys___clone)"}) from None
-            raise kernel_error(e.errno or 0, "clone", request.value, request.exit_signal) from None
+            raise translate(e, backend=self.name, syscall="clone", flags=int(request.flags),
+                            exit_signal=request.exit_signal, stage=Stage.CLONE) from None
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
         # CLONE_VM|CLONE_VFORK through libc's clone, the child running C only (_spawn.c)
-        flags = request.value | _VM | _VFORK
+        flags = int(request.flags) | _VM | _VFORK
         child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "clone", True)
         native = self._native
         try:
@@ -107,12 +113,9 @@ class NetBSDBackend(Backend):
                 plan.argv, plan.envp, plan.cwd, plan.fds, plan.keep, plan.close_fds, None, None,
                 plan.restore_signals)
         except OSError as e:
-            stage = getattr(e, "portclone_stage", None)
-            if stage is None:
-                raise  # preparing, before the clone: the message says what failed
-            if stage == 0:
-                raise kernel_error(e.errno or 0, "clone", flags, request.exit_signal) from None
-            raise child_error(e, plan) from None
+            raise translate(e, backend=self.name, syscall="clone", flags=flags,
+                            exit_signal=request.exit_signal, program=plan.name,
+                            cwd=plan.cwd) from None
         return child
 
     def details(self) -> Dict[str, Any]:
@@ -124,9 +127,9 @@ class NetBSDBackend(Backend):
         }
 
 
-_FILES = 0x400
-_VM = 0x100
-_VFORK = 0x4000
+_FILES = int(CloneFlags.CLONE_FILES)
+_VM = int(CloneFlags.CLONE_VM)
+_VFORK = int(CloneFlags.CLONE_VFORK)
 # FD_CLOFORK, where Python exposes it; Linux has no close-on-fork descriptors.  Where a
 # NetBSD Python lacks the constant, the kernel's EINVAL is translated after the call.
 _CLOFORK = getattr(__import__("fcntl"), "FD_CLOFORK", None) if os.name == "posix" else None

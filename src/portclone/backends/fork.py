@@ -11,10 +11,10 @@ import functools
 import os
 import signal
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ._backend import Backend, native_status
-from ._child import (
+from .._backend import Backend
+from .._child import (
     Child,
     exit_child,
     flush_std_streams,
@@ -23,13 +23,17 @@ from ._child import (
     reset_caught_handlers,
     run_child,
 )
-from ._flags import SIGCHLD, CloneFlags
-from ._spawn import SpawnPlan, child_error
-from ._validate import Request
+from .._errors import Refusal, Stage, translate
+from .._flags import SIGCHLD, CloneFlags
+from .._loader import native_status
+from .._validate import Request
+
+if TYPE_CHECKING:
+    from .._plan import SpawnPlan
 
 __all__ = ["ForkBackend"]
 
-_VFORK = 0x4000
+_VFORK = int(CloneFlags.CLONE_VFORK)
 # Python ignores these at startup; programs expect them at default (subprocess resets them too)
 _RESTORED = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, name))
 
@@ -45,27 +49,30 @@ class ForkBackend(Backend):
         _, why = native_status()
         return f" ({why})" if why else ""
 
-    def flag_refusal(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
-        reason = super().flag_refusal(flag, exec_child)
+    def why_refused(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
+        reason = super().why_refused(flag, exec_child)
         if reason is None:
             return None
         return f"fork fallback on {sys.platform}: {reason}{self._why_not_native()}"
 
-    def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
+    def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
         found = super().refusals(request, exec_child)
         where = f"fork fallback on {sys.platform}"
         if request.exit_signal != SIGCHLD:
-            found["exit_signal"] = (f"{where}: os.fork children always signal SIGCHLD; another "
-                                    f"exit signal needs the linux backend{self._why_not_native()}")
+            found = [r for r in found if r.field != "exit_signal"]
+            found.append(Refusal(f"{where}: os.fork children always signal SIGCHLD; another "
+                                 f"exit signal needs the linux backend{self._why_not_native()}",
+                                 field="exit_signal"))
         if request.set_tid is not None:
-            found["set_tid"] = (f"{where}: os.fork cannot choose the child's pid; set_tid needs "
-                                f"the linux backend{self._why_not_native()}")
+            found.append(Refusal(f"{where}: os.fork cannot choose the child's pid; set_tid "
+                                 f"needs the linux backend{self._why_not_native()}",
+                                 field="set_tid"))
         return found
 
     def launch(self, request: Request, fn: Callable[..., object],
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
         child = Child(0, None, request.flags, request.exit_signal, self.name, "fork", True)
-        vfork = bool(request.value & _VFORK)
+        vfork = bool(request.flags & _VFORK)
         if vfork:
             # CLONE_VFORK, emulated: the child holds the write end of a close-on-exec pipe
             # (os.pipe's fds are not inheritable); the parent reads until it closes,
@@ -221,7 +228,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
     if pid > 0:
         register(child)
     if pid == 0:
-        stage = 3
+        stage = Stage.FDS
         try:
             reset_caught_handlers()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -250,9 +257,9 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
                 for sig in _RESTORED:
                     signal.signal(sig, signal.SIG_DFL)
             if plan.cwd is not None:
-                stage = 2
+                stage = Stage.CHDIR
                 os.chdir(plan.cwd)
-            stage = 1
+            stage = Stage.EXEC
             env: Mapping[Any, Any] = plan.env_dict if plan.env_dict is not None else os.environ
             error: OSError = FileNotFoundError(2, "No such file or directory")
             for path in plan.paths:
@@ -265,7 +272,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
                     break
             raise error
         except OSError as e:
-            os.write(err_w, f"{stage}:{e.errno}".encode())
+            os.write(err_w, f"{int(stage)}:{e.errno}".encode())
         finally:
             os._exit(127)
     os.close(err_w)
@@ -273,7 +280,8 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
         report = pipe.read()  # EOF: the exec happened (close-on-exec), or the child died
     if report:
         child.wait()
-        stage, err = (int(x) for x in report.split(b":"))
+        where, err = (int(x) for x in report.split(b":"))
         failure = OSError(err, os.strerror(err))
-        failure.portclone_stage = stage  # type: ignore[attr-defined]
-        raise child_error(failure, plan)
+        raise translate(failure, backend="fork", syscall="fork", flags=int(child.flags),
+                        exit_signal=child.exit_signal, program=plan.name, cwd=plan.cwd,
+                        stage=Stage(where))

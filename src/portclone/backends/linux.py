@@ -12,34 +12,41 @@ import errno
 import functools
 import os
 import sys
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from ._backend import Backend
-from ._child import Child, flush_std_streams, reset_caught_handlers, run_child
-from ._errors import TRANSIENT_ERRNOS, UnsupportedFlagError, kernel_error
-from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
-from ._spawn import SpawnPlan, child_error
-from ._validate import Request
+from .._backend import Backend
+from .._child import Child, flush_std_streams, reset_caught_handlers, run_child
+from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now, translate
+from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
+from .._loader import native_status
+from .._validate import Request
+
+if TYPE_CHECKING:
+    from .._plan import SpawnPlan
 
 __all__ = ["LinuxBackend"]
 
-assert sys.platform == "linux"  # only imported there; tells type checkers too
-
-F = CloneFlags
-_PIDFD = int(F.CLONE_PIDFD)
-_VM = int(F.CLONE_VM)
-_VFORK = int(F.CLONE_VFORK)
-_FILES = int(F.CLONE_FILES)
-_PARENT = int(F.CLONE_PARENT)
-_CLEAR_SIGHAND = int(F.CLONE_CLEAR_SIGHAND)
+_PIDFD = int(CloneFlags.CLONE_PIDFD)
+_VM = int(CloneFlags.CLONE_VM)
+_VFORK = int(CloneFlags.CLONE_VFORK)
+_FILES = int(CloneFlags.CLONE_FILES)
+_PARENT = int(CloneFlags.CLONE_PARENT)
+_CLEAR_SIGHAND = int(CloneFlags.CLONE_CLEAR_SIGHAND)
 
 
 class LinuxBackend(Backend):
     name = "linux"
 
-    def __init__(self, native: Any) -> None:
+    @classmethod
+    def why_unusable(cls) -> Optional[str]:
+        why = super().why_unusable()
+        if why is None and not sys.platform.startswith("linux"):
+            why = f"the linux backend needs Linux, this is {sys.platform}"
+        return why or native_status()[1]
+
+    def __init__(self) -> None:
         super().__init__()
-        self._native = native
+        self._native: Any = native_status()[0]
 
     # -- probes: each really makes the call -----------------------------------
     def clone3_errno(self) -> int:
@@ -66,8 +73,8 @@ class LinuxBackend(Backend):
             return _thread_pidfds()
         raise ValueError(f"no probe for kernel feature {name!r}")
 
-    def flag_refusal(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
-        reason = super().flag_refusal(flag, exec_child)
+    def why_refused(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
+        reason = super().why_refused(flag, exec_child)
         if reason is not None:
             return reason
         info = INFO[int(flag)]
@@ -79,52 +86,50 @@ class LinuxBackend(Backend):
             missing = self.clone3_missing()
             if missing is None and exec_child and not self._native.HAVE_CLONE3_SPAWN:
                 missing = (f"exec children need clone3 with a new stack, which portclone "
-                           f"does not yet do on {self._native.ARCH} (libc's clone is used)")
+                           f"does not do on {self._native.ARCH} (libc's clone is used)")
             return missing
-        if flag == F.CLONE_PIDFD and not self.pidfd_available():
+        if flag == CloneFlags.CLONE_PIDFD and not self.pidfd_available():
             return "the running kernel gives no pidfds (Linux 5.3 or later does)"
         return None
 
-    def refusals(self, request: Request, exec_child: bool = False) -> Dict[str, str]:
+    def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
         found = super().refusals(request, exec_child)
         if request.set_tid is not None:
             missing = self.clone3_missing()
             if missing:
-                found["set_tid"] = missing
+                found.append(Refusal(missing, field="set_tid"))
         if not exec_child and not self._native.LEGACY_CLONE_ORDER and not request.needs_clone3:
             missing = self.clone3_missing()
-            if missing and not request.plain:
-                found["architecture"] = (
-                    f"{missing}, and portclone does not know legacy clone's argument order "
-                    f"on {self._native.ARCH}")
+            if missing and not request.plain_fork:
+                found.append(Refusal(f"{missing}, and portclone does not know legacy clone's "
+                                     f"argument order on {self._native.ARCH}",
+                                     field="architecture"))
         return found
 
     # -- launching ---------------------------------------------------------------
     def launch(self, request: Request, fn: Callable[..., object],
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
         native = self._native
-        flags = request.value
-        if _pidfd_available():
-            flags |= _PIDFD
+        flags = int(request.flags)
         # libc's fork() for plain requests: its malloc/stdio protections make the safest child
-        mode = native.MODE_FORK if request.plain else native.MODE_CLONE3
+        mode = native.MODE_FORK if request.plain_fork else native.MODE_CLONE3
         legacy_ok = bool(native.LEGACY_CLONE_ORDER) and not request.needs_clone3
-        # Everything the parent needs afterwards is built before the fork: pages the
-        # parent writes while a fork-like child lives are copied (copy-on-write).
+        # Everything the parent needs afterwards is built before the fork (see
+        # Backend.__init__ on page faults).
         child = Child(0, None, request.flags, request.exit_signal, self.name, "",
-                      not request.value & _PARENT)
+                      not flags & _PARENT)
         cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
         prepare = None
-        if own_fd or request.value & _CLEAR_SIGHAND:
-            close_in_child = own_fd and not request.value & _FILES
+        if own_fd or flags & _CLEAR_SIGHAND:
+            close_in_child = own_fd and not flags & _FILES
             prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
-                                        bool(request.value & _CLEAR_SIGHAND))
+                                        bool(flags & _CLEAR_SIGHAND))
         runner = functools.partial(run_child, fn, args, kwargs, native.unblock_signals, prepare)
         try:
             flush_std_streams()
             # the child runs runner() and _exits in C; the parent's child is filled in
-            native.clone(child, runner, mode, flags, request.exit_signal, cgroup_fd,
-                         request.set_tid, legacy_ok)
+            native.clone(child, runner, mode, flags | (_PIDFD if _pidfd_available() else 0),
+                         request.exit_signal, cgroup_fd, request.set_tid, legacy_ok)
         except OSError as e:
             raise self._failure(e, request) from None
         finally:
@@ -137,12 +142,11 @@ class LinuxBackend(Backend):
         # CLONE_VM always: the child costs nothing to make; CLONE_VFORK unless the
         # parent has maps to write while the child waits (Go makes the same choice:
         # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
-        flags = request.value | _VM | (0 if plan.maps else _VFORK)
-        shown = CloneFlags(flags)
+        flags = int(request.flags) | _VM | (0 if plan.maps else _VFORK)
+        child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "",
+                      not flags & _PARENT)
         if _pidfd_available():
             flags |= _PIDFD
-        child = Child(0, None, shown, request.exit_signal, self.name, "",
-                      not request.value & _PARENT)
         cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
         try:
             native.spawn(
@@ -150,30 +154,33 @@ class LinuxBackend(Backend):
                 not request.needs_clone3, plan.paths, plan.argv, plan.envp, plan.cwd, plan.fds,
                 plan.keep, plan.close_fds, plan.maps, plan.hostname, plan.restore_signals)
         except OSError as e:
-            stage = getattr(e, "portclone_stage", None)
-            if stage is None:
-                raise  # preparing, before the clone: the message says what failed
-            if stage == 0:
-                raise self._failure(e, request) from None
-            raise child_error(e, plan) from None
+            raise self._failure(e, request, plan) from None
         finally:
             if own_fd:
                 os.close(cgroup_fd)
         return child
 
-    def _failure(self, error: OSError, request: Request) -> Exception:
-        """The one place a failed clone becomes portclone's exception."""
+    def _failure(self, error: OSError, request: Request,
+                 plan: Optional[SpawnPlan] = None) -> Exception:
+        """A failed start as the caller's exception: a clone3 the kernel or a seccomp
+        filter refuses is this backend's refusal; the rest is translate()'s."""
         used = getattr(error, "portclone_syscall", 1)
-        err = error.errno or 0
-        if used == 1 and err in (errno.ENOSYS, errno.EPERM) and request.needs_clone3:
+        at_clone = plan is None or hasattr(error, "portclone_syscall")
+        if (at_clone and used == 1 and getattr(error, "portclone_stage", Stage.CLONE) == Stage.CLONE
+                and error.errno in (errno.ENOSYS, errno.EPERM) and request.needs_clone3):
             missing = self.clone3_missing()  # EPERM may be real; ask clone3 itself
             if missing:
                 needs = request.flags & CLONE3_ONLY
-                label = describe(int(needs)) if needs else "set_tid/cgroup"
-                return UnsupportedFlagError(int(needs), self.name, {label: missing},
-                                            supported=int(self.supported_flags))
-        return kernel_error(err, self._native.SYSCALL_NAMES[used], int(request.flags),
-                            request.exit_signal)
+                return UnsupportedFlagError(self.name, [Refusal(
+                    missing, needs, "" if needs else "set_tid/cgroup")],
+                    supported=int(self.supported_flags))
+        if plan is None:  # clone(): whatever failed, failed in starting the child
+            return translate(error, backend=self.name, syscall=self._native.SYSCALL_NAMES[used],
+                             flags=int(request.flags), exit_signal=request.exit_signal,
+                             stage=Stage.CLONE)
+        return translate(error, backend=self.name, syscall=self._native.SYSCALL_NAMES[used],
+                         flags=int(request.flags), exit_signal=request.exit_signal,
+                         program=plan.name, cwd=plan.cwd)
 
     # -- information -------------------------------------------------------------
     def details(self) -> Dict[str, Any]:
@@ -209,13 +216,15 @@ class LinuxBackend(Backend):
 @functools.cache
 def _pidfd_available() -> bool:
     """Whether the kernel gives pidfds (pidfd_open on ourselves)."""
+    if sys.platform != "linux":
+        return False
     try:
         fd = os.pidfd_open(os.getpid())
     except AttributeError:
         return False
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
-            raise _not_now(e, "pidfd_open(), asking whether the kernel gives pidfds") from None
+            raise not_now(e, "pidfd_open(), asking whether the kernel gives pidfds") from None
         return False
     os.close(fd)
     return True
@@ -223,10 +232,10 @@ def _pidfd_available() -> bool:
 
 @functools.cache
 def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
-    from ._api import clone
-
+    """Clone a child of ``backend`` with ``flag`` that exits at once (see probe())."""
     try:
-        child = clone(_exit_zero, flags=flag)
+        request = backend.request(flag, SIGCHLD, None, None)
+        child = backend.launch(request, _exit_zero, (), {})
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
             raise
@@ -244,13 +253,15 @@ def _thread_pidfds() -> bool:
     CLONE_THREAD (Linux 6.9) makes them PIDFD_THREAD pidfds, which arrived with it: a kernel
     whose pidfd_open takes PIDFD_THREAD (O_EXCL) allows both (torvalds/linux:kernel/fork.c,
     copy_process; kernel/pid.c, pidfd_open)."""
+    if sys.platform != "linux":
+        return False
     try:
         fd = os.pidfd_open(os.getpid(), os.O_EXCL)
     except AttributeError:
         return False
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
-            raise _not_now(e, "pidfd_open(PIDFD_THREAD), asking whether threads get pidfds") \
+            raise not_now(e, "pidfd_open(PIDFD_THREAD), asking whether threads get pidfds") \
                 from None
         return False
     os.close(fd)
@@ -294,32 +305,25 @@ def _kernel_has_ns(ns: str) -> Optional[bool]:
     import fcntl
 
     request = _PIDFD_GET_NAMESPACE.get(ns)
-    if request is None or not hasattr(os, "pidfd_open"):
+    if sys.platform != "linux" or request is None or not hasattr(os, "pidfd_open"):
         return None
     try:
         pidfd = os.pidfd_open(os.getpid())
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
-            raise _not_now(e, f"pidfd_open(), asking whether the kernel has {ns} namespaces") \
+            raise not_now(e, f"pidfd_open(), asking whether the kernel has {ns} namespaces") \
                 from None
         return None
     try:
         nsfd = fcntl.ioctl(pidfd, request)
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
-            raise _not_now(e, f"asking whether the kernel has {ns} namespaces") from None
+            raise not_now(e, f"asking whether the kernel has {ns} namespaces") from None
         return False if e.errno == errno.EOPNOTSUPP else None
     finally:
         os.close(pidfd)
     os.close(nsfd)
     return True
-
-
-def _not_now(error: OSError, doing: str) -> OSError:
-    """A transient failure of a probe, as the OSError the caller gets now."""
-    err = error.errno or 0
-    return OSError(err, f"{os.strerror(err)}: {doing} (nothing is remembered: the next call "
-                        "asks again)")
 
 
 def _cgroup_fd(cgroup: object) -> Tuple[int, bool]:

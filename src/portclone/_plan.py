@@ -1,4 +1,4 @@
-"""spawn(): start a program in an exec child, with clone flags, at a flat cost.
+"""The spawn plan: a program's start, checked and turned into bytes and fds.
 
 Everything is checked and prepared here, before anything is created; the
 backends only launch (Linux and NetBSD: ``_native.spawn``, a CLONE_VM child
@@ -7,29 +7,34 @@ running C only; the fork fallback: os.posix_spawn or fork + exec).
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
 import subprocess
 from dataclasses import dataclass, field
-from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import IO, Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-from ._backend import current_backend
-from ._child import Child, hold_signals, reap_orphans
-from ._errors import InvalidFlagsError
-from ._flags import SIGCHLD, CloneFlags
-from ._validate import CgroupArg, IdMap, parse_id_map
+from ._child import Child
+from ._flags import CloneFlags
+from ._validate import IdMap, check_options, parse_id_map
 
-__all__ = ["spawn", "PIPE", "DEVNULL", "STDOUT", "SpawnPlan", "child_error"]
+__all__ = ["DEVNULL", "PIPE", "STDOUT", "IdMaps", "SpawnPlan", "StdArg", "StrOrBytesPath",
+           "prepare"]
 
 #: Same values as subprocess's, so either module's constants work.
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
 
-F = CloneFlags
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 StdArg = Union[None, int, IO[Any]]
+
+
+class IdMaps(NamedTuple):
+    """What the parent writes for a child in a new user namespace, as /proc text."""
+
+    uid_map: Optional[bytes]
+    gid_map: Optional[bytes]
+    #: write "deny" to /proc/PID/setgroups first (an unprivileged gid_map needs it)
+    deny_setgroups: bool
 
 
 @dataclass
@@ -45,7 +50,7 @@ class SpawnPlan:
     fds: Tuple[int, int, int]  # what becomes 0, 1, 2 in the child; -1: inherited
     keep: Tuple[int, ...]  # pass_fds, sorted
     close_fds: bool
-    maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]]
+    maps: Optional[IdMaps]
     hostname: Optional[bytes]
     restore_signals: bool
     #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
@@ -146,7 +151,8 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
             env: Optional[Mapping[Any, Any]], cwd: Optional[StrOrBytesPath],
             pass_fds: Sequence[int], stdin: StdArg, stdout: StdArg, stderr: StdArg,
             close_fds: bool, uid_map: IdMap, gid_map: IdMap, map_root: bool,
-            hostname: Optional[str], flags: int, restore_signals: bool = True) -> SpawnPlan:
+            hostname: Optional[str], flags: int, backend: str,
+            restore_signals: bool = True) -> SpawnPlan:
     """Check everything and build the plan; fds are opened last, and only on success."""
     if isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
@@ -168,7 +174,7 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
         gid_map = [(0, os.getegid(), 1)]
     uid = parse_id_map(uid_map, "uid_map")
     gid = parse_id_map(gid_map, "gid_map")
-    maps = (uid, gid, os.geteuid() != 0) if uid is not None or gid is not None else None
+    maps = IdMaps(uid, gid, os.geteuid() != 0) if uid is not None or gid is not None else None
     host = None
     if hostname is not None:
         if not isinstance(hostname, str):
@@ -177,31 +183,14 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
         if not 0 < len(host) <= 64:
             raise ValueError("hostname must be 1 to 64 bytes")
 
-    conflicts = {}
-    if maps is not None and not flags & F.CLONE_NEWUSER:
-        conflicts["uid_map/gid_map"] = "a user namespace's maps need CLONE_NEWUSER"
-    if maps is not None and flags & F.CLONE_VFORK:
-        conflicts["CLONE_VFORK"] = ("with uid_map/gid_map the parent writes the maps while the "
-                                    "child waits, which a vfork-suspended parent cannot do")
-    if host is not None and not flags & F.CLONE_NEWUTS:
-        conflicts["hostname"] = "setting the child's hostname needs CLONE_NEWUTS (or it is the host's)"
-    if flags & F.CLONE_FILES and (any(fd >= 0 for fd in fds) or keep or stdin is not None
-                                  or stdout is not None or stderr is not None or maps):
-        conflicts["CLONE_FILES"] = ("the child shares the parent's fd table: redirecting stdio, "
-                                    "pass_fds or the maps' handshake would change the parent's")
-    elif flags & F.CLONE_FILES and close_fds:
-        conflicts["CLONE_FILES"] = ("the child shares the parent's fd table, so close_fds=True "
-                                    "cannot be honoured (marking fds close-on-exec there "
-                                    "would mark the parent's) and the program would get every "
-                                    "inheritable fd; pass close_fds=False to accept that")
-    if flags & F.CLONE_FS and workdir is not None:
-        conflicts["CLONE_FS"] = "the child shares the parent's cwd: cwd= would move the parent too"
-    if conflicts:
-        raise InvalidFlagsError(flags & (F.CLONE_FILES | F.CLONE_FS | F.CLONE_VFORK |
-                                         F.CLONE_NEWUSER | F.CLONE_NEWUTS),
-                                current_backend().name, conflicts)
+    present = {name for name, given in (
+        ("cwd", workdir is not None), ("maps", maps is not None), ("hostname", host is not None),
+        ("pass_fds", bool(keep)), ("close_fds", close_fds),
+        ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
+    ) if given}
+    check_options(flags, frozenset(present), backend)
 
-    if flags & F.CLONE_SIGHAND:
+    if flags & CloneFlags.CLONE_SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone
     plan = SpawnPlan(args, paths, name, envp, env_dict, workdir, fds, keep, close_fds, maps, host,
                      restore_signals)
@@ -228,94 +217,3 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
     return plan
 
 
-def child_error(error: OSError, plan: SpawnPlan) -> OSError:
-    """The exception subprocess would raise for the child's failure."""
-    stage = getattr(error, "portclone_stage", 0)
-    err = error.errno or 0
-    if stage == 1:  # exec
-        return OSError(err, os.strerror(err), plan.name)
-    if stage == 2:  # chdir
-        return OSError(err, os.strerror(err), os.fsdecode(plan.cwd or b""))
-    if stage == 3:
-        return OSError(err, f"{os.strerror(err)}: setting up the child's file descriptors")
-    if stage == 4:
-        return OSError(err, f"{os.strerror(err)}: sethostname in the child")
-    if stage == -1:
-        what = getattr(error, "portclone_map", "maps")
-        hint = ("the parent needs privilege over the ids it maps; unprivileged, only its own "
-                "uid and gid")
-        if err == errno.EACCES:
-            hint = ("the child's /proc files belong to root: a process that changed its uid is "
-                    "not dumpable (prctl(PR_SET_DUMPABLE, 1) makes it so again)")
-        elif err == errno.ENOENT and not os.path.isdir("/proc/self"):
-            hint = f"/proc is not mounted: the maps are written to /proc/<pid>/{what}"
-        return OSError(err, f"{os.strerror(err)}: writing the child's {what} ({hint})")
-    return error
-
-
-def spawn(
-    argv: Sequence[StrOrBytesPath],
-    /,
-    *,
-    flags: int = 0,
-    exit_signal: int = SIGCHLD,
-    executable: Optional[StrOrBytesPath] = None,
-    env: Optional[Mapping[Any, Any]] = None,
-    cwd: Optional[StrOrBytesPath] = None,
-    pass_fds: Sequence[int] = (),
-    stdin: StdArg = None,
-    stdout: StdArg = None,
-    stderr: StdArg = None,
-    close_fds: bool = True,
-    restore_signals: bool = True,
-    uid_map: IdMap = None,
-    gid_map: IdMap = None,
-    map_root: bool = False,
-    hostname: Optional[str] = None,
-    cgroup: Optional[CgroupArg] = None,
-    set_tid: Union[int, Sequence[int], None] = None,
-) -> Child:
-    """Start ``argv`` as a new program in a child created with clone ``flags``.
-
-    Like ``subprocess.Popen`` for the process part (PATH lookup, ``env``,
-    ``cwd``, ``pass_fds``, ``close_fds``, ``restore_signals``, stdio as fds,
-    file objects, ``PIPE``, ``DEVNULL``, ``STDOUT``; bytes only, no shell),
-    plus Linux clone semantics: namespaces, sharing flags, a pidfd, a cgroup,
-    ``set_tid``.  ``exit_signal`` stays SIGCHLD: Linux resets the exit signal
-    of a child that has exec'd, so spawn() refuses any other.  With
-    CLONE_NEWUSER, ``uid_map``/``gid_map`` (``[(inside, outside, count)]`` or
-    /proc text) or ``map_root=True`` are written before the program starts;
-    ``hostname`` is set in a new UTS namespace.
-
-    On Linux the child is created with CLONE_VM (and CLONE_VFORK unless maps
-    must be written), runs C only, and costs the same whatever the parent's
-    size.  A program that cannot be started raises the OSError subprocess
-    would (FileNotFoundError, PermissionError, NotADirectoryError for cwd...)
-    and leaves no child behind.
-    """
-    backend = current_backend()
-    if isinstance(flags, int) and not isinstance(flags, bool):
-        flags |= F.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
-    request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True)
-    reap_orphans()
-    # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
-    # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
-    # thread; another thread can still trip a Python handler here).
-    opens_fds = any(v in (PIPE, DEVNULL) for v in (stdin, stdout, stderr))
-    mask = hold_signals() if opens_fds else None
-    plan: Optional[SpawnPlan] = None
-    try:
-        try:
-            plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
-                           stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
-                           uid_map=uid_map, gid_map=gid_map, map_root=map_root,
-                           hostname=hostname, flags=request.value,
-                           restore_signals=restore_signals)
-        finally:
-            if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
-        return plan.finish(backend.spawn(request, plan))
-    except BaseException:
-        if plan is not None:
-            plan.close_all()  # what finish() had not yet handed to the child
-        raise

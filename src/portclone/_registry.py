@@ -1,0 +1,113 @@
+"""The backends portclone has, and which one is in force.
+
+``BACKENDS`` maps each name to where its class lives; a backend's module is imported
+only when it is asked for, and its class answers why it cannot work here
+(``Backend.why_unusable``).  The default is chosen once, at first use, from the
+platform (Linux -> linux, NetBSD -> netbsd, any other POSIX system -> fork), unless
+``PORTCLONE_BACKEND`` names one; :func:`use_backend` overrides it for a block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+import sys
+from typing import Dict, Iterator, List, Optional, Type
+
+from ._backend import Backend
+from ._errors import TRANSIENT_ERRNOS, BackendUnavailableError, not_now
+
+__all__ = ["BACKENDS", "ENV_VAR", "available_backends", "current_backend", "get_backend",
+           "use_backend", "why_unusable"]
+
+#: Every backend, in order of preference: name -> "module:class".
+BACKENDS: Dict[str, str] = {
+    "linux": "portclone.backends.linux:LinuxBackend",
+    "netbsd": "portclone.backends.netbsd:NetBSDBackend",
+    "fork": "portclone.backends.fork:ForkBackend",
+}
+ENV_VAR = "PORTCLONE_BACKEND"
+
+
+def _class(name: str) -> Type[Backend]:
+    module, _, cls = BACKENDS[name].partition(":")
+    try:
+        found: Type[Backend] = getattr(importlib.import_module(module), cls)
+    except OSError as e:  # no fd or memory to read the module now: Python remembers nothing
+        if e.errno in TRANSIENT_ERRNOS:
+            raise not_now(e, f"importing {module}, portclone's {name} backend") from None
+        raise
+    return found
+
+
+def why_unusable(name: str) -> Optional[str]:
+    """Why backend ``name`` cannot work in this process, or None if it can."""
+    if name not in BACKENDS:
+        return f"unknown backend {name!r}: portclone has {', '.join(BACKENDS)}"
+    return _class(name).why_unusable()
+
+
+def available_backends() -> List[str]:
+    """The backends that work on this machine, best first."""
+    return [name for name in BACKENDS if why_unusable(name) is None]
+
+
+_instances: Dict[str, Backend] = {}
+_default: Optional[str] = None
+_override: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "portclone_backend", default=None)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; BackendUnavailableError if it cannot work here."""
+    backend = _instances.get(name)
+    if backend is None:
+        why = why_unusable(name)
+        if why is not None:
+            raise BackendUnavailableError(name, why)
+        backend = _instances.setdefault(name, _class(name)())
+    return backend
+
+
+def _platform_default() -> str:
+    if sys.platform.startswith("linux"):
+        return "linux"
+    if sys.platform.startswith("netbsd"):
+        return "netbsd"
+    return "fork"
+
+
+def current_backend() -> Backend:
+    """The backend clone() and spawn() use here and now (see the module's docstring)."""
+    global _default
+    name = _override.get()
+    if name is None:
+        if _default is None:
+            chosen = os.environ.get(ENV_VAR, "").strip()
+            if chosen:
+                why = why_unusable(chosen)
+                if why is not None:
+                    raise BackendUnavailableError(chosen, f"{why} (from {ENV_VAR}={chosen})")
+            else:
+                chosen = _platform_default()
+                # no native extension: the fork backend serves, and info says why.  (A
+                # transient failure to load it raises, and nothing is chosen.)
+                if chosen != "fork" and why_unusable(chosen) is not None:
+                    chosen = "fork"
+            _default = chosen
+        name = _default
+    return get_backend(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[Backend]:
+    """Use backend ``name`` for clone() and spawn() inside the ``with`` block (this thread
+    or task)."""
+    backend = get_backend(name)
+    token = _override.set(name)
+    try:
+        yield backend
+    finally:
+        _override.reset(token)

@@ -1,0 +1,142 @@
+"""The package's import graph: acyclic, and every import points down the layers.
+
+Counted: every ``import`` and ``from ... import`` anywhere in a module (functions
+included), the package ``__init__`` as the module ``portclone``, and the registry's
+lazy import paths.  Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+CONTRIBUTING.md draws the same layers.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+from typing import Dict, Iterator, List, Set
+
+from portclone._registry import BACKENDS
+
+SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "portclone"
+
+#: Bottom to top.  A module may import from its own layer (acyclically) and below.
+LAYERS: List[List[str]] = [
+    ["portclone._flags"],
+    ["portclone._errors"],
+    ["portclone._validate", "portclone._loader", "portclone._communicate", "portclone._docs"],
+    ["portclone._child"],
+    ["portclone._plan"],
+    ["portclone._backend"],
+    ["portclone.backends", "portclone.backends.linux", "portclone.backends.netbsd",
+     "portclone.backends.fork"],
+    ["portclone._registry"],
+    ["portclone._api"],
+    ["portclone"],
+    ["portclone._cli", "portclone.__main__", "portclone.pytest_plugin"],
+]
+LAYER = {module: n for n, layer in enumerate(LAYERS) for module in layer}
+
+
+def _name(path: pathlib.Path) -> str:
+    parts = ["portclone", *path.relative_to(SRC).with_suffix("").parts]
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _is_module(package: str, name: str) -> bool:
+    """Whether ``package.name`` is a module of ours: Python source, or the C extension."""
+    if not package.startswith("portclone"):
+        return False
+    folder = SRC.joinpath(*package.split(".")[1:], name)
+    return any(folder.with_suffix(ext).exists() for ext in (".py", ".c")) or folder.is_dir()
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
+    package = module if is_package else module.rpartition(".")[0]
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            submodules = [alias.name for alias in node.names if _is_module(base, alias.name)]
+            if submodules:  # from . import _native: the modules, not the package's names
+                yield from (f"{base}.{name}" for name in submodules)
+            else:
+                yield base
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def graph() -> Dict[str, Set[str]]:
+    modules = {_name(p): p for p in SRC.rglob("*.py")}
+    edges: Dict[str, Set[str]] = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        found = {target for target in _imports(tree, module, path.name == "__init__.py")
+                 if target in modules and target != module}
+        edges[module] = found
+    edges["portclone._registry"] |= {path.partition(":")[0] for path in BACKENDS.values()}
+    return edges
+
+
+def test_every_module_has_a_layer() -> None:
+    assert sorted(graph()) == sorted(LAYER)
+
+
+def test_imports_point_down_the_layers() -> None:
+    upward = [f"{module} (layer {LAYER[module]}) imports {target} (layer {LAYER[target]})"
+              for module, targets in graph().items() for target in sorted(targets)
+              if LAYER[target] > LAYER[module]]
+    assert not upward
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    edges = graph()
+    done: Set[str] = set()
+
+    def visit(module: str, path: List[str]) -> None:
+        if module in path:
+            cycle = path[path.index(module):] + [module]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if module in done:
+            return
+        for target in sorted(edges[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(edges):
+        visit(module, [])
+
+
+def test_the_cycle_check_can_fail() -> None:
+    """The checker itself finds a cycle planted in a copy of the graph."""
+    edges = graph()
+    edges["portclone._flags"] = {"portclone._api"}
+    try:
+        done: Set[str] = set()
+
+        def visit(module: str, path: List[str]) -> None:
+            if module in path:
+                raise AssertionError(module)
+            if module not in done:
+                for target in edges[module]:
+                    visit(target, [*path, module])
+                done.add(module)
+
+        for module in edges:
+            visit(module, [])
+    except AssertionError:
+        return
+    raise AssertionError("a planted cycle went unnoticed")
