@@ -51,8 +51,7 @@ def clone(
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
     backend = current_backend()
     request = _request(backend, flags, exit_signal, cgroup, set_tid)
-    # Every line here runs after the previous child's fork, where each page written faults
-    # (python bench/bench_clone.py --breakdown): the common case is kept to a few calls.
+    # the common case stays a few calls (see Backend.__init__ on page faults after a fork)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
     reap_orphans()

@@ -44,8 +44,11 @@ class Backend:
 
     def __init__(self) -> None:
         # (flags, exit_signal, exec_child) -> checked Request, for requests without
-        # cgroup/set_tid: every page the parent writes after a fork faults, so the common
-        # case stays small and cheap.
+        # cgroup/set_tid.  Page faults are what clone() costs beyond fork: while a
+        # fork-like child shares the parent's pages, each page the parent writes is copied
+        # first (a fault), and reference counting makes reads writes.  So the parent's path
+        # around a fork touches little: requests are remembered here, and the Child handle
+        # is small and built beforehand (python bench/bench_clone.py --breakdown).
         self._checked: Dict[Tuple[int, int, bool], Request] = {}
 
     def request(self, flags: object, exit_signal: object, cgroup: object,
