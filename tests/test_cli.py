@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -58,8 +61,20 @@ def test_flags_lists_every_flag_with_reasons() -> None:
     assert "no  CLONE_VM" in result.stdout and "a Python child cannot share" in result.stdout
 
 
-def test_console_script_entry_point_matches() -> None:
-    from portclone._cli import main
+def _declared(section: str, name: str) -> str:
+    """The value pyproject.toml gives ``name`` in ``[section]`` (3.9 has no tomllib)."""
+    text = (pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    body = text.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    found = re.search(rf'^{name}\s*=\s*"([^"]+)"', body, re.M)
+    assert found, f"pyproject.toml declares no {name} in [{section}]"
+    return found.group(1)
 
+
+def test_console_script_entry_point_runs_the_cli() -> None:
+    module, _, function = _declared("project.scripts", "portclone").partition(":")
+    main = getattr(importlib.import_module(module), function)
     assert main(["flags", "--markdown"]) == 0
+
+
+def test_package_ships_py_typed() -> None:
     assert os.path.exists(os.path.join(os.path.dirname(portclone.__file__), "py.typed"))

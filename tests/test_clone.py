@@ -126,10 +126,18 @@ def test_terminate_gives_negative_signal() -> None:
 
 
 def test_wait_is_retried_when_signals_interrupt_it() -> None:
+    """The child exits only after the third SIGALRM has interrupted the parent's wait."""
     hits = []
-    old = signal.signal(signal.SIGALRM, lambda *a: hits.append(1))
+    r, w = os.pipe()
+
+    def on_alarm(*args: object) -> None:
+        hits.append(1)
+        if len(hits) == 3:
+            os.write(w, b"x")
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
     try:
-        child = portclone.clone(time.sleep, 0.5)
+        child = portclone.clone(lambda: os.read(r, 1) and 0)
         signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
         try:
             assert child.wait() == 0
@@ -138,18 +146,23 @@ def test_wait_is_retried_when_signals_interrupt_it() -> None:
         child.close()
     finally:
         signal.signal(signal.SIGALRM, old)
-    assert len(hits) >= 2
+        os.close(r)
+        os.close(w)
+    assert len(hits) >= 3
 
 
 def test_unwaited_child_warns_and_is_reaped_later() -> None:
-    child = portclone.clone(time.sleep, 0.3)
+    r, w = os.pipe()
+    child = portclone.clone(lambda: os.close(w) or os.read(r, 1) and 0)  # EOF when we close w
     pid = child.pid
     with pytest.warns(ResourceWarning, match=f"child process {pid} is still running"):
         del child
         import gc
 
         gc.collect()
-    time.sleep(0.6)
+    os.close(w)  # the child's read ends: it exits
+    os.close(r)
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # it is a zombie now, still ours
     portclone.clone(lambda: 0).wait()  # reaps the orphan on the way
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

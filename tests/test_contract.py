@@ -164,10 +164,12 @@ def effect_fs() -> None:
 def effect_vfork() -> None:
     for vfork in (True, False):
         r, w = os.pipe()
+        go_r, go_w = os.pipe()
         os.set_blocking(r, False)
 
-        def child(w: int = w) -> int:
-            time.sleep(0.3)
+        def child(w: int = w, go_r: int = go_r, vfork: bool = vfork) -> int:
+            if not vfork:  # a suspended parent could never say go
+                os.read(go_r, 1)
             os.write(w, b"done")
             return 0
 
@@ -175,14 +177,15 @@ def effect_vfork() -> None:
         try:
             if vfork:  # the parent resumed only once the child was done
                 assert os.read(r, 16) == b"done"
-            else:
+            else:  # the parent runs on while the child waits for it
                 with pytest.raises(BlockingIOError):
                     os.read(r, 16)
+                os.write(go_w, b"!")
             assert handle.wait(timeout=30) == 0
         finally:
             handle.close()
-            os.close(r)
-            os.close(w)
+            for fd in (r, w, go_r, go_w):
+                os.close(fd)
 
 
 def effect_pidfd() -> None:
@@ -461,7 +464,7 @@ def test_exit_signal_is_delivered_reaped_or_refused(portclone_backend: Backend, 
                 portclone.clone(never_runs, exit_signal=sig)
             return
         handle = portclone.clone(lambda: 3, exit_signal=sig)
-        time.sleep(0.2)
+        os.waitid(os.P_PID, handle.pid, os.WEXITED | os.WNOWAIT | WALL)  # exited, not reaped
         with pytest.raises(ChildProcessError):  # invisible to a plain waitpid
             os.waitpid(handle.pid, os.WNOHANG)
         assert handle.wait(timeout=30) == 3

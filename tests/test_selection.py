@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -107,11 +111,16 @@ def _registered() -> bool:
     return any(ep.value == "portclone.pytest_plugin" for ep in group)
 
 
-def test_plugin_entry_point_is_registered() -> None:
-    if not _registered():
-        pytest.skip("portclone runs from a source tree here (as in the VM guests), not installed: "
-                    "no entry points to check")
-    assert _registered()
+def test_plugin_entry_point_names_the_plugin() -> None:
+    """pyproject.toml's pytest11 entry point is the plugin module, with pytest's hooks; an
+    installed portclone (not the VM guests' source tree) has it registered."""
+    text = (pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    section = text.split("[project.entry-points.pytest11]", 1)[1].split("\n[", 1)[0]
+    assert re.search(r'^portclone\s*=\s*"portclone\.pytest_plugin"', section, re.M), section
+    plugin = importlib.import_module("portclone.pytest_plugin")
+    assert callable(plugin.pytest_addoption) and callable(plugin.pytest_generate_tests)
+    if importlib.util.find_spec("portclone") and "site-packages" in (portclone.__file__ or ""):
+        assert _registered()
 
 
 def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]

@@ -106,7 +106,6 @@ RETIRED_NAMES = {
 #: The backends the table knows; each FlagInfo says for each whether it works.
 BACKENDS = ("linux", "netbsd", "fork")
 
-F = CloneFlags
 
 
 @dataclass(frozen=True)
@@ -168,85 +167,85 @@ def _ns(flag: CloneFlags, since: str, what: str, ns: str) -> FlagInfo:
 
 
 TABLE: Tuple[FlagInfo, ...] = (
-    FlagInfo(F.CLONE_VM, "2.0", "shares the parent's memory (until an exec child execs)",
+    FlagInfo(CloneFlags.CLONE_VM, "2.0", "shares the parent's memory (until an exec child execs)",
              linux=_PY_SHARES_MEMORY, netbsd=_PY_SHARES_MEMORY, fork=_share("memory"),
              exec_child=(("linux", YES), ("netbsd", YES),
                          ("fork", YES))),  # os.posix_spawn: the parent is not copied either
-    FlagInfo(F.CLONE_FS, "2.0", "shares cwd, root and umask with the parent",
+    FlagInfo(CloneFlags.CLONE_FS, "2.0", "shares cwd, root and umask with the parent",
              linux=YES, netbsd=YES, fork=_share("cwd, root and umask")),
-    FlagInfo(F.CLONE_FILES, "2.0", "shares the file descriptor table with the parent",
+    FlagInfo(CloneFlags.CLONE_FILES, "2.0", "shares the file descriptor table with the parent",
              linux=YES, netbsd=YES, fork=_share("the file descriptor table")),
-    FlagInfo(F.CLONE_SIGHAND, "2.0", "shares signal handlers with the parent (needs CLONE_VM)",
+    FlagInfo(CloneFlags.CLONE_SIGHAND, "2.0", "shares signal handlers with the parent (needs CLONE_VM)",
              linux=_PY_SHARES_HANDLERS, netbsd=_PY_SHARES_HANDLERS, fork=_share("signal handlers"),
              exec_child=(("linux", YES), ("netbsd", YES))),
-    FlagInfo(F.CLONE_PIDFD, "5.2", "a pidfd for the child (portclone asks for one whenever it can)",
+    FlagInfo(CloneFlags.CLONE_PIDFD, "5.2", "a pidfd for the child (portclone asks for one whenever it can)",
              linux=YES, netbsd="NetBSD has no pidfds: its kernel would silently ignore the bit",
              fork="no pidfd without the linux backend; Child.pidfd is None here"),
-    FlagInfo(F.CLONE_PTRACE, "2.2", "the child is traced by the caller's tracer, if it has one",
+    FlagInfo(CloneFlags.CLONE_PTRACE, "2.2", "the child is traced by the caller's tracer, if it has one",
              linux=YES, netbsd="NetBSD's kernel refuses CLONE_PTRACE (EINVAL)",
              fork="os.fork cannot start the child traced"),
-    FlagInfo(F.CLONE_VFORK, "2.2", "the parent is suspended until the child exits or execs",
+    FlagInfo(CloneFlags.CLONE_VFORK, "2.2", "the parent is suspended until the child exits or execs",
              linux=YES, netbsd=YES, fork=YES),
-    FlagInfo(F.CLONE_PARENT, "2.3.12", "the child's parent is the caller's parent (exit_signal=0)",
+    FlagInfo(CloneFlags.CLONE_PARENT, "2.3.12", "the child's parent is the caller's parent (exit_signal=0)",
              linux=YES, netbsd=_NB_IGNORES, fork="os.fork always makes the caller the parent"),
-    FlagInfo(F.CLONE_THREAD, "2.4.0", "the child is a thread in the caller's thread group",
+    FlagInfo(CloneFlags.CLONE_THREAD, "2.4.0", "the child is a thread in the caller's thread group",
              linux="a thread needs CLONE_VM and CLONE_SIGHAND, which a Python child cannot use; "
                    "use the threading module for threads",
              netbsd=_NB_IGNORES, fork="os.fork cannot make threads; use the threading module"),
-    _ns(F.CLONE_NEWNS, "2.4.19", "mount", "mnt"),
-    FlagInfo(F.CLONE_SYSVSEM, "2.5.10", "shares System V semaphore undo values",
+    _ns(CloneFlags.CLONE_NEWNS, "2.4.19", "mount", "mnt"),
+    FlagInfo(CloneFlags.CLONE_SYSVSEM, "2.5.10", "shares System V semaphore undo values",
              linux=YES, netbsd=_NB_IGNORES, fork=_share("System V semaphore undo lists")),
-    FlagInfo(F.CLONE_SETTLS, "2.5.32", "sets the child's thread-local storage pointer",
+    FlagInfo(CloneFlags.CLONE_SETTLS, "2.5.32", "sets the child's thread-local storage pointer",
              linux="a new TLS pointer only makes sense for a thread with its own stack; a Python "
                    "child keeps the parent's TLS layout" + _NO_PYTHON_USE,
              netbsd=_NB_IGNORES, fork="os.fork cannot set a TLS pointer"),
-    FlagInfo(F.CLONE_PARENT_SETTID, "2.5.49", "stores the child's tid in the parent's memory",
+    FlagInfo(CloneFlags.CLONE_PARENT_SETTID, "2.5.49", "stores the child's tid in the parent's memory",
              linux="writes a tid into raw parent memory; Child.pid already carries it" + _NO_PYTHON_USE,
              netbsd=_NB_IGNORES, fork="os.fork returns the pid; there is nothing to store"),
-    FlagInfo(F.CLONE_CHILD_CLEARTID, "2.5.49", "clears a tid word in the child's memory at exit",
+    FlagInfo(CloneFlags.CLONE_CHILD_CLEARTID, "2.5.49", "clears a tid word in the child's memory at exit",
              linux="clears and wakes a futex word in the child's memory when it exits, for thread "
                    "libraries joining threads" + _NO_PYTHON_USE,
              netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
-    FlagInfo(F.CLONE_DETACHED, "2.5.32", "obsolete: ignored since Linux 2.6.2, refused by clone3",
+    FlagInfo(CloneFlags.CLONE_DETACHED, "2.5.32", "obsolete: ignored since Linux 2.6.2, refused by clone3",
              linux="obsolete: Linux ignores it (legacy clone) or refuses it (clone3)",
              netbsd=_NB_IGNORES, fork="obsolete, and os.fork could not pass it on anyway"),
-    FlagInfo(F.CLONE_UNTRACED, "2.5.46", "a tracer cannot force CLONE_PTRACE on the child",
+    FlagInfo(CloneFlags.CLONE_UNTRACED, "2.5.46", "a tracer cannot force CLONE_PTRACE on the child",
              linux=YES, netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
-    FlagInfo(F.CLONE_CHILD_SETTID, "2.5.49", "stores the child's tid in the child's memory",
+    FlagInfo(CloneFlags.CLONE_CHILD_SETTID, "2.5.49", "stores the child's tid in the child's memory",
              linux="portclone uses it internally to repair libc's cached thread id in the child; "
                    "Child.pid carries the tid" + _NO_PYTHON_USE,
              netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
-    _ns(F.CLONE_NEWCGROUP, "4.6", "cgroup", "cgroup"),
-    _ns(F.CLONE_NEWUTS, "2.6.19", "UTS (hostname)", "uts"),
-    _ns(F.CLONE_NEWIPC, "2.6.19", "IPC", "ipc"),
-    _ns(F.CLONE_NEWUSER, "3.8", "user", "user"),
-    _ns(F.CLONE_NEWPID, "2.6.24", "PID", "pid"),
-    _ns(F.CLONE_NEWNET, "2.6.29", "network", "net"),
-    FlagInfo(F.CLONE_IO, "2.6.25", "shares the I/O context (I/O scheduling) with the parent",
+    _ns(CloneFlags.CLONE_NEWCGROUP, "4.6", "cgroup", "cgroup"),
+    _ns(CloneFlags.CLONE_NEWUTS, "2.6.19", "UTS (hostname)", "uts"),
+    _ns(CloneFlags.CLONE_NEWIPC, "2.6.19", "IPC", "ipc"),
+    _ns(CloneFlags.CLONE_NEWUSER, "3.8", "user", "user"),
+    _ns(CloneFlags.CLONE_NEWPID, "2.6.24", "PID", "pid"),
+    _ns(CloneFlags.CLONE_NEWNET, "2.6.29", "network", "net"),
+    FlagInfo(CloneFlags.CLONE_IO, "2.6.25", "shares the I/O context (I/O scheduling) with the parent",
              linux=YES, netbsd=_NB_IGNORES, fork=_share("the I/O context")),
-    FlagInfo(F.CLONE_NEWTIME, "5.8", "new time namespace (its bit lies in the exit-signal byte)",
+    FlagInfo(CloneFlags.CLONE_NEWTIME, "5.8", "new time namespace (its bit lies in the exit-signal byte)",
              linux=YES, netbsd=_NB_NO_NS, fork=_FORK_NO_NS, clone3_only=True, ns="time"),
-    FlagInfo(F.CLONE_CLEAR_SIGHAND, "5.5", "the child's signal handlers are reset to SIG_DFL",
+    FlagInfo(CloneFlags.CLONE_CLEAR_SIGHAND, "5.5", "the child's signal handlers are reset to SIG_DFL",
              linux=YES, netbsd="NetBSD's clone cannot reset handlers; reset them in the child "
                                "with signal.signal",
              fork="os.fork keeps the handlers; reset them in the child with signal.signal",
              clone3_only=True),
-    FlagInfo(F.CLONE_INTO_CGROUP, "5.7", "the child starts in the cgroup v2 given as cgroup=",
+    FlagInfo(CloneFlags.CLONE_INTO_CGROUP, "5.7", "the child starts in the cgroup v2 given as cgroup=",
              linux=YES, netbsd="NetBSD has no cgroups",
              fork="os.fork cannot choose the child's cgroup; write its pid to cgroup.procs after "
                   "it starts", clone3_only=True),
-    FlagInfo(F.CLONE_AUTOREAP, "7.1", "the child is reaped automatically (no exit status)",
+    FlagInfo(CloneFlags.CLONE_AUTOREAP, "7.1", "the child is reaped automatically (no exit status)",
              linux="Child.wait() and returncode need the exit status, which an auto-reaped child "
                    "never leaves; set SIGCHLD to SIG_IGN to discard statuses instead",
              netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
-    FlagInfo(F.CLONE_NNP, "7.1", "the child starts with no_new_privs set",
+    FlagInfo(CloneFlags.CLONE_NNP, "7.1", "the child starts with no_new_privs set",
              linux=_NEW_IN_71 + "call prctl(PR_SET_NO_NEW_PRIVS) in the child instead",
              netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
-    FlagInfo(F.CLONE_PIDFD_AUTOKILL, "7.1", "the child is killed when its pidfd is closed",
+    FlagInfo(CloneFlags.CLONE_PIDFD_AUTOKILL, "7.1", "the child is killed when its pidfd is closed",
              linux=_NEW_IN_71 + "kill the child from Child.close() or a finally block instead",
              netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
     # torvalds/linux "namespace: allow creating empty mount namespaces" (merged March 2026)
-    FlagInfo(F.CLONE_EMPTY_MNTNS, "7.1", "a new mount namespace holding only an empty root "
+    FlagInfo(CloneFlags.CLONE_EMPTY_MNTNS, "7.1", "a new mount namespace holding only an empty root "
              "(implies CLONE_NEWNS)",
              linux=_NEW_IN_71 + "use CLONE_NEWNS and unmount what the child must not see",
              netbsd=_NB_NO_NS, fork=_FORK_NO_NS, clone3_only=True, ns="mnt"),
@@ -337,68 +336,68 @@ class Rule:
 
 _PORTCLONE = "portclone (what the child does must stay the child's)"
 RULES: Tuple[Rule, ...] = (
-    Rule(F.CLONE_SIGHAND, "CLONE_SIGHAND needs CLONE_VM", missing=F.CLONE_VM),
-    Rule(F.CLONE_THREAD, "CLONE_THREAD needs CLONE_SIGHAND", missing=F.CLONE_SIGHAND),
-    Rule(F.CLONE_NEWNS | F.CLONE_FS,
+    Rule(CloneFlags.CLONE_SIGHAND, "CLONE_SIGHAND needs CLONE_VM", missing=CloneFlags.CLONE_VM),
+    Rule(CloneFlags.CLONE_THREAD, "CLONE_THREAD needs CLONE_SIGHAND", missing=CloneFlags.CLONE_SIGHAND),
+    Rule(CloneFlags.CLONE_NEWNS | CloneFlags.CLONE_FS,
          "a new mount namespace cannot share cwd and root with the parent (CLONE_NEWNS with CLONE_FS)"),
-    Rule(F.CLONE_NEWUSER | F.CLONE_FS,
+    Rule(CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_FS,
          "a new user namespace cannot share cwd and root with the parent (CLONE_NEWUSER with CLONE_FS)"),
-    Rule(F.CLONE_NEWIPC | F.CLONE_SYSVSEM,
+    Rule(CloneFlags.CLONE_NEWIPC | CloneFlags.CLONE_SYSVSEM,
          "a new IPC namespace cannot share System V semaphore undo lists (CLONE_NEWIPC with CLONE_SYSVSEM)"),
-    Rule(F.CLONE_NEWPID | F.CLONE_THREAD, "a thread cannot start a new PID namespace"),
-    Rule(F.CLONE_NEWUSER | F.CLONE_THREAD, "a thread cannot start a new user namespace"),
-    Rule(F.CLONE_PIDFD | F.CLONE_THREAD,
+    Rule(CloneFlags.CLONE_NEWPID | CloneFlags.CLONE_THREAD, "a thread cannot start a new PID namespace"),
+    Rule(CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_THREAD, "a thread cannot start a new user namespace"),
+    Rule(CloneFlags.CLONE_PIDFD | CloneFlags.CLONE_THREAD,
          "a thread cannot have a pidfd on this kernel (CLONE_PIDFD with CLONE_THREAD; Linux 6.9 "
          "allows it, with pidfd_open's PIDFD_THREAD)", lifted_by="thread_pidfds"),
-    Rule(F.CLONE_PIDFD | F.CLONE_DETACHED, "CLONE_PIDFD with CLONE_DETACHED"),
-    Rule(F.CLONE_DETACHED, "CLONE_DETACHED is obsolete: clone3 refuses it (EINVAL) and legacy "
+    Rule(CloneFlags.CLONE_PIDFD | CloneFlags.CLONE_DETACHED, "CLONE_PIDFD with CLONE_DETACHED"),
+    Rule(CloneFlags.CLONE_DETACHED, "CLONE_DETACHED is obsolete: clone3 refuses it (EINVAL) and legacy "
          "clone has ignored it since Linux 2.6.2", source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
     # Linux 7.1's clone3 refuses these (EINVAL); older kernels refuse the flags themselves
-    Rule(F.CLONE_AUTOREAP | F.CLONE_THREAD, "a thread cannot be auto-reaped (CLONE_AUTOREAP "
-         "with CLONE_THREAD)"),
-    Rule(F.CLONE_AUTOREAP | F.CLONE_PARENT, "the caller's parent would have to reap it: "
+    Rule(CloneFlags.CLONE_AUTOREAP | CloneFlags.CLONE_THREAD,
+         "a thread cannot be auto-reaped (CLONE_AUTOREAP with CLONE_THREAD)"),
+    Rule(CloneFlags.CLONE_AUTOREAP | CloneFlags.CLONE_PARENT, "the caller's parent would have to reap it: "
          "not with CLONE_PARENT (CLONE_AUTOREAP with CLONE_PARENT)"),
-    Rule(F.CLONE_NNP | F.CLONE_THREAD, "no_new_privs is per thread group: not with "
+    Rule(CloneFlags.CLONE_NNP | CloneFlags.CLONE_THREAD, "no_new_privs is per thread group: not with "
          "CLONE_THREAD (CLONE_NNP with CLONE_THREAD)"),
     # the pidfd series' selftests (tools/testing/selftests/pidfd/pidfd_autoreap_test.c:
     # autokill_requires_pidfd, autokill_requires_autoreap) and the empty-mount-namespace ones
     # (tools/testing/selftests/filesystems: CLONE_EMPTY_MNTNS | CLONE_FS is EINVAL)
-    Rule(F.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL kills through the clone's pidfd: it "
-         "needs CLONE_PIDFD", missing=F.CLONE_PIDFD),
-    Rule(F.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL needs CLONE_AUTOREAP",
-         missing=F.CLONE_AUTOREAP),
-    Rule(F.CLONE_EMPTY_MNTNS | F.CLONE_FS, "a new mount namespace cannot share cwd and root "
-         "with the parent (CLONE_EMPTY_MNTNS, which implies CLONE_NEWNS, with CLONE_FS)"),
-    Rule(F.CLONE_SIGHAND | F.CLONE_CLEAR_SIGHAND,
+    Rule(CloneFlags.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL kills through the clone's pidfd: it "
+         "needs CLONE_PIDFD", missing=CloneFlags.CLONE_PIDFD),
+    Rule(CloneFlags.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL needs CLONE_AUTOREAP",
+         missing=CloneFlags.CLONE_AUTOREAP),
+    Rule(CloneFlags.CLONE_EMPTY_MNTNS | CloneFlags.CLONE_FS, "a new mount namespace cannot share "
+         "cwd and root with the parent (CLONE_EMPTY_MNTNS, which implies CLONE_NEWNS, with CLONE_FS)"),
+    Rule(CloneFlags.CLONE_SIGHAND | CloneFlags.CLONE_CLEAR_SIGHAND,
          "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
          source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
     # the exit signal
-    Rule(F.CLONE_PARENT, "CLONE_PARENT takes the exit signal from the caller: pass "
+    Rule(CloneFlags.CLONE_PARENT, "CLONE_PARENT takes the exit signal from the caller: pass "
          "exit_signal=0 (clone3 answers EINVAL)", when=("exit_signal",), field="exit_signal",
          source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
-    Rule(F.CLONE_THREAD, "CLONE_THREAD takes the exit signal from the caller: pass "
+    Rule(CloneFlags.CLONE_THREAD, "CLONE_THREAD takes the exit signal from the caller: pass "
          "exit_signal=0 (clone3 answers EINVAL)", when=("exit_signal",), field="exit_signal",
          source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
-    Rule(F.CLONE_AUTOREAP, "an auto-reaped child signals nobody: pass exit_signal=0 (clone3 "
+    Rule(CloneFlags.CLONE_AUTOREAP, "an auto-reaped child signals nobody: pass exit_signal=0 (clone3 "
          "answers EINVAL)", when=("exit_signal",), field="exit_signal"),
-    Rule(F.CLONE_PARENT, "the init process of a PID namespace has no parent to share",
+    Rule(CloneFlags.CLONE_PARENT, "the init process of a PID namespace has no parent to share",
          when=("caller_is_init",)),
-    Rule(F.CLONE_INTO_CGROUP, "CLONE_INTO_CGROUP needs cgroup= (a cgroup v2 directory fd or "
+    Rule(CloneFlags.CLONE_INTO_CGROUP, "CLONE_INTO_CGROUP needs cgroup= (a cgroup v2 directory fd or "
          "path)", when=("no_cgroup",), source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
     # spawn(): what the child does to itself must not happen to the parent
-    Rule(F.CLONE_FILES, "the child shares the parent's fd table: redirecting stdio, pass_fds or "
+    Rule(CloneFlags.CLONE_FILES, "the child shares the parent's fd table: redirecting stdio, pass_fds or "
          "the maps' handshake would change the parent's", when=("stdio", "pass_fds", "maps"),
          source=_PORTCLONE),
-    Rule(F.CLONE_FILES, "the child shares the parent's fd table, so close_fds=True cannot be "
+    Rule(CloneFlags.CLONE_FILES, "the child shares the parent's fd table, so close_fds=True cannot be "
          "honoured (marking fds close-on-exec there would mark the parent's) and the program "
          "would get every inheritable fd; pass close_fds=False to accept that",
          when=("close_fds",), source=_PORTCLONE),
-    Rule(F.CLONE_FS, "the child shares the parent's cwd: cwd= would move the parent too",
+    Rule(CloneFlags.CLONE_FS, "the child shares the parent's cwd: cwd= would move the parent too",
          when=("cwd",), source=_PORTCLONE),
-    Rule(F.CLONE_VFORK, "with uid_map/gid_map the parent writes the maps while the child "
+    Rule(CloneFlags.CLONE_VFORK, "with uid_map/gid_map the parent writes the maps while the child "
          "waits, which a vfork-suspended parent cannot do", when=("maps",), source=_PORTCLONE),
-    Rule(_NONE, "a user namespace's maps need CLONE_NEWUSER", missing=F.CLONE_NEWUSER,
+    Rule(_NONE, "a user namespace's maps need CLONE_NEWUSER", missing=CloneFlags.CLONE_NEWUSER,
          when=("maps",), field="uid_map/gid_map", source=_PORTCLONE),
     Rule(_NONE, "setting the child's hostname needs CLONE_NEWUTS (or it is the host's)",
-         missing=F.CLONE_NEWUTS, when=("hostname",), field="hostname", source=_PORTCLONE),
+         missing=CloneFlags.CLONE_NEWUTS, when=("hostname",), field="hostname", source=_PORTCLONE),
 )
