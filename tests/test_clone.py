@@ -153,7 +153,7 @@ def test_wait_is_retried_when_signals_interrupt_it() -> None:
 
 def test_unwaited_child_warns_and_is_reaped_later() -> None:
     r, w = os.pipe()
-    child = portclone.clone(lambda: os.close(w) or os.read(r, 1) and 0)  # EOF when we close w
+    child = portclone.clone(lambda: os.close(w) or (os.read(r, 1) and 0))  # EOF when we close w
     pid = child.pid
     with pytest.warns(ResourceWarning, match=f"child process {pid} is still running"):
         del child
