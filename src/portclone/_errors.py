@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import errno as _errno
 import os
 import platform
@@ -19,6 +20,7 @@ __all__ = [
     "platform_string",
     "kernel_error",
     "TRANSIENT_ERRNOS",
+    "Stage",
 ]
 
 #: Errors that say "not now", not "never": a probe that meets one raises it and remembers
@@ -137,3 +139,18 @@ def kernel_error(err: int, syscall: str, flags: int, exit_signal: int) -> OSErro
     if hint:
         text += f": {hint}"
     return OSError(err, text)
+
+
+class Stage(enum.IntEnum):
+    """Where starting an exec child failed: an OSError's ``portclone_stage``.
+
+    ``_native.spawn`` (``_spawn.c``) and the fork backend (``_fork.py``) set it;
+    ``tools/gen_constants.py`` writes these values into ``_constants.h`` for the C.
+    """
+
+    CLONE = 0  # the clone system call itself: nothing was created
+    EXEC = 1  # execve of every candidate path
+    CHDIR = 2  # chdir to cwd=
+    FDS = 3  # stdio, close_fds, pass_fds
+    HOSTNAME = 4  # sethostname in the new UTS namespace
+    MAPS = -1  # the parent, writing the child's uid_map, setgroups or gid_map

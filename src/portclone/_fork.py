@@ -23,6 +23,7 @@ from ._child import (
     reset_caught_handlers,
     run_child,
 )
+from ._errors import Stage
 from ._flags import SIGCHLD, CloneFlags
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -221,7 +222,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
     if pid > 0:
         register(child)
     if pid == 0:
-        stage = 3
+        stage = Stage.FDS
         try:
             reset_caught_handlers()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -250,9 +251,9 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
                 for sig in _RESTORED:
                     signal.signal(sig, signal.SIG_DFL)
             if plan.cwd is not None:
-                stage = 2
+                stage = Stage.CHDIR
                 os.chdir(plan.cwd)
-            stage = 1
+            stage = Stage.EXEC
             env: Mapping[Any, Any] = plan.env_dict if plan.env_dict is not None else os.environ
             error: OSError = FileNotFoundError(2, "No such file or directory")
             for path in plan.paths:
@@ -265,7 +266,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
                     break
             raise error
         except OSError as e:
-            os.write(err_w, f"{stage}:{e.errno}".encode())
+            os.write(err_w, f"{int(stage)}:{e.errno}".encode())
         finally:
             os._exit(127)
     os.close(err_w)
@@ -273,7 +274,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
         report = pipe.read()  # EOF: the exec happened (close-on-exec), or the child died
     if report:
         child.wait()
-        stage, err = (int(x) for x in report.split(b":"))
+        code, err = (int(x) for x in report.split(b":"))
         failure = OSError(err, os.strerror(err))
-        failure.portclone_stage = stage  # type: ignore[attr-defined]
+        failure.portclone_stage = Stage(code)  # type: ignore[attr-defined]
         raise child_error(failure, plan)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._backend import Backend
 from ._child import Child, flush_std_streams, reset_caught_handlers, run_child
-from ._errors import TRANSIENT_ERRNOS, UnsupportedFlagError, kernel_error
+from ._errors import TRANSIENT_ERRNOS, Stage, UnsupportedFlagError, kernel_error
 from ._flags import CLONE3_ONLY, INFO, CloneFlags, describe
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -153,7 +153,7 @@ class LinuxBackend(Backend):
             stage = getattr(e, "portclone_stage", None)
             if stage is None:
                 raise  # preparing, before the clone: the message says what failed
-            if stage == 0:
+            if stage == Stage.CLONE:
                 raise self._failure(e, request) from None
             raise child_error(e, plan) from None
         finally:

@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Tuple
 
 from ._backend import Backend
 from ._child import Child, flush_std_streams, run_child
-from ._errors import InvalidFlagsError, kernel_error
+from ._errors import InvalidFlagsError, Stage, kernel_error
 from ._flags import CloneFlags
 from ._spawn import SpawnPlan, child_error
 from ._validate import Request
@@ -110,7 +110,7 @@ class NetBSDBackend(Backend):
             stage = getattr(e, "portclone_stage", None)
             if stage is None:
                 raise  # preparing, before the clone: the message says what failed
-            if stage == 0:
+            if stage == Stage.CLONE:
                 raise kernel_error(e.errno or 0, "clone", flags, request.exit_signal) from None
             raise child_error(e, plan) from None
         return child

@@ -16,7 +16,7 @@ from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import current_backend
 from ._child import Child, hold_signals, reap_orphans
-from ._errors import InvalidFlagsError
+from ._errors import InvalidFlagsError, Stage
 from ._flags import SIGCHLD, CloneFlags
 from ._validate import CgroupArg, IdMap, parse_id_map
 
@@ -230,17 +230,17 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
 
 def child_error(error: OSError, plan: SpawnPlan) -> OSError:
     """The exception subprocess would raise for the child's failure."""
-    stage = getattr(error, "portclone_stage", 0)
+    stage = getattr(error, "portclone_stage", Stage.CLONE)
     err = error.errno or 0
-    if stage == 1:  # exec
+    if stage == Stage.EXEC:
         return OSError(err, os.strerror(err), plan.name)
-    if stage == 2:  # chdir
+    if stage == Stage.CHDIR:
         return OSError(err, os.strerror(err), os.fsdecode(plan.cwd or b""))
-    if stage == 3:
+    if stage == Stage.FDS:
         return OSError(err, f"{os.strerror(err)}: setting up the child's file descriptors")
-    if stage == 4:
+    if stage == Stage.HOSTNAME:
         return OSError(err, f"{os.strerror(err)}: sethostname in the child")
-    if stage == -1:
+    if stage == Stage.MAPS:
         what = getattr(error, "portclone_map", "maps")
         hint = ("the parent needs privilege over the ids it maps; unprivileged, only its own "
                 "uid and gid")
