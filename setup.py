@@ -37,7 +37,8 @@ setup(
         Extension(
             "portclone._native",
             sources=["src/portclone/_native.c", "src/portclone/_spawn.c"],
-            depends=["src/portclone/_native.h", "src/portclone/_clone3.h"],
+            depends=["src/portclone/_native.h", "src/portclone/_clone3.h",
+                     "src/portclone/_constants.h"],
             extra_compile_args=["-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             extra_link_args=["-pthread"],
         )
