@@ -868,6 +868,12 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "USED_FORK", USED_FORK) < 0 ||
         PyModule_AddIntConstant(m, "USED_CLONE3", USED_CLONE3) < 0 ||
         PyModule_AddIntConstant(m, "USED_CLONE", USED_CLONE) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_CLONE", PC_STAGE_CLONE) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_EXEC", PC_STAGE_EXEC) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_CHDIR", PC_STAGE_CHDIR) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_FDS", PC_STAGE_FDS) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_HOSTNAME", PC_STAGE_HOSTNAME) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_MAPS", PC_STAGE_MAPS) < 0 ||
         PyModule_AddObject(m, "SYSCALL_NAMES",
                            Py_BuildValue("(sss)", pc_syscall_names[USED_FORK],
                                          pc_syscall_names[USED_CLONE3],

@@ -45,21 +45,21 @@
  * portclone/_backend.py refuses a stale build. */
 #define PORTCLONE_NATIVE_ABI 4
 
-/* CLONE_VM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SETTLS (Linux's values; NetBSD's
- * CLONE_VM and CLONE_SIGHAND are the same): a fork-like child must not get them */
-#define PC_CLONE_NOT_FORK_LIKE (0x100ULL | 0x800ULL | 0x10000ULL | 0x80000ULL)
-/* the exit-signal byte of legacy clone's flags, but CLONE_NEWTIME (0x80): flags passed to
+/* PC_CLONE_*, PC_CSIGNAL, PC_STAGE_*: generated from the Python side (_constants.h). */
+#include "_constants.h"
+
+/* A fork-like child must not get these (NetBSD's CLONE_VM and CLONE_SIGHAND have
+ * Linux's values too). */
+#define PC_CLONE_NOT_FORK_LIKE \
+    (PC_CLONE_VM | PC_CLONE_SIGHAND | PC_CLONE_THREAD | PC_CLONE_SETTLS)
+/* the exit-signal byte of legacy clone's flags, but CLONE_NEWTIME: flags passed to
  * clone() and spawn() must not carry a signal there (exit_signal is a parameter) */
-#define PC_SIGNAL_BITS 0x7fULL
+#define PC_SIGNAL_BITS (PC_CSIGNAL & ~PC_CLONE_NEWTIME)
 
 enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
 enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
 
 #if defined(__linux__)
-#define PC_CLONE_VM 0x00000100ULL
-#define PC_CLONE_PIDFD 0x00001000ULL
-#define PC_CLONE_CHILD_SETTID 0x01000000ULL
-#define PC_CSIGNAL 0xffULL
 #define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
 
 

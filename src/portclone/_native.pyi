@@ -7,6 +7,13 @@ MODE_LEGACY: int
 USED_FORK: int
 USED_CLONE3: int
 USED_CLONE: int
+# where an exec child failed: an OSError's portclone_stage (portclone._errors.Stage)
+STAGE_CLONE: int
+STAGE_EXEC: int
+STAGE_CHDIR: int
+STAGE_FDS: int
+STAGE_HOSTNAME: int
+STAGE_MAPS: int
 SYSCALL_NAMES: Tuple[str, str, str]
 ARCH: str
 LEGACY_CLONE_ORDER: str

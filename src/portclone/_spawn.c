@@ -36,8 +36,6 @@ extern char **environ;
 
 #define PC_SPAWN_STACK (256 * 1024)
 
-enum { STAGE_EXEC = 1, STAGE_CHDIR = 2, STAGE_FDS = 3, STAGE_HOSTNAME = 4 };
-
 struct spawn_child {
     char **paths; /* candidate executables, NULL-terminated */
     char **argv;
@@ -58,8 +56,9 @@ struct spawn_child {
     sigset_t mask; /* the parent's signal mask, restored just before execve */
 };
 
+/* What the child writes to the error pipe when it fails. */
 struct spawn_report {
-    int stage;
+    int stage; /* PC_STAGE_* */
     int err;
 };
 
@@ -183,7 +182,7 @@ spawn_child_main(void *arg)
         }
     }
     if (c->hostname != NULL && sethostname(c->hostname, c->hostname_len) != 0)
-        child_fail(c, STAGE_HOSTNAME, errno);
+        child_fail(c, PC_STAGE_HOSTNAME, errno);
 
     if (c->setup_fds) {
         for (int i = 0; i < 3; i++)
@@ -194,7 +193,7 @@ spawn_child_main(void *arg)
                 int old = src[i];
                 int moved = fcntl(old, F_DUPFD_CLOEXEC, 3);
                 if (moved < 0)
-                    child_fail(c, STAGE_FDS, errno);
+                    child_fail(c, PC_STAGE_FDS, errno);
                 for (int j = 0; j < 3; j++)
                     if (src[j] == old)
                         src[j] = moved;
@@ -205,20 +204,20 @@ spawn_child_main(void *arg)
                 continue;
             if (src[i] == i) {
                 if (fcntl(i, F_SETFD, 0) != 0) /* keep it across exec */
-                    child_fail(c, STAGE_FDS, errno);
+                    child_fail(c, PC_STAGE_FDS, errno);
             }
             else if (dup2(src[i], i) < 0) { /* dup2 clears close-on-exec on i */
-                child_fail(c, STAGE_FDS, errno);
+                child_fail(c, PC_STAGE_FDS, errno);
             }
         }
         if (c->close_fds && mark_cloexec_from_3(c) != 0)
-            child_fail(c, STAGE_FDS, errno);
+            child_fail(c, PC_STAGE_FDS, errno);
         for (int i = 0; i < c->nkeep; i++)
             if (fcntl(c->keep[i], F_SETFD, 0) != 0)
-                child_fail(c, STAGE_FDS, errno);
+                child_fail(c, PC_STAGE_FDS, errno);
     }
     if (c->cwd != NULL && chdir(c->cwd) != 0)
-        child_fail(c, STAGE_CHDIR, errno);
+        child_fail(c, PC_STAGE_CHDIR, errno);
 
     sigprocmask(SIG_SETMASK, &c->mask, NULL);
     err = ENOENT;
@@ -232,7 +231,7 @@ spawn_child_main(void *arg)
     }
     if (saw_eacces && (err == ENOENT || err == ENOTDIR))
         err = EACCES;
-    child_fail(c, STAGE_EXEC, err);
+    child_fail(c, PC_STAGE_EXEC, err);
     return 127;
 }
 
@@ -332,7 +331,7 @@ setup_error(int err, const char *what)
  *       paths, argv, envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals)
  *   -> (pid, pidfd, syscall)
  * maps: None or (uid_map bytes|None, gid_map bytes|None, deny_setgroups).
- * Raises OSError; .portclone_stage says where the child failed (0: clone); an OSError
+ * Raises OSError; .portclone_stage says where it failed (PC_STAGE_*); an OSError
  * without it comes from the preparation before the clone, and its message says which.
  */
 PyObject *
@@ -374,16 +373,16 @@ pc_native_spawn(PyObject *module, PyObject *args)
         PyErr_Format(PyExc_ValueError, "exit_signal %d out of range", exit_signal);
         return NULL;
     }
-    if (flags & 0x10000ULL) { /* CLONE_THREAD: its exec would replace this process */
+    if (flags & PC_CLONE_THREAD) { /* its exec would replace this process */
         PyErr_SetString(PyExc_ValueError, "spawn starts a process, not a thread: no CLONE_THREAD");
         return NULL;
     }
     /* What the child does must stay the child's (the Python side checks these first) */
-    if (host_obj != Py_None && !(flags & 0x04000000ULL)) { /* CLONE_NEWUTS */
+    if (host_obj != Py_None && !(flags & PC_CLONE_NEWUTS)) {
         PyErr_SetString(PyExc_ValueError, "a hostname needs CLONE_NEWUTS: it would be the host's");
         return NULL;
     }
-    if (cwd_obj != Py_None && (flags & 0x200ULL)) { /* CLONE_FS */
+    if (cwd_obj != Py_None && (flags & PC_CLONE_FS)) {
         PyErr_SetString(PyExc_ValueError, "cwd with CLONE_FS would move the parent too");
         return NULL;
     }
@@ -430,7 +429,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
         if (g != Py_None && PyBytes_AsStringAndSize(g, (char **)&gid_map, &gid_len) < 0)
             goto done;
         have_maps = uid_map != NULL || gid_map != NULL;
-        if (have_maps && (flags & 0x4000ULL)) { /* CLONE_VFORK */
+        if (have_maps && (flags & PC_CLONE_VFORK)) {
             /* the child waits for the parent to write its maps: a parent suspended until
              * the exec would never write them */
             PyErr_SetString(PyExc_ValueError, "uid/gid maps cannot be written with CLONE_VFORK");
@@ -457,8 +456,8 @@ pc_native_spawn(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "paths and argv are required");
         goto done;
     }
-    c.reset_handlers = !(flags & 0x800ULL);  /* CLONE_SIGHAND */
-    c.setup_fds = !(flags & 0x400ULL);       /* CLONE_FILES */
+    c.reset_handlers = !(flags & PC_CLONE_SIGHAND);
+    c.setup_fds = !(flags & PC_CLONE_FILES);
 
     stack = mmap(NULL, PC_SPAWN_STACK, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -581,7 +580,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
                 continue;
             break;
         }
-        if ((stage || map_err) && !(flags & 0x8000ULL) /* CLONE_PARENT: not ours */) {
+        if ((stage || map_err) && !(flags & PC_CLONE_PARENT)) { /* else not ours to reap */
             int status;
             while (waitpid(pid, &status, PC_WALL) < 0 && errno == EINTR)
                 ;
@@ -603,7 +602,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
         if (exc == NULL)
             goto done;
         {
-            PyObject *v1 = PyLong_FromLong(pid < 0 ? 0 : map_err ? -1 : stage);
+            PyObject *v1 = PyLong_FromLong(pid < 0 ? PC_STAGE_CLONE : map_err ? PC_STAGE_MAPS : stage);
             PyObject *v2 = PyLong_FromLong(used);
             PyObject *v3 = map_what ? PyUnicode_FromString(map_what) : (Py_INCREF(Py_None), Py_None);
             if (v1 && v2 && v3) {
