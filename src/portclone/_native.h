@@ -1,5 +1,5 @@
-/* What portclone's C files share.  See _native.c (fork-like children) and
- * _spawn.c (exec children). */
+/* What portclone's C files share.  See _native.c (fork-like children), _spawn.c
+ * (exec children) and _common.c (the request checks, clone_args and errors both use). */
 #ifndef PORTCLONE_NATIVE_H
 #define PORTCLONE_NATIVE_H
 
@@ -55,18 +55,10 @@
 /* the exit-signal byte of legacy clone's flags, but CLONE_NEWTIME: flags passed to
  * clone() and spawn() must not carry a signal there (exit_signal is a parameter) */
 #define PC_SIGNAL_BITS (PC_CSIGNAL & ~PC_CLONE_NEWTIME)
+#define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
 
 enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
 enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
-
-#if defined(__linux__)
-#define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
-
-
-extern int pc_clone3_enosys;
-extern long tid_offset;
-long get_tid_offset(void);
-#endif
 
 /* Waits for children whatever their exit signal: Linux's __WALL, NetBSD's WALLSIG. */
 #if defined(__NetBSD__)
@@ -74,6 +66,33 @@ long get_tid_offset(void);
 #else
 #define PC_WALL 0x40000000
 #endif
+
+/* ---- _common.c: what clone() and spawn() share -------------------------- */
+
+/* What the caller asks of the kernel, besides the child's own setup. */
+struct pc_request {
+    unsigned long long flags;
+    int exit_signal;
+    int cgroup_fd; /* -1: none */
+    pid_t set_tid[PC_MAX_SET_TID];
+    int set_tid_size;
+    int legacy_ok; /* clone3 refused (ENOSYS, EPERM): legacy clone may serve instead */
+};
+
+int pc_check_request(struct pc_request *rq, PyObject *set_tid);
+PyObject *pc_raise_oserror(int err, const char *what, const char *const names[],
+                           const char *format, ...);
+void pc_reap(pid_t pid);
+
+#if defined(__linux__)
+size_t pc_fill_clone_args(struct pc_clone_args *args, const struct pc_request *rq, int *pidfd);
+
+extern int pc_clone3_enosys;
+extern long tid_offset;
+long get_tid_offset(void);
+#endif
+
+/* ---- _native.c and _spawn.c ------------------------------------------------ */
 
 int pc_adopt(PyObject *child, pid_t pid, int pidfd, int used);
 
