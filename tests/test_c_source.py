@@ -1,4 +1,4 @@
-"""The C sources' own rules: constants from the Python side.
+"""The C sources' own rules: constants from the Python side, and small functions.
 
 These read the source tree (src/portclone, tools/), not the installed package.
 """
@@ -9,7 +9,7 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
-from typing import Iterator, Tuple
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "portclone"
 GENERATOR = ROOT / "tools" / "gen_constants.py"
 C_FILES = sorted(SRC.glob("*.c"))
+#: what tests/test_c_source.py allows a C function body, in lines
+MAX_FUNCTION_LINES = 150
 
 pytestmark = pytest.mark.skipif(not GENERATOR.exists() or not C_FILES,
                                 reason="needs the source tree (src/portclone/*.c, tools/)")
@@ -50,6 +52,7 @@ def test_constants_header_matches_the_python_values() -> None:
     for name, member in Stage.__members__.items():
         assert int(defines[f"PC_STAGE_{name}"], 0) == int(member), name
 
+
 def test_native_exports_the_stages() -> None:
     from portclone._errors import Stage
 
@@ -80,3 +83,44 @@ def test_no_raw_clone_flags_in_c(path: Path) -> None:
              if not line.startswith("#define PC_WALL ")]
     assert not found, "raw clone-flag values (use PC_CLONE_*):\n" + "\n".join(found)
 
+
+def c_functions(text: str) -> List[Tuple[str, int, int]]:
+    """(name, first line, body lines) of each function defined in ``text``.
+
+    portclone's C style: a body opens with ``{`` alone at column 0, right below its
+    signature, and closes with ``}`` at column 0.  The name is the identifier before the
+    signature's first ``(``; a ``{`` at column 0 below anything else (a comment, a
+    declaration ending in ``=``) is no function.
+    """
+    lines = text.splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line != "{":
+            continue
+        start = i
+        while start > 0 and lines[start - 1].strip() and not re.search(
+                r"(\*/|;|}|=|^#.*)$", lines[start - 1].strip()):
+            start -= 1
+        name = re.search(r"(\w+)\s*\(", " ".join(lines[start:i]))
+        if name is None:
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("}"))
+        found.append((name.group(1), i + 1, end - i - 1))
+    return found
+
+
+def test_function_scanner_sees_every_function() -> None:
+    text = "static int\nf(void)\n{\n    return 0;\n}\n\nint\ng(int a,\n  int b)\n{\n    a++;\n" \
+           "    return a + b;\n}\nstatic struct s x = {\n    0,\n};\n"
+    assert c_functions(text) == [("f", 3, 1), ("g", 10, 2)]
+
+
+@pytest.mark.parametrize("path", C_FILES, ids=lambda p: p.name)
+def test_c_functions_are_small(path: Path) -> None:
+    text = path.read_text()
+    functions = c_functions(text)
+    # every body at column 0 is seen, or the scanner needs updating for a new style
+    assert len(functions) == text.splitlines().count("{"), path.name
+    long = [f"{path.name}:{line}: {name}() has {count} lines"
+            for name, line, count in functions if count > MAX_FUNCTION_LINES]
+    assert not long, f"C functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)

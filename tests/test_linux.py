@@ -321,6 +321,13 @@ def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
     # set the host's hostname (the fuzzer, as root, did: the C now checks for itself)
     ({"hostname": b"portclone-fuzzed"}, ValueError),
     ({"flags": int(F.CLONE_VM | F.CLONE_VFORK | F.CLONE_FS), "cwd": b"/"}, ValueError),
+    # the checks clone() and spawn() share (_common.c): pids, pid count, cgroup fd
+    ({"set_tid": (0,)}, ValueError),
+    ({"set_tid": tuple(range(1, 34))}, ValueError),
+    ({"cgroup_fd": -2}, ValueError),
+    ({"mode": 0}, ValueError),  # MODE_FORK: spawn has no fork mode
+    ({"keep": (-1,)}, ValueError),
+    ({"keep": (1 << 32,)}, ValueError),  # beyond any fd, not truncated to one
 ])
 def test_native_spawn_argument_guards(change: dict, error: type) -> None:  # type: ignore[type-arg]
     native = _native()
