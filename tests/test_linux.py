@@ -26,6 +26,7 @@ from conftest import (
 
 import portclone
 from portclone import CloneFlags as F
+from portclone._errors import Stage
 from portclone._flags import RULES
 
 pytestmark = pytest.mark.requires("linux")
@@ -300,7 +301,7 @@ def test_native_calls_refuse_a_signal_in_the_flags() -> None:
                      signal.SIGCHLD, -1, None, True)
 
 
-def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
+def _spawn_args(**change: object) -> dict:  # type: ignore[type-arg]
     native = _native()
     args = dict(child=portclone.Child(0, None), mode=native.MODE_CLONE3,  # type: ignore
                 flags=int(F.CLONE_VM | F.CLONE_VFORK),
@@ -308,7 +309,7 @@ def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
                 paths=(b"/nonexistent",), argv=(b"x",), envp=None, cwd=None, fds=(-1, -1, -1),
                 keep=(), close_fds=True, maps=None, hostname=None, restore_signals=True)
     args.update(change)
-    return list(args.values())
+    return args
 
 
 @pytest.mark.parametrize("change, error", [
@@ -332,6 +333,19 @@ def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
 def test_native_spawn_argument_guards(change: dict, error: type) -> None:  # type: ignore[type-arg]
     native = _native()
     host = os.uname().nodename
+    args = _spawn_args(**change)
     with no_side_effects(), pytest.raises(error):
-        native.spawn(*_spawn_args(**change))  # type: ignore[attr-defined]
+        native.spawn(args.pop("child"), **args)  # type: ignore[attr-defined]
     assert os.uname().nodename == host
+
+
+def test_native_spawn_takes_keywords() -> None:
+    native = _native()
+    args = _spawn_args()
+    with no_side_effects(), pytest.raises(TypeError):
+        native.spawn(*args.values())  # type: ignore[attr-defined]
+    child = args.pop("child")
+    with no_side_effects(), pytest.raises(FileNotFoundError) as info:
+        native.spawn(child, **args)  # type: ignore[attr-defined]
+    assert info.value.portclone_stage == Stage.EXEC == native.STAGE_EXEC  # type: ignore
+    assert child.pid == 0

@@ -15,7 +15,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 #: The ABI of portclone._native this Python code was written for.
-NATIVE_ABI = 4
+NATIVE_ABI = 5
 
 from ._api import check, clone  # noqa: E402
 from ._backend import (  # noqa: E402

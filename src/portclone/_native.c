@@ -745,9 +745,9 @@ static PyMethodDef native_methods[] = {
 #ifdef PC_HAVE_LIBC_CLONE
     {"libc_clone", native_libc_clone, METH_VARARGS,
      "libc_clone(child, runner, flags): libc clone() for a fork-like child, as clone()."},
-    {"spawn", pc_native_spawn, METH_VARARGS,
-     "spawn(child, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv, envp, cwd,\n"
-     "      fds, keep, close_fds, maps, hostname, restore_signals)\n"
+    {"spawn", (PyCFunction)(void (*)(void))pc_native_spawn, METH_VARARGS | METH_KEYWORDS,
+     "spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,\n"
+     "      envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals)\n"
      "Start a program in a CLONE_VM child (see _spawn.c); child gets pid, pidfd, syscall."},
 #endif
     {"unblock_signals", native_unblock_signals, METH_NOARGS,

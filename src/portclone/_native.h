@@ -43,7 +43,7 @@
 
 /* Bumped whenever the Python side and the C must change together;
  * portclone/_backend.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 4
+#define PORTCLONE_NATIVE_ABI 5
 
 /* PC_CLONE_*, PC_CSIGNAL, PC_STAGE_*: generated from the Python side (_constants.h). */
 #include "_constants.h"
@@ -97,7 +97,7 @@ long get_tid_offset(void);
 int pc_adopt(PyObject *child, pid_t pid, int pidfd, int used);
 
 #ifdef PC_HAVE_LIBC_CLONE
-PyObject *pc_native_spawn(PyObject *module, PyObject *args);
+PyObject *pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs);
 extern const int pc_have_clone3_spawn;
 #endif
 

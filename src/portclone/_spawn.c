@@ -323,6 +323,11 @@ struct spawn_outcome {
     int map_err;
 };
 
+static char *spawn_keywords[] = {
+    "", "mode", "flags", "exit_signal", "cgroup_fd", "set_tid", "legacy_ok", "paths", "argv",
+    "envp", "cwd", "fds", "keep", "close_fds", "maps", "hostname", "restore_signals", NULL,
+};
+
 static void
 spawn_init(struct spawn_call *s, struct spawn_outcome *o)
 {
@@ -435,12 +440,12 @@ spawn_restate_policy(const struct spawn_call *s)
 
 /* The arguments, into ``s``; -1 with an exception when they cannot be used. */
 static int
-spawn_parse(struct spawn_call *s, PyObject *args)
+spawn_parse(struct spawn_call *s, PyObject *args, PyObject *kwargs)
 {
     PyObject *set_tid, *paths, *argv, *envp, *cwd, *keep, *maps, *hostname;
 
-    if (!PyArg_ParseTuple(
-            args, "OiKiiOpOOOO(iii)OpOOp:spawn", &s->holder, &s->mode,
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "O$iKiiOpOOOO(iii)OpOOp:spawn", spawn_keywords, &s->holder, &s->mode,
             &s->rq.flags, &s->rq.exit_signal, &s->rq.cgroup_fd, &set_tid, &s->rq.legacy_ok,
             &paths, &argv, &envp, &cwd, &s->c.fds[0], &s->c.fds[1], &s->c.fds[2], &keep,
             &s->c.close_fds, &maps, &hostname, &s->c.restore_signals))
@@ -664,7 +669,7 @@ spawn_free(struct spawn_call *s)
 }
 
 /*
- * spawn(child, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,
+ * spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,
  *       envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals) -> None
  * child gets pid, pidfd and syscall (pc_adopt).  paths: candidate executables, argv,
  * envp (None: ours): tuples of bytes; fds: what becomes 0, 1, 2 (-1: inherited);
@@ -674,7 +679,7 @@ spawn_free(struct spawn_call *s)
  * says which.
  */
 PyObject *
-pc_native_spawn(PyObject *module, PyObject *args)
+pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     struct spawn_call s;
     struct spawn_outcome o;
@@ -682,7 +687,7 @@ pc_native_spawn(PyObject *module, PyObject *args)
     PyObject *result = NULL;
 
     spawn_init(&s, &o);
-    if (spawn_parse(&s, args) == 0 && spawn_prepare(&s) == 0) {
+    if (spawn_parse(&s, args, kwargs) == 0 && spawn_prepare(&s) == 0) {
         sigfillset(&all);
         Py_BEGIN_ALLOW_THREADS
         pthread_sigmask(SIG_SETMASK, &all, &s.c.mask);
