@@ -2,8 +2,8 @@
 
     python tests/fuzz_native.py -runs=50000      (or -max_total_time=60)
 
-Every entry point of ``portclone._native`` gets argument tuples built from
-the fuzzer's bytes: mostly well-typed values from the edges of each
+Every entry point of ``portclone._native`` gets arguments built from the
+fuzzer's bytes (``spawn`` takes them as keywords): mostly well-typed values from the edges of each
 parameter's range (so the deeper checks are reached), otherwise anything
 (None, floats, str, bytes with NULs, huge ints, nested tuples, lists...).
 The contract: an exception or a result, never a crash, and no child left
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, Callable, List
+from typing import Any, Callable, Dict, List
 
 import atheris
 
@@ -123,25 +123,28 @@ def common(fdp: atheris.FuzzedDataProvider) -> List[Any]:
     ]
 
 
-def spawn_args(fdp: atheris.FuzzedDataProvider) -> List[Any]:
+COMMON_NAMES = ("mode", "flags", "exit_signal", "cgroup_fd", "set_tid", "legacy_ok")
+
+
+def spawn_args(fdp: atheris.FuzzedDataProvider) -> Dict[str, Any]:
     def strings() -> Any:
         return tuple_of(fdp, lambda: fdp.PickValueInList(PATHS + BYTES))
 
-    return [
-        *common(fdp),
-        pick(fdp, strings),  # paths
-        pick(fdp, strings),  # argv
-        pick(fdp, lambda: None if fdp.ConsumeBool() else strings()),  # envp
-        pick(fdp, lambda: None if fdp.ConsumeBool() else fdp.PickValueInList(PATHS + BYTES)),
-        pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([-1, 0, 1, 2, 999]), 4)),
-        pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([*INTS, 0, 1, 2]), 6)),
-        pick(fdp, fdp.ConsumeBool),  # close_fds
-        pick(fdp, lambda: None if fdp.ConsumeBool() else (
+    return {
+        **dict(zip(COMMON_NAMES, common(fdp))),
+        "paths": pick(fdp, strings),
+        "argv": pick(fdp, strings),
+        "envp": pick(fdp, lambda: None if fdp.ConsumeBool() else strings()),
+        "cwd": pick(fdp, lambda: None if fdp.ConsumeBool() else fdp.PickValueInList(PATHS + BYTES)),
+        "fds": pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([-1, 0, 1, 2, 999]), 4)),
+        "keep": pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([*INTS, 0, 1, 2]), 6)),
+        "close_fds": pick(fdp, fdp.ConsumeBool),
+        "maps": pick(fdp, lambda: None if fdp.ConsumeBool() else (
             fdp.PickValueInList([None, *BYTES]), fdp.PickValueInList([None, *BYTES]),
-            fdp.ConsumeBool())),  # maps
-        pick(fdp, lambda: None if fdp.ConsumeBool() else fdp.PickValueInList(BYTES)),  # hostname
-        pick(fdp, fdp.ConsumeBool),  # restore_signals
-    ]
+            fdp.ConsumeBool())),
+        "hostname": pick(fdp, lambda: None if fdp.ConsumeBool() else fdp.PickValueInList(BYTES)),
+        "restore_signals": pick(fdp, fdp.ConsumeBool),
+    }
 
 
 def unsafe(flags: Any, sig: Any) -> bool:
@@ -170,21 +173,31 @@ def reap(pid: int, pidfd: int) -> None:
 def one_input(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     which = fdp.ConsumeIntInRange(0, 5)
+    kwargs: Dict[str, Any] = {}
+    args: List[Any] = []
     if which <= 1:
         name, args = "clone", common(fdp)
     elif which <= 3:
-        name, args = "spawn", spawn_args(fdp)
+        name, kwargs = "spawn", spawn_args(fdp)
     elif which == 4:
         name, args = "libc_clone", [pick(fdp, lambda: fdp.PickValueInList(FLAGS))]
     else:
         name = fdp.PickValueInList(["probe_clone3", "thread_count", "tid_offset"])
         args = [anything(fdp) for _ in range(fdp.ConsumeIntInRange(0, 2))]
-    if fdp.ConsumeIntInRange(0, 15) == 0:  # the wrong number of arguments
-        args = args[:fdp.ConsumeIntInRange(0, len(args))]
-    if name in ("clone", "spawn") and len(args) > 2 and unsafe(args[1], args[2]):
+    if name == "clone" and len(args) > 2 and unsafe(args[1], args[2]):
+        return
+    if name == "spawn" and unsafe(kwargs["flags"], kwargs["exit_signal"]):
         return
     if name == "libc_clone" and args and unsafe(args[0], None):
         return
+    # the wrong arguments: too few, or spawn's keywords passed by position (the data's
+    # end, which reads as zeros, makes well-formed calls)
+    if fdp.ConsumeIntInRange(0, 15) == 15:
+        args = args[:fdp.ConsumeIntInRange(0, len(args))]
+        for key in fdp.PickValueInList([[], [*kwargs][-1:], [*kwargs][:3]]):
+            del kwargs[key]
+        if kwargs and fdp.ConsumeIntInRange(0, 3) == 3:
+            args, kwargs = [*kwargs.values()], {}
     out = _Out()
     if name in ("clone", "libc_clone"):
         args = [out, _exit_zero, *args]  # the child runs _exit_zero and _exits in C
@@ -192,7 +205,7 @@ def one_input(data: bytes) -> None:
         args = [out, *args]
     before = invariants()
     try:
-        result = getattr(_native, name)(*args)
+        result = getattr(_native, name)(*args, **kwargs)
     except (TypeError, ValueError, OverflowError, OSError, SystemError) as e:
         if isinstance(e, SystemError):
             raise  # a C function that returned NULL without an exception: a bug
@@ -200,7 +213,8 @@ def one_input(data: bytes) -> None:
     finally:
         after = invariants()
         if after != before:
-            raise AssertionError(f"{name}{tuple(args)!r} changed the caller: {before} -> {after}")
+            raise AssertionError(f"{name}{tuple(args)!r} {kwargs!r} changed the caller: "
+                                 f"{before} -> {after}")
     if name in ("clone", "spawn", "libc_clone"):
         assert result is None and out.pid > 0, (name, result)
         reap(out.pid, -1)  # the pidfd's owner closes it with ``out``

@@ -26,6 +26,7 @@ from conftest import (
 
 import portclone
 from portclone import CloneFlags as F
+from portclone._errors import Stage
 from portclone._flags import RULES
 
 pytestmark = pytest.mark.requires("linux")
@@ -302,7 +303,7 @@ def test_native_calls_refuse_a_signal_in_the_flags() -> None:
                      signal.SIGCHLD, -1, None, True)
 
 
-def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
+def _spawn_args(**change: object) -> dict:  # type: ignore[type-arg]
     native = _native()
     args = dict(child=portclone.Child(0, None), mode=native.MODE_CLONE3,  # type: ignore
                 flags=int(F.CLONE_VM | F.CLONE_VFORK),
@@ -310,7 +311,7 @@ def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
                 paths=(b"/nonexistent",), argv=(b"x",), envp=None, cwd=None, fds=(-1, -1, -1),
                 keep=(), close_fds=True, maps=None, hostname=None, restore_signals=True)
     args.update(change)
-    return list(args.values())
+    return args
 
 
 @pytest.mark.parametrize("change, error", [
@@ -323,10 +324,30 @@ def _spawn_args(**change: object) -> list:  # type: ignore[type-arg]
     # set the host's hostname (the fuzzer, as root, did: the C now checks for itself)
     ({"hostname": b"portclone-fuzzed"}, ValueError),
     ({"flags": int(F.CLONE_VM | F.CLONE_VFORK | F.CLONE_FS), "cwd": b"/"}, ValueError),
+    # the checks clone() and spawn() share (_common.c): pids, pid count, cgroup fd
+    ({"set_tid": (0,)}, ValueError),
+    ({"set_tid": tuple(range(1, 34))}, ValueError),
+    ({"cgroup_fd": -2}, ValueError),
+    ({"mode": 0}, ValueError),  # MODE_FORK: spawn has no fork mode
+    ({"keep": (-1,)}, ValueError),
+    ({"keep": (1 << 32,)}, ValueError),  # beyond any fd, not truncated to one
 ])
 def test_native_spawn_argument_guards(change: dict, error: type) -> None:  # type: ignore[type-arg]
     native = _native()
     host = os.uname().nodename
+    args = _spawn_args(**change)
     with no_side_effects(), pytest.raises(error):
-        native.spawn(*_spawn_args(**change))  # type: ignore[attr-defined]
+        native.spawn(args.pop("child"), **args)  # type: ignore[attr-defined]
     assert os.uname().nodename == host
+
+
+def test_native_spawn_takes_keywords() -> None:
+    native = _native()
+    args = _spawn_args()
+    with no_side_effects(), pytest.raises(TypeError):
+        native.spawn(*args.values())  # type: ignore[attr-defined]
+    child = args.pop("child")
+    with no_side_effects(), pytest.raises(FileNotFoundError) as info:
+        native.spawn(child, **args)  # type: ignore[attr-defined]
+    assert info.value.portclone_stage == Stage.EXEC == native.STAGE_EXEC  # type: ignore
+    assert child.pid == 0

@@ -168,8 +168,11 @@ def kernel_error(err: int, syscall: str, flags: int, exit_signal: int) -> OSErro
 
 
 class Stage(enum.IntEnum):
-    """Where starting a child failed: the codes an exec child reports (``_spawn.c``, the fork
-    backend's fork + exec) and the clone call itself."""
+    """Where starting a child failed: an OSError's ``portclone_stage``.
+
+    ``_native.spawn`` (``_spawn.c``) and the fork backend set it; ``tools/gen_constants.py``
+    writes these values into ``_constants.h`` for the C.
+    """
 
     CLONE = 0  # the clone (or fork) call, in the parent
     EXEC = 1

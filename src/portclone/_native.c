@@ -293,8 +293,7 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
         Py_XDECREF(owner);
         PyErr_Fetch(&type, &value, &tb);
         kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, PC_WALL) < 0 && errno == EINTR)
-            ;
+        pc_reap(pid);
         if (pidfd >= 0) {
             close(pidfd);
             PyObject_SetAttr(child, pc_names.pidfd, Py_None);
@@ -439,15 +438,6 @@ get_tid_offset(void)
 
 /* ---- the clone --------------------------------------------------------- */
 
-struct request {
-    unsigned long long flags;
-    int exit_signal;
-    int cgroup_fd; /* -1: none */
-    pid_t set_tid[PC_MAX_SET_TID];
-    int set_tid_size;
-    int legacy_ok;
-};
-
 struct outcome {
     pid_t pid;
     int pidfd;
@@ -457,35 +447,21 @@ struct outcome {
 };
 
 static void
-do_clone3(const struct request *rq, int *pidfd, pid_t *tid_field, struct outcome *out)
+do_clone3(const struct pc_request *rq, int *pidfd, pid_t *tid_field, struct outcome *out)
 {
     struct pc_clone_args args;
-    size_t size = PC_CLONE_ARGS_SIZE_VER0;
+    size_t size = pc_fill_clone_args(&args, rq, pidfd);
 
-    memset(&args, 0, sizeof args);
-    args.flags = rq->flags;
-    args.exit_signal = (uint64_t)rq->exit_signal;
-    if (rq->flags & PC_CLONE_PIDFD)
-        args.pidfd = (uint64_t)(uintptr_t)pidfd;
     if (tid_field != NULL) {
         args.flags |= PC_CLONE_CHILD_SETTID;
         args.child_tid = (uint64_t)(uintptr_t)tid_field;
-    }
-    if (rq->set_tid_size > 0) {
-        args.set_tid = (uint64_t)(uintptr_t)rq->set_tid;
-        args.set_tid_size = (uint64_t)rq->set_tid_size;
-        size = PC_CLONE_ARGS_SIZE_VER1;
-    }
-    if (rq->cgroup_fd >= 0) {
-        args.cgroup = (uint64_t)rq->cgroup_fd;
-        size = PC_CLONE_ARGS_SIZE_VER2;
     }
     out->pid = (pid_t)syscall(SYS_clone3, &args, size);
     out->used = USED_CLONE3;
 }
 
 static void
-do_legacy_clone(const struct request *rq, int *pidfd, pid_t *tid_field, struct outcome *out)
+do_legacy_clone(const struct pc_request *rq, int *pidfd, pid_t *tid_field, struct outcome *out)
 {
 #ifdef PC_LEGACY_CLONE
     unsigned long flags = (unsigned long)rq->flags | (unsigned long)(rq->exit_signal & PC_CSIGNAL);
@@ -502,7 +478,7 @@ do_legacy_clone(const struct request *rq, int *pidfd, pid_t *tid_field, struct o
 
 /* Runs between PyOS_BeforeFork and PyOS_AfterFork_*: no Python, no GIL games. */
 static void
-make_child(int mode, const struct request *rq, struct outcome *out)
+make_child(int mode, const struct pc_request *rq, struct outcome *out)
 {
     int pidfd = -1, reserve = -1;
     pid_t *tid_field = NULL;
@@ -562,8 +538,7 @@ make_child(int mode, const struct request *rq, struct outcome *out)
         if (pidfd < 0 && errno != ESRCH) {
             out->err = errno;
             kill(out->pid, SIGKILL);
-            while (waitpid(out->pid, NULL, PC_WALL) < 0 && errno == EINTR)
-                ;
+            pc_reap(out->pid);
             out->pid = -1;
         }
     }
@@ -573,16 +548,16 @@ make_child(int mode, const struct request *rq, struct outcome *out)
 static PyObject *
 native_clone(PyObject *module, PyObject *args)
 {
+    static const char *const error_attrs[] = {"portclone_syscall", "portclone_clone3_errno", NULL};
     int mode;
-    unsigned long long flags;
-    PyObject *child, *runner, *set_tid_obj;
-    struct request rq;
+    PyObject *child, *runner, *set_tid;
+    struct pc_request rq;
     struct outcome out;
     sigset_t all, caller;
 
     memset(&rq, 0, sizeof rq);
-    if (!PyArg_ParseTuple(args, "OOiKiiOp:clone", &child, &runner, &mode, &flags,
-                          &rq.exit_signal, &rq.cgroup_fd, &set_tid_obj, &rq.legacy_ok))
+    if (!PyArg_ParseTuple(args, "OOiKiiOp:clone", &child, &runner, &mode, &rq.flags,
+                          &rq.exit_signal, &rq.cgroup_fd, &set_tid, &rq.legacy_ok))
         return NULL;
     if (!PyCallable_Check(runner)) {
         PyErr_SetString(PyExc_TypeError, "runner must be callable");
@@ -592,54 +567,16 @@ native_clone(PyObject *module, PyObject *args)
         PyErr_Format(PyExc_ValueError, "unknown mode %d", mode);
         return NULL;
     }
-    if (rq.exit_signal < 0 || rq.exit_signal > 255) {
-        PyErr_Format(PyExc_ValueError, "exit_signal %d out of range", rq.exit_signal);
-        return NULL;
-    }
-    if (rq.cgroup_fd < -1) {
-        PyErr_Format(PyExc_ValueError, "cgroup fd %d out of range", rq.cgroup_fd);
-        return NULL;
-    }
-    if (flags & PC_SIGNAL_BITS) {
-        PyErr_SetString(PyExc_ValueError, "the flags carry an exit signal in their low byte");
-        return NULL;
-    }
     /* The child returns into Python on a copy of this stack: flags that would
      * have it share the interpreter (or get a foreign TLS) can only crash.
      * portclone's validation refuses them first; this is the C's own guard. */
-    if (flags & PC_CLONE_NOT_FORK_LIKE) {
+    if (rq.flags & PC_CLONE_NOT_FORK_LIKE) {
         PyErr_SetString(PyExc_ValueError, "clone makes fork-like children: no CLONE_VM, "
                         "CLONE_SIGHAND, CLONE_THREAD or CLONE_SETTLS");
         return NULL;
     }
-    rq.flags = flags;
-    if (set_tid_obj != Py_None) {
-        PyObject *seq = PySequence_Fast(set_tid_obj, "set_tid must be a sequence of ints");
-        Py_ssize_t n;
-        if (seq == NULL)
-            return NULL;
-        n = PySequence_Fast_GET_SIZE(seq);
-        if (n < 1 || n > PC_MAX_SET_TID) {
-            Py_DECREF(seq);
-            PyErr_Format(PyExc_ValueError, "set_tid must hold 1 to %d pids", PC_MAX_SET_TID);
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-            if (v == -1 && PyErr_Occurred()) {
-                Py_DECREF(seq);
-                return NULL;
-            }
-            if (v <= 0 || v > INT32_MAX) {
-                Py_DECREF(seq);
-                PyErr_Format(PyExc_ValueError, "set_tid[%zd] = %ld is not a valid pid", i, v);
-                return NULL;
-            }
-            rq.set_tid[i] = (pid_t)v;
-        }
-        rq.set_tid_size = (int)n;
-        Py_DECREF(seq);
-    }
+    if (pc_check_request(&rq, set_tid) < 0)
+        return NULL;
     if (mode != MODE_FORK)
         get_tid_offset(); /* may start a thread: must happen before the fork hooks */
 
@@ -658,27 +595,8 @@ native_clone(PyObject *module, PyObject *args)
     pthread_sigmask(SIG_SETMASK, &caller, NULL);
     if (out.pid == 0)
         return NULL;
-    if (out.pid < 0) {
-        PyObject *exc_args = Py_BuildValue("(is)", out.err, strerror(out.err));
-        if (exc_args != NULL) {
-            PyObject *exc = PyObject_Call(PyExc_OSError, exc_args, NULL);
-            Py_DECREF(exc_args);
-            if (exc != NULL) {
-                /* which call failed, and what clone3 said before we fell back */
-                PyObject *used = PyLong_FromLong(out.used);
-                PyObject *c3 = PyLong_FromLong(out.clone3_err);
-                if (used != NULL && c3 != NULL) {
-                    PyObject_SetAttrString(exc, "portclone_syscall", used);
-                    PyObject_SetAttrString(exc, "portclone_clone3_errno", c3);
-                }
-                Py_XDECREF(used);
-                Py_XDECREF(c3);
-                PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-                Py_DECREF(exc);
-            }
-        }
-        return NULL;
-    }
+    if (out.pid < 0) /* which call failed, and what clone3 said before we fell back */
+        return pc_raise_oserror(out.err, NULL, error_attrs, "(ii)", out.used, out.clone3_err);
     Py_RETURN_NONE;
 }
 
@@ -696,7 +614,7 @@ native_probe_clone3(PyObject *module, PyObject *unused)
 }
 
 /* Field 20 of /proc/self/stat, read with plain system calls: no Python objects
- * are created, so the caller's memory footprint stays small (see _backend.py). */
+ * are created, so the caller's memory footprint stays small (see Backend.__init__ in _backend.py). */
 static PyObject *
 native_thread_count(PyObject *module, PyObject *unused)
 {
@@ -804,10 +722,8 @@ native_libc_clone(PyObject *module, PyObject *args)
     pthread_sigmask(SIG_SETMASK, &caller, NULL);
     if (pid == 0)
         return NULL;
-    if (pid < 0) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    if (pid < 0)
+        return pc_raise_oserror(err, NULL, NULL, NULL);
     Py_RETURN_NONE;
 }
 #endif /* PC_HAVE_LIBC_CLONE */
@@ -829,9 +745,9 @@ static PyMethodDef native_methods[] = {
 #ifdef PC_HAVE_LIBC_CLONE
     {"libc_clone", native_libc_clone, METH_VARARGS,
      "libc_clone(child, runner, flags): libc clone() for a fork-like child, as clone()."},
-    {"spawn", pc_native_spawn, METH_VARARGS,
-     "spawn(child, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv, envp, cwd,\n"
-     "      fds, keep, close_fds, maps, hostname, restore_signals)\n"
+    {"spawn", (PyCFunction)(void (*)(void))pc_native_spawn, METH_VARARGS | METH_KEYWORDS,
+     "spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,\n"
+     "      envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals)\n"
      "Start a program in a CLONE_VM child (see _spawn.c); child gets pid, pidfd, syscall."},
 #endif
     {"unblock_signals", native_unblock_signals, METH_NOARGS,
@@ -868,6 +784,12 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "USED_FORK", USED_FORK) < 0 ||
         PyModule_AddIntConstant(m, "USED_CLONE3", USED_CLONE3) < 0 ||
         PyModule_AddIntConstant(m, "USED_CLONE", USED_CLONE) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_CLONE", PC_STAGE_CLONE) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_EXEC", PC_STAGE_EXEC) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_CHDIR", PC_STAGE_CHDIR) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_FDS", PC_STAGE_FDS) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_HOSTNAME", PC_STAGE_HOSTNAME) < 0 ||
+        PyModule_AddIntConstant(m, "STAGE_MAPS", PC_STAGE_MAPS) < 0 ||
         PyModule_AddObject(m, "SYSCALL_NAMES",
                            Py_BuildValue("(sss)", pc_syscall_names[USED_FORK],
                                          pc_syscall_names[USED_CLONE3],

@@ -1,5 +1,5 @@
-/* What portclone's C files share.  See _native.c (fork-like children) and
- * _spawn.c (exec children). */
+/* What portclone's C files share.  See _native.c (fork-like children), _spawn.c
+ * (exec children) and _common.c (the request checks, clone_args and errors both use). */
 #ifndef PORTCLONE_NATIVE_H
 #define PORTCLONE_NATIVE_H
 
@@ -42,31 +42,23 @@
 #endif
 
 /* Bumped whenever the Python side and the C must change together;
- * portclone/_backend.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 4
+ * portclone/_loader.py refuses a stale build. */
+#define PORTCLONE_NATIVE_ABI 5
 
-/* CLONE_VM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SETTLS (Linux's values; NetBSD's
- * CLONE_VM and CLONE_SIGHAND are the same): a fork-like child must not get them */
-#define PC_CLONE_NOT_FORK_LIKE (0x100ULL | 0x800ULL | 0x10000ULL | 0x80000ULL)
-/* the exit-signal byte of legacy clone's flags, but CLONE_NEWTIME (0x80): flags passed to
+/* PC_CLONE_*, PC_CSIGNAL, PC_STAGE_*: generated from the Python side (_constants.h). */
+#include "_constants.h"
+
+/* A fork-like child must not get these (NetBSD's CLONE_VM and CLONE_SIGHAND have
+ * Linux's values too). */
+#define PC_CLONE_NOT_FORK_LIKE \
+    (PC_CLONE_VM | PC_CLONE_SIGHAND | PC_CLONE_THREAD | PC_CLONE_SETTLS)
+/* the exit-signal byte of legacy clone's flags, but CLONE_NEWTIME: flags passed to
  * clone() and spawn() must not carry a signal there (exit_signal is a parameter) */
-#define PC_SIGNAL_BITS 0x7fULL
+#define PC_SIGNAL_BITS (PC_CSIGNAL & ~PC_CLONE_NEWTIME)
+#define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
 
 enum { MODE_FORK = 0, MODE_CLONE3 = 1, MODE_LEGACY = 2 };
 enum { USED_FORK = 0, USED_CLONE3 = 1, USED_CLONE = 2 };
-
-#if defined(__linux__)
-#define PC_CLONE_VM 0x00000100ULL
-#define PC_CLONE_PIDFD 0x00001000ULL
-#define PC_CLONE_CHILD_SETTID 0x01000000ULL
-#define PC_CSIGNAL 0xffULL
-#define PC_MAX_SET_TID 32 /* MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h */
-
-
-extern int pc_clone3_enosys;
-extern long tid_offset;
-long get_tid_offset(void);
-#endif
 
 /* Waits for children whatever their exit signal: Linux's __WALL, NetBSD's WALLSIG. */
 #if defined(__NetBSD__)
@@ -75,10 +67,37 @@ long get_tid_offset(void);
 #define PC_WALL 0x40000000
 #endif
 
+/* ---- _common.c: what clone() and spawn() share -------------------------- */
+
+/* What the caller asks of the kernel, besides the child's own setup. */
+struct pc_request {
+    unsigned long long flags;
+    int exit_signal;
+    int cgroup_fd; /* -1: none */
+    pid_t set_tid[PC_MAX_SET_TID];
+    int set_tid_size;
+    int legacy_ok; /* clone3 refused (ENOSYS, EPERM): legacy clone may serve instead */
+};
+
+int pc_check_request(struct pc_request *rq, PyObject *set_tid);
+PyObject *pc_raise_oserror(int err, const char *what, const char *const names[],
+                           const char *format, ...);
+void pc_reap(pid_t pid);
+
+#if defined(__linux__)
+size_t pc_fill_clone_args(struct pc_clone_args *args, const struct pc_request *rq, int *pidfd);
+
+extern int pc_clone3_enosys;
+extern long tid_offset;
+long get_tid_offset(void);
+#endif
+
+/* ---- _native.c and _spawn.c ------------------------------------------------ */
+
 int pc_adopt(PyObject *child, pid_t pid, int pidfd, int used);
 
 #ifdef PC_HAVE_LIBC_CLONE
-PyObject *pc_native_spawn(PyObject *module, PyObject *args);
+PyObject *pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs);
 extern const int pc_have_clone3_spawn;
 #endif
 

@@ -7,6 +7,13 @@ MODE_LEGACY: int
 USED_FORK: int
 USED_CLONE3: int
 USED_CLONE: int
+# where an exec child failed: an OSError's portclone_stage (portclone._errors.Stage)
+STAGE_CLONE: int
+STAGE_EXEC: int
+STAGE_CHDIR: int
+STAGE_FDS: int
+STAGE_HOSTNAME: int
+STAGE_MAPS: int
 SYSCALL_NAMES: Tuple[str, str, str]
 ARCH: str
 LEGACY_CLONE_ORDER: str
@@ -26,10 +33,10 @@ def thread_count() -> int: ...
 HAVE_CLONE3_SPAWN: int
 def libc_clone(child: Any, runner: Callable[[], int], flags: int, /) -> None: ...
 def spawn(
-    child: Any, mode: int, flags: int, exit_signal: int, cgroup_fd: int,
-    set_tid: Optional[Tuple[int, ...]], legacy_ok: bool, paths: Tuple[bytes, ...],
+    child: Any, /, *, mode: int, flags: int, exit_signal: int, cgroup_fd: int,
+    set_tid: Optional[Sequence[int]], legacy_ok: bool, paths: Tuple[bytes, ...],
     argv: Tuple[bytes, ...], envp: Optional[Tuple[bytes, ...]], cwd: Optional[bytes],
     fds: Tuple[int, int, int], keep: Tuple[int, ...], close_fds: bool,
     maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]], hostname: Optional[bytes],
-    restore_signals: bool, /,
+    restore_signals: bool,
 ) -> None: ...

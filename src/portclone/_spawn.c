@@ -36,8 +36,6 @@ extern char **environ;
 
 #define PC_SPAWN_STACK (256 * 1024)
 
-enum { STAGE_EXEC = 1, STAGE_CHDIR = 2, STAGE_FDS = 3, STAGE_HOSTNAME = 4 };
-
 struct spawn_child {
     char **paths; /* candidate executables, NULL-terminated */
     char **argv;
@@ -58,8 +56,9 @@ struct spawn_child {
     sigset_t mask; /* the parent's signal mask, restored just before execve */
 };
 
+/* What the child writes to the error pipe when it fails. */
 struct spawn_report {
-    int stage;
+    int stage; /* PC_STAGE_* */
     int err;
 };
 
@@ -183,7 +182,7 @@ spawn_child_main(void *arg)
         }
     }
     if (c->hostname != NULL && sethostname(c->hostname, c->hostname_len) != 0)
-        child_fail(c, STAGE_HOSTNAME, errno);
+        child_fail(c, PC_STAGE_HOSTNAME, errno);
 
     if (c->setup_fds) {
         for (int i = 0; i < 3; i++)
@@ -194,7 +193,7 @@ spawn_child_main(void *arg)
                 int old = src[i];
                 int moved = fcntl(old, F_DUPFD_CLOEXEC, 3);
                 if (moved < 0)
-                    child_fail(c, STAGE_FDS, errno);
+                    child_fail(c, PC_STAGE_FDS, errno);
                 for (int j = 0; j < 3; j++)
                     if (src[j] == old)
                         src[j] = moved;
@@ -205,20 +204,20 @@ spawn_child_main(void *arg)
                 continue;
             if (src[i] == i) {
                 if (fcntl(i, F_SETFD, 0) != 0) /* keep it across exec */
-                    child_fail(c, STAGE_FDS, errno);
+                    child_fail(c, PC_STAGE_FDS, errno);
             }
             else if (dup2(src[i], i) < 0) { /* dup2 clears close-on-exec on i */
-                child_fail(c, STAGE_FDS, errno);
+                child_fail(c, PC_STAGE_FDS, errno);
             }
         }
         if (c->close_fds && mark_cloexec_from_3(c) != 0)
-            child_fail(c, STAGE_FDS, errno);
+            child_fail(c, PC_STAGE_FDS, errno);
         for (int i = 0; i < c->nkeep; i++)
             if (fcntl(c->keep[i], F_SETFD, 0) != 0)
-                child_fail(c, STAGE_FDS, errno);
+                child_fail(c, PC_STAGE_FDS, errno);
     }
     if (c->cwd != NULL && chdir(c->cwd) != 0)
-        child_fail(c, STAGE_CHDIR, errno);
+        child_fail(c, PC_STAGE_CHDIR, errno);
 
     sigprocmask(SIG_SETMASK, &c->mask, NULL);
     err = ENOENT;
@@ -232,7 +231,7 @@ spawn_child_main(void *arg)
     }
     if (saw_eacces && (err == ENOENT || err == ENOTDIR))
         err = EACCES;
-    child_fail(c, STAGE_EXEC, err);
+    child_fail(c, PC_STAGE_EXEC, err);
     return 127;
 }
 
@@ -277,7 +276,8 @@ to_strings(PyObject *seq, char ***out)
         PyObject *item = PyTuple_GET_ITEM(seq, i);
         char *data;
         Py_ssize_t len;
-        if (PyBytes_AsStringAndSize(item, &data, &len) < 0) { /* refuses embedded NULs */
+        /* bytes with a NUL inside are taken: the copy's string ends there */
+        if (PyBytes_AsStringAndSize(item, &data, &len) < 0) {
             free_strings(list);
             return -1;
         }
@@ -293,20 +293,277 @@ to_strings(PyObject *seq, char ***out)
     return 0;
 }
 
+/* ---- the parent: one spawn() call ------------------------------------------ */
+
+/* What a spawn() call was given, checked and converted, and what it holds until it
+ * returns (freed by spawn_free). */
+struct spawn_call {
+    PyObject *holder; /* gets pid, pidfd and syscall: a Child */
+    int mode;         /* MODE_CLONE3 or MODE_LEGACY */
+    struct pc_request rq;
+    struct spawn_child c; /* what the child reads */
+    char *uid_map, *gid_map; /* the parent writes them; NULL: not written */
+    Py_ssize_t uid_len, gid_len;
+    int deny_setgroups;
+    int have_maps;
+    void *stack; /* the child's, MAP_FAILED until mapped */
+    int errpipe[2], syncpipe[2];
+};
+
+/* What became of it. */
+struct spawn_outcome {
+    pid_t pid; /* -1: the clone failed (clone_err) */
+    int pidfd;
+    int used; /* USED_CLONE3 or USED_CLONE */
+    int clone_err;
+    int reported; /* the child wrote a spawn_report: stage, child_err */
+    int stage;
+    int child_err;
+    const char *map_what; /* the /proc file (or step) whose writing failed, with map_err */
+    int map_err;
+};
+
+static char *spawn_keywords[] = {
+    "", "mode", "flags", "exit_signal", "cgroup_fd", "set_tid", "legacy_ok", "paths", "argv",
+    "envp", "cwd", "fds", "keep", "close_fds", "maps", "hostname", "restore_signals", NULL,
+};
+
+static void
+spawn_init(struct spawn_call *s, struct spawn_outcome *o)
+{
+    memset(s, 0, sizeof *s);
+    s->stack = MAP_FAILED;
+    s->errpipe[0] = s->errpipe[1] = s->syncpipe[0] = s->syncpipe[1] = -1;
+    s->c.syncpipe = s->c.syncpipe_w = -1;
+    memset(o, 0, sizeof *o);
+    o->pid = -1;
+    o->pidfd = -1;
+    o->used = USED_CLONE;
+}
+
+/* keep (pass_fds): a tuple of file descriptors, sorted. */
+static int
+parse_keep(struct spawn_child *c, PyObject *keep)
+{
+    if (!PyTuple_Check(keep)) {
+        PyErr_SetString(PyExc_TypeError, "keep must be a tuple");
+        return -1;
+    }
+    c->nkeep = (int)PyTuple_GET_SIZE(keep);
+    c->keep = PyMem_RawCalloc((size_t)c->nkeep + 1, sizeof(int));
+    if (c->keep == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < c->nkeep; i++) {
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(keep, i));
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (v < 0 || v > INT_MAX) {
+            PyErr_Format(PyExc_ValueError, "keep[%d] = %ld is not a file descriptor", i, v);
+            return -1;
+        }
+        c->keep[i] = (int)v;
+    }
+    return 0;
+}
+
+/* maps: None or (uid_map bytes or None, gid_map bytes or None, deny_setgroups). */
+static int
+parse_maps(struct spawn_call *s, PyObject *maps)
+{
+    PyObject *uid, *gid;
+
+    if (maps == Py_None)
+        return 0;
+    if (!PyTuple_Check(maps)) { /* PyArg_ParseTuple would raise SystemError */
+        PyErr_SetString(PyExc_TypeError, "maps must be a tuple or None");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(maps, "OOp", &uid, &gid, &s->deny_setgroups))
+        return -1;
+    if (uid != Py_None && PyBytes_AsStringAndSize(uid, &s->uid_map, &s->uid_len) < 0)
+        return -1;
+    if (gid != Py_None && PyBytes_AsStringAndSize(gid, &s->gid_map, &s->gid_len) < 0)
+        return -1;
+    s->have_maps = s->uid_map != NULL || s->gid_map != NULL;
+    return 0;
+}
+
+/* cwd and hostname: None or bytes, read by the child where they are. */
+static int
+parse_places(struct spawn_child *c, PyObject *cwd, PyObject *hostname)
+{
+    if (hostname != Py_None) {
+        char *h;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(hostname, &h, &len) < 0)
+            return -1;
+        c->hostname = h;
+        c->hostname_len = (size_t)len;
+    }
+    if (cwd != Py_None) {
+        c->cwd = PyBytes_AsString(cwd);
+        if (c->cwd == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * Python's own checks, restated as a last line of defence: portclone refuses these
+ * requests before it calls spawn() (src/portclone/_plan.py, prepare, and the flag
+ * table's refusal of CLONE_THREAD, src/portclone/_flags.py), so for portclone each
+ * is an assertion; it raises ValueError instead of aborting because the fuzzer
+ * (tests/fuzz_native.py) calls spawn() with anything, and each of these would reach
+ * beyond the child: into the calling process, the host, or a deadlock.
+ */
+static int
+spawn_restate_policy(const struct spawn_call *s)
+{
+    unsigned long long flags = s->rq.flags;
+    const char *broken = NULL;
+
+    if (flags & PC_CLONE_THREAD) /* the exec, or the failed child's _exit (exit_group) */
+        broken = "spawn starts a process, not a thread: no CLONE_THREAD";
+    else if (s->c.hostname != NULL && !(flags & PC_CLONE_NEWUTS))
+        broken = "a hostname needs CLONE_NEWUTS: it would be the host's";
+    else if (s->c.cwd != NULL && (flags & PC_CLONE_FS))
+        broken = "cwd with CLONE_FS would move the parent too";
+    else if (s->have_maps && (flags & PC_CLONE_VFORK)) /* the child waits for its maps */
+        broken = "uid/gid maps cannot be written with CLONE_VFORK";
+    if (broken == NULL)
+        return 0;
+    PyErr_SetString(PyExc_ValueError, broken);
+    return -1;
+}
+
+/* The arguments, into ``s``; -1 with an exception when they cannot be used. */
+static int
+spawn_parse(struct spawn_call *s, PyObject *args, PyObject *kwargs)
+{
+    PyObject *set_tid, *paths, *argv, *envp, *cwd, *keep, *maps, *hostname;
+
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "O$iKiiOpOOOO(iii)OpOOp:spawn", spawn_keywords, &s->holder, &s->mode,
+            &s->rq.flags, &s->rq.exit_signal, &s->rq.cgroup_fd, &set_tid, &s->rq.legacy_ok,
+            &paths, &argv, &envp, &cwd, &s->c.fds[0], &s->c.fds[1], &s->c.fds[2], &keep,
+            &s->c.close_fds, &maps, &hostname, &s->c.restore_signals))
+        return -1;
+    if (s->mode != MODE_CLONE3 && s->mode != MODE_LEGACY) {
+        PyErr_Format(PyExc_ValueError, "spawn's mode is MODE_CLONE3 or MODE_LEGACY, not %d",
+                     s->mode);
+        return -1;
+    }
+    if (pc_check_request(&s->rq, set_tid) < 0 || parse_keep(&s->c, keep) < 0 ||
+        parse_maps(s, maps) < 0 || parse_places(&s->c, cwd, hostname) < 0 ||
+        to_strings(paths, &s->c.paths) < 0 || to_strings(argv, &s->c.argv) < 0 ||
+        to_strings(envp, &s->c.envp) < 0)
+        return -1;
+    if (s->c.paths == NULL || s->c.argv == NULL) {
+        PyErr_SetString(PyExc_ValueError, "paths and argv are required");
+        return -1;
+    }
+    if (spawn_restate_policy(s) < 0)
+        return -1;
+    s->c.reset_handlers = !(s->rq.flags & PC_CLONE_SIGHAND);
+    s->c.setup_fds = !(s->rq.flags & PC_CLONE_FILES);
+    return 0;
+}
+
+/* The child's stack and the pipes: OSError without .portclone_stage, its message
+ * saying which (nothing was cloned yet). */
+static int
+spawn_prepare(struct spawn_call *s)
+{
+    s->stack = mmap(NULL, PC_SPAWN_STACK, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (s->stack == MAP_FAILED) {
+        pc_raise_oserror(errno, "allocating the stack of spawn's child (before the clone)",
+                         NULL, NULL);
+        return -1;
+    }
+    if (pipe2(s->errpipe, O_CLOEXEC) != 0 ||
+        (s->have_maps && pipe2(s->syncpipe, O_CLOEXEC) != 0)) {
+        pc_raise_oserror(errno, "creating portclone's internal pipe for spawn (before the clone)",
+                         NULL, NULL);
+        return -1;
+    }
+    s->c.errpipe = s->errpipe[1];
+    s->c.syncpipe = s->syncpipe[0];
+    s->c.syncpipe_w = s->syncpipe[1];
+    return 0;
+}
+
+/* clone3 with the child on its stack; ENOSYS where it cannot be used: the kernel
+ * lacks it (remembered for the process), or this architecture has no clone3_fn. */
+static void
+spawn_clone3(struct spawn_call *s, struct spawn_outcome *o)
+{
+    o->used = USED_CLONE3;
+    o->pid = -1;
+    o->clone_err = ENOSYS;
+#ifdef PC_HAVE_CLONE3_FN
+    if (!pc_clone3_enosys) {
+        struct pc_clone_args args;
+        size_t size = pc_fill_clone_args(&args, &s->rq, &o->pidfd);
+        long r;
+        args.stack = (uint64_t)(uintptr_t)s->stack;
+        args.stack_size = PC_SPAWN_STACK;
+        r = clone3_fn(&args, size, spawn_child_main, &s->c);
+        o->pid = r < 0 ? -1 : (pid_t)r;
+        o->clone_err = r < 0 ? (int)-r : 0;
+        if (o->clone_err == ENOSYS)
+            pc_clone3_enosys = 1;
+    }
+#endif
+}
+
+/* libc's clone(fn, stack, flags, arg, ptid...): it knows its architecture's argument
+ * order; with CLONE_PIDFD the pidfd comes back through ptid. */
+static void
+spawn_libc_clone(struct spawn_call *s, struct spawn_outcome *o)
+{
+    o->used = USED_CLONE;
+    o->pid = PC_LIBC_CLONE(spawn_child_main, (char *)s->stack + PC_SPAWN_STACK,
+                           (int)(s->rq.flags | (unsigned long long)s->rq.exit_signal), &s->c
+#if defined(__linux__)
+                           , &o->pidfd, (void *)NULL, (pid_t *)NULL
+#endif
+    );
+    o->clone_err = o->pid < 0 ? errno : 0;
+}
+
+/* The clone: clone3 for MODE_CLONE3, falling back to libc's clone when clone3 is
+ * missing (ENOSYS) or refused (EPERM: seccomp) and the caller allows it. */
+static void
+spawn_launch(struct spawn_call *s, struct spawn_outcome *o)
+{
+    int legacy = s->mode == MODE_LEGACY;
+
+    if (s->mode == MODE_CLONE3) {
+        spawn_clone3(s, o);
+        legacy = o->pid < 0 && s->rq.legacy_ok && (o->clone_err == ENOSYS || o->clone_err == EPERM);
+    }
+    if (legacy)
+        spawn_libc_clone(s, o);
+}
+
 #if defined(__linux__)
 /* Write one of the child's /proc files (uid_map, gid_map, setgroups). */
 static int
 write_proc(pid_t pid, const char *name, const char *data, size_t len)
 {
     char path[64];
-    int fd, ok;
+    int fd;
+    ssize_t n;
     snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
     fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    ok = write(fd, data, len) == (ssize_t)len;
-    if (!ok) {
-        int e = errno;
+    n = write(fd, data, len);
+    if (n != (ssize_t)len) {
+        int e = n < 0 ? errno : EIO; /* a short write sets no errno */
         close(fd);
         errno = e;
         return -1;
@@ -315,326 +572,136 @@ write_proc(pid_t pid, const char *name, const char *data, size_t len)
 }
 #endif
 
-/* A failure of the parent's own preparation, before any clone: OSError(err, "<strerror>:
- * <what>"), without .portclone_stage (which says where the clone or the child failed). */
+/* The child's uid_map, setgroups and gid_map, then the byte that lets it go on;
+ * the first failure ends it (map_what, map_err). */
 static void
-setup_error(int err, const char *what)
+spawn_write_maps(const struct spawn_call *s, struct spawn_outcome *o)
 {
-    PyObject *args = Py_BuildValue("(iN)", err, PyUnicode_FromFormat("%s: %s", strerror(err), what));
-    if (args != NULL) {
-        PyErr_SetObject(PyExc_OSError, args);
-        Py_DECREF(args);
+#if defined(__linux__)
+    if (s->uid_map != NULL && write_proc(o->pid, "uid_map", s->uid_map, (size_t)s->uid_len) != 0)
+        o->map_what = "uid_map";
+    else if (s->gid_map != NULL && s->deny_setgroups &&
+             write_proc(o->pid, "setgroups", "deny", 4) != 0)
+        o->map_what = "setgroups";
+    else if (s->gid_map != NULL &&
+             write_proc(o->pid, "gid_map", s->gid_map, (size_t)s->gid_len) != 0)
+        o->map_what = "gid_map";
+    else if (write(s->syncpipe[1], "g", 1) != 1)
+        o->map_what = "the child's start signal";
+    if (o->map_what != NULL)
+        o->map_err = errno;
+#endif
+}
+
+/* The child's report, until EOF: the exec closed the pipe, or the child is gone
+ * (its memory too: exit releases the mm before the files). */
+static void
+spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
+{
+    for (;;) {
+        struct spawn_report r;
+        ssize_t n = read(s->errpipe[0], &r, sizeof r);
+        if (n == (ssize_t)sizeof r) {
+            o->reported = 1;
+            o->stage = r.stage;
+            o->child_err = r.err;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        break;
     }
 }
 
 /*
- * spawn(mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok,
- *       paths, argv, envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals)
- *   -> (pid, pidfd, syscall)
+ * After a clone that made a child (with CLONE_VFORK, once it has exec'd or died):
+ * the maps, the report, and reaping a child that failed.  No GIL, every signal
+ * blocked; see the top of this file for why nothing here may fail after the maps.
+ */
+static void
+spawn_await(struct spawn_call *s, struct spawn_outcome *o)
+{
+    close(s->errpipe[1]);
+    s->errpipe[1] = -1;
+    if (s->have_maps) {
+        close(s->syncpipe[0]);
+        s->syncpipe[0] = -1;
+        spawn_write_maps(s, o);
+        close(s->syncpipe[1]); /* without a byte, the child just exits */
+        s->syncpipe[1] = -1;
+    }
+    spawn_read_report(s, o);
+    /* with CLONE_PARENT the child is the caller's parent's to reap */
+    if ((o->reported || o->map_what != NULL) && !(s->rq.flags & PC_CLONE_PARENT))
+        pc_reap(o->pid);
+}
+
+/* The failure as OSError: .portclone_stage (PC_STAGE_*) says where, .portclone_syscall
+ * which clone was used (USED_*), .portclone_map which map (or None). */
+static PyObject *
+spawn_raise(const struct spawn_outcome *o)
+{
+    static const char *const attrs[] = {"portclone_stage", "portclone_syscall", "portclone_map",
+                                        NULL};
+    int stage = o->pid < 0 ? PC_STAGE_CLONE : o->map_what != NULL ? PC_STAGE_MAPS : o->stage;
+    int err = o->pid < 0 ? o->clone_err : o->map_what != NULL ? o->map_err : o->child_err;
+
+    if (o->pidfd >= 0)
+        close(o->pidfd);
+    return pc_raise_oserror(err, NULL, attrs, "(iiz)", stage, o->used, o->map_what);
+}
+
+static void
+spawn_free(struct spawn_call *s)
+{
+    for (int i = 0; i < 2; i++) {
+        if (s->errpipe[i] >= 0)
+            close(s->errpipe[i]);
+        if (s->syncpipe[i] >= 0)
+            close(s->syncpipe[i]);
+    }
+    if (s->stack != MAP_FAILED)
+        munmap(s->stack, PC_SPAWN_STACK);
+    free_strings(s->c.paths);
+    free_strings(s->c.argv);
+    free_strings(s->c.envp);
+    PyMem_RawFree(s->c.keep);
+}
+
+/*
+ * spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,
+ *       envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals) -> None
+ * child gets pid, pidfd and syscall (pc_adopt).  paths: candidate executables, argv,
+ * envp (None: ours): tuples of bytes; fds: what becomes 0, 1, 2 (-1: inherited);
  * maps: None or (uid_map bytes|None, gid_map bytes|None, deny_setgroups).
- * Raises OSError; .portclone_stage says where the child failed (0: clone); an OSError
- * without it comes from the preparation before the clone, and its message says which.
+ * Raises OSError; .portclone_stage says where it failed (PC_STAGE_CLONE: the clone);
+ * an OSError without it comes from the preparation before the clone, and its message
+ * says which.
  */
 PyObject *
-pc_native_spawn(PyObject *module, PyObject *args)
+pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    int mode, exit_signal, cgroup_fd, legacy_ok, close_fds;
-    unsigned long long flags;
-    PyObject *child, *set_tid_obj, *paths_obj, *argv_obj, *envp_obj, *cwd_obj, *keep_obj, *maps_obj,
-        *host_obj;
-    struct spawn_child c;
-    const char *uid_map = NULL, *gid_map = NULL;
-    Py_ssize_t uid_len = 0, gid_len = 0;
-    int deny_setgroups = 0, have_maps = 0;
-    int errpipe[2] = {-1, -1}, syncpipe[2] = {-1, -1};
-    int pidfd = -1, used = USED_CLONE, clone_err = 0, stage = 0, child_err = 0, map_err = 0;
-    const char *map_what = NULL;
-    pid_t pid = -1;
-    void *stack = MAP_FAILED;
+    struct spawn_call s;
+    struct spawn_outcome o;
     sigset_t all;
-#if defined(__linux__)
-    pid_t set_tid[PC_MAX_SET_TID];
-    int set_tid_size = 0;
-#endif
     PyObject *result = NULL;
 
-    memset(&c, 0, sizeof c);
-    c.syncpipe = -1;
-    if (!PyArg_ParseTuple(args, "OiKiiOpOOOO(iii)OpOOp:spawn", &child, &mode, &flags, &exit_signal,
-                          &cgroup_fd, &set_tid_obj, &legacy_ok, &paths_obj, &argv_obj,
-                          &envp_obj, &cwd_obj, &c.fds[0], &c.fds[1], &c.fds[2], &keep_obj,
-                          &close_fds, &maps_obj, &host_obj, &c.restore_signals))
-        return NULL;
-    c.close_fds = close_fds;
-    if (flags & PC_SIGNAL_BITS) {
-        PyErr_SetString(PyExc_ValueError, "the flags carry an exit signal in their low byte");
-        return NULL;
+    spawn_init(&s, &o);
+    if (spawn_parse(&s, args, kwargs) == 0 && spawn_prepare(&s) == 0) {
+        sigfillset(&all);
+        Py_BEGIN_ALLOW_THREADS
+        pthread_sigmask(SIG_SETMASK, &all, &s.c.mask);
+        spawn_launch(&s, &o);
+        if (o.pid > 0)
+            spawn_await(&s, &o);
+        pthread_sigmask(SIG_SETMASK, &s.c.mask, NULL);
+        Py_END_ALLOW_THREADS
+        if (o.pid < 0 || o.reported || o.map_what != NULL)
+            spawn_raise(&o);
+        else if (pc_adopt(s.holder, o.pid, o.pidfd, o.used) == 0)
+            result = (Py_INCREF(Py_None), Py_None);
     }
-    if (exit_signal < 0 || exit_signal > 255) {
-        PyErr_Format(PyExc_ValueError, "exit_signal %d out of range", exit_signal);
-        return NULL;
-    }
-    if (flags & 0x10000ULL) { /* CLONE_THREAD: its exec would replace this process */
-        PyErr_SetString(PyExc_ValueError, "spawn starts a process, not a thread: no CLONE_THREAD");
-        return NULL;
-    }
-    /* What the child does must stay the child's (the Python side checks these first) */
-    if (host_obj != Py_None && !(flags & 0x04000000ULL)) { /* CLONE_NEWUTS */
-        PyErr_SetString(PyExc_ValueError, "a hostname needs CLONE_NEWUTS: it would be the host's");
-        return NULL;
-    }
-    if (cwd_obj != Py_None && (flags & 0x200ULL)) { /* CLONE_FS */
-        PyErr_SetString(PyExc_ValueError, "cwd with CLONE_FS would move the parent too");
-        return NULL;
-    }
-#if defined(__linux__)
-    if (set_tid_obj != Py_None) {
-        Py_ssize_t n = PyTuple_Check(set_tid_obj) ? PyTuple_GET_SIZE(set_tid_obj) : -1;
-        if (n < 1 || n > PC_MAX_SET_TID) {
-            PyErr_SetString(PyExc_ValueError, "set_tid must be a tuple of 1 to 32 pids");
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            long v = PyLong_AsLong(PyTuple_GET_ITEM(set_tid_obj, i));
-            if (v == -1 && PyErr_Occurred())
-                return NULL;
-            set_tid[i] = (pid_t)v;
-        }
-        set_tid_size = (int)n;
-    }
-#endif
-    if (!PyTuple_Check(keep_obj)) {
-        PyErr_SetString(PyExc_TypeError, "keep must be a tuple");
-        return NULL;
-    }
-    c.nkeep = (int)PyTuple_GET_SIZE(keep_obj);
-    c.keep = PyMem_RawCalloc((size_t)c.nkeep + 1, sizeof(int));
-    if (c.keep == NULL)
-        return PyErr_NoMemory();
-    for (int i = 0; i < c.nkeep; i++) {
-        c.keep[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(keep_obj, i));
-        if (c.keep[i] == -1 && PyErr_Occurred())
-            goto done;
-    }
-    if (maps_obj != Py_None) {
-        PyObject *u, *g, *d;
-        if (!PyTuple_Check(maps_obj)) { /* PyArg_ParseTuple would raise SystemError */
-            PyErr_SetString(PyExc_TypeError, "maps must be a tuple or None");
-            goto done;
-        }
-        if (!PyArg_ParseTuple(maps_obj, "OOp", &u, &g, &deny_setgroups))
-            goto done;
-        (void)d;
-        if (u != Py_None && PyBytes_AsStringAndSize(u, (char **)&uid_map, &uid_len) < 0)
-            goto done;
-        if (g != Py_None && PyBytes_AsStringAndSize(g, (char **)&gid_map, &gid_len) < 0)
-            goto done;
-        have_maps = uid_map != NULL || gid_map != NULL;
-        if (have_maps && (flags & 0x4000ULL)) { /* CLONE_VFORK */
-            /* the child waits for the parent to write its maps: a parent suspended until
-             * the exec would never write them */
-            PyErr_SetString(PyExc_ValueError, "uid/gid maps cannot be written with CLONE_VFORK");
-            goto done;
-        }
-    }
-    if (host_obj != Py_None) {
-        char *h;
-        Py_ssize_t hl;
-        if (PyBytes_AsStringAndSize(host_obj, &h, &hl) < 0)
-            goto done;
-        c.hostname = h;
-        c.hostname_len = (size_t)hl;
-    }
-    if (cwd_obj != Py_None) {
-        c.cwd = PyBytes_AsString(cwd_obj);
-        if (c.cwd == NULL)
-            goto done;
-    }
-    if (to_strings(paths_obj, &c.paths) < 0 || to_strings(argv_obj, &c.argv) < 0 ||
-        to_strings(envp_obj, &c.envp) < 0)
-        goto done;
-    if (c.paths == NULL || c.argv == NULL) {
-        PyErr_SetString(PyExc_ValueError, "paths and argv are required");
-        goto done;
-    }
-    c.reset_handlers = !(flags & 0x800ULL);  /* CLONE_SIGHAND */
-    c.setup_fds = !(flags & 0x400ULL);       /* CLONE_FILES */
-
-    stack = mmap(NULL, PC_SPAWN_STACK, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-        setup_error(errno, "allocating the stack of spawn's child (before the clone)");
-        goto done;
-    }
-    if (pipe2(errpipe, O_CLOEXEC) != 0 || (have_maps && pipe2(syncpipe, O_CLOEXEC) != 0)) {
-        setup_error(errno, "creating portclone's internal pipe for spawn (before the clone)");
-        goto done;
-    }
-    c.errpipe = errpipe[1];
-    c.syncpipe = have_maps ? syncpipe[0] : -1;
-    c.syncpipe_w = have_maps ? syncpipe[1] : -1;
-
-    sigfillset(&all);
-    Py_BEGIN_ALLOW_THREADS
-    pthread_sigmask(SIG_SETMASK, &all, &c.mask);
-#if defined(__linux__)
-    if (mode == MODE_CLONE3 && !pc_clone3_enosys) {
-#ifdef PC_HAVE_CLONE3_FN
-        struct pc_clone_args ca;
-        size_t size = PC_CLONE_ARGS_SIZE_VER0;
-        memset(&ca, 0, sizeof ca);
-        ca.flags = flags;
-        ca.exit_signal = (uint64_t)exit_signal;
-        if (flags & PC_CLONE_PIDFD)
-            ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
-        ca.stack = (uint64_t)(uintptr_t)stack;
-        ca.stack_size = PC_SPAWN_STACK;
-        if (set_tid_size > 0) {
-            ca.set_tid = (uint64_t)(uintptr_t)set_tid;
-            ca.set_tid_size = (uint64_t)set_tid_size;
-            size = PC_CLONE_ARGS_SIZE_VER1;
-        }
-        if (cgroup_fd >= 0) {
-            ca.cgroup = (uint64_t)cgroup_fd;
-            size = PC_CLONE_ARGS_SIZE_VER2;
-        }
-        {
-            long r = clone3_fn(&ca, size, spawn_child_main, &c);
-            pid = r < 0 ? -1 : (pid_t)r;
-            clone_err = r < 0 ? (int)-r : 0;
-        }
-#else
-        pid = -1;
-        clone_err = ENOSYS; /* no clone3 trampoline for this architecture */
-#endif
-        used = USED_CLONE3;
-        if (pid < 0 && clone_err == ENOSYS)
-            pc_clone3_enosys = 1;
-        if (pid < 0 && legacy_ok && (clone_err == ENOSYS || clone_err == EPERM))
-            mode = MODE_LEGACY;
-        else if (pid < 0)
-            mode = -1; /* failed: report it */
-    }
-    else if (mode == MODE_CLONE3) {
-        if (legacy_ok)
-            mode = MODE_LEGACY;
-        else {
-            clone_err = ENOSYS;
-            used = USED_CLONE3;
-            mode = -1;
-        }
-    }
-#endif
-    if (mode == MODE_LEGACY) {
-        /* libc's clone(fn, stack, flags, arg, ptid...): it knows its architecture's
-         * argument order; with CLONE_PIDFD the pidfd comes back through ptid. */
-        pid = PC_LIBC_CLONE(spawn_child_main, (char *)stack + PC_SPAWN_STACK,
-                            (int)(flags | (unsigned long long)exit_signal), &c
-#if defined(__linux__)
-                            , &pidfd, (void *)NULL, (pid_t *)NULL
-#endif
-        );
-        clone_err = pid < 0 ? errno : 0;
-        used = USED_CLONE;
-    }
-    if (pid > 0) {
-        /* With CLONE_VFORK we are back once the child has exec'd or died. */
-        close(errpipe[1]);
-        errpipe[1] = -1;
-        if (have_maps) {
-            close(syncpipe[0]);
-            syncpipe[0] = -1;
-#if defined(__linux__)
-            if (uid_map != NULL && write_proc(pid, "uid_map", uid_map, (size_t)uid_len) != 0) {
-                map_err = errno;
-                map_what = "uid_map";
-            }
-            else if (gid_map != NULL && deny_setgroups &&
-                     write_proc(pid, "setgroups", "deny", 4) != 0) {
-                map_err = errno;
-                map_what = "setgroups";
-            }
-            else if (gid_map != NULL &&
-                     write_proc(pid, "gid_map", gid_map, (size_t)gid_len) != 0) {
-                map_err = errno;
-                map_what = "gid_map";
-            }
-            else if (write(syncpipe[1], "g", 1) != 1) {
-                map_err = errno;
-                map_what = "the child's start signal";
-            }
-#endif
-            close(syncpipe[1]); /* without a byte, the child just exits */
-            syncpipe[1] = -1;
-        }
-        /* EOF: the exec closed the pipe, or the child is gone (its memory too:
-         * exit releases the mm before the files). */
-        for (;;) {
-            struct spawn_report r;
-            ssize_t n = read(errpipe[0], &r, sizeof r);
-            if (n == (ssize_t)sizeof r) {
-                stage = r.stage;
-                child_err = r.err;
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            break;
-        }
-        if ((stage || map_err) && !(flags & 0x8000ULL) /* CLONE_PARENT: not ours */) {
-            int status;
-            while (waitpid(pid, &status, PC_WALL) < 0 && errno == EINTR)
-                ;
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &c.mask, NULL);
-    Py_END_ALLOW_THREADS
-
-    if (pid < 0 || stage || map_err) {
-        int err = pid < 0 ? clone_err : map_err ? map_err : child_err;
-        PyObject *exc_args, *exc;
-        if (pidfd >= 0)
-            close(pidfd);
-        exc_args = Py_BuildValue("(is)", err, strerror(err));
-        if (exc_args == NULL)
-            goto done;
-        exc = PyObject_Call(PyExc_OSError, exc_args, NULL);
-        Py_DECREF(exc_args);
-        if (exc == NULL)
-            goto done;
-        {
-            PyObject *v1 = PyLong_FromLong(pid < 0 ? 0 : map_err ? -1 : stage);
-            PyObject *v2 = PyLong_FromLong(used);
-            PyObject *v3 = map_what ? PyUnicode_FromString(map_what) : (Py_INCREF(Py_None), Py_None);
-            if (v1 && v2 && v3) {
-                PyObject_SetAttrString(exc, "portclone_stage", v1);
-                PyObject_SetAttrString(exc, "portclone_syscall", v2);
-                PyObject_SetAttrString(exc, "portclone_map", v3);
-            }
-            Py_XDECREF(v1);
-            Py_XDECREF(v2);
-            Py_XDECREF(v3);
-        }
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-        goto done;
-    }
-    if (pc_adopt(child, pid, pidfd, used) == 0)
-        result = (Py_INCREF(Py_None), Py_None);
-
-done:
-    for (int i = 0; i < 2; i++) {
-        if (errpipe[i] >= 0)
-            close(errpipe[i]);
-        if (syncpipe[i] >= 0)
-            close(syncpipe[i]);
-    }
-    if (stack != MAP_FAILED)
-        munmap(stack, PC_SPAWN_STACK);
-    free_strings(c.paths);
-    free_strings(c.argv);
-    free_strings(c.envp);
-    PyMem_RawFree(c.keep);
+    spawn_free(&s);
     return result;
 }
 

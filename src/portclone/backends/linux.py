@@ -150,9 +150,11 @@ class LinuxBackend(Backend):
         cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
         try:
             native.spawn(
-                child, native.MODE_CLONE3, flags, request.exit_signal, cgroup_fd, request.set_tid,
-                not request.needs_clone3, plan.paths, plan.argv, plan.envp, plan.cwd, plan.fds,
-                plan.keep, plan.close_fds, plan.maps, plan.hostname, plan.restore_signals)
+                child, mode=native.MODE_CLONE3, flags=flags, exit_signal=request.exit_signal,
+                cgroup_fd=cgroup_fd, set_tid=request.set_tid, legacy_ok=not request.needs_clone3,
+                paths=plan.paths, argv=plan.argv, envp=plan.envp, cwd=plan.cwd, fds=plan.fds,
+                keep=plan.keep, close_fds=plan.close_fds, maps=plan.maps, hostname=plan.hostname,
+                restore_signals=plan.restore_signals)
         except OSError as e:
             raise self._failure(e, request, plan) from None
         finally:

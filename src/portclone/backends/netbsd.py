@@ -109,9 +109,11 @@ class NetBSDBackend(Backend):
         native = self._native
         try:
             native.spawn(
-                child, native.MODE_LEGACY, flags, request.exit_signal, -1, None, True, plan.paths,
-                plan.argv, plan.envp, plan.cwd, plan.fds, plan.keep, plan.close_fds, None, None,
-                plan.restore_signals)
+                child, mode=native.MODE_LEGACY, flags=flags, exit_signal=request.exit_signal,
+                cgroup_fd=-1, set_tid=None, legacy_ok=True, paths=plan.paths, argv=plan.argv,
+                envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
+                close_fds=plan.close_fds, maps=None, hostname=None,
+                restore_signals=plan.restore_signals)
         except OSError as e:
             raise translate(e, backend=self.name, syscall="clone", flags=flags,
                             exit_signal=request.exit_signal, program=plan.name,
