@@ -763,6 +763,26 @@ static struct PyModuleDef native_module = {
     .m_methods = native_methods,
 };
 
+/* The module's integer constants, by name */
+static const struct {
+    const char *name;
+    long value;
+} int_constants[] = {
+    {"ABI", PORTCLONE_NATIVE_ABI},
+    {"MODE_FORK", MODE_FORK},
+    {"MODE_CLONE3", MODE_CLONE3},
+    {"MODE_LEGACY", MODE_LEGACY},
+    {"USED_FORK", USED_FORK},
+    {"USED_CLONE3", USED_CLONE3},
+    {"USED_CLONE", USED_CLONE},
+    {"STAGE_CLONE", PC_STAGE_CLONE},
+    {"STAGE_EXEC", PC_STAGE_EXEC},
+    {"STAGE_CHDIR", PC_STAGE_CHDIR},
+    {"STAGE_FDS", PC_STAGE_FDS},
+    {"STAGE_HOSTNAME", PC_STAGE_HOSTNAME},
+    {"STAGE_MAPS", PC_STAGE_MAPS},
+};
+
 PyMODINIT_FUNC
 PyInit__native(void)
 {
@@ -777,20 +797,13 @@ PyInit__native(void)
     m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "ABI", PORTCLONE_NATIVE_ABI) < 0 ||
-        PyModule_AddIntConstant(m, "MODE_FORK", MODE_FORK) < 0 ||
-        PyModule_AddIntConstant(m, "MODE_CLONE3", MODE_CLONE3) < 0 ||
-        PyModule_AddIntConstant(m, "MODE_LEGACY", MODE_LEGACY) < 0 ||
-        PyModule_AddIntConstant(m, "USED_FORK", USED_FORK) < 0 ||
-        PyModule_AddIntConstant(m, "USED_CLONE3", USED_CLONE3) < 0 ||
-        PyModule_AddIntConstant(m, "USED_CLONE", USED_CLONE) < 0 ||
-        PyModule_AddIntConstant(m, "STAGE_CLONE", PC_STAGE_CLONE) < 0 ||
-        PyModule_AddIntConstant(m, "STAGE_EXEC", PC_STAGE_EXEC) < 0 ||
-        PyModule_AddIntConstant(m, "STAGE_CHDIR", PC_STAGE_CHDIR) < 0 ||
-        PyModule_AddIntConstant(m, "STAGE_FDS", PC_STAGE_FDS) < 0 ||
-        PyModule_AddIntConstant(m, "STAGE_HOSTNAME", PC_STAGE_HOSTNAME) < 0 ||
-        PyModule_AddIntConstant(m, "STAGE_MAPS", PC_STAGE_MAPS) < 0 ||
-        PyModule_AddObject(m, "SYSCALL_NAMES",
+    for (size_t i = 0; i < sizeof int_constants / sizeof int_constants[0]; i++) {
+        if (PyModule_AddIntConstant(m, int_constants[i].name, int_constants[i].value) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    if (PyModule_AddObject(m, "SYSCALL_NAMES",
                            Py_BuildValue("(sss)", pc_syscall_names[USED_FORK],
                                          pc_syscall_names[USED_CLONE3],
                                          pc_syscall_names[USED_CLONE])) < 0) {
