@@ -138,6 +138,30 @@ def test_emfile_at_first_use_does_not_pin_the_fork_backend() -> None:
     assert report["has_pidfd"] and report["code"] == 0
 
 
+def test_no_address_space_at_first_use_does_not_pin_the_fork_backend() -> None:
+    """With RLIMIT_AS at the current size, the extension cannot be mapped: dlopen says
+    "failed to map segment" with no errno.  That must raise ENOMEM now, not make the
+    first child through the fork backend and stay there for good."""
+    _linux_or_skip()
+    report = _report("""
+        import json, resource, sys, portclone
+        import portclone.backends.linux, portclone.backends.fork  # Python code needs memory too
+        assert "portclone._native" not in sys.modules
+        size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (size, hard))
+        first = outcome(lambda: portclone.clone(int).backend)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        with portclone.clone(int, flags=portclone.CLONE_NEWUTS) as child:
+            code = child.wait(timeout=30)
+        print(json.dumps({"first": first, "backend": portclone.current_backend().name,
+                          "code": code}))
+    """)
+    assert report["first"].get("errno") == "ENOMEM", report["first"]
+    assert "nothing is remembered" in report["first"]["text"]
+    assert report["backend"] == "linux" and report["code"] == 0
+
+
 def test_low_rlimit_as_at_first_use_does_not_lose_the_tid_repair() -> None:
     """With RLIMIT_AS too low for a thread stack, the first clone cannot search for libc's
     tid field; after the limit is lifted the search runs, and a child's pthread_self()

@@ -6,6 +6,7 @@ platform) portclone serves through the fork backend, and ``native_status`` says 
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import warnings
@@ -55,7 +56,13 @@ def native_status() -> Tuple[Any, Optional[str]]:
 
 def _transient_errno(error: ImportError) -> int:
     """The transient errno behind a failed import, or 0.  dlopen() reports its errno only
-    in its message (dlerror: "cannot open shared object file: Too many open files")."""
+    in its message (dlerror: "cannot open shared object file: Too many open files").
+
+    A mapping that fails for want of address space (RLIMIT_AS, memory) says only "failed
+    to map segment from shared object" (bminor/glibc:elf/dl-map-segments.h), with no
+    errno; the same words followed by EPERM's or EACCES's text mean a noexec mount or a
+    security policy, which stay.
+    """
     for cause in (error.__cause__, error.__context__):
         if isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS:
             return cause.errno
@@ -63,6 +70,9 @@ def _transient_errno(error: ImportError) -> int:
     for err in sorted(TRANSIENT_ERRNOS):
         if os.strerror(err) in text:
             return err
+    if "failed to map segment" in text and not any(
+            os.strerror(err) in text for err in (errno.EPERM, errno.EACCES)):
+        return errno.ENOMEM
     return 0
 
 
