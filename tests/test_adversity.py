@@ -103,12 +103,13 @@ def test_handler_that_drops_a_running_child_during_reaping(backend: str) -> None
 # -- 4. an interrupted clone()/spawn() leaks nothing ----------------------------------------
 
 @pytest.mark.parametrize("backend", _backends())
-def test_interrupt_after_the_child_exists_leaks_nothing(backend: str) -> None:
+@pytest.mark.parametrize("flags", [0, int(portclone.CLONE_VFORK)])
+def test_interrupt_after_the_child_exists_leaks_nothing(backend: str, flags: int) -> None:
     """A handler that raises as soon as the clone returns in the parent (triggered from an
     at-fork hook, so always in that window): 50 interrupted calls, then no zombie and
     no fd left once a later call has reaped them.  (spawn() runs no at-fork hook; the
-    storm test covers its window.)"""
-    start = "portclone.clone(int)"
+    storm test covers its window.)  With CLONE_VFORK the fork backend's pipe is at stake."""
+    start = f"portclone.clone(int, flags={flags})"
     out = run_python(f"""
         import gc, os, signal, sys, time, warnings, portclone
         warnings.simplefilter("ignore", ResourceWarning)

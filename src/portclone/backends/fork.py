@@ -73,42 +73,38 @@ class ForkBackend(Backend):
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
         child = Child(0, None, request.flags, request.exit_signal, self.name, "fork", True)
         vfork = bool(request.flags & _VFORK)
-        if vfork:
-            # CLONE_VFORK, emulated: the child holds the write end of a close-on-exec pipe
-            # (os.pipe's fds are not inheritable); the parent reads until it closes,
-            # which happens when the child exits or execs.
-            done_r, done_w = os.pipe()
         flush_std_streams()
         # Every signal is blocked across the fork, so that no handler can raise in the
-        # child before run_child's try (see exit_child); the parent's mask comes back
-        # right after.
+        # child before run_child's try (see exit_child), nor in the parent before the
+        # pipe below is owned by a try; the parent's mask comes back right after.
         mask = hold_signals()
+        done: List[int] = []  # CLONE_VFORK's pipe: our ends still open
         try:
-            child.pid = os.fork()
-            if child.pid > 0:
-                register(child)
-            if child.pid == 0:
-                try:
-                    exit_child(functools.partial(
-                        run_child, fn, args, kwargs,
-                        functools.partial(signal.pthread_sigmask, signal.SIG_SETMASK, mask),
-                        functools.partial(os.close, done_r) if vfork else None))
-                finally:
-                    os._exit(1)
-        except BaseException:
-            if vfork:
-                os.close(done_r)
-                os.close(done_w)
-            raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the child never gets here
-        if vfork:
-            os.close(done_w)
             try:
-                while os.read(done_r, 1):  # EINTR is retried (PEP 475)
-                    pass
+                if vfork:
+                    # CLONE_VFORK, emulated: the child holds the write end of a
+                    # close-on-exec pipe (os.pipe's fds are not inheritable); the parent
+                    # reads until it closes, which happens when the child exits or execs.
+                    done.extend(os.pipe())
+                child.pid = os.fork()
+                if child.pid == 0:
+                    try:
+                        exit_child(functools.partial(
+                            run_child, fn, args, kwargs,
+                            functools.partial(signal.pthread_sigmask, signal.SIG_SETMASK, mask),
+                            functools.partial(os.close, done[0]) if vfork else None))
+                    finally:
+                        os._exit(1)
+                register(child)
+                if vfork:
+                    os.close(done.pop())  # the write end: the child's alone now
             finally:
-                os.close(done_r)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+            while done and os.read(done[0], 1):  # EINTR is retried (PEP 475)
+                pass
+        finally:
+            while done:
+                os.close(done.pop())
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
