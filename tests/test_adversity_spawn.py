@@ -377,3 +377,34 @@ def test_out_of_fds_names_portclones_pipe_not_the_clone(backend: Backend) -> Non
     assert "internal pipe" in failure["message"] and "clone3(" not in failure["message"]
     assert "clone(" not in failure["message"]
     assert result["after"] == 0
+
+
+def test_an_fd_another_thread_opens_meanwhile_never_reaches_the_program() -> None:
+    """close_fds=True in a process with another thread: an inheritable fd that thread
+    opens between the fork backend's listing of fds and the start never reaches the
+    program.  SIMULATED timing: the listing itself opens fd 77 right after it looks, in
+    the parent, as the other thread (which exists, idle) could; a real thread hits that
+    window too rarely for a test.  A fresh interpreter has no other inheritable fd, so
+    the listing alone decides between posix_spawn and fork + exec."""
+    out = run_python("""
+        import os, sys, threading, portclone
+        from portclone.backends import fork
+        listing, parent = fork._inheritable_fds, os.getpid()
+        source = os.open(os.devnull, os.O_RDONLY)
+        def listing_then_a_new_fd():
+            fds = listing()
+            if os.getpid() == parent:
+                os.dup2(source, 77, inheritable=True)
+            return fds
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
+        fork._inheritable_fds = listing_then_a_new_fd
+        probe = [sys.executable, "-S", "-c", "import os; print(os.path.exists('/proc/self/fd/77'))"]
+        with portclone.use_backend("fork"):
+            with portclone.spawn(probe, stdout=portclone.PIPE) as child:
+                seen, _ = child.communicate(timeout=60)
+        stop.set()
+        print(child.syscall, seen.decode().strip())
+    """, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["fork", "False"], out.stdout

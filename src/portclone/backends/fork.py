@@ -25,7 +25,7 @@ from .._child import (
 )
 from .._errors import Refusal, Stage, translate
 from .._flags import SIGCHLD, CloneFlags
-from .._loader import native_status
+from .._loader import native_status, thread_count
 from .._validate import Request
 
 if TYPE_CHECKING:
@@ -180,6 +180,8 @@ def _posix_spawn_fits(plan: SpawnPlan) -> bool:
         return False  # overlapping stdio moves: fork + exec orders them safely
     if not plan.close_fds:
         return True
+    if thread_count() > 1:
+        return False  # another thread could open an inheritable fd after the listing below
     inheritable = _inheritable_fds()  # None: unknown, so fork + exec closes them all
     ours = set(plan.fds)
     return inheritable is not None and not [fd for fd in inheritable if fd not in ours]
