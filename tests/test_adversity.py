@@ -535,3 +535,56 @@ def test_a_child_reaped_by_the_kernel_before_its_pidfd_is_no_error() -> None:
         print("errors", errors)
     """, timeout=120)
     assert "errors 0" in out.stdout, out.stdout + out.stderr
+
+
+#: Another reaper takes a child of ours, then its pid goes to a new process (pid wrap-
+#: around, forced with ns_last_pid), which exits 42.  SIMULATED wrap-around; real reaping.
+PID_REUSE = """
+import os, subprocess, sys, warnings, portclone
+warnings.simplefilter("ignore", ResourceWarning)
+
+def reuse(pid, argv):
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        p = subprocess.Popen(argv)
+        if p.pid == pid:
+            return p
+        p.wait()
+    sys.exit("the pid could not be reused (a busy machine)")
+"""
+
+
+@pytest.mark.requires("root", "linux", "pidfd")
+def test_wait_never_takes_the_status_of_a_process_that_reused_the_pid() -> None:
+    out = run_python(PID_REUSE + """
+        r, w = os.pipe()
+        a = portclone.clone(lambda: os.read(r, 1) and 3)
+        os.write(w, b"x")
+        os.waitpid(a.pid, 0)  # the other reaper
+        stranger = reuse(a.pid, ["sh", "-c", "exit 42"])
+        os.waitid(os.P_PID, stranger.pid, os.WEXITED | os.WNOWAIT)
+        print(a.wait(), stranger.wait())
+    """.replace("\n        ", "\n"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    ours, theirs = (int(x) for x in out.stdout.split())
+    assert theirs == 42, "portclone reaped a process it did not make"
+    assert ours in (3, 0)  # 3 from the pidfd (Linux 6.15+), else 0 as subprocess says
+
+
+@pytest.mark.requires("root", "linux", "pidfd")
+def test_a_dropped_child_never_makes_reap_orphans_take_a_strangers_status() -> None:
+    out = run_python(PID_REUSE + """
+        r, w = os.pipe()
+        a = portclone.clone(lambda: os.read(r, 1) and 3)
+        pid = a.pid
+        del a  # dropped while running
+        os.write(w, b"x")
+        os.waitpid(pid, 0)  # the other reaper
+        stranger = reuse(pid, ["sh", "-c", "exit 7"])
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        portclone.clone(int).wait()  # runs reap_orphans()
+        print(stranger.wait())
+    """.replace("\n        ", "\n"), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["7"], "reap_orphans() reaped a process it did not make"

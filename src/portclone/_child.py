@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -40,20 +41,49 @@ else:
 #: lock: dict operations are atomic under the GIL, and a handler or finalizer may run
 #: while this code does.
 _live: Dict[int, weakref.ref[Child]] = {}
+#: pid -> (the pidfd's owner, the pidfd) of children whose Child was dropped unreaped:
+#: reap_orphans() waits for them through the pidfd, so never for a stranger that got the
+#: pid after something else reaped the child.
+_orphans: Dict[int, Tuple[Any, int]] = {}
 
 
-def _peek(pid: int, block: bool) -> Optional[int]:
+def _wait_for(pid: int, pidfd: Optional[int], options: int) -> Any:
+    """waitid() on the child: through its pidfd where there is one (Linux 5.4 and later),
+    which cannot reach another process that got the pid after something else reaped it;
+    else by pid.  Returns what waitid returns."""
+    if sys.platform == "darwin":  # callers check: macOS' Python has no waitid
+        raise NotImplementedError("waitid")
+    if pidfd is not None and sys.platform == "linux" and hasattr(os, "P_PIDFD"):
+        try:
+            return os.waitid(os.P_PIDFD, pidfd, options)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # EINVAL: a kernel without P_PIDFD (5.3)
+                raise
+    return os.waitid(os.P_PID, pid, options)
+
+
+def _peek(pid: int, block: bool, pidfd: Optional[int] = None) -> Optional[int]:
     """The exit status of child ``pid`` (returncode form), leaving it unreaped; None if it
     still runs (only when not ``block``).  Without waitid (macOS' Python) the status is read
     by reaping: a later send_signal by pid then relies on the reaper's lock alone."""
     if sys.platform == "darwin" or not hasattr(os, "waitid"):
         done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
         return os.waitstatus_to_exitcode(status) if done else None
-    options = os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG)
-    info = os.waitid(os.P_PID, pid, options)
+    info = _wait_for(pid, pidfd, os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG))
     if info is None:
         return None
-    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    status = int(info.si_status)
+    return status if info.si_code == os.CLD_EXITED else -status
+
+
+def _reap_now(pid: int, pidfd: Optional[int]) -> bool:
+    """Reap child ``pid`` if it has exited (without blocking); True once it is gone."""
+    try:
+        if sys.platform == "darwin" or not hasattr(os, "waitid"):
+            return os.waitpid(pid, os.WNOHANG | WALL)[0] != 0
+        return _wait_for(pid, pidfd, os.WEXITED | os.WNOHANG | WALL) is not None
+    except ChildProcessError:
+        return True  # reaped already (by us, or by something else)
 
 
 #: PIDFD_GET_INFO: _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info) for the struct's
@@ -88,16 +118,20 @@ def register(child: Child) -> None:
 
 
 def reap_orphans() -> None:
+    """Reap, without blocking, the exited children whose Child is gone."""
+    through_pidfd = set(_orphans)
+    for pid, entry in list(_orphans.items()):
+        owner, pidfd = entry
+        if _reap_now(pid, pidfd) and _orphans.get(pid) is entry:
+            del _orphans[pid]
+            owner.close()
     if not _live:
         return
     for pid, ref in list(_live.items()):
         if ref() is not None:
             continue
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG | WALL)
-        except ChildProcessError:
-            done = pid
-        if done and _live.get(pid) is ref:
+        # a child with a pidfd is never reaped by pid: the pid may be a stranger's by now
+        if (pid in through_pidfd or _reap_now(pid, None)) and _live.get(pid) is ref:
             del _live[pid]
 
 
@@ -219,7 +253,7 @@ class Child:
         while self.returncode is None:
             if self._status is None:
                 try:
-                    status = _peek(self.pid, block)
+                    status = _peek(self.pid, block, self.pidfd)
                 except ChildProcessError:
                     if self.returncode is not None:  # reaped meanwhile, by us
                         break
@@ -230,10 +264,7 @@ class Child:
                     self._status = status
             with self._lock:
                 if self.returncode is None:
-                    try:
-                        os.waitpid(self.pid, os.WNOHANG | WALL)
-                    except ChildProcessError:
-                        pass  # reaped already: the status is what we kept
+                    _reap_now(self.pid, self.pidfd)  # reaped already: the status is kept
                     self.returncode = self._status
         ref = _live.get(self.pid)
         if ref is not None and ref() is self:
@@ -394,6 +425,10 @@ class Child:
         if self.returncode is None and self.reapable and self.pid > 0:
             try:
                 if not self._reap(block=False):  # else reap_orphans() will (see _live)
+                    if self._pidfd_owner is not None and self.pidfd is not None:
+                        # reap_orphans() waits through the pidfd, which it now owns
+                        _orphans[self.pid] = (self._pidfd_owner, self.pidfd)
+                        self._pidfd_owner = None
                     warnings.warn(f"child process {self.pid} is still running",
                                   ResourceWarning, source=self, stacklevel=2)
             except Exception:
