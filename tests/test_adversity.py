@@ -16,7 +16,7 @@ import sys
 from typing import Optional
 
 import pytest
-from conftest import TESTS_DIR, no_side_effects, run_python
+from conftest import TESTS_DIR, no_side_effects, run_python, temporary_cgroup
 
 import portclone
 from portclone import Backend
@@ -588,3 +588,47 @@ def test_a_dropped_child_never_makes_reap_orphans_take_a_strangers_status() -> N
     """.replace("\n        ", "\n"), timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["7"], "reap_orphans() reaped a process it did not make"
+
+
+@pytest.mark.requires("root", "linux", "cgroup2", "clone3")
+@pytest.mark.parametrize("call", ["clone", "spawn"])
+def test_a_handler_raising_right_after_the_cgroup_is_opened_leaks_no_fd(call: str) -> None:
+    """The cgroup directory portclone opens for cgroup=<path> is closed whatever raises.
+    The signal is sent as os.open() returns (an audit hook on the open arms a profile
+    hook for its return), so a handler raises right after the fd exists, every time."""
+    start = ("portclone.clone(int, cgroup=path)" if call == "clone" else
+             "portclone.spawn(['/bin/true'], cgroup=path)")
+    with temporary_cgroup("pc-adversity-fd") as (path, _):
+        out = run_python(f"""
+            import os, signal, sys, warnings, portclone
+            warnings.simplefilter("ignore", ResourceWarning)
+            path = {path!r}
+            def boom(s, f):
+                raise KeyboardInterrupt
+            signal.signal(signal.SIGUSR1, boom)
+            armed = [False]
+            def on_return(frame, event, arg):
+                if event == "c_return" and arg is os.open:
+                    sys.setprofile(None)
+                    os.kill(os.getpid(), signal.SIGUSR1)
+            def hook(event, args):
+                if armed[0] and event == "open" and args[0] == path:
+                    sys.setprofile(on_return)
+            sys.addaudithook(hook)
+            {start}.wait()
+            fds = len(os.listdir("/proc/self/fd"))
+            interrupted = 0
+            for _ in range(20):
+                armed[0] = True
+                try:
+                    with {start} as child:
+                        child.wait()
+                except KeyboardInterrupt:
+                    interrupted += 1
+                armed[0] = False
+            portclone.clone(int).wait()
+            print("interrupted", interrupted, "fds", len(os.listdir("/proc/self/fd")) - fds)
+        """, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fds 0" in out.stdout, out.stdout
+    assert "interrupted 0" not in out.stdout, out.stdout

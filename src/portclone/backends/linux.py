@@ -8,14 +8,16 @@ remembered) or refused by a seccomp filter (EPERM) and the request fits it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
+import signal
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .._backend import Backend
-from .._child import Child, flush_std_streams, reset_caught_handlers, run_child
+from .._child import Child, flush_std_streams, hold_signals, reset_caught_handlers, run_child
 from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now, translate
 from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
 from .._loader import native_status
@@ -118,23 +120,22 @@ class LinuxBackend(Backend):
         # Backend.__init__ on page faults).
         child = Child(0, None, request.flags, request.exit_signal, self.name, "",
                       not flags & _PARENT)
-        cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
-        prepare = None
-        if own_fd or flags & _CLEAR_SIGHAND:
-            close_in_child = own_fd and not flags & _FILES
-            prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
-                                        bool(flags & _CLEAR_SIGHAND))
-        runner = functools.partial(run_child, fn, args, kwargs, native.unblock_signals, prepare)
-        try:
-            flush_std_streams()
-            # the child runs runner() and _exits in C; the parent's child is filled in
-            native.clone(child, runner, mode, flags | (_PIDFD if _pidfd_available() else 0),
-                         request.exit_signal, cgroup_fd, request.set_tid, legacy_ok)
-        except OSError as e:
-            raise self._failure(e, request) from None
-        finally:
-            if own_fd:
-                os.close(cgroup_fd)
+        own_fd = request.cgroup is not None and not isinstance(request.cgroup, int)
+        with _cgroup_fd(request.cgroup) as cgroup_fd:
+            prepare = None
+            if own_fd or flags & _CLEAR_SIGHAND:
+                close_in_child = own_fd and not flags & _FILES
+                prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
+                                            bool(flags & _CLEAR_SIGHAND))
+            runner = functools.partial(run_child, fn, args, kwargs, native.unblock_signals,
+                                       prepare)
+            try:
+                flush_std_streams()
+                # the child runs runner() and _exits in C; the parent's child is filled in
+                native.clone(child, runner, mode, flags | (_PIDFD if _pidfd_available() else 0),
+                             request.exit_signal, cgroup_fd, request.set_tid, legacy_ok)
+            except OSError as e:
+                raise self._failure(e, request) from None
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
@@ -147,19 +148,17 @@ class LinuxBackend(Backend):
                       not flags & _PARENT)
         if _pidfd_available():
             flags |= _PIDFD
-        cgroup_fd, own_fd = _cgroup_fd(request.cgroup)
-        try:
-            native.spawn(
-                child, mode=native.MODE_CLONE3, flags=flags, exit_signal=request.exit_signal,
-                cgroup_fd=cgroup_fd, set_tid=request.set_tid, legacy_ok=not request.needs_clone3,
-                paths=plan.paths, argv=plan.argv, envp=plan.envp, cwd=plan.cwd, fds=plan.fds,
-                keep=plan.keep, close_fds=plan.close_fds, maps=plan.maps, hostname=plan.hostname,
-                restore_signals=plan.restore_signals)
-        except OSError as e:
-            raise self._failure(e, request, plan) from None
-        finally:
-            if own_fd:
-                os.close(cgroup_fd)
+        with _cgroup_fd(request.cgroup) as cgroup_fd:
+            try:
+                native.spawn(
+                    child, mode=native.MODE_CLONE3, flags=flags, exit_signal=request.exit_signal,
+                    cgroup_fd=cgroup_fd, set_tid=request.set_tid,
+                    legacy_ok=not request.needs_clone3, paths=plan.paths, argv=plan.argv,
+                    envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
+                    close_fds=plan.close_fds, maps=plan.maps, hostname=plan.hostname,
+                    restore_signals=plan.restore_signals)
+            except OSError as e:
+                raise self._failure(e, request, plan) from None
         return child
 
     def _failure(self, error: OSError, request: Request,
@@ -328,14 +327,26 @@ def _kernel_has_ns(ns: str) -> Optional[bool]:
     return True
 
 
-def _cgroup_fd(cgroup: object) -> Tuple[int, bool]:
-    """(fd for clone_args.cgroup or -1, whether we opened it and must close it)."""
-    if cgroup is None:
-        return -1, False
-    if isinstance(cgroup, int):
-        return cgroup, False
+@contextlib.contextmanager
+def _cgroup_fd(cgroup: object) -> Iterator[int]:
+    """The fd for clone_args.cgroup (-1: none).  A path is opened for the block and closed
+    after it; signals are held until the try that closes it owns the fd, so a handler
+    that raises cannot leak it."""
+    if cgroup is None or isinstance(cgroup, int):
+        yield -1 if cgroup is None else cgroup
+        return
     path = os.fspath(cgroup)  # type: ignore[call-overload]
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), True
+    mask = hold_signals()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _child_setup(cgroup_fd: int, clear_sighand: bool) -> None:
