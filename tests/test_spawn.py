@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -418,3 +419,25 @@ def test_run_errors_and_help() -> None:
 def run_cli_env(env: dict, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]
     return subprocess.run([sys.executable, "-m", "portclone", "run", *args], capture_output=True,
                           text=True, timeout=120, env={**os.environ, **env})
+
+
+class _FakeFile:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+@pytest.mark.parametrize("slot", ["stdin", "stdout", "stderr"])
+def test_a_file_objects_fd_is_checked_before_anything_starts(portclone_backend: Backend,
+                                                              slot: str) -> None:
+    """As an int fd is: closed is EBADF, negative is ValueError, before any child exists."""
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with no_side_effects(), pytest.raises(OSError) as closed:
+        portclone.spawn(["true"], **{slot: _FakeFile(w)})
+    assert closed.value.errno == errno.EBADF
+    with no_side_effects(), pytest.raises(ValueError, match="invalid file descriptor -5"):
+        portclone.spawn(["true"], **{slot: _FakeFile(-5)})

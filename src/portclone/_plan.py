@@ -127,15 +127,17 @@ def _std(value: StdArg, index: int) -> int:
         return -1
     if isinstance(value, bool):
         raise TypeError("stdin/stdout/stderr take an fd, a file object, PIPE or DEVNULL")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"invalid file descriptor {value}")
-        os.fstat(value)  # EBADF now, not in the child
-        return value
-    fileno = getattr(value, "fileno", None)
-    if fileno is None:
-        raise TypeError(f"{type(value).__name__} is neither an fd nor a file object")
-    return int(fileno())
+    if not isinstance(value, int):
+        fileno = getattr(value, "fileno", None)
+        if fileno is None:
+            raise TypeError(f"{type(value).__name__} is neither an fd nor a file object")
+        value = fileno()
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"fileno() returned {type(value).__name__}, not an fd")
+    if value < 0:
+        raise ValueError(f"invalid file descriptor {value}")
+    os.fstat(value)  # EBADF now, not in the child
+    return value
 
 
 def _pass_fd(value: object) -> int:
