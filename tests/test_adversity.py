@@ -632,3 +632,33 @@ def test_a_handler_raising_right_after_the_cgroup_is_opened_leaks_no_fd(call: st
     assert out.returncode == 0, out.stderr
     assert "fds 0" in out.stdout, out.stdout
     assert "interrupted 0" not in out.stdout, out.stdout
+
+
+@pytest.mark.requires("linux", "pidfd")
+def test_a_close_racing_kill_never_signals_the_next_child() -> None:
+    """close() runs between kill()'s look at the pidfd and the signal, and a new child's
+    pidfd takes the freed fd number: the new child must not be killed.  The interleaving
+    is forced with a profile hook on the C call that sends (standing for another thread
+    or a signal handler at that instant)."""
+    out = run_python("""
+        import os, sys, portclone
+        r, w = os.pipe()
+        victim = portclone.clone(lambda: os.close(w) or (len(os.read(r, 1)) and 0))
+        fd = victim.pidfd
+        innocent = []
+        def hook(frame, event, arg):
+            if event == "c_call" and getattr(arg, "__name__", "") in (
+                    "send_signal", "pidfd_send_signal"):
+                sys.setprofile(None)
+                victim.close()
+                innocent.append(portclone.clone(os.read, r, 1))
+        sys.setprofile(hook)
+        victim.kill()
+        sys.setprofile(None)
+        child = innocent[0]
+        os.write(w, b"xx")
+        print(fd == child.pidfd, child.wait(timeout=60))
+        victim.wait(timeout=60)
+    """, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "1"], out.stdout

@@ -340,11 +340,11 @@ class Child:
         if self._closed:
             raise ValueError(f"child {self.pid} is closed: its pid may have been reused, "
                              "so it cannot be signalled any more")
-        if sys.platform == "linux" and self.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, sig)
-            except ProcessLookupError:
-                pass  # exited and reaped meanwhile
+        owner = self._pidfd_owner
+        if owner is not None:
+            # one C step: a close() meanwhile (another thread, a handler) cannot leave a
+            # recycled fd number to be signalled; False: closed or reaped meanwhile
+            owner.send_signal(sig)
             return
         if not self.reapable:
             raise ValueError(f"child {self.pid} was created with CLONE_PARENT and has no "

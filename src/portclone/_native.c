@@ -79,6 +79,36 @@ owner_close(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* send_signal(sig) -> bool: the signal through the pidfd; False once the owner is closed or
+ * the child is reaped.  Checking the fd and sending is one step under the GIL, so a
+ * close() from a signal handler or another thread cannot slip between them and leave a
+ * recycled fd number (another child's pidfd) to be signalled. */
+static PyObject *
+owner_send_signal(PyObject *self, PyObject *arg)
+{
+    long sig = PyLong_AsLong(arg);
+    int fd = ((PidfdOwner *)self)->fd;
+
+    if (sig == -1 && PyErr_Occurred())
+        return NULL;
+    if (sig < 0 || sig > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "signal number %ld out of range", sig);
+        return NULL;
+    }
+    if (fd < 0)
+        Py_RETURN_FALSE;
+#if defined(__linux__) && defined(SYS_pidfd_send_signal)
+    if (syscall(SYS_pidfd_send_signal, fd, (int)sig, NULL, 0) == 0)
+        Py_RETURN_TRUE;
+    if (errno == ESRCH)
+        Py_RETURN_FALSE;
+    return PyErr_SetFromErrno(PyExc_OSError);
+#else
+    errno = ENOSYS;
+    return PyErr_SetFromErrno(PyExc_OSError);
+#endif
+}
+
 static void
 owner_dealloc(PyObject *self)
 {
@@ -90,6 +120,8 @@ owner_dealloc(PyObject *self)
 
 static PyMethodDef owner_methods[] = {
     {"close", owner_close, METH_NOARGS, "Close the pidfd (in the process that made it)."},
+    {"send_signal", owner_send_signal, METH_O,
+     "Send a signal through the pidfd; False once closed or the child is gone."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -43,7 +43,7 @@
 
 /* Bumped whenever the Python side and the C must change together;
  * portclone/_loader.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 5
+#define PORTCLONE_NATIVE_ABI 6
 
 /* PC_CLONE_*, PC_CSIGNAL, PC_STAGE_*: generated from the Python side (_constants.h). */
 #include "_constants.h"

@@ -20,6 +20,12 @@ LEGACY_CLONE_ORDER: str
 SYS_CLONE: int
 SYS_CLONE3: int
 
+class PidfdOwner:
+    """Owns a Child's pidfd (``Child._pidfd_owner``): closes it once, in C."""
+
+    def close(self) -> None: ...
+    def send_signal(self, sig: int, /) -> bool: ...
+
 # ``child`` receives pid, pidfd and syscall (a portclone.Child, or any object with those
 # attributes); in the new child, ``runner()`` runs and its int is the _exit status.
 def clone(
