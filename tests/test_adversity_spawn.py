@@ -408,3 +408,37 @@ def test_an_fd_another_thread_opens_meanwhile_never_reaches_the_program() -> Non
     """, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["fork", "False"], out.stdout
+
+
+@pytest.mark.parametrize("backend", [b for b in portclone.available_backends() if b != "fork"])
+def test_spawn_never_waits_for_a_stranger_holding_its_error_pipe(backend: str) -> None:
+    """A fork-like child another thread clones while spawn() runs inherits spawn()'s
+    internal error pipe.  A thread that copies every new pipe fd it sees stands for it
+    (and holds the copies for good): spawn() must still return at once.  (The fork
+    backend's fork + exec waits for EOF, as subprocess does: SECURITY.md.)"""
+    out = run_python(f"""
+        import os, stat, threading, portclone
+        known = set(os.listdir("/proc/self/fd"))
+        held, stop = [], threading.Event()
+        def copy_new_pipes():
+            while not stop.is_set():
+                for name in os.listdir("/proc/self/fd"):
+                    try:
+                        fd = int(name)
+                        if name not in known and fd not in held and stat.S_ISFIFO(os.fstat(fd).st_mode):
+                            held.append(os.dup(fd))
+                    except OSError:
+                        pass
+        thread = threading.Thread(target=copy_new_pipes, daemon=True)
+        thread.start()
+        spawns = 0
+        with portclone.use_backend({backend!r}):
+            while len(held) < 20 and spawns < 20000:
+                portclone.spawn(["/bin/true"]).wait()
+                spawns += 1
+        stop.set()
+        thread.join()
+        print(len(held) >= 20, spawns)
+    """, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "True", out.stdout

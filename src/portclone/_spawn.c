@@ -595,9 +595,21 @@ spawn_write_maps(const struct spawn_call *s, struct spawn_outcome *o)
 
 /* The child's report, until EOF: the exec closed the pipe, or the child is gone
  * (its memory too: exit releases the mm before the files). */
+/*
+ * The child's reports.  With CLONE_VFORK the parent runs again only once the child has
+ * exec'd or exited, so every report is in the pipe already: read without waiting for
+ * EOF, which a fork-like child that another thread created meanwhile would hold off for
+ * as long as it lives (it inherits the write end until it execs or exits).  Without
+ * CLONE_VFORK (the maps' handshake) EOF is the only sign of the exec.
+ */
 static void
 spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
 {
+    if (s->rq.flags & PC_CLONE_VFORK) {
+        int fl = fcntl(s->errpipe[0], F_GETFL);
+        if (fl >= 0)
+            (void)fcntl(s->errpipe[0], F_SETFL, fl | O_NONBLOCK);
+    }
     for (;;) {
         struct spawn_report r;
         ssize_t n = read(s->errpipe[0], &r, sizeof r);
