@@ -115,14 +115,15 @@ METHODS: Dict[str, Callable[[], None]] = {
     "os.fork + fn() + flush + os._exit": fork_fn,
     "multiprocessing.Process (fork)": mp_process,
     "portclone.clone(fn)": portclone_plain,
-    "portclone.clone(fn, flags=CLONE_UNTRACED) [clone3]": portclone_clone3,
     "os.posix_spawn(/bin/true)": posix_spawn_true,
     "subprocess.run([/bin/true])": subprocess_true,
 }
-if _NATIVE is not None:  # the floor is the linux backend's, shown before clone()
+if _NATIVE is not None:  # the linux backend's floor before clone(), its clone3 path after
     _items = list(METHODS.items())
     METHODS = dict([*_items[:3], ("portclone's floor: _native.clone + run_child, no API",
-                                  portclone_floor), *_items[3:]])
+                                  portclone_floor), *_items[3:4],
+                    ("portclone.clone(fn, flags=CLONE_UNTRACED) [clone3]", portclone_clone3),
+                    *_items[4:]])
 BASELINE = "os.fork + os._exit"
 
 

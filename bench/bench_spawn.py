@@ -72,6 +72,10 @@ NAMESPACES: Dict[str, Callable[[], None]] = {
 }
 
 
+#: namespaces need the linux backend (and privilege or user namespaces)
+WITH_NS = portclone.current_backend().name == "linux"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50M,1G,4G")
@@ -86,7 +90,7 @@ def main() -> int:
         size = parse_size(text)
         ballast = occupy(size)
         rounds = args.rounds or (200 if size <= 100 << 20 else 60 if size <= 1 << 30 else 20)
-        times = measure({**PLAIN, **NAMESPACES}, rounds)
+        times = measure({**PLAIN, **(NAMESPACES if WITH_NS else {})}, rounds)
         base = statistics.median(times["os.posix_spawn(/bin/true)"])
         medians[text] = {}
         for name, samples in times.items():
@@ -101,7 +105,7 @@ def main() -> int:
     print()
     print(f"flat: spawn at {sizes[-1]} / spawn at {sizes[0]} = "
           f"{medians[sizes[-1]][spawn] / medians[sizes[0]][spawn]:.2f}x")
-    for text in sizes:
+    for text in sizes if WITH_NS else ():
         ns = medians[text]
         ratio = (ns["subprocess.run(..., preexec_fn=unshare(USER|PID|NS|UTS|IPC))"]
                  / ns["portclone.spawn(..., flags=USER|PID|NS|UTS|IPC)"])

@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -64,6 +64,9 @@ def missing(feature: str) -> Optional[str]:
     backend = portclone.current_backend()
     if feature == "root":
         return None if os.geteuid() == 0 else "needs root (euid 0)"
+    if feature == "proc":
+        return None if os.path.isdir("/proc/self/fd") else (
+            "/proc is not mounted here (macOS and the BSDs have none): the test reads it")
     if feature == "linux":
         return None if backend.name == "linux" else f"needs the linux backend (have {backend.name})"
     if backend.name != "linux":
@@ -81,6 +84,8 @@ def missing(feature: str) -> Optional[str]:
         n = len(os.sched_getaffinity(0))
         return None if n >= 2 else f"needs 2 CPUs in the affinity mask, have {n}"
     if feature == "seccomp":
+        if not os.path.exists("/proc/self/status"):
+            return "/proc is not mounted: whether the kernel has seccomp cannot be read"
         with open("/proc/self/status") as f:
             return None if "Seccomp:" in f.read() else "the kernel has no seccomp"
     if feature == "tid_repair":
@@ -183,6 +188,19 @@ def broken_rules(flags: int) -> list:  # type: ignore[type-arg]
 # -- nothing happened ---------------------------------------------------------------
 
 def _children() -> set:  # type: ignore[type-arg]
+    """This process's children (zombies too): from /proc, else from ps(1) (macOS, BSDs),
+    else (Linux without /proc, where ps needs it) the exited ones waitid() can see."""
+    if not os.path.isdir("/proc/self/task"):
+        out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True)
+        if out.returncode == 0:
+            me = str(os.getpid())
+            return {pid for pid, ppid in (line.split() for line in out.stdout.splitlines())
+                    if ppid == me}  # ps itself was reaped by run() already
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return set()
+        return {str(info.si_pid)} if info is not None else set()
     kids = set()
     for tid in os.listdir("/proc/self/task"):
         try:
@@ -193,9 +211,24 @@ def _children() -> set:  # type: ignore[type-arg]
     return kids
 
 
+def _open_fds() -> List[str]:
+    """This process's open fds, as listed in /proc/self/fd (or /dev/fd), else probed."""
+    for where in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(where):
+            return sorted(os.listdir(where))
+    found = []
+    for fd in range(min(os.sysconf("SC_OPEN_MAX"), 65536)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        found.append(str(fd))
+    return found
+
+
 def _state() -> Dict[str, Any]:
     return {
-        "fds": sorted(os.listdir("/proc/self/fd")),
+        "fds": _open_fds(),
         "cwd": os.getcwd(),
         "umask": os.umask(os.umask(0)),
         "handlers": {s: signal.getsignal(s) for s in signal.valid_signals()
@@ -223,3 +256,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("\nportclone: no tests were collected; treating pytest's exit 5 as success")
         session.exitstatus = pytest.ExitCode.OK
+
+
+def never_runs() -> int:
+    """A child function for calls that must be refused: it fails if it ever runs."""
+    raise AssertionError("the child must not exist")
+
+
+def ns_inode(name: str) -> int:
+    """The inode of this process's ``name`` namespace (/proc/self/ns/<name>)."""
+    return os.stat(f"/proc/self/ns/{name}").st_ino

@@ -21,6 +21,9 @@ from conftest import TESTS_DIR, no_side_effects, run_python, temporary_cgroup
 import portclone
 from portclone import Backend
 
+#: these tests read /proc (fd tables, children, status): Linux
+pytestmark = pytest.mark.requires("proc")
+
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 

@@ -21,6 +21,9 @@ from conftest import run_python
 import portclone
 from portclone import CloneFlags
 
+#: these tests read /proc (fd tables, children, status): Linux
+pytestmark = pytest.mark.requires("proc")
+
 F = CloneFlags
 
 #: Lower RLIMIT_NOFILE and fill the fd table, so the next open() fails with EMFILE.

@@ -21,6 +21,9 @@ import portclone
 from portclone import PIPE, Backend, InvalidFlagsError
 from portclone import CloneFlags as F
 
+#: these tests read /proc (fd tables, children, status): Linux
+pytestmark = pytest.mark.requires("proc")
+
 BACKENDS = portclone.available_backends()
 #: where this portclone came from, for throwaway interpreters
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(portclone.__file__)))

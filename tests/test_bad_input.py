@@ -10,14 +10,10 @@ import signal
 from typing import Any, Callable, Dict
 
 import pytest
-from conftest import no_side_effects
+from conftest import never_runs, no_side_effects
 
 import portclone
 from portclone import Backend, BackendUnavailableError, InvalidFlagsError, UnsupportedFlagError
-
-
-def never_runs() -> int:
-    raise AssertionError("the child must not exist")
 
 
 def closed_fd() -> int:

@@ -19,7 +19,16 @@ import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import pytest
-from conftest import broken_rules, cgroup2_root, child_value, missing, no_side_effects, temporary_cgroup
+from conftest import (
+    broken_rules,
+    cgroup2_root,
+    child_value,
+    missing,
+    never_runs,
+    no_side_effects,
+    ns_inode,
+    temporary_cgroup,
+)
 
 import portclone
 from portclone import Backend, InvalidFlagsError, UnsupportedFlagError
@@ -30,14 +39,6 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 libc.ptrace.restype = ctypes.c_long
 WALL = 0x40000000
-
-
-def never_runs() -> int:
-    raise AssertionError("the child must not exist")
-
-
-def ns_inode(name: str) -> int:
-    return os.stat(f"/proc/self/ns/{name}").st_ino
 
 
 def status_field(pid: int, name: str) -> str:
@@ -418,7 +419,7 @@ def test_flag_has_its_effect_or_its_documented_error(portclone_backend: Backend,
     if reason is None:
         assert int(flag) in EFFECTS, f"{flag} is honoured by {portclone_backend.name} but has no effect test"
         effect, needs = EFFECTS[int(flag)]
-        for feature in needs:
+        for feature in ("proc", *needs):  # each effect is seen in /proc
             why = missing(feature)
             if why:
                 pytest.skip(f"missing {feature}: {why}")

@@ -20,6 +20,7 @@ from conftest import (
     child_value,
     missing,
     no_side_effects,
+    ns_inode,
     run_python,
     status_or_hung,
 )
@@ -29,12 +30,8 @@ from portclone import CloneFlags as F
 from portclone._errors import Stage
 from portclone._flags import RULES
 
-pytestmark = pytest.mark.requires("linux")
+pytestmark = pytest.mark.requires("linux", "proc")
 TESTS = TESTS_DIR
-
-
-def ns_inode(name: str) -> int:
-    return os.stat(f"/proc/self/ns/{name}").st_ino
 
 
 # -- the kernel's verdicts ------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Reliability: nothing leaks, load does not lose children, faults give typed errors.
 
 The full-size figures (10,000 cycles, 8 threads x 1,000 rounds) come from
-``python bench/soak.py`` (bench/results-soak.txt); here the same code runs
-small enough for every test run.
+``python bench/soak.py`` (bench/results-soak.txt); here the same checks
+(tests/leakcheck.py) run small enough for every test run.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import errno
 import faulthandler
 import os
 import signal
-import sys
 
+import leakcheck
 import pytest
 from conftest import TESTS_DIR, no_side_effects, run_python, status_or_hung, temporary_cgroup
 
@@ -20,14 +20,14 @@ import portclone
 from portclone import Backend
 from portclone import CloneFlags as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(TESTS_DIR), "bench"))
-import soak
+#: these tests read /proc (fd tables, children, status): Linux
+pytestmark = pytest.mark.requires("proc")
 
 # -- leaks and load ------------------------------------------------------------------------
 
 @pytest.mark.requires("linux")
 def test_cycles_leave_nothing_behind() -> None:
-    c = soak.cycles(600, warmup=30)
+    c = leakcheck.cycles(600, warmup=30)
     # fds, threads, children and zombies exactly; Python objects and malloc bytes per half,
     # not RSS: in a 2 GiB guest, file pages the kernel had dropped fault back in during the
     # cycles (CI once saw VmRSS +1,824 KiB, nothing leaking)
@@ -38,20 +38,20 @@ def test_cycles_leave_nothing_behind() -> None:
 def test_the_leak_check_sees_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     """An object kept per clone(), and 256 malloc bytes per clone() (C), both fail it."""
     kept: list = []
-    real = soak.one_clone
-    monkeypatch.setattr(soak, "one_clone", lambda code: (kept.append(object()), real(code)))
-    assert "blocks" in soak.cycles(200, warmup=10).leaks()
-    if soak._malloc_in_use is not None:
+    real = leakcheck.one_clone
+    monkeypatch.setattr(leakcheck, "one_clone", lambda code: (kept.append(object()), real(code)))
+    assert "blocks" in leakcheck.cycles(200, warmup=10).leaks()
+    if leakcheck._malloc_in_use is not None:
         import ctypes
         malloc = ctypes.CDLL(None).malloc
         malloc.restype = ctypes.c_void_p
-        monkeypatch.setattr(soak, "one_clone", lambda code: (malloc(256), real(code)))
-        assert "malloc_kib" in soak.cycles(200, warmup=10).leaks()
+        monkeypatch.setattr(leakcheck, "one_clone", lambda code: (malloc(256), real(code)))
+        assert "malloc_kib" in leakcheck.cycles(200, warmup=10).leaks()
 
 
 @pytest.mark.requires("linux", "2cpus")
 def test_threads_cloning_and_spawning_lose_nothing() -> None:
-    result = soak.load(8, 40, deadline=240)
+    result = leakcheck.load(8, 40, deadline=240)
     assert not result.errors, result.errors[:5]
     assert result.hung == 0
     assert result.children == 8 * 40 * 2

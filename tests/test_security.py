@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from conftest import run_python
 from test_spawn import output
 
@@ -12,6 +13,7 @@ import portclone
 from portclone import PIPE, Backend
 
 
+@pytest.mark.requires("proc")
 def test_every_fd_portclone_holds_is_close_on_exec(portclone_backend: Backend) -> None:
     """pidfds and stdio pipes of other children: none inheritable, none in a program."""
     with portclone.spawn(["cat"], stdin=PIPE, stdout=PIPE, stderr=PIPE) as piped, \
@@ -55,6 +57,7 @@ print("end", os.getpid(), flush=True)
 """
 
 
+@pytest.mark.requires("proc")
 def test_a_failed_exec_never_runs_the_callers_code(portclone_backend: Backend,
                                                    tmp_path: object) -> None:
     marker = os.path.join(str(tmp_path), "marker")

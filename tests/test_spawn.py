@@ -114,6 +114,7 @@ def _fds_in_child(**kwargs: object) -> list:  # type: ignore[type-arg]
     return sorted(int(n) for n in names)
 
 
+@pytest.mark.requires("proc")
 def test_nothing_leaks_into_the_program(portclone_backend: Backend) -> None:
     leaky_r, leaky_w = os.pipe()
     os.set_inheritable(leaky_r, True)  # inheritable, yet not passed: must not arrive
@@ -130,6 +131,7 @@ def test_nothing_leaks_into_the_program(portclone_backend: Backend) -> None:
             os.close(fd)
 
 
+@pytest.mark.requires("proc")
 def test_pass_fds_reach_the_program(portclone_backend: Backend) -> None:
     r, w = os.pipe()
     try:
@@ -143,6 +145,7 @@ def test_pass_fds_reach_the_program(portclone_backend: Backend) -> None:
         os.close(w)
 
 
+@pytest.mark.requires("proc")
 def test_signals_as_subprocess_leaves_them(portclone_backend: Backend) -> None:
     def status(field: str, **kwargs: object) -> int:
         for line in output("cat", "/proc/self/status", **kwargs).decode().splitlines():
@@ -203,6 +206,7 @@ def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend,
 linux = pytest.mark.requires("linux")
 
 
+@pytest.mark.requires("proc")
 @linux
 @pytest.mark.requires("root", "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWUTS")
 def test_namespaces_maps_and_hostname() -> None:
@@ -311,6 +315,7 @@ def run_unprivileged(code: str) -> str:
     return result.stdout
 
 
+@pytest.mark.requires("proc")
 @linux
 def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
     out = run_unprivileged("""
@@ -327,6 +332,7 @@ def test_unprivileged_maps_of_foreign_ids_are_permission_errors() -> None:
     assert "['0', " in out and "writing the child's uid_map" in out
 
 
+@pytest.mark.requires("proc")
 @linux
 def test_a_refused_map_is_reported_with_its_own_errno_every_time() -> None:
     """The exec child shares the parent's memory and libc's errno: with maps it runs while
@@ -378,6 +384,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.requires("proc")
 @linux
 @pytest.mark.requires("root", "seccomp", "clone3", "CLONE_NEWPID")
 @pytest.mark.parametrize("err", ["ENOSYS", "EPERM"])
@@ -397,6 +404,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.requires("proc")
 @pytest.mark.requires("linux", "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWUTS")
 def test_run_is_a_flag_checked_unshare() -> None:
     result = run_cli("--flags", "NEWUSER,NEWPID,NEWNS", "--map-root", "--hostname", "jail",
