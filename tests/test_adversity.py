@@ -576,12 +576,13 @@ def test_wait_never_takes_the_status_of_a_process_that_reused_the_pid() -> None:
 
 
 @pytest.mark.requires("root", "linux", "pidfd")
-def test_a_dropped_child_never_makes_reap_orphans_take_a_strangers_status() -> None:
-    out = run_python(PID_REUSE + """
+@pytest.mark.parametrize("drop", ["del a", "a.close(); del a"])
+def test_a_dropped_child_never_makes_reap_orphans_take_a_strangers_status(drop: str) -> None:
+    out = run_python(PID_REUSE + f"""
         r, w = os.pipe()
         a = portclone.clone(lambda: os.read(r, 1) and 3)
         pid = a.pid
-        del a  # dropped while running
+        {drop}  # dropped while running
         os.write(w, b"x")
         os.waitpid(pid, 0)  # the other reaper
         stranger = reuse(pid, ["sh", "-c", "exit 7"])
@@ -664,4 +665,41 @@ def test_a_close_racing_kill_never_signals_the_next_child() -> None:
         victim.wait(timeout=60)
     """, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "1"], out.stdout
+    # (an unreaped child's pidfd now stays open until its reap, so the number is not even
+    # free: the first field says whether it was reused)
+    assert out.stdout.split()[1] == "1", out.stdout
+
+
+@pytest.mark.requires("linux", "pidfd")
+def test_wait_racing_close_never_takes_another_childs_status() -> None:
+    """A thread polls child c (exit 3) while the main thread closes c and clones d (exit
+    9), whose pidfd would take a freed number: c must never get 9, nor EBADF."""
+    out = run_python("""
+        import os, sys, threading, portclone
+        sys.setswitchinterval(1e-6)
+        wrong = errors = 0
+        for _ in range(300):
+            c = portclone.clone(os._exit, 3)
+            seen = []
+            def poller():
+                global errors
+                try:
+                    while c.poll() is None:
+                        pass
+                except OSError:
+                    errors += 1
+                seen.append(c.returncode)
+            t = threading.Thread(target=poller)
+            t.start()
+            c.close()
+            d = portclone.clone(os._exit, 9)
+            t.join()
+            wrong += seen[0] not in (None, 3)
+            wrong += d.wait() != 9
+            d.close()
+            if c.returncode is None:
+                c.wait()
+        print("wrong", wrong, "errors", errors)
+    """, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["wrong", "0", "errors", "0"], out.stdout

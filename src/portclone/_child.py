@@ -32,56 +32,61 @@ elif sys.platform.startswith("netbsd"):
 else:
     WALL = 0
 
-#: pid -> weak reference to the Child that owns it, for every child not yet reaped.  The
-#: native backends add the entry in C as the child is born, before any Python code can
-#: run, so a Child that is collected at any moment (even with its __del__ interrupted by a
-#: signal handler) is still found: reap_orphans() reaps those whose Child is gone, without
-#: blocking, on the next clone() or spawn() (subprocess._cleanup does the same).  A pid is
-#: only reused once it is reaped, and the newest child with a pid replaces the entry.  No
-#: lock: dict operations are atomic under the GIL, and a handler or finalizer may run
-#: while this code does.
-_live: Dict[int, weakref.ref[Child]] = {}
-#: pid -> (the pidfd's owner, the pidfd) of children whose Child was dropped unreaped:
-#: reap_orphans() waits for them through the pidfd, so never for a stranger that got the
-#: pid after something else reaped the child.
-_orphans: Dict[int, Tuple[Any, int]] = {}
+#: pid -> (weak reference to the Child that owns it, the pidfd's owner or None), for every
+#: child not yet reaped.  The native backends add the entry in C as the child is born,
+#: before any Python code can run, so a Child that is collected at any moment (even with
+#: its __del__ interrupted by a signal handler) is still found: reap_orphans() reaps
+#: those whose Child is gone, without blocking, on the next clone() or spawn() (as
+#: subprocess._cleanup does), through the pidfd where there is one, so never a process
+#: that got the pid after something else reaped the child.  The entry keeps the pidfd
+#: open until then.  A pid is only reused once it is reaped, and the newest child with a
+#: pid replaces the entry.  No lock: dict operations are atomic under the GIL, and a
+#: handler or finalizer may run while this code does.
+_live: Dict[int, Tuple[weakref.ref[Child], Any]] = {}
 
 
-def _wait_for(pid: int, pidfd: Optional[int], options: int) -> Any:
-    """waitid() on the child: through its pidfd where there is one (Linux 5.4 and later),
-    which cannot reach another process that got the pid after something else reaped it;
-    else by pid.  Returns what waitid returns."""
+def _wait_for(pid: int, owner: Any, options: int) -> Optional[Tuple[int, int]]:
+    """waitid() on the child: None (WNOHANG, still running) or (si_code, si_status).
+
+    Through its pidfd (the owner's: see _native.c, PidfdOwner) where there is one, which
+    cannot reach a process that got the pid after something else reaped the child; by
+    pid otherwise, and on kernels without P_PIDFD (5.3).
+    """
     if sys.platform == "darwin":  # callers check: macOS' Python has no waitid
         raise NotImplementedError("waitid")
-    if pidfd is not None and sys.platform == "linux" and hasattr(os, "P_PIDFD"):
+    if owner is not None and sys.platform == "linux":
         try:
-            return os.waitid(os.P_PIDFD, pidfd, options)
+            found: Optional[Tuple[int, int]] = owner.waitid(options)
+            return found
+        except ValueError:  # closed: portclone reaped it
+            raise ChildProcessError(errno.ECHILD, "the child was reaped") from None
         except OSError as e:
-            if e.errno != errno.EINVAL:  # EINVAL: a kernel without P_PIDFD (5.3)
+            if e.errno != errno.EINVAL:
                 raise
-    return os.waitid(os.P_PID, pid, options)
+    info = os.waitid(os.P_PID, pid, options)
+    return None if info is None else (info.si_code, info.si_status)
 
 
-def _peek(pid: int, block: bool, pidfd: Optional[int] = None) -> Optional[int]:
+def _peek(pid: int, block: bool, owner: Any = None) -> Optional[int]:
     """The exit status of child ``pid`` (returncode form), leaving it unreaped; None if it
     still runs (only when not ``block``).  Without waitid (macOS' Python) the status is read
     by reaping: a later send_signal by pid then relies on the reaper's lock alone."""
     if sys.platform == "darwin" or not hasattr(os, "waitid"):
         done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
         return os.waitstatus_to_exitcode(status) if done else None
-    info = _wait_for(pid, pidfd, os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG))
-    if info is None:
+    found = _wait_for(pid, owner, os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG))
+    if found is None:
         return None
-    status = int(info.si_status)
-    return status if info.si_code == os.CLD_EXITED else -status
+    code, status = found
+    return status if code == os.CLD_EXITED else -status
 
 
-def _reap_now(pid: int, pidfd: Optional[int]) -> bool:
+def _reap_now(pid: int, owner: Any) -> bool:
     """Reap child ``pid`` if it has exited (without blocking); True once it is gone."""
     try:
         if sys.platform == "darwin" or not hasattr(os, "waitid"):
             return os.waitpid(pid, os.WNOHANG | WALL)[0] != 0
-        return _wait_for(pid, pidfd, os.WEXITED | os.WNOHANG | WALL) is not None
+        return _wait_for(pid, owner, os.WEXITED | os.WNOHANG | WALL) is not None
     except ChildProcessError:
         return True  # reaped already (by us, or by something else)
 
@@ -114,25 +119,19 @@ def _pidfd_exit_status(pidfd: int) -> Optional[int]:
 
 def register(child: Child) -> None:
     """Make ``child`` known to reap_orphans (the fork backend; _native does it in C)."""
-    _live[child.pid] = weakref.ref(child)
+    _live[child.pid] = (weakref.ref(child), None)
 
 
 def reap_orphans() -> None:
-    """Reap, without blocking, the exited children whose Child is gone."""
-    through_pidfd = set(_orphans)
-    for pid, entry in list(_orphans.items()):
-        owner, pidfd = entry
-        if _reap_now(pid, pidfd) and _orphans.get(pid) is entry:
-            del _orphans[pid]
-            owner.close()
+    """Reap, without blocking, the exited children whose Child is gone (see _live)."""
     if not _live:
         return
-    for pid, ref in list(_live.items()):
-        if ref() is not None:
-            continue
-        # a child with a pidfd is never reaped by pid: the pid may be a stranger's by now
-        if (pid in through_pidfd or _reap_now(pid, None)) and _live.get(pid) is ref:
+    for pid, entry in list(_live.items()):
+        ref, owner = entry
+        if ref() is None and _reap_now(pid, owner) and _live.get(pid) is entry:
             del _live[pid]
+            if owner is not None:
+                owner.close()
 
 
 class _Process:
@@ -169,7 +168,7 @@ class Child:
     # close() do as little as they can in the common case: the parent runs them while
     # a fork-like child still shares its pages, so every page they write is copied.
     #: where the native backends register the children of reapable Child objects
-    _registry: ClassVar[Dict[int, weakref.ref[Child]]] = _live
+    _registry: ClassVar[Dict[int, Tuple[weakref.ref[Child], Any]]] = _live
 
     __slots__ = (
         "__weakref__",
@@ -253,7 +252,7 @@ class Child:
         while self.returncode is None:
             if self._status is None:
                 try:
-                    status = _peek(self.pid, block, self.pidfd)
+                    status = _peek(self.pid, block, self._pidfd_owner)
                 except ChildProcessError:
                     if self.returncode is not None:  # reaped meanwhile, by us
                         break
@@ -264,11 +263,13 @@ class Child:
                     self._status = status
             with self._lock:
                 if self.returncode is None:
-                    _reap_now(self.pid, self.pidfd)  # reaped already: the status is kept
+                    _reap_now(self.pid, self._pidfd_owner)  # reaped already: status kept
                     self.returncode = self._status
-        ref = _live.get(self.pid)
-        if ref is not None and ref() is self:
+        entry = _live.get(self.pid)
+        if entry is not None and entry[0]() is self:
             del _live[self.pid]
+        if self._closed and self._pidfd_owner is not None:
+            self._pidfd_owner.close()  # close() left it open for this reap
         return True
 
     def _lost_status(self) -> int:
@@ -375,7 +376,13 @@ class Child:
         return _communicate(self, input, timeout)
 
     def close(self) -> None:
-        """Close the pidfd and our ends of any pipes.  The child is not waited for."""
+        """Close our ends of any pipes, and give up the pidfd.  The child is not waited for.
+
+        ``pidfd`` is None afterwards; portclone keeps the descriptor itself until the child
+        is reaped (by a later wait(), or by the next clone() or spawn() once this Child is
+        gone), so that the reap goes through it and never touches a process that got the
+        pid meanwhile.
+        """
         if self.stdin is not None or self.stdout is not None or self.stderr is not None:
             for name in ("stdin", "stdout", "stderr"):
                 stream = getattr(self, name)
@@ -388,7 +395,7 @@ class Child:
         self._closed = True
         self.pidfd = None
         owner = self._pidfd_owner
-        if owner is not None:
+        if owner is not None and (self.returncode is not None or not self.reapable):
             owner.close()  # in C: once, and only in the process that made the child
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
@@ -425,10 +432,6 @@ class Child:
         if self.returncode is None and self.reapable and self.pid > 0:
             try:
                 if not self._reap(block=False):  # else reap_orphans() will (see _live)
-                    if self._pidfd_owner is not None and self.pidfd is not None:
-                        # reap_orphans() waits through the pidfd, which it now owns
-                        _orphans[self.pid] = (self._pidfd_owner, self.pidfd)
-                        self._pidfd_owner = None
                     warnings.warn(f"child process {self.pid} is still running",
                                   ResourceWarning, source=self, stacklevel=2)
             except Exception:

@@ -57,20 +57,79 @@ pc_new_generation(void)
 
 typedef struct {
     PyObject_HEAD
-    int fd;
+    int fd;     /* -1 once closed (for new users) */
+    int held;   /* the fd, until the last user is done with it */
+    int busy;   /* waitid() calls in progress, without the GIL */
     unsigned long generation;
 } PidfdOwner;
 
 static PyTypeObject *pc_owner_type;
 
 static void
+owner_release(PidfdOwner *self)
+{
+    if (self->fd < 0 && self->busy == 0 && self->held >= 0) {
+        int fd = self->held;
+        self->held = -1;
+        if (self->generation == pc_generation)
+            close(fd);
+    }
+}
+
+/* Closed for new users at once; the fd itself once no waitid() uses it any more, so its
+ * number cannot be reused under a wait in progress. */
+static void
 owner_close_now(PidfdOwner *self)
 {
-    int fd = self->fd;
     self->fd = -1;
-    if (fd >= 0 && self->generation == pc_generation)
-        close(fd);
+    owner_release(self);
 }
+
+#if defined(__linux__)
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+/* waitid(options) -> None (WNOHANG: still running) or (si_code, si_status), through the
+ * pidfd.  ValueError once closed; ChildProcessError when the child is gone (reaped by
+ * someone else); OSError EINVAL on kernels without P_PIDFD (before 5.4).  The GIL is
+ * released while it waits; EINTR runs the handlers and waits again (PEP 475). */
+static PyObject *
+owner_waitid(PyObject *op, PyObject *arg)
+{
+    PidfdOwner *self = (PidfdOwner *)op;
+    long options = PyLong_AsLong(arg);
+    siginfo_t info;
+    int r, err;
+
+    if (options == -1 && PyErr_Occurred())
+        return NULL;
+    for (;;) {
+        if (self->fd < 0) {
+            PyErr_SetString(PyExc_ValueError, "the pidfd is closed");
+            return NULL;
+        }
+        memset(&info, 0, sizeof info);
+        self->busy++;
+        Py_BEGIN_ALLOW_THREADS
+        r = waitid((idtype_t)P_PIDFD, (id_t)self->held, &info, (int)options);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        self->busy--;
+        owner_release(self);
+        if (r == 0)
+            break;
+        if (err != EINTR) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+    }
+    if (info.si_pid == 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(ii)", info.si_code, info.si_status);
+}
+#endif
 
 static PyObject *
 owner_close(PyObject *self, PyObject *unused)
@@ -120,6 +179,10 @@ owner_dealloc(PyObject *self)
 
 static PyMethodDef owner_methods[] = {
     {"close", owner_close, METH_NOARGS, "Close the pidfd (in the process that made it)."},
+#if defined(__linux__)
+    {"waitid", owner_waitid, METH_O,
+     "waitid(P_PIDFD) with these options: None, or (si_code, si_status)."},
+#endif
     {"send_signal", owner_send_signal, METH_O,
      "Send a signal through the pidfd; False once closed or the child is gone."},
     {NULL, NULL, 0, NULL},
@@ -146,6 +209,8 @@ owner_new(int fd)
     if (self == NULL)
         return NULL;
     self->fd = fd;
+    self->held = fd;
+    self->busy = 0;
     self->generation = pc_generation;
     return (PyObject *)self;
 }
@@ -304,13 +369,16 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
              PyObject_SetAttr(child, pc_names.syscall, name) == 0 &&
              PyObject_SetAttr(child, pc_names.pid, p) == 0;
 
-    if (ok) { /* Child._registry[pid] = weakref(child): found by reap_orphans once dropped */
+    if (ok) { /* Child._registry[pid] = (weakref(child), owner): reap_orphans reaps it
+               * through the owner's pidfd once the Child is gone */
         PyObject *registry = PyObject_GetAttr(child, pc_names.registry);
         PyObject *reapable = PyObject_GetAttr(child, pc_names.reapable);
         PyErr_Clear(); /* a holder without them (a test's, the bench floor's) */
         if (registry != NULL && PyDict_Check(registry) && reapable == Py_True) {
             PyObject *ref = PyWeakref_NewRef(child, NULL);
-            ok = ref != NULL && PyDict_SetItem(registry, p, ref) == 0;
+            PyObject *entry = ref != NULL ? PyTuple_Pack(2, ref, owner) : NULL;
+            ok = entry != NULL && PyDict_SetItem(registry, p, entry) == 0;
+            Py_XDECREF(entry);
             Py_XDECREF(ref);
         }
         Py_XDECREF(registry);
@@ -321,7 +389,7 @@ pc_adopt(PyObject *child, pid_t pid, int pidfd, int used)
     if (!ok) {
         PyObject *type, *value, *tb;
         if (owner != NULL && owner != Py_None)
-            ((PidfdOwner *)owner)->fd = -1; /* closed below, with the child gone */
+            ((PidfdOwner *)owner)->fd = ((PidfdOwner *)owner)->held = -1; /* closed below */
         Py_XDECREF(owner);
         PyErr_Fetch(&type, &value, &tb);
         kill(pid, SIGKILL);
