@@ -703,3 +703,54 @@ def test_wait_racing_close_never_takes_another_childs_status() -> None:
     """, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["wrong", "0", "errors", "0"], out.stdout
+
+
+#: Handlers that raise up to twice within one call: the second raise lands in
+#: portclone's own cleanup of the first.  SIGALRM from an itimer at random sub-ms times.
+NESTED_STORM = """
+import os, random, signal, portclone
+class Storm(Exception):
+    pass
+armed = 0
+def handler(signum, frame):
+    global armed
+    if armed > 0:
+        armed -= 1
+        raise Storm()
+signal.signal(signal.SIGALRM, handler)
+def call():
+    if {op!r} == "vfork":
+        return portclone.clone(os._exit, 0, flags=portclone.CLONE_VFORK)
+    return portclone.spawn(["true"], cwd="/", stdout=portclone.PIPE, stderr=portclone.DEVNULL)
+rnd = random.Random(1)
+interrupted = 0
+with portclone.use_backend({backend!r}):
+    portclone.clone(os._exit, 0).wait()
+    before = set(os.listdir("/proc/self/fd"))
+    for _ in range(300):
+        try:
+            armed = 2
+            signal.setitimer(signal.ITIMER_REAL, rnd.uniform(1e-5, 1.5e-3), rnd.uniform(2e-5, 3e-4))
+            with call() as child:
+                child.wait()
+        except Storm:
+            interrupted += 1
+        finally:
+            armed = 0
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    import gc
+    gc.collect()
+    portclone.clone(os._exit, 0).wait()
+    leaked = set(os.listdir("/proc/self/fd")) - before
+    print("interrupted", interrupted, "leaked", len(leaked))
+"""
+
+
+@pytest.mark.parametrize("backend, op", [(b, "spawn") for b in _backends()]
+                         + [("fork", "vfork")])
+def test_handlers_raising_twice_per_call_leak_no_fd(backend: str, op: str) -> None:
+    out = run_python(NESTED_STORM.format(backend=backend, op=op), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    words = out.stdout.split()
+    assert words[-2:] == ["leaked", "0"], out.stdout
+    assert words[1] != "0", "no call was interrupted: the storm tested nothing"

@@ -12,7 +12,7 @@ import time
 import traceback
 import warnings
 import weakref
-from typing import IO, Any, Callable, ClassVar, Dict, NoReturn, Optional, Tuple
+from typing import IO, Any, Callable, ClassVar, Dict, List, NoReturn, Optional, Tuple
 
 from ._communicate import Exchange
 from ._communicate import communicate as _communicate
@@ -20,7 +20,7 @@ from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
 
 __all__ = ["Child", "run_child", "exit_child", "flush_std_streams", "hold_signals",
-           "reap_orphans", "register", "reset_caught_handlers"]
+           "FdGroup", "close_fds", "reap_orphans", "register", "reset_caught_handlers"]
 
 #: Wait for children whatever their exit signal: a child whose exit signal is not
 #: SIGCHLD is invisible to a plain waitpid.  Linux's __WALL; NetBSD's WALLSIG
@@ -523,6 +523,34 @@ def hold_signals() -> Any:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         raise
     return mask
+
+
+class FdGroup(List[int]):
+    """A list of fds that closes what it still holds when it is freed: the backstop for a
+    signal handler that raises again while an earlier exception is being cleaned up."""
+
+    def __del__(self) -> None:
+        while self:  # a finalizer's exception is only reported: close all the same
+            try:
+                close_fds(self)
+            except BaseException:
+                pass
+
+
+def close_fds(fds: List[int]) -> None:
+    """Close and forget every fd in ``fds``, with signals held: a handler cannot raise
+    between closing one and forgetting it (a leak, or a second close of a number that
+    may be another file's by then), nor stop the loop half way."""
+    mask = hold_signals()
+    try:
+        while fds:
+            try:
+                os.close(fds[-1])
+            except OSError:
+                pass
+            fds.pop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
 
 
 def reset_caught_handlers() -> None:

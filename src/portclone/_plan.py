@@ -8,11 +8,12 @@ running C only; the fork fallback: os.posix_spawn or fork + exec).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-from ._child import Child
+from ._child import Child, FdGroup, close_fds, hold_signals
 from ._flags import CloneFlags
 from ._validate import IdMap, check_options, parse_id_map
 
@@ -56,33 +57,47 @@ class SpawnPlan:
     #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
     parent_ends: List[Tuple[int, int]] = field(default_factory=list)
     #: fds we opened for the child (its pipe ends, /dev/null): closed once it runs
-    child_ends: List[int] = field(default_factory=list)
+    child_ends: List[int] = field(default_factory=FdGroup)
+
+    def __del__(self) -> None:
+        # a handler that raised again while a failure was cleaned up left fds here; a
+        # finalizer's exception is only reported, so close all the same
+        while self.child_ends or self.parent_ends:
+            try:
+                self.close_all()
+            except BaseException:
+                pass
 
     def close_all(self) -> None:
-        for fd in self.child_ends + [fd for _, fd in self.parent_ends]:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.child_ends.clear()
-        self.parent_ends.clear()
+        """Close every fd the plan still holds (after a failure)."""
+        mask = hold_signals()
+        try:
+            self.child_ends.extend(fd for _, fd in self.parent_ends)
+            self.parent_ends.clear()
+            close_fds(self.child_ends)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def finish(self, child: Child) -> Child:
-        """After a successful start: close the child's ends, hand ours to ``child``."""
-        while self.child_ends:
-            os.close(self.child_ends[-1])
-            self.child_ends.pop()
-        while self.parent_ends:
-            index, fd = self.parent_ends[-1]
-            stream = os.fdopen(fd, "wb" if index == 0 else "rb")
-            if index == 0:
-                child.stdin = stream
-            elif index == 1:
-                child.stdout = stream
-            else:
-                child.stderr = stream
-            self.parent_ends.pop()  # the child owns it now
-        child.args = self.argv
+        """After a successful start: close the child's ends, hand ours to ``child``.
+        Signals are held meanwhile, so every fd is either closed, owned by ``child``, or
+        still the plan's (for close_all) whatever a handler raises."""
+        close_fds(self.child_ends)
+        mask = hold_signals()
+        try:
+            while self.parent_ends:
+                index, fd = self.parent_ends[-1]
+                stream = os.fdopen(fd, "wb" if index == 0 else "rb")
+                if index == 0:
+                    child.stdin = stream
+                elif index == 1:
+                    child.stdout = stream
+                else:
+                    child.stderr = stream
+                self.parent_ends.pop()  # the child owns it now
+            child.args = self.argv
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return child
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from .._backend import Backend
 from .._child import (
     Child,
+    FdGroup,
+    close_fds,
     exit_child,
     flush_std_streams,
     hold_signals,
@@ -78,7 +80,7 @@ class ForkBackend(Backend):
         # child before run_child's try (see exit_child), nor in the parent before the
         # pipe below is owned by a try; the parent's mask comes back right after.
         mask = hold_signals()
-        done: List[int] = []  # CLONE_VFORK's pipe: our ends still open
+        done = FdGroup()  # CLONE_VFORK's pipe: our ends still open
         try:
             try:
                 if vfork:
@@ -103,8 +105,7 @@ class ForkBackend(Backend):
             while done and os.read(done[0], 1):  # EINTR is retried (PEP 475)
                 pass
         finally:
-            while done:
-                os.close(done.pop())
+            close_fds(done)
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
