@@ -754,3 +754,27 @@ def test_handlers_raising_twice_per_call_leak_no_fd(backend: str, op: str) -> No
     words = out.stdout.split()
     assert words[-2:] == ["leaked", "0"], out.stdout
     assert words[1] != "0", "no call was interrupted: the storm tested nothing"
+
+
+@pytest.mark.requires("root")
+def test_a_process_limit_is_said_with_the_request_on_every_backend() -> None:
+    """RLIMIT_NPROC reached (as an unprivileged user): EAGAIN names the call, the request
+    and the limit, whatever the backend and the path (fork, posix_spawn, fork + exec)."""
+    out = run_python("""
+        import os, resource, portclone
+        os.setgid(65534)
+        os.setuid(65534)
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, resource.getrlimit(resource.RLIMIT_NPROC)[1]))
+        for backend in portclone.available_backends():
+            with portclone.use_backend(backend):
+                for start in (lambda: portclone.clone(int), lambda: portclone.spawn(["true"]),
+                              lambda: portclone.spawn(["true"], cwd="/")):
+                    try:
+                        start().wait()
+                        print(backend, "started")
+                    except BlockingIOError as e:
+                        print(backend, "process-limit" if "process limit" in str(e) else repr(e))
+    """, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines and all(line.endswith(" process-limit") for line in lines), out.stdout

@@ -449,3 +449,16 @@ def test_a_file_objects_fd_is_checked_before_anything_starts(portclone_backend: 
     assert closed.value.errno == errno.EBADF
     with no_side_effects(), pytest.raises(ValueError, match="invalid file descriptor -5"):
         portclone.spawn(["true"], **{slot: _FakeFile(-5)})
+
+
+def test_every_reason_against_a_flag_is_said() -> None:
+    """CLONE_FILES with stdout=PIPE and close_fds=True breaks two rules: both are said;
+    a rule about a missing flag names that flag."""
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError) as info:
+        portclone.spawn(["true"], flags=F.CLONE_FILES, stdout=PIPE)
+    reason = info.value.reasons["CLONE_FILES"]
+    assert "redirecting stdio" in reason and "close_fds=True" in reason
+    assert len(info.value.refusals) == 2
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError) as info:
+        portclone.spawn(["true"], uid_map="0 0 1")
+    assert info.value.flags == F.CLONE_NEWUSER

@@ -70,7 +70,10 @@ class _FlagError(PortcloneError):
         reasons: Dict[str, str] = {}
         for refusal in refusals:
             offending |= int(refusal.flags)
-            reasons.setdefault(refusal.label, refusal.reason)
+            if refusal.label in reasons:  # two reasons under one name: both are said
+                reasons[refusal.label] += f"; and {refusal.reason}"
+            else:
+                reasons[refusal.label] = refusal.reason
         self.flags = CloneFlags(offending)
         self.backend = backend
         self.refusals = tuple(refusals)

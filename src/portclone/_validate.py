@@ -210,7 +210,9 @@ def broken_rules(flags: int, present: FrozenSet[str] = frozenset(),
         if conditional_only and not rule.when:
             continue
         if rule.broken_by(flags, present) and not (rule.lifted_by and has_feature(rule.lifted_by)):
-            found.append(Refusal(rule.message, rule.all_of, rule.field or rule.label))
+            # the flags at fault: those set, or (a rule about an option) the one it lacks
+            found.append(Refusal(rule.message, rule.all_of or rule.missing,
+                                 rule.field or rule.label))
     return found
 
 

@@ -7,6 +7,7 @@ each refusal says what would be needed instead.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -88,7 +89,7 @@ class ForkBackend(Backend):
                     # close-on-exec pipe (os.pipe's fds are not inheritable); the parent
                     # reads until it closes, which happens when the child exits or execs.
                     done.extend(os.pipe())
-                child.pid = os.fork()
+                child.pid = _fork(request)
                 if child.pid == 0:
                     try:
                         exit_child(functools.partial(
@@ -202,8 +203,26 @@ def _posix_spawn(plan: SpawnPlan, mask: Any) -> int:
                                   setsigdef=_RESTORED if plan.restore_signals else ())
         except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
             last = e if last is None or not isinstance(last, PermissionError) else last
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.ENOMEM):
+                # no process could be made (a process limit, memory): as a fork failure
+                raise translate(e, backend="fork", syscall="posix_spawn",
+                                flags=int(CloneFlags.CLONE_VM), exit_signal=SIGCHLD,
+                                stage=Stage.CLONE) from None
+            raise
     assert last is not None
     raise OSError(last.errno, last.strerror, plan.name) from None
+
+
+def _fork(request: Optional[Request], child: Optional[Child] = None) -> int:
+    """os.fork(), its failure (EAGAIN: a process limit; ENOMEM) with the request and a
+    hint in its message, as the other backends say it."""
+    try:
+        return os.fork()
+    except OSError as e:
+        flags = int(request.flags) if request is not None else int(child.flags) if child else 0
+        raise translate(e, backend="fork", syscall="fork", flags=flags, exit_signal=SIGCHLD,
+                        stage=Stage.CLONE) from None
 
 
 def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
@@ -219,7 +238,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
         raise OSError(e.errno, f"{e.strerror}: creating portclone's internal pipe for "
                                f"spawn (before the fork)") from None
     try:
-        pid = child.pid = os.fork()
+        pid = child.pid = _fork(None, child)
     except BaseException:
         os.close(err_r)
         os.close(err_w)
