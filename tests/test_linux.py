@@ -348,3 +348,12 @@ def test_native_spawn_takes_keywords() -> None:
         native.spawn(child, **args)  # type: ignore[attr-defined]
     assert info.value.portclone_stage == Stage.EXEC == native.STAGE_EXEC  # type: ignore
     assert child.pid == 0
+
+
+@pytest.mark.requires("root", "CLONE_NEWUTS")
+def test_the_linux_backends_probe_probes_the_linux_backend() -> None:
+    """probe() used the public clone(), so the backend in force: under the fork backend
+    the linux backend's probe reported a namespace the kernel has as refused."""
+    linux = portclone.get_backend("linux")
+    with portclone.use_backend("fork"):
+        assert linux.probe(F.CLONE_NEWIPC) is None  # type: ignore[attr-defined]

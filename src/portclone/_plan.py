@@ -146,21 +146,17 @@ def _std(value: StdArg, index: int) -> int:
         fileno = getattr(value, "fileno", None)
         if fileno is None:
             raise TypeError(f"{type(value).__name__} is neither an fd nor a file object")
-        value = fileno()
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"fileno() returned {type(value).__name__}, not an fd")
-    if value < 0:
-        raise ValueError(f"invalid file descriptor {value}")
-    os.fstat(value)  # EBADF now, not in the child
-    return value
+        return _checked_fd(fileno(), "fileno()")
+    return _checked_fd(value, "stdin/stdout/stderr")
 
 
-def _pass_fd(value: object) -> int:
+def _checked_fd(value: object, what: str) -> int:
+    """``value`` as an open fd: TypeError, ValueError or EBADF now, not in the child."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"pass_fds takes file descriptors (ints), not {type(value).__name__}")
+        raise TypeError(f"{what} takes file descriptors (ints), not {type(value).__name__}")
     if value < 0:
-        raise ValueError(f"invalid file descriptor {value} in pass_fds")
-    os.fstat(value)  # EBADF now, not in the child
+        raise ValueError(f"invalid file descriptor {value} in {what}")
+    os.fstat(value)
     return value
 
 
@@ -181,7 +177,7 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
     name = os.fsdecode(program)
     paths = _candidates(program, env_dict)
     workdir = _fsencode(cwd, "cwd") if cwd is not None else None
-    keep = tuple(sorted({_pass_fd(fd) for fd in pass_fds}))
+    keep = tuple(sorted({_checked_fd(fd, 'pass_fds') for fd in pass_fds}))
     fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
 
     if map_root:

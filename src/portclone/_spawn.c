@@ -153,7 +153,7 @@ spawn_child_main(void *arg)
      * thread pointer, so libc's errno is the parent thread's.  With maps the parent is
      * not suspended (no CLONE_VFORK): it writes them while we wait here, and reads errno
      * when a write fails.  A failing call here (the handler loop below meets EINVAL)
-     * would overwrite it: in QEMU guests, 1 spawn in 100 reported EINVAL for an EPERM.
+     * would overwrite it, and the parent would report the wrong error.
      * close() of our own fd and a blocking read with every signal blocked do not fail. */
     if (c->syncpipe >= 0) {
         char go;

@@ -60,16 +60,15 @@ class ForkBackend(Backend):
 
     def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
         found = super().refusals(request, exec_child)
-        where = f"fork fallback on {sys.platform}"
+        fields = {}
         if request.exit_signal != SIGCHLD:
-            found = [r for r in found if r.field != "exit_signal"]
-            found.append(Refusal(f"{where}: os.fork children always signal SIGCHLD; another "
-                                 f"exit signal needs the linux backend{self._why_not_native()}",
-                                 field="exit_signal"))
+            fields["exit_signal"] = "os.fork children always signal SIGCHLD; another exit signal"
         if request.set_tid is not None:
-            found.append(Refusal(f"{where}: os.fork cannot choose the child's pid; set_tid "
-                                 f"needs the linux backend{self._why_not_native()}",
-                                 field="set_tid"))
+            fields["set_tid"] = "os.fork cannot choose the child's pid; set_tid"
+        for name, why in fields.items():  # these replace the base class's reasons
+            found = [r for r in found if r.field != name]
+            found.append(Refusal(f"fork fallback on {sys.platform}: {why} needs the linux "
+                                 f"backend{self._why_not_native()}", field=name))
         return found
 
     def launch(self, request: Request, fn: Callable[..., object],
