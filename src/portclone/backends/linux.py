@@ -111,6 +111,15 @@ class LinuxBackend(Backend):
     # -- launching ---------------------------------------------------------------
     def launch(self, request: Request, fn: Callable[..., object],
                args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+        cgroup = request.cgroup
+        if cgroup is None or isinstance(cgroup, int):  # the common case: nothing to open
+            return self._launch(request, fn, args, kwargs, -1 if cgroup is None else cgroup,
+                                False)
+        with _cgroup_fd(cgroup) as cgroup_fd:
+            return self._launch(request, fn, args, kwargs, cgroup_fd, True)
+
+    def _launch(self, request: Request, fn: Callable[..., object], args: Tuple[Any, ...],
+                kwargs: Dict[str, Any], cgroup_fd: int, own_fd: bool) -> Child:
         native = self._native
         flags = int(request.flags)
         # libc's fork() for plain requests: its malloc/stdio protections make the safest child
@@ -120,22 +129,19 @@ class LinuxBackend(Backend):
         # Backend.__init__ on page faults).
         child = Child(0, None, request.flags, request.exit_signal, self.name, "",
                       not flags & _PARENT)
-        own_fd = request.cgroup is not None and not isinstance(request.cgroup, int)
-        with _cgroup_fd(request.cgroup) as cgroup_fd:
-            prepare = None
-            if own_fd or flags & _CLEAR_SIGHAND:
-                close_in_child = own_fd and not flags & _FILES
-                prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
-                                            bool(flags & _CLEAR_SIGHAND))
-            runner = functools.partial(run_child, fn, args, kwargs, native.unblock_signals,
-                                       prepare)
-            try:
-                flush_std_streams()
-                # the child runs runner() and _exits in C; the parent's child is filled in
-                native.clone(child, runner, mode, flags | (_PIDFD if _pidfd_available() else 0),
-                             request.exit_signal, cgroup_fd, request.set_tid, legacy_ok)
-            except OSError as e:
-                raise self._failure(e, request) from None
+        prepare = None
+        if own_fd or flags & _CLEAR_SIGHAND:
+            close_in_child = own_fd and not flags & _FILES
+            prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
+                                        bool(flags & _CLEAR_SIGHAND))
+        runner = functools.partial(run_child, fn, args, kwargs, native.unblock_signals, prepare)
+        try:
+            flush_std_streams()
+            # the child runs runner() and _exits in C; the parent's child is filled in
+            native.clone(child, runner, mode, flags | (_PIDFD if _pidfd_available() else 0),
+                         request.exit_signal, cgroup_fd, request.set_tid, legacy_ok)
+        except OSError as e:
+            raise self._failure(e, request) from None
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
