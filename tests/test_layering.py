@@ -22,6 +22,7 @@ LAYERS: List[List[str]] = [
     ["portclone._errors"],
     ["portclone._validate", "portclone._loader", "portclone._communicate", "portclone._docs"],
     ["portclone._child"],
+    ["portclone._setup"],
     ["portclone._plan"],
     ["portclone._backend"],
     ["portclone.backends", "portclone.backends.linux", "portclone.backends.netbsd",

@@ -306,20 +306,29 @@ def _spawn_args(**change: object) -> dict:  # type: ignore[type-arg]
                 flags=int(F.CLONE_VM | F.CLONE_VFORK),
                 exit_signal=int(signal.SIGCHLD), cgroup_fd=-1, set_tid=None, legacy_ok=True,
                 paths=(b"/nonexistent",), argv=(b"x",), envp=None, cwd=None, fds=(-1, -1, -1),
-                keep=(), close_fds=True, maps=None, hostname=None, restore_signals=True)
+                keep=(), close_fds=True, setup=None, restore_signals=True)
     args.update(change)
     return args
 
 
+def _setup(uid_map: object = None, hostname: object = None, join: object = (),
+           pid_ns: int = -1, restore: int = -1) -> tuple:  # type: ignore[type-arg]
+    """_native's setup tuple (portclone._setup.ChildSetup.native)."""
+    return (uid_map, None, None, hostname, None, None, join, 0, -1, 0, pid_ns, restore)
+
+
 @pytest.mark.parametrize("change, error", [
-    ({"maps": b"0 0 1"}, TypeError),  # was SystemError: PyArg_ParseTuple on a non-tuple
-    ({"maps": (b"0 0 1\n", None, False)}, ValueError),  # with CLONE_VFORK: was a deadlock
+    ({"setup": b"0 0 1"}, TypeError),  # was SystemError: PyArg_ParseTuple on a non-tuple
+    ({"setup": _setup(uid_map=b"0 0 1\n")}, ValueError),  # with CLONE_VFORK: was a deadlock
+    ({"setup": _setup(join=((-1, 0),))}, ValueError),
+    ({"setup": _setup(join=(5,))}, TypeError),
+    ({"setup": _setup(pid_ns=3)}, ValueError),  # no fd to come back to
     ({"flags": int(F.CLONE_VM) | 0x11}, ValueError),
     ({"exit_signal": 300}, ValueError),
     # the child thread's failed exec ended the whole process (_exit is exit_group)
     ({"flags": int(F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM)}, ValueError),
     # set the host's hostname (the fuzzer, as root, did: the C now checks for itself)
-    ({"hostname": b"portclone-fuzzed"}, ValueError),
+    ({"setup": _setup(hostname=b"portclone-fuzzed")}, ValueError),
     ({"flags": int(F.CLONE_VM | F.CLONE_VFORK | F.CLONE_FS), "cwd": b"/"}, ValueError),
     # the checks clone() and spawn() share (_common.c): pids, pid count, cgroup fd
     ({"set_tid": (0,)}, ValueError),

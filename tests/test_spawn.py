@@ -99,8 +99,8 @@ def test_exec_failures_raise_what_subprocess_raises(portclone_backend: Backend,
     ({"argv": ["true"], "stderr": "file"}, TypeError),
     ({"argv": ["true"], "exit_signal": signal.SIGUSR1}, portclone.UnsupportedFlagError),
     ({"argv": ["true"], "uid_map": [(0, 0)]}, ValueError),
-    ({"argv": ["true"], "hostname": "x"}, portclone.InvalidFlagsError),
-    ({"argv": ["true"], "map_root": True}, portclone.InvalidFlagsError),
+    ({"argv": ["true"], "hostname": "x", "join": {"uts": 1}}, portclone.InvalidFlagsError),
+    ({"argv": ["true"], "map_root": True, "flags": F.CLONE_VFORK}, portclone.InvalidFlagsError),
 ])
 def test_bad_arguments_fail_before_anything_exists(kwargs: dict, exc: type) -> None:  # type: ignore[type-arg]
     argv = kwargs.pop("argv")
@@ -460,5 +460,5 @@ def test_every_reason_against_a_flag_is_said() -> None:
     assert "redirecting stdio" in reason and "close_fds=True" in reason
     assert len(info.value.refusals) == 2
     with no_side_effects(), pytest.raises(portclone.InvalidFlagsError) as info:
-        portclone.spawn(["true"], uid_map="0 0 1")
-    assert info.value.flags == F.CLONE_NEWUSER
+        portclone.spawn(["true"], uid_map="0 0 1", flags=F.CLONE_VFORK)
+    assert info.value.flags == F.CLONE_VFORK

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import Backend
 from ._child import Child, hold_signals, reap_orphans
@@ -12,11 +12,20 @@ from ._flags import SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
 from ._plan import DEVNULL, PIPE, SpawnPlan, StdArg, StrOrBytesPath, prepare
 from ._registry import current_backend
-from ._validate import CgroupArg, IdMap, Request, exit_signal_hazard
+from ._setup import NO_OPTIONS, ChildSetup, JoinTarget, Options, check_conflicts, parse_options
+from ._validate import CgroupArg, IdMap, Request, check_options, exit_signal_hazard
 
 __all__ = ["check", "clone", "spawn"]
 
 SetTid = Union[int, Sequence[int], None]
+TimeOffsets = Optional[Mapping[str, float]]
+Join = Optional[Mapping[str, JoinTarget]]
+MountProc = Union[bool, StrOrBytesPath]
+
+#: clone()'s own keywords: a keyword fn cannot take is compared with these
+_CLONE_KEYWORDS = ("flags", "exit_signal", "cgroup", "set_tid", "uid_map", "gid_map",
+                   "map_root", "setgroups", "hostname", "time_offsets", "join", "pdeathsig",
+                   "mount_proc")
 
 
 def clone(
@@ -27,6 +36,15 @@ def clone(
     exit_signal: int = SIGCHLD,
     cgroup: Optional[CgroupArg] = None,
     set_tid: SetTid = None,
+    uid_map: IdMap = None,
+    gid_map: IdMap = None,
+    map_root: bool = False,
+    setgroups: Optional[str] = None,
+    hostname: Optional[str] = None,
+    time_offsets: TimeOffsets = None,
+    join: Join = None,
+    pdeathsig: Optional[int] = None,
+    mount_proc: MountProc = False,
     **kwargs: Any,
 ) -> Child:
     """Run ``fn(*args, **kwargs)`` in a new child process with Linux clone semantics.
@@ -36,6 +54,19 @@ def clone(
     parent when it ends (0: none).  ``cgroup`` (a cgroup v2 directory fd or
     path) implies ``CLONE_INTO_CGROUP``; ``set_tid`` picks the child's pid in
     each PID namespace level, innermost first.
+
+    The child can be set up before ``fn`` runs, each option implying the namespace it
+    needs: ``uid_map``/``gid_map`` (``[(inside, outside, count)]`` or /proc text) or
+    ``map_root=True``, written by the parent while the child waits, with ``setgroups``
+    ("deny" by default with a gid map, or "allow"); ``hostname``; ``time_offsets``
+    (``{"monotonic": s, "boottime": s}``); ``mount_proc`` (True or a directory: a fresh
+    /proc, mounts made private first); ``join`` (``{"net": pid, "uts": child,
+    "mnt": "/proc/PID/ns/mnt"}``: existing namespaces to enter; those already ours are
+    skipped); ``pdeathsig`` (the signal the child gets when the calling *thread* ends).
+    A failure of the setup raises here, and no child is left.
+
+    ``args`` and ``kwargs`` must fit ``fn``'s signature (TypeError otherwise, before any
+    child exists, naming the clone option a stray keyword resembles).
 
     The child ends as ``sys.exit`` would: an int return is the exit code,
     None is 0, an exception prints its traceback and gives 1; it never
@@ -49,13 +80,55 @@ def clone(
     """
     if not callable(fn):
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
+    _check_call(fn, args, kwargs)
     backend = current_backend()
-    request = _request(backend, flags, exit_signal, cgroup, set_tid)
-    # the common case stays a few calls (see Backend.__init__ on page faults after a fork)
+    if (uid_map is None and gid_map is None and map_root is False and setgroups is None
+            and hostname is None and time_offsets is None and join is None
+            and pdeathsig is None and mount_proc is False):
+        options = NO_OPTIONS  # the common case stays a few calls (see Backend.__init__)
+    else:
+        options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
+                                setgroups=setgroups, hostname=hostname,
+                                time_offsets=time_offsets, join=join, pdeathsig=pdeathsig,
+                                mount_proc=mount_proc)
+    request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
     reap_orphans()
-    return backend.launch(request, fn, args, kwargs)
+    if not options.names:
+        return backend.launch(request, fn, args, kwargs)
+    setup = ChildSetup(options)
+    try:
+        setup.open(int(request.flags))
+        return backend.launch(request, fn, args, kwargs, setup)
+    finally:
+        setup.close()
+
+
+def _check_call(fn: Callable[..., object], args: Tuple[Any, ...],
+                kwargs: Dict[str, Any]) -> None:
+    """TypeError now if ``fn(*args, **kwargs)`` cannot bind, rather than in the child;
+    a stray keyword is compared with clone()'s own."""
+    import inspect
+
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: the child will tell
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as e:
+        import difflib
+
+        hints = []
+        for key in kwargs:
+            if key not in signature.parameters:
+                close = difflib.get_close_matches(key, _CLONE_KEYWORDS, n=1, cutoff=0.6)
+                if close:
+                    hints.append(f"{key}= is not a clone() option: did you mean {close[0]}=?")
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(f"clone(): {name}() cannot take these arguments ({e})"
+                        + ("; " + "; ".join(hints) if hints else "")) from None
 
 
 def check(
@@ -64,20 +137,38 @@ def check(
     exit_signal: int = SIGCHLD,
     cgroup: Optional[CgroupArg] = None,
     set_tid: SetTid = None,
+    uid_map: IdMap = None,
+    gid_map: IdMap = None,
+    map_root: bool = False,
+    setgroups: Optional[str] = None,
+    hostname: Optional[str] = None,
+    time_offsets: TimeOffsets = None,
+    join: Join = None,
+    pdeathsig: Optional[int] = None,
+    mount_proc: MountProc = False,
 ) -> CloneFlags:
     """Validate a clone request without creating anything.
 
-    Returns the flags clone() would use (``cgroup=`` adds CLONE_INTO_CGROUP);
-    raises exactly what clone() would raise before creating the child.
+    Returns the flags clone() would use: ``cgroup=`` adds CLONE_INTO_CGROUP, and each
+    setup option the namespace it implies (``hostname=`` CLONE_NEWUTS...).  Raises
+    exactly what clone() would raise before creating the child.
     """
-    return _request(current_backend(), flags, exit_signal, cgroup, set_tid).flags
+    options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
+                            setgroups=setgroups, hostname=hostname, time_offsets=time_offsets,
+                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc)
+    return _request(current_backend(), flags, exit_signal, cgroup, set_tid, options).flags
 
 
 def _request(backend: Backend, flags: int, exit_signal: int, cgroup: Optional[CgroupArg],
-             set_tid: SetTid) -> Request:
+             set_tid: SetTid, options: Options) -> Request:
     """The checked request, and (never remembered: dispositions change) an exit signal
     whose default action would end the caller refused."""
-    request = backend.request(flags, exit_signal, cgroup, set_tid)
+    request = backend.request(flags, exit_signal, cgroup, set_tid, options=options.names,
+                              implied=int(options.implied))
+    if options.names:
+        check_conflicts(options, int(request.flags), backend.name)
+        check_options(int(request.flags), options.conditions() | {"clone_setup"},
+                      backend.name)
     if request.exit_signal != SIGCHLD:
         hazard = exit_signal_hazard(request.exit_signal)
         if hazard is not None:
@@ -103,7 +194,12 @@ def spawn(
     uid_map: IdMap = None,
     gid_map: IdMap = None,
     map_root: bool = False,
+    setgroups: Optional[str] = None,
     hostname: Optional[str] = None,
+    time_offsets: TimeOffsets = None,
+    join: Join = None,
+    pdeathsig: Optional[int] = None,
+    mount_proc: MountProc = False,
     cgroup: Optional[CgroupArg] = None,
     set_tid: SetTid = None,
 ) -> Child:
@@ -114,10 +210,10 @@ def spawn(
     file objects, ``PIPE``, ``DEVNULL``, ``STDOUT``; bytes only, no shell),
     plus Linux clone semantics: namespaces, sharing flags, a pidfd, a cgroup,
     ``set_tid``.  ``exit_signal`` stays SIGCHLD: Linux resets the exit signal
-    of a child that has exec'd, so spawn() refuses any other.  With
-    CLONE_NEWUSER, ``uid_map``/``gid_map`` (``[(inside, outside, count)]`` or
-    /proc text) or ``map_root=True`` are written before the program starts;
-    ``hostname`` is set in a new UTS namespace.
+    of a child that has exec'd, so spawn() refuses any other.  The setup
+    options are clone()'s (maps, ``setgroups``, ``hostname``, ``time_offsets``,
+    ``mount_proc``, ``join``, ``pdeathsig``), each implying its namespace, done
+    before the program execs; a failure raises here.
 
     On Linux the child is created with CLONE_VM (and CLONE_VFORK unless maps
     must be written), runs C only, and costs the same whatever the parent's
@@ -128,7 +224,12 @@ def spawn(
     backend = current_backend()
     if isinstance(flags, int) and not isinstance(flags, bool):
         flags |= CloneFlags.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
-    request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True)
+    options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
+                            setgroups=setgroups, hostname=hostname, time_offsets=time_offsets,
+                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc)
+    request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True,
+                              options=options.names, implied=int(options.implied))
+    check_conflicts(options, int(request.flags), backend.name)
     reap_orphans()
     # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
@@ -140,8 +241,7 @@ def spawn(
         try:
             plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
                            stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
-                           uid_map=uid_map, gid_map=gid_map, map_root=map_root,
-                           hostname=hostname, flags=int(request.flags), backend=backend.name,
+                           options=options, flags=int(request.flags), backend=backend.name,
                            restore_signals=restore_signals)
         finally:
             if mask is not None:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
 from ._child import Child
 from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
-from ._flags import EXEC_SIGNAL_REASON, INFO, SIGCHLD, TABLE, CloneFlags, bits, describe
+from ._flags import EXEC_SIGNAL_REASON, INFO, OPTION, SIGCHLD, TABLE, CloneFlags, bits, describe
 from ._validate import Request, make_request
 
 if TYPE_CHECKING:
     from ._plan import SpawnPlan
+    from ._setup import ChildSetup
 
 __all__ = ["Backend"]
 
@@ -52,16 +53,19 @@ class Backend:
         self._checked: Dict[Tuple[int, int, bool], Request] = {}
 
     def request(self, flags: object, exit_signal: object, cgroup: object,
-                set_tid: object, exec_child: bool = False) -> Request:
-        """make_request() and check(), remembering requests that passed."""
+                set_tid: object, exec_child: bool = False,
+                options: FrozenSet[str] = frozenset(), implied: int = 0) -> Request:
+        """make_request() and check(), remembering requests that passed.  ``options``: the
+        setup options given (portclone._setup), which add the ``implied`` flags."""
         simple = (cgroup is None and set_tid is None and type(flags) in _INT_TYPES
-                  and type(exit_signal) in _INT_TYPES)
+                  and type(exit_signal) in _INT_TYPES and not options)
         if simple:
             hit = self._checked.get((flags, exit_signal, exec_child))  # type: ignore[arg-type]
             if hit is not None:
                 return hit
         request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
-                               backend=self.name, has_feature=self.has_feature)
+                               backend=self.name, has_feature=self.has_feature,
+                               options=options, implied=implied)
         self.check(request, exec_child)
         # CLONE_PARENT's validity depends on being a namespace's init: never remembered
         if simple and not request.flags & _PARENT and len(self._checked) < 256:
@@ -81,11 +85,25 @@ class Backend:
         if exec_child and request.exit_signal != SIGCHLD and not (
                 request.exit_signal == 0 and request.flags & _PARENT):  # PARENT needs 0
             found.append(Refusal(EXEC_SIGNAL_REASON, field="exit_signal"))
+        refused_options = set()
+        for name in sorted(request.options):
+            reason = self.why_refused_option(name)
+            if reason is not None:
+                refused_options.add(name)
+                found.append(Refusal(reason, OPTION[name].implies, name))
         for bit in bits(int(request.flags)):
+            by = [n for n in sorted(request.options) if OPTION[n].implies & bit]
+            if bit & request.implied and set(by) <= refused_options:
+                continue  # said above, under the option's name
             reason = self.why_refused(CloneFlags(bit), exec_child)
             if reason is not None:
-                found.append(Refusal(reason, CloneFlags(bit)))
+                label = f"{by[0]}= (implies {describe(bit)})" if bit & request.implied else ""
+                found.append(Refusal(reason, CloneFlags(bit), label))
         return found
+
+    def why_refused_option(self, name: str) -> Optional[str]:
+        """Why this backend refuses the setup option ``name``, or None."""
+        return OPTION[name].reason(self.name)
 
     def check(self, request: Request, exec_child: bool = False) -> None:
         """InvalidFlagsError or UnsupportedFlagError for what ``refusals`` finds."""
@@ -120,8 +138,10 @@ class Backend:
         return True
 
     def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
-        """Start ``fn(*args, **kwargs)`` in a fork-like child (see portclone._child)."""
+               args: Tuple[Any, ...], kwargs: Dict[str, Any],
+               setup: Optional[ChildSetup] = None) -> Child:
+        """Start ``fn(*args, **kwargs)`` in a fork-like child (see portclone._child), set up
+        by ``setup`` first (only backends that honour the options get one)."""
         raise NotImplementedError
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:

@@ -45,6 +45,10 @@
 #define PC_STAGE_CHDIR          2
 #define PC_STAGE_FDS            3
 #define PC_STAGE_HOSTNAME       4
+#define PC_STAGE_JOIN           5
+#define PC_STAGE_TIME           6
+#define PC_STAGE_MOUNT_PROC     7
+#define PC_STAGE_PDEATHSIG      8
 #define PC_STAGE_MAPS           (-1)
 
 #endif /* PORTCLONE_CONSTANTS_H */

@@ -182,6 +182,10 @@ class Stage(enum.IntEnum):
     CHDIR = 2
     FDS = 3  # moving stdio into place, marking fds close-on-exec
     HOSTNAME = 4
+    JOIN = 5  # setns() into a namespace of join=
+    TIME = 6  # the time namespace and its offsets
+    MOUNT_PROC = 7
+    PDEATHSIG = 8
     MAPS = -1  # the parent writing the child's uid_map, gid_map or setgroups
 
 
@@ -215,8 +219,11 @@ def translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_si
         return OSError(err, os.strerror(err), os.fsdecode(cwd or b""))
     if stage == Stage.FDS:
         return OSError(err, f"{os.strerror(err)}: setting up the child's file descriptors")
-    if stage == Stage.HOSTNAME:
-        return OSError(err, f"{os.strerror(err)}: sethostname in the child")
+    if stage in _SETUP_STEPS:
+        doing, hint = _SETUP_STEPS[Stage(stage)]
+        if err == _errno.EPERM and hint:
+            doing += f" ({hint})"
+        return OSError(err, f"{os.strerror(err)}: {doing}")
     what = getattr(error, "portclone_map", "maps")
     hint = ("the parent needs privilege over the ids it maps; unprivileged, only its own "
             "uid and gid")
@@ -226,6 +233,21 @@ def translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_si
     elif err == _errno.ENOENT and not os.path.isdir("/proc/self"):
         hint = f"/proc is not mounted: the maps are written to /proc/<pid>/{what}"
     return OSError(err, f"{os.strerror(err)}: writing the child's {what} ({hint})")
+
+
+_PRIVILEGE = ("it needs CAP_SYS_ADMIN over the namespace's owning user namespace: run as "
+              "root, or create a user namespace with it (map_root=True)")
+#: The child's setup steps (portclone._setup): what failed, and a hint for EPERM.
+_SETUP_STEPS: Dict[Stage, tuple[str, str]] = {
+    Stage.HOSTNAME: ("sethostname in the child", _PRIVILEGE),
+    Stage.JOIN: ("entering a namespace of join= in the child (setns)",
+                 "it needs CAP_SYS_ADMIN over the namespace joined and in the child's own "
+                 "user namespace; a child in a new user namespace has none over the caller's"),
+    Stage.TIME: ("creating the child's time namespace and writing its offsets "
+                 "(/proc/self/timens_offsets)", _PRIVILEGE),
+    Stage.MOUNT_PROC: ("mounting /proc in the child (mount_proc=)", _PRIVILEGE),
+    Stage.PDEATHSIG: ("prctl(PR_SET_PDEATHSIG) in the child", ""),
+}
 
 
 def not_now(error: OSError, doing: str) -> OSError:

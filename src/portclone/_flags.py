@@ -18,8 +18,8 @@ import signal
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterator, Optional, Tuple
 
-__all__ = ["BACKENDS", "CONDITIONS", "CSIGNAL", "RULES", "SIGCHLD", "TABLE", "CloneFlags", "FlagInfo", "Rule",
-           "describe"]
+__all__ = ["BACKENDS", "CONDITIONS", "CSIGNAL", "NS_FLAGS", "OPTION", "OPTIONS", "RULES", "SIGCHLD",
+           "TABLE", "CloneFlags", "FlagInfo", "OptionInfo", "Rule", "describe"]
 
 #: The low byte of legacy clone's flags word: the exit signal, not a flag.
 CSIGNAL = 0xFF
@@ -297,8 +297,9 @@ CONDITIONS = {
     "stdio": "stdin, stdout or stderr redirected (spawn)",
     "pass_fds": "pass_fds= given",
     "close_fds": "close_fds=True",
-    "maps": "uid_map, gid_map or map_root given",
+    "maps": "uid_map, gid_map, map_root or setgroups given",
     "hostname": "hostname= given",
+    "clone_setup": "clone() with an option that sets the child up (maps, hostname, join...)",
 }
 
 
@@ -396,8 +397,71 @@ RULES: Tuple[Rule, ...] = (
          when=("cwd",), source=_PORTCLONE),
     Rule(CloneFlags.CLONE_VFORK, "with uid_map/gid_map the parent writes the maps while the child "
          "waits, which a vfork-suspended parent cannot do", when=("maps",), source=_PORTCLONE),
-    Rule(_NONE, "a user namespace's maps need CLONE_NEWUSER", missing=CloneFlags.CLONE_NEWUSER,
-         when=("maps",), field="uid_map/gid_map", source=_PORTCLONE),
-    Rule(_NONE, "setting the child's hostname needs CLONE_NEWUTS (or it is the host's)",
-         missing=CloneFlags.CLONE_NEWUTS, when=("hostname",), field="hostname", source=_PORTCLONE),
+    Rule(CloneFlags.CLONE_FILES, "the child shares the parent's fd table, where the pipes that "
+         "carry its setup's report would be closed under the parent", when=("clone_setup",),
+         source=_PORTCLONE),
 )
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """What portclone knows about one option of clone() and spawn() that sets the child up.
+
+    ``implies``: the flags the option adds to the request (a hostname needs a new UTS
+    namespace...).  ``linux``, ``netbsd`` and ``fork`` are ``None`` where that backend
+    honours the option, else the reason it refuses it.
+    """
+
+    name: str
+    implies: CloneFlags
+    meaning: str
+    since: str  # first Linux version with what it needs
+    linux: Optional[str]
+    netbsd: Optional[str]
+    fork: Optional[str]
+
+    def reason(self, backend: str) -> Optional[str]:
+        """None if ``backend`` honours the option, else why not."""
+        value: Optional[str] = getattr(self, backend)
+        return value
+
+
+def _needs_ns(what: str) -> Tuple[str, str]:
+    return (f"NetBSD has no {what} namespaces", f"os.fork cannot create {what} namespaces"
+            + _FORK_NEEDS)
+
+
+_USER = _needs_ns("user")
+OPTIONS: Tuple[OptionInfo, ...] = (
+    OptionInfo("uid_map", CloneFlags.CLONE_NEWUSER, "the child's uid map, written by the parent "
+               "before the child runs", "3.8", YES, *_USER),
+    OptionInfo("gid_map", CloneFlags.CLONE_NEWUSER, "the child's gid map, written by the parent "
+               "before the child runs", "3.8", YES, *_USER),
+    OptionInfo("map_root", CloneFlags.CLONE_NEWUSER, "maps the caller's uid and gid to root in "
+               "the child", "3.8", YES, *_USER),
+    OptionInfo("setgroups", CloneFlags.CLONE_NEWUSER, '"deny" or "allow" in the child\'s '
+               '/proc/PID/setgroups ("deny" by default whenever a gid map is written)', "3.19",
+               YES, *_USER),
+    OptionInfo("hostname", CloneFlags.CLONE_NEWUTS, "the child's hostname, in a new UTS "
+               "namespace", "2.6.19", YES, *_needs_ns("UTS")),
+    OptionInfo("time_offsets", CloneFlags.CLONE_NEWTIME, "CLOCK_MONOTONIC and CLOCK_BOOTTIME "
+               "offsets of a new time namespace, set before the child enters it", "5.6", YES,
+               *_needs_ns("time")),
+    OptionInfo("mount_proc", CloneFlags.CLONE_NEWNS, "a fresh /proc in a new mount namespace, "
+               "every mount made private first", "2.4.19", YES, *_needs_ns("mount")),
+    OptionInfo("join", _NONE, "enters existing namespaces (setns) before the child runs", "3.8",
+               YES, "NetBSD has no namespaces to join",
+               "os.fork cannot enter namespaces" + _FORK_NEEDS),
+    OptionInfo("pdeathsig", _NONE, "the signal the child gets when its parent thread ends "
+               "(PR_SET_PDEATHSIG)", "2.1.57", YES,
+               "NetBSD has no parent-death signal (no prctl(PR_SET_PDEATHSIG))",
+               "os.fork cannot set a parent-death signal" + _FORK_NEEDS),
+)
+OPTION: Dict[str, OptionInfo] = {o.name: o for o in OPTIONS}
+
+#: The flag of each namespace, by its name under /proc/self/ns (join=).
+NS_FLAGS: Dict[str, CloneFlags] = {}
+for _info in TABLE:
+    if _info.ns and _info.ns not in NS_FLAGS:
+        NS_FLAGS[_info.ns] = _info.flag
+del _info

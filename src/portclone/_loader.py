@@ -18,7 +18,7 @@ __all__ = ["NATIVE_ABI", "native_status", "thread_count", "threaded_warning"]
 
 #: The ABI of portclone._native this Python code was written for (PORTCLONE_NATIVE_ABI in
 #: _native.h); a stale build is refused.
-NATIVE_ABI = 6
+NATIVE_ABI = 7
 
 _native: Any = None
 _native_error: Optional[str] = None

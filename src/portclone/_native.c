@@ -645,19 +645,91 @@ make_child(int mode, const struct pc_request *rq, struct outcome *out)
     out->pidfd = out->pid > 0 ? pidfd : -1;
 }
 
+/* In a new clone() child with a setup: set itself up (_setup.c), report, and go on to
+ * Python only if all went well.  C only, every signal blocked. */
+static void
+child_setup(struct pc_setup *s)
+{
+    int stage = 0;
+    close(s->errpipe[0]);
+    if (pc_setup_child(s, &stage) != 0) {
+        pc_report(s->errpipe[1], stage, errno);
+        _exit(127);
+    }
+    pc_report(s->errpipe[1], 0, 0);
+    close(s->errpipe[1]);
+    if (s->syncpipe[0] >= 0)
+        close(s->syncpipe[0]);
+}
+
+/* What the parent learns of a clone() child's setup. */
+struct setup_outcome {
+    const char *map_what; /* the maps' file whose writing failed, with err */
+    int reported;         /* the child reported: stage, err (0: the setup is done) */
+    int stage;
+    int err;
+};
+
+/* In the parent, after the clone, no GIL, every signal blocked: write the maps while the
+ * child waits, then read its report.  With CLONE_VFORK the child has exited by now and
+ * its report is in the pipe; otherwise it comes before the caller's function runs. */
+static void
+await_setup(struct pc_setup *s, pid_t pid, int vfork, struct setup_outcome *o)
+{
+    struct pc_report r;
+    ssize_t n;
+
+    memset(o, 0, sizeof *o);
+    close(s->errpipe[1]);
+    s->errpipe[1] = -1;
+    if (s->have_maps)
+        pc_setup_parent(s, pid, &o->map_what, &o->err);
+    if (vfork) {
+        int fl = fcntl(s->errpipe[0], F_GETFL);
+        if (fl >= 0)
+            (void)fcntl(s->errpipe[0], F_SETFL, fl | O_NONBLOCK);
+    }
+    do
+        n = read(s->errpipe[0], &r, sizeof r);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof r && o->map_what == NULL) {
+        o->reported = 1;
+        o->stage = r.stage;
+        o->err = r.err;
+    }
+}
+
+/* The child's setup failed: it has exited (or exits now); reap it unless it is the
+ * caller's parent's (CLONE_PARENT), and raise where and why. */
+static PyObject *
+setup_failed(const struct setup_outcome *o, const struct outcome *out, unsigned long long flags)
+{
+    static const char *const attrs[] = {"portclone_stage", "portclone_syscall", "portclone_map",
+                                        NULL};
+    if (!(flags & PC_CLONE_PARENT))
+        pc_reap(out->pid);
+    if (out->pidfd >= 0)
+        close(out->pidfd);
+    return pc_raise_oserror(o->err, NULL, attrs, "(iiz)",
+                            o->map_what != NULL ? PC_STAGE_MAPS : o->stage, out->used,
+                            o->map_what);
+}
+
 static PyObject *
 native_clone(PyObject *module, PyObject *args)
 {
     static const char *const error_attrs[] = {"portclone_syscall", "portclone_clone3_errno", NULL};
     int mode;
-    PyObject *child, *runner, *set_tid;
+    PyObject *child, *runner, *set_tid, *setup_arg = Py_None, *result = NULL;
     struct pc_request rq;
+    struct pc_setup setup;
     struct outcome out;
+    struct setup_outcome so;
     sigset_t all, caller;
 
     memset(&rq, 0, sizeof rq);
-    if (!PyArg_ParseTuple(args, "OOiKiiOp:clone", &child, &runner, &mode, &rq.flags,
-                          &rq.exit_signal, &rq.cgroup_fd, &set_tid, &rq.legacy_ok))
+    if (!PyArg_ParseTuple(args, "OOiKiiOp|O:clone", &child, &runner, &mode, &rq.flags,
+                          &rq.exit_signal, &rq.cgroup_fd, &set_tid, &rq.legacy_ok, &setup_arg))
         return NULL;
     if (!PyCallable_Check(runner)) {
         PyErr_SetString(PyExc_TypeError, "runner must be callable");
@@ -675,29 +747,61 @@ native_clone(PyObject *module, PyObject *args)
                         "CLONE_SIGHAND, CLONE_THREAD or CLONE_SETTLS");
         return NULL;
     }
-    if (pc_check_request(&rq, set_tid) < 0)
+    if (pc_check_request(&rq, set_tid) < 0 || pc_setup_parse(&setup, setup_arg) < 0)
+        return NULL;
+    if (setup.present && (rq.flags & PC_CLONE_FILES)) { /* the pipes would be shared */
+        PyErr_SetString(PyExc_ValueError, "a child's setup cannot be done with CLONE_FILES");
+        return NULL;
+    }
+    if (setup.have_maps && (rq.flags & PC_CLONE_VFORK)) {
+        PyErr_SetString(PyExc_ValueError, "uid/gid maps cannot be written with CLONE_VFORK");
+        return NULL;
+    }
+    setup.own_mm = 1;
+    if (setup.present && pc_setup_open(&setup, 1) < 0)
         return NULL;
     if (mode != MODE_FORK)
         get_tid_offset(); /* may start a thread: must happen before the fork hooks */
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &caller);
+    if (pc_setup_enter_pid(&setup) != 0) {
+        static const char *const attrs[] = {"portclone_stage", NULL};
+        int err = errno;
+        pthread_sigmask(SIG_SETMASK, &caller, NULL);
+        pc_setup_close(&setup);
+        return pc_raise_oserror(err, NULL, attrs, "(i)", PC_STAGE_JOIN);
+    }
     PyOS_BeforeFork();
     make_child(mode, &rq, &out);
+    if (out.pid != 0 && pc_setup_leave_pid(&setup) != 0)
+        Py_FatalError("portclone: setns back to the caller's own PID namespace failed");
     if (out.pid == 0) {
+        if (setup.present)
+            child_setup(&setup);
         pc_caller_mask = caller;
         PyOS_AfterFork_Child();
         pc_child_main(runner);
     }
     PyOS_AfterFork_Parent();
+    if (out.pid > 0 && setup.present) {
+        Py_BEGIN_ALLOW_THREADS
+        await_setup(&setup, out.pid, (rq.flags & PC_CLONE_VFORK) != 0, &so);
+        Py_END_ALLOW_THREADS
+        if (so.map_what != NULL || (so.reported && so.err != 0)) {
+            setup_failed(&so, &out, rq.flags);
+            out.pid = 0; /* the exception is set */
+        }
+    }
     if (out.pid > 0 && pc_adopt(child, out.pid, out.pidfd, out.used) < 0)
         out.pid = 0; /* the exception is set */
     pthread_sigmask(SIG_SETMASK, &caller, NULL);
-    if (out.pid == 0)
-        return NULL;
+    pc_setup_close(&setup);
     if (out.pid < 0) /* which call failed, and what clone3 said before we fell back */
-        return pc_raise_oserror(out.err, NULL, error_attrs, "(ii)", out.used, out.clone3_err);
-    Py_RETURN_NONE;
+        result = pc_raise_oserror(out.err, NULL, error_attrs, "(ii)", out.used, out.clone3_err);
+    else if (out.pid > 0)
+        result = (Py_INCREF(Py_None), Py_None);
+    return result;
 }
 
 /* clone3(NULL, 0): EINVAL when clone3 exists (the size is too small), ENOSYS
@@ -880,6 +984,10 @@ static const struct {
     {"STAGE_CHDIR", PC_STAGE_CHDIR},
     {"STAGE_FDS", PC_STAGE_FDS},
     {"STAGE_HOSTNAME", PC_STAGE_HOSTNAME},
+    {"STAGE_JOIN", PC_STAGE_JOIN},
+    {"STAGE_TIME", PC_STAGE_TIME},
+    {"STAGE_MOUNT_PROC", PC_STAGE_MOUNT_PROC},
+    {"STAGE_PDEATHSIG", PC_STAGE_PDEATHSIG},
     {"STAGE_MAPS", PC_STAGE_MAPS},
 };
 

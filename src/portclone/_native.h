@@ -43,7 +43,7 @@
 
 /* Bumped whenever the Python side and the C must change together;
  * portclone/_loader.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 6
+#define PORTCLONE_NATIVE_ABI 7
 
 /* PC_CLONE_*, PC_CSIGNAL, PC_STAGE_*: generated from the Python side (_constants.h). */
 #include "_constants.h"
@@ -91,6 +91,48 @@ extern int pc_clone3_enosys;
 extern long tid_offset;
 long get_tid_offset(void);
 #endif
+
+/* ---- _setup.c: the child's setup, for clone() and spawn() ------------------ */
+
+#define PC_MAX_JOIN 8 /* one per namespace type */
+
+struct pc_setup {
+    int present; /* 0: no setup (setup=None) */
+    const char *uid_map, *gid_map, *setgroups; /* what the parent writes; NULL: nothing */
+    size_t uid_len, gid_len, setgroups_len;
+    int have_maps; /* the child waits for them (syncpipe) */
+    const char *hostname;
+    size_t hostname_len;
+    const char *time_offsets; /* /proc/self/timens_offsets text; NULL: no time namespace */
+    size_t time_len;
+    const char *mount_proc; /* where to mount /proc; NULL: nowhere */
+    int join_fd[PC_MAX_JOIN], join_type[PC_MAX_JOIN], njoin; /* setns(fd, type) in order */
+    int pdeathsig; /* 0: none */
+    int parent_pidfd; /* for the pdeathsig race check; -1: compare getppid() to parent_pid */
+    pid_t parent_pid; /* 0: no check possible */
+    int pid_ns; /* the PID namespace to create the child in (setns in the parent); -1 */
+    int pid_restore; /* the calling thread's own namespace for children, restored after */
+    int own_mm; /* the child has its own memory (clone()): it enters a time namespace at once */
+    int shared_fds; /* CLONE_FILES: the child must close none of the pipes */
+    int syncpipe[2]; /* the parent's go-ahead once the maps are written */
+    int errpipe[2]; /* the child's report */
+};
+
+/* What a child writes to its error pipe: where it failed (PC_STAGE_*) and errno;
+ * err 0 says that the setup is done (clone() children, which do not exec). */
+struct pc_report {
+    int stage;
+    int err;
+};
+
+int pc_setup_parse(struct pc_setup *s, PyObject *setup);
+int pc_setup_open(struct pc_setup *s, int report);
+void pc_setup_close(struct pc_setup *s);
+int pc_setup_child(const struct pc_setup *s, int *stage);
+void pc_setup_parent(struct pc_setup *s, pid_t pid, const char **what, int *err);
+void pc_report(int fd, int stage, int err);
+int pc_setup_enter_pid(const struct pc_setup *s);
+int pc_setup_leave_pid(const struct pc_setup *s);
 
 /* ---- _native.c and _spawn.c ------------------------------------------------ */
 

@@ -11,14 +11,14 @@ import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
-from typing import IO, Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._child import Child, FdGroup, close_fds, hold_signals
 from ._flags import CloneFlags
-from ._validate import IdMap, check_options, parse_id_map
+from ._setup import NO_OPTIONS, ChildSetup, Options
+from ._validate import check_options
 
-__all__ = ["DEVNULL", "PIPE", "STDOUT", "IdMaps", "SpawnPlan", "StdArg", "StrOrBytesPath",
-           "prepare"]
+__all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnPlan", "StdArg", "StrOrBytesPath", "prepare"]
 
 #: Same values as subprocess's, so either module's constants work.
 PIPE = subprocess.PIPE
@@ -27,15 +27,6 @@ STDOUT = subprocess.STDOUT
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 StdArg = Union[None, int, IO[Any]]
-
-
-class IdMaps(NamedTuple):
-    """What the parent writes for a child in a new user namespace, as /proc text."""
-
-    uid_map: Optional[bytes]
-    gid_map: Optional[bytes]
-    #: write "deny" to /proc/PID/setgroups first (an unprivileged gid_map needs it)
-    deny_setgroups: bool
 
 
 @dataclass
@@ -51,9 +42,9 @@ class SpawnPlan:
     fds: Tuple[int, int, int]  # what becomes 0, 1, 2 in the child; -1: inherited
     keep: Tuple[int, ...]  # pass_fds, sorted
     close_fds: bool
-    maps: Optional[IdMaps]
-    hostname: Optional[bytes]
     restore_signals: bool
+    #: namespaces, maps, hostname...: what the child does to itself first (portclone._setup)
+    setup: ChildSetup = field(default_factory=lambda: ChildSetup(NO_OPTIONS))
     #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
     parent_ends: List[Tuple[int, int]] = field(default_factory=list)
     #: fds we opened for the child (its pipe ends, /dev/null): closed once it runs
@@ -62,7 +53,7 @@ class SpawnPlan:
     def __del__(self) -> None:
         # a handler that raised again while a failure was cleaned up left fds here; a
         # finalizer's exception is only reported, so close all the same
-        while self.child_ends or self.parent_ends:
+        while self.child_ends or self.parent_ends or self.setup.fds:
             try:
                 self.close_all()
             except BaseException:
@@ -75,6 +66,7 @@ class SpawnPlan:
             self.child_ends.extend(fd for _, fd in self.parent_ends)
             self.parent_ends.clear()
             close_fds(self.child_ends)
+            self.setup.close()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
@@ -83,6 +75,7 @@ class SpawnPlan:
         Signals are held meanwhile, so every fd is either closed, owned by ``child``, or
         still the plan's (for close_all) whatever a handler raises."""
         close_fds(self.child_ends)
+        self.setup.close()
         mask = hold_signals()
         try:
             while self.parent_ends:
@@ -163,8 +156,7 @@ def _checked_fd(value: object, what: str) -> int:
 def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPath],
             env: Optional[Mapping[Any, Any]], cwd: Optional[StrOrBytesPath],
             pass_fds: Sequence[int], stdin: StdArg, stdout: StdArg, stderr: StdArg,
-            close_fds: bool, uid_map: IdMap, gid_map: IdMap, map_root: bool,
-            hostname: Optional[str], flags: int, backend: str,
+            close_fds: bool, options: Options, flags: int, backend: str,
             restore_signals: bool = True) -> SpawnPlan:
     """Check everything and build the plan; fds are opened last, and only on success."""
     if isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence):
@@ -180,35 +172,20 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
     keep = tuple(sorted({_checked_fd(fd, 'pass_fds') for fd in pass_fds}))
     fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
 
-    if map_root:
-        if uid_map is not None or gid_map is not None:
-            raise ValueError("map_root=True writes the maps itself: leave uid_map/gid_map out")
-        uid_map = [(0, os.geteuid(), 1)]
-        gid_map = [(0, os.getegid(), 1)]
-    uid = parse_id_map(uid_map, "uid_map")
-    gid = parse_id_map(gid_map, "gid_map")
-    maps = IdMaps(uid, gid, os.geteuid() != 0) if uid is not None or gid is not None else None
-    host = None
-    if hostname is not None:
-        if not isinstance(hostname, str):
-            raise TypeError("hostname must be a str")
-        host = _fsencode(hostname, "hostname")
-        if not 0 < len(host) <= 64:
-            raise ValueError("hostname must be 1 to 64 bytes")
-
-    present = {name for name, given in (
-        ("cwd", workdir is not None), ("maps", maps is not None), ("hostname", host is not None),
-        ("pass_fds", bool(keep)), ("close_fds", close_fds),
+    present = set(options.conditions())
+    present.update(name for name, given in (
+        ("cwd", workdir is not None), ("pass_fds", bool(keep)), ("close_fds", close_fds),
         ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
-    ) if given}
+    ) if given)
     check_options(flags, frozenset(present), backend)
 
     if flags & CloneFlags.CLONE_SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone
-    plan = SpawnPlan(args, paths, name, envp, env_dict, workdir, fds, keep, close_fds, maps, host,
-                     restore_signals)
-    # Now the fds: pipes and /dev/null, closed again on any failure.
+    plan = SpawnPlan(args, paths, name, envp, env_dict, workdir, fds, keep, close_fds,
+                     restore_signals, ChildSetup(options))
+    # Now the fds: the setup's, pipes and /dev/null, closed again on any failure.
     try:
+        plan.setup.open(flags)
         resolved = list(fds)
         for index, value in enumerate((stdin, stdout, stderr)):
             if value == PIPE:

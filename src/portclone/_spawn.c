@@ -41,8 +41,7 @@ struct spawn_child {
     char **argv;
     char **envp; /* NULL: the parent's environ */
     const char *cwd;
-    const char *hostname;
-    size_t hostname_len;
+    const struct pc_setup *setup; /* namespaces, hostname...: _setup.c */
     int fds[3]; /* what becomes 0, 1, 2; -1: inherited */
     int *keep; /* pass_fds, sorted */
     int nkeep;
@@ -51,26 +50,13 @@ struct spawn_child {
     int restore_signals; /* SIGPIPE, SIGXFSZ back to SIG_DFL (Python ignores them) */
     int setup_fds; /* 0 with CLONE_FILES: the table is the parent's */
     int errpipe; /* write end, close-on-exec */
-    int syncpipe; /* read end, -1 when nothing must be waited for */
-    int syncpipe_w; /* its write end: the child closes its copy, or it never sees EOF */
     sigset_t mask; /* the parent's signal mask, restored just before execve */
-};
-
-/* What the child writes to the error pipe when it fails. */
-struct spawn_report {
-    int stage; /* PC_STAGE_* */
-    int err;
 };
 
 static void
 child_fail(const struct spawn_child *c, int stage, int err)
 {
-    struct spawn_report r;
-    r.stage = stage;
-    r.err = err;
-    if (write(c->errpipe, &r, sizeof r) < 0) {
-        /* nothing more to do: the parent sees EOF without a report */
-    }
+    pc_report(c->errpipe, stage, err);
     _exit(127);
 }
 
@@ -147,20 +133,15 @@ spawn_child_main(void *arg)
 {
     const struct spawn_child *c = arg;
     int src[3];
-    int err, saw_eacces = 0;
+    int err, stage, saw_eacces = 0;
 
     /* First, before any call that can fail: this child shares the parent's memory and
      * thread pointer, so libc's errno is the parent thread's.  With maps the parent is
-     * not suspended (no CLONE_VFORK): it writes them while we wait here, and reads errno
-     * when a write fails.  A failing call here (the handler loop below meets EINVAL)
-     * would overwrite it, and the parent would report the wrong error.
-     * close() of our own fd and a blocking read with every signal blocked do not fail. */
-    if (c->syncpipe >= 0) {
-        char go;
-        close(c->syncpipe_w);
-        if (read(c->syncpipe, &go, 1) != 1)
-            _exit(127); /* the parent gave up (its error is reported there) */
-    }
+     * not suspended (no CLONE_VFORK): it writes them while the setup waits for them, and
+     * reads errno when a write fails.  A failing call before that wait would overwrite
+     * it, and the parent would report the wrong error. */
+    if (c->setup->present && pc_setup_child(c->setup, &stage) != 0)
+        child_fail(c, stage, errno);
     if (c->reset_handlers) {
         struct sigaction dfl;
         memset(&dfl, 0, sizeof dfl);
@@ -181,8 +162,6 @@ spawn_child_main(void *arg)
 #endif
         }
     }
-    if (c->hostname != NULL && sethostname(c->hostname, c->hostname_len) != 0)
-        child_fail(c, PC_STAGE_HOSTNAME, errno);
 
     if (c->setup_fds) {
         for (int i = 0; i < 3; i++)
@@ -302,12 +281,9 @@ struct spawn_call {
     int mode;         /* MODE_CLONE3 or MODE_LEGACY */
     struct pc_request rq;
     struct spawn_child c; /* what the child reads */
-    char *uid_map, *gid_map; /* the parent writes them; NULL: not written */
-    Py_ssize_t uid_len, gid_len;
-    int deny_setgroups;
-    int have_maps;
+    struct pc_setup setup; /* its setup, with the maps' handshake */
     void *stack; /* the child's, MAP_FAILED until mapped */
-    int errpipe[2], syncpipe[2];
+    int errpipe[2];
 };
 
 /* What became of it. */
@@ -325,7 +301,7 @@ struct spawn_outcome {
 
 static char *spawn_keywords[] = {
     "", "mode", "flags", "exit_signal", "cgroup_fd", "set_tid", "legacy_ok", "paths", "argv",
-    "envp", "cwd", "fds", "keep", "close_fds", "maps", "hostname", "restore_signals", NULL,
+    "envp", "cwd", "fds", "keep", "close_fds", "setup", "restore_signals", NULL,
 };
 
 static void
@@ -333,8 +309,9 @@ spawn_init(struct spawn_call *s, struct spawn_outcome *o)
 {
     memset(s, 0, sizeof *s);
     s->stack = MAP_FAILED;
-    s->errpipe[0] = s->errpipe[1] = s->syncpipe[0] = s->syncpipe[1] = -1;
-    s->c.syncpipe = s->c.syncpipe_w = -1;
+    s->errpipe[0] = s->errpipe[1] = -1;
+    s->c.setup = &s->setup;
+    (void)pc_setup_parse(&s->setup, Py_None); /* nothing to set up, no pipes */
     memset(o, 0, sizeof *o);
     o->pid = -1;
     o->pidfd = -1;
@@ -368,40 +345,10 @@ parse_keep(struct spawn_child *c, PyObject *keep)
     return 0;
 }
 
-/* maps: None or (uid_map bytes or None, gid_map bytes or None, deny_setgroups). */
+/* cwd: None or bytes, read by the child where it is. */
 static int
-parse_maps(struct spawn_call *s, PyObject *maps)
+parse_cwd(struct spawn_child *c, PyObject *cwd)
 {
-    PyObject *uid, *gid;
-
-    if (maps == Py_None)
-        return 0;
-    if (!PyTuple_Check(maps)) { /* PyArg_ParseTuple would raise SystemError */
-        PyErr_SetString(PyExc_TypeError, "maps must be a tuple or None");
-        return -1;
-    }
-    if (!PyArg_ParseTuple(maps, "OOp", &uid, &gid, &s->deny_setgroups))
-        return -1;
-    if (uid != Py_None && PyBytes_AsStringAndSize(uid, &s->uid_map, &s->uid_len) < 0)
-        return -1;
-    if (gid != Py_None && PyBytes_AsStringAndSize(gid, &s->gid_map, &s->gid_len) < 0)
-        return -1;
-    s->have_maps = s->uid_map != NULL || s->gid_map != NULL;
-    return 0;
-}
-
-/* cwd and hostname: None or bytes, read by the child where they are. */
-static int
-parse_places(struct spawn_child *c, PyObject *cwd, PyObject *hostname)
-{
-    if (hostname != Py_None) {
-        char *h;
-        Py_ssize_t len;
-        if (PyBytes_AsStringAndSize(hostname, &h, &len) < 0)
-            return -1;
-        c->hostname = h;
-        c->hostname_len = (size_t)len;
-    }
     if (cwd != Py_None) {
         c->cwd = PyBytes_AsString(cwd);
         if (c->cwd == NULL)
@@ -426,12 +373,12 @@ spawn_restate_policy(const struct spawn_call *s)
 
     if (flags & PC_CLONE_THREAD) /* the exec, or the failed child's _exit (exit_group) */
         broken = "spawn starts a process, not a thread: no CLONE_THREAD";
-    else if (s->c.hostname != NULL && !(flags & PC_CLONE_NEWUTS))
+    else if (s->setup.hostname != NULL && !(flags & PC_CLONE_NEWUTS))
         broken = "a hostname needs CLONE_NEWUTS: it would be the host's";
     else if (s->c.cwd != NULL && (flags & PC_CLONE_FS))
         broken = "cwd with CLONE_FS would move the parent too";
-    else if (s->have_maps && (flags & PC_CLONE_VFORK)) /* the child waits for its maps */
-        broken = "uid/gid maps cannot be written with CLONE_VFORK";
+    else if (s->setup.have_maps && (flags & (PC_CLONE_VFORK | PC_CLONE_FILES))) /* the handshake */
+        broken = "uid/gid maps cannot be written with CLONE_VFORK or CLONE_FILES";
     if (broken == NULL)
         return 0;
     PyErr_SetString(PyExc_ValueError, broken);
@@ -442,13 +389,13 @@ spawn_restate_policy(const struct spawn_call *s)
 static int
 spawn_parse(struct spawn_call *s, PyObject *args, PyObject *kwargs)
 {
-    PyObject *set_tid, *paths, *argv, *envp, *cwd, *keep, *maps, *hostname;
+    PyObject *set_tid, *paths, *argv, *envp, *cwd, *keep, *setup;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O$iKiiOpOOOO(iii)OpOOp:spawn", spawn_keywords, &s->holder, &s->mode,
+            args, kwargs, "O$iKiiOpOOOO(iii)OpOp:spawn", spawn_keywords, &s->holder, &s->mode,
             &s->rq.flags, &s->rq.exit_signal, &s->rq.cgroup_fd, &set_tid, &s->rq.legacy_ok,
             &paths, &argv, &envp, &cwd, &s->c.fds[0], &s->c.fds[1], &s->c.fds[2], &keep,
-            &s->c.close_fds, &maps, &hostname, &s->c.restore_signals))
+            &s->c.close_fds, &setup, &s->c.restore_signals))
         return -1;
     if (s->mode != MODE_CLONE3 && s->mode != MODE_LEGACY) {
         PyErr_Format(PyExc_ValueError, "spawn's mode is MODE_CLONE3 or MODE_LEGACY, not %d",
@@ -456,7 +403,7 @@ spawn_parse(struct spawn_call *s, PyObject *args, PyObject *kwargs)
         return -1;
     }
     if (pc_check_request(&s->rq, set_tid) < 0 || parse_keep(&s->c, keep) < 0 ||
-        parse_maps(s, maps) < 0 || parse_places(&s->c, cwd, hostname) < 0 ||
+        pc_setup_parse(&s->setup, setup) < 0 || parse_cwd(&s->c, cwd) < 0 ||
         to_strings(paths, &s->c.paths) < 0 || to_strings(argv, &s->c.argv) < 0 ||
         to_strings(envp, &s->c.envp) < 0)
         return -1;
@@ -483,16 +430,13 @@ spawn_prepare(struct spawn_call *s)
                          NULL, NULL);
         return -1;
     }
-    if (pipe2(s->errpipe, O_CLOEXEC) != 0 ||
-        (s->have_maps && pipe2(s->syncpipe, O_CLOEXEC) != 0)) {
+    if (pipe2(s->errpipe, O_CLOEXEC) != 0) {
         pc_raise_oserror(errno, "creating portclone's internal pipe for spawn (before the clone)",
                          NULL, NULL);
         return -1;
     }
     s->c.errpipe = s->errpipe[1];
-    s->c.syncpipe = s->syncpipe[0];
-    s->c.syncpipe_w = s->syncpipe[1];
-    return 0;
+    return s->setup.have_maps ? pc_setup_open(&s->setup, 0) : 0;
 }
 
 /* clone3 with the child on its stack; ENOSYS where it cannot be used: the kernel
@@ -549,50 +493,6 @@ spawn_launch(struct spawn_call *s, struct spawn_outcome *o)
         spawn_libc_clone(s, o);
 }
 
-#if defined(__linux__)
-/* Write one of the child's /proc files (uid_map, gid_map, setgroups). */
-static int
-write_proc(pid_t pid, const char *name, const char *data, size_t len)
-{
-    char path[64];
-    int fd;
-    ssize_t n;
-    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
-    fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    n = write(fd, data, len);
-    if (n != (ssize_t)len) {
-        int e = n < 0 ? errno : EIO; /* a short write sets no errno */
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return close(fd);
-}
-#endif
-
-/* The child's uid_map, setgroups and gid_map, then the byte that lets it go on;
- * the first failure ends it (map_what, map_err). */
-static void
-spawn_write_maps(const struct spawn_call *s, struct spawn_outcome *o)
-{
-#if defined(__linux__)
-    if (s->uid_map != NULL && write_proc(o->pid, "uid_map", s->uid_map, (size_t)s->uid_len) != 0)
-        o->map_what = "uid_map";
-    else if (s->gid_map != NULL && s->deny_setgroups &&
-             write_proc(o->pid, "setgroups", "deny", 4) != 0)
-        o->map_what = "setgroups";
-    else if (s->gid_map != NULL &&
-             write_proc(o->pid, "gid_map", s->gid_map, (size_t)s->gid_len) != 0)
-        o->map_what = "gid_map";
-    else if (write(s->syncpipe[1], "g", 1) != 1)
-        o->map_what = "the child's start signal";
-    if (o->map_what != NULL)
-        o->map_err = errno;
-#endif
-}
-
 /* The child's report, until EOF: the exec closed the pipe, or the child is gone
  * (its memory too: exit releases the mm before the files). */
 /*
@@ -611,7 +511,7 @@ spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
             (void)fcntl(s->errpipe[0], F_SETFL, fl | O_NONBLOCK);
     }
     for (;;) {
-        struct spawn_report r;
+        struct pc_report r;
         ssize_t n = read(s->errpipe[0], &r, sizeof r);
         if (n == (ssize_t)sizeof r) {
             o->reported = 1;
@@ -635,13 +535,8 @@ spawn_await(struct spawn_call *s, struct spawn_outcome *o)
 {
     close(s->errpipe[1]);
     s->errpipe[1] = -1;
-    if (s->have_maps) {
-        close(s->syncpipe[0]);
-        s->syncpipe[0] = -1;
-        spawn_write_maps(s, o);
-        close(s->syncpipe[1]); /* without a byte, the child just exits */
-        s->syncpipe[1] = -1;
-    }
+    if (s->setup.have_maps)
+        pc_setup_parent(&s->setup, o->pid, &o->map_what, &o->map_err);
     spawn_read_report(s, o);
     /* with CLONE_PARENT the child is the caller's parent's to reap */
     if ((o->reported || o->map_what != NULL) && !(s->rq.flags & PC_CLONE_PARENT))
@@ -655,7 +550,8 @@ spawn_raise(const struct spawn_outcome *o)
 {
     static const char *const attrs[] = {"portclone_stage", "portclone_syscall", "portclone_map",
                                         NULL};
-    int stage = o->pid < 0 ? PC_STAGE_CLONE : o->map_what != NULL ? PC_STAGE_MAPS : o->stage;
+    int stage = o->pid < 0 ? (o->reported ? o->stage : PC_STAGE_CLONE)
+                : o->map_what != NULL ? PC_STAGE_MAPS : o->stage;
     int err = o->pid < 0 ? o->clone_err : o->map_what != NULL ? o->map_err : o->child_err;
 
     if (o->pidfd >= 0)
@@ -669,9 +565,8 @@ spawn_free(struct spawn_call *s)
     for (int i = 0; i < 2; i++) {
         if (s->errpipe[i] >= 0)
             close(s->errpipe[i]);
-        if (s->syncpipe[i] >= 0)
-            close(s->syncpipe[i]);
     }
+    pc_setup_close(&s->setup);
     if (s->stack != MAP_FAILED)
         munmap(s->stack, PC_SPAWN_STACK);
     free_strings(s->c.paths);
@@ -682,10 +577,10 @@ spawn_free(struct spawn_call *s)
 
 /*
  * spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,
- *       envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals) -> None
+ *       envp, cwd, fds, keep, close_fds, setup, restore_signals) -> None
  * child gets pid, pidfd and syscall (pc_adopt).  paths: candidate executables, argv,
  * envp (None: ours): tuples of bytes; fds: what becomes 0, 1, 2 (-1: inherited);
- * maps: None or (uid_map bytes|None, gid_map bytes|None, deny_setgroups).
+ * setup: None or the child's setup (pc_setup_parse, _setup.c).
  * Raises OSError; .portclone_stage says where it failed (PC_STAGE_CLONE: the clone);
  * an OSError without it comes from the preparation before the clone, and its message
  * says which.
@@ -703,7 +598,16 @@ pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs)
         sigfillset(&all);
         Py_BEGIN_ALLOW_THREADS
         pthread_sigmask(SIG_SETMASK, &all, &s.c.mask);
-        spawn_launch(&s, &o);
+        if (pc_setup_enter_pid(&s.setup) == 0) {
+            spawn_launch(&s, &o);
+            if (pc_setup_leave_pid(&s.setup) != 0)
+                abort(); /* cannot happen: the namespace was ours a moment ago */
+        }
+        else {
+            o.clone_err = errno;
+            o.stage = PC_STAGE_JOIN;
+            o.reported = 1;
+        }
         if (o.pid > 0)
             spawn_await(&s, &o);
         pthread_sigmask(SIG_SETMASK, &s.c.mask, NULL);

@@ -25,6 +25,7 @@ CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 #: a user namespace's uid_map/gid_map: (inside, outside, count) triples, or their text
 IdMap = Union[str, Sequence[Tuple[int, int, int]], None]
 
+_NO_FLAGS = CloneFlags(0)
 MAX_SET_TID = 32  # MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h
 
 
@@ -40,14 +41,19 @@ class Request:
     needs_clone3: bool = False
     #: exactly what fork() does: no flag but CLONE_PIDFD, SIGCHLD, nothing else
     plain_fork: bool = False
+    #: the setup options given (_flags.OPTIONS), and the flags they added
+    options: FrozenSet[str] = frozenset()
+    implied: CloneFlags = _NO_FLAGS
 
     @classmethod
     def make(cls, flags: int, exit_signal: int, cgroup: Optional[CgroupArg] = None,
-             set_tid: Optional[Tuple[int, ...]] = None) -> Request:
+             set_tid: Optional[Tuple[int, ...]] = None, options: FrozenSet[str] = frozenset(),
+             implied: int = 0) -> Request:
         needs_clone3 = bool(flags & CLONE3_ONLY) or set_tid is not None or cgroup is not None
         plain_fork = (not flags & ~CloneFlags.CLONE_PIDFD and exit_signal == SIGCHLD
-                      and not needs_clone3)
-        return cls(CloneFlags(flags), exit_signal, cgroup, set_tid, needs_clone3, plain_fork)
+                      and not needs_clone3 and not options)
+        return cls(CloneFlags(flags), exit_signal, cgroup, set_tid, needs_clone3, plain_fork,
+                   options, CloneFlags(implied))
 
 
 def _as_int(value: object, what: str) -> int:
@@ -139,6 +145,8 @@ def make_request(
     set_tid: object = None,
     backend: str,
     has_feature: Callable[[str], bool] = _lifted,
+    options: FrozenSet[str] = frozenset(),
+    implied: int = 0,
 ) -> Request:
     """Check everything that is true on every backend; raise before any effect.
 
@@ -161,6 +169,8 @@ def make_request(
             CloneFlags(unknown))])
     if cg is not None:
         value |= CloneFlags.CLONE_INTO_CGROUP
+    implied &= ~value  # what the options add beyond what was asked
+    value |= implied
 
     invalid: List[Refusal] = []
     bad_low = int(value & CSIGNAL & ~CloneFlags.CLONE_NEWTIME)
@@ -196,7 +206,7 @@ def make_request(
         raise InvalidFlagsError(backend, invalid)
     if unreadable is not None:
         raise unreadable
-    return Request.make(value, sig, cg, tids)
+    return Request.make(value, sig, cg, tids, options, implied)
 
 
 def broken_rules(flags: int, present: FrozenSet[str] = frozenset(),

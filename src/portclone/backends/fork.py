@@ -33,6 +33,7 @@ from .._validate import Request
 
 if TYPE_CHECKING:
     from .._plan import SpawnPlan
+    from .._setup import ChildSetup
 
 __all__ = ["ForkBackend"]
 
@@ -72,7 +73,10 @@ class ForkBackend(Backend):
         return found
 
     def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+               args: Tuple[Any, ...], kwargs: Dict[str, Any],
+               setup: Optional[ChildSetup] = None) -> Child:
+        if setup is not None and setup.options.names:  # refused by the flag table first
+            raise ValueError(f"the {self.name} backend sets no child up: {setup.options.names}")
         child = Child(0, None, request.flags, request.exit_signal, self.name, "fork", True)
         vfork = bool(request.flags & _VFORK)
         flush_std_streams()
@@ -175,7 +179,7 @@ def _max_fd() -> int:
 
 def _posix_spawn_fits(plan: SpawnPlan) -> bool:
     """os.posix_spawn (flat-cost on glibc and macOS) can do exactly what is asked."""
-    if not hasattr(os, "posix_spawn") or plan.cwd is not None or plan.keep or plan.hostname:
+    if not hasattr(os, "posix_spawn") or plan.cwd is not None or plan.keep:
         return False
     if any(0 <= src < 3 and src != i for i, src in enumerate(plan.fds)):
         return False  # overlapping stdio moves: fork + exec orders them safely

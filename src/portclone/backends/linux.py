@@ -25,6 +25,7 @@ from .._validate import Request
 
 if TYPE_CHECKING:
     from .._plan import SpawnPlan
+    from .._setup import ChildSetup
 
 __all__ = ["LinuxBackend"]
 
@@ -110,18 +111,20 @@ class LinuxBackend(Backend):
 
     # -- launching ---------------------------------------------------------------
     def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+               args: Tuple[Any, ...], kwargs: Dict[str, Any],
+               setup: Optional[ChildSetup] = None) -> Child:
         cgroup = request.cgroup
         if cgroup is None or isinstance(cgroup, int):  # the common case: nothing to open
             return self._launch(request, fn, args, kwargs, -1 if cgroup is None else cgroup,
-                                False)
+                                False, setup)
         with _cgroup_fd(cgroup) as cgroup_fd:
-            return self._launch(request, fn, args, kwargs, cgroup_fd, True)
+            return self._launch(request, fn, args, kwargs, cgroup_fd, True, setup)
 
     def _launch(self, request: Request, fn: Callable[..., object], args: Tuple[Any, ...],
-                kwargs: Dict[str, Any], cgroup_fd: int, own_fd: bool) -> Child:
+                kwargs: Dict[str, Any], cgroup_fd: int, own_fd: bool,
+                setup: Optional[ChildSetup]) -> Child:
         native = self._native
-        flags = int(request.flags)
+        flags = _kernel_flags(request, setup)
         # libc's fork() for plain requests: its malloc/stdio protections make the safest child
         mode = native.MODE_FORK if request.plain_fork else native.MODE_CLONE3
         legacy_ok = bool(native.LEGACY_CLONE_ORDER) and not request.needs_clone3
@@ -139,7 +142,8 @@ class LinuxBackend(Backend):
             flush_std_streams()
             # the child runs runner() and _exits in C; the parent's child is filled in
             native.clone(child, runner, mode, flags | (_PIDFD if _pidfd_available() else 0),
-                         request.exit_signal, cgroup_fd, request.set_tid, legacy_ok)
+                         request.exit_signal, cgroup_fd, request.set_tid, legacy_ok,
+                         setup.native() if setup is not None else None)
         except OSError as e:
             raise self._failure(e, request) from None
         return child
@@ -149,7 +153,8 @@ class LinuxBackend(Backend):
         # CLONE_VM always: the child costs nothing to make; CLONE_VFORK unless the
         # parent has maps to write while the child waits (Go makes the same choice:
         # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
-        flags = int(request.flags) | _VM | (0 if plan.maps else _VFORK)
+        maps = plan.setup.options.maps
+        flags = _kernel_flags(request, plan.setup) | _VM | (0 if maps else _VFORK)
         child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "",
                       not flags & _PARENT)
         if _pidfd_available():
@@ -161,7 +166,7 @@ class LinuxBackend(Backend):
                     cgroup_fd=cgroup_fd, set_tid=request.set_tid,
                     legacy_ok=not request.needs_clone3, paths=plan.paths, argv=plan.argv,
                     envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
-                    close_fds=plan.close_fds, maps=plan.maps, hostname=plan.hostname,
+                    close_fds=plan.close_fds, setup=plan.setup.native(),
                     restore_signals=plan.restore_signals)
             except OSError as e:
                 raise self._failure(e, request, plan) from None
@@ -273,6 +278,16 @@ def _thread_pidfds() -> bool:
         return False
     os.close(fd)
     return True
+
+
+def _kernel_flags(request: Request, setup: Optional[ChildSetup]) -> int:
+    """The flags the clone itself gets: a time namespace with offsets is made by the child
+    (unshare, then the offsets, then it enters it: portclone._setup), not by the clone,
+    which would freeze its offsets at zero."""
+    flags = int(request.flags)
+    if setup is not None and setup.options.time_offsets is not None:
+        flags &= ~int(CloneFlags.CLONE_NEWTIME)
+    return flags
 
 
 def _exit_zero() -> int:

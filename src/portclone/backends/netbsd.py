@@ -42,6 +42,7 @@ from .._validate import Request
 
 if TYPE_CHECKING:
     from .._plan import SpawnPlan
+    from .._setup import ChildSetup
 
 __all__ = ["NetBSDBackend"]
 
@@ -90,7 +91,10 @@ class NetBSDBackend(Backend):
         return found
 
     def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Child:
+               args: Tuple[Any, ...], kwargs: Dict[str, Any],
+               setup: Optional[ChildSetup] = None) -> Child:
+        if setup is not None and setup.options.names:  # refused by the flag table first
+            raise ValueError(f"the {self.name} backend sets no child up: {setup.options.names}")
         child = Child(0, None, request.flags, request.exit_signal, self.name, "clone", True)
         runner = functools.partial(run_child, fn, args, kwargs, self._native.unblock_signals)
         flush_std_streams()
@@ -112,7 +116,7 @@ class NetBSDBackend(Backend):
                 child, mode=native.MODE_LEGACY, flags=flags, exit_signal=request.exit_signal,
                 cgroup_fd=-1, set_tid=None, legacy_ok=True, paths=plan.paths, argv=plan.argv,
                 envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
-                close_fds=plan.close_fds, maps=None, hostname=None,
+                close_fds=plan.close_fds, setup=None,
                 restore_signals=plan.restore_signals)
         except OSError as e:
             raise translate(e, backend=self.name, syscall="clone", flags=flags,

@@ -1,0 +1,324 @@
+/*
+ * The child's setup, shared by clone() (_native.c) and spawn() (_spawn.c): what a
+ * new child does to itself before the caller's function runs or the program execs,
+ * and what the parent does for it meanwhile (its uid/gid maps).
+ *
+ * The child's part runs in C only, async-signal-safe, with every signal blocked and
+ * nothing allocated: spawn's child shares the parent's memory.  Its order is
+ * unshare(1)'s and nsenter(1)'s (util-linux:sys-utils/unshare.c, nsenter.c): wait
+ * for the maps, the parent-death signal, the joined namespaces (user first), a time
+ * namespace with its offsets, the hostname, a fresh /proc.  A failure is reported
+ * to the parent as (stage, errno) through a close-on-exec pipe.
+ */
+#include "_native.h"
+
+#ifdef PC_HAVE_LIBC_CLONE
+
+#include <poll.h>
+#if defined(__linux__)
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#endif
+
+#define PC_MS_PRIVATE_REC (MS_PRIVATE | MS_REC)
+
+/* setup: None or (uid_map, gid_map, setgroups, hostname, time_offsets, mount_proc, join,
+ * pdeathsig, parent_pidfd, parent_pid): bytes or None for the first six, join a tuple of
+ * (fd, CLONE_NEW* type) pairs.  The pointers borrow the tuple's bytes. */
+static int
+setup_bytes(PyObject *value, const char **data, size_t *len)
+{
+    char *p;
+    Py_ssize_t n;
+    if (value == Py_None)
+        return 0;
+    if (PyBytes_AsStringAndSize(value, &p, &n) < 0)
+        return -1;
+    *data = p;
+    *len = (size_t)n;
+    return 0;
+}
+
+static int
+setup_join(struct pc_setup *s, PyObject *join)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(join);
+    if (n > PC_MAX_JOIN) {
+        PyErr_Format(PyExc_ValueError, "at most %d namespaces can be joined", PC_MAX_JOIN);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(join, i);
+        if (!PyTuple_Check(pair) || !PyArg_ParseTuple(pair, "ii", &s->join_fd[i],
+                                                      &s->join_type[i])) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "join entries are (fd, nstype) tuples");
+            return -1;
+        }
+        if (s->join_fd[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "join fds must be open descriptors");
+            return -1;
+        }
+    }
+    s->njoin = (int)n;
+    return 0;
+}
+
+int
+pc_setup_parse(struct pc_setup *s, PyObject *setup)
+{
+    PyObject *uid, *gid, *groups, *host, *offsets, *proc, *join;
+    size_t unused;
+    int parent_pid;
+
+    memset(s, 0, sizeof *s);
+    s->parent_pidfd = s->pid_ns = s->pid_restore = -1;
+    s->syncpipe[0] = s->syncpipe[1] = s->errpipe[0] = s->errpipe[1] = -1;
+    if (setup == Py_None)
+        return 0;
+    if (!PyTuple_Check(setup)) { /* PyArg_ParseTuple would raise SystemError */
+        PyErr_SetString(PyExc_TypeError, "setup must be a tuple or None");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(setup, "OOOOOOO!iiiii:setup", &uid, &gid, &groups, &host,
+                          &offsets, &proc, &PyTuple_Type, &join, &s->pdeathsig,
+                          &s->parent_pidfd, &parent_pid, &s->pid_ns, &s->pid_restore))
+        return -1;
+    if (setup_bytes(uid, &s->uid_map, &s->uid_len) < 0 ||
+        setup_bytes(gid, &s->gid_map, &s->gid_len) < 0 ||
+        setup_bytes(groups, &s->setgroups, &s->setgroups_len) < 0 ||
+        setup_bytes(host, &s->hostname, &s->hostname_len) < 0 ||
+        setup_bytes(offsets, &s->time_offsets, &s->time_len) < 0 ||
+        setup_bytes(proc, &s->mount_proc, &unused) < 0 || setup_join(s, join) < 0)
+        return -1;
+    if (s->pdeathsig < 0 || s->pdeathsig >= NSIG) {
+        PyErr_Format(PyExc_ValueError, "pdeathsig %d is not a signal", s->pdeathsig);
+        return -1;
+    }
+    if ((s->pid_ns < 0) != (s->pid_restore < 0)) {
+        PyErr_SetString(PyExc_ValueError, "joining a PID namespace needs the fd to restore");
+        return -1;
+    }
+    s->parent_pid = (pid_t)parent_pid;
+    s->present = 1;
+    s->have_maps = s->uid_map != NULL || s->gid_map != NULL || s->setgroups != NULL;
+    return 0;
+}
+
+/* The pipes: the report (when ``report``: spawn has its own), the go-ahead when the
+ * parent writes maps. */
+int
+pc_setup_open(struct pc_setup *s, int report)
+{
+    if ((report && pipe2(s->errpipe, O_CLOEXEC) != 0) ||
+        (s->have_maps && pipe2(s->syncpipe, O_CLOEXEC) != 0)) {
+        pc_raise_oserror(errno, "creating portclone's internal pipe (before the clone)",
+                         NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+void
+pc_setup_close(struct pc_setup *s)
+{
+    for (int i = 0; i < 2; i++) {
+        if (s->errpipe[i] >= 0)
+            close(s->errpipe[i]);
+        if (s->syncpipe[i] >= 0)
+            close(s->syncpipe[i]);
+        s->errpipe[i] = s->syncpipe[i] = -1;
+    }
+}
+
+void
+pc_report(int fd, int stage, int err)
+{
+    struct pc_report r;
+    r.stage = stage;
+    r.err = err;
+    if (write(fd, &r, sizeof r) < 0) {
+        /* nothing more to do: the parent sees EOF without a report */
+    }
+}
+
+#if defined(__linux__)
+static int
+write_file(const char *path, const char *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    ssize_t n;
+    if (fd < 0)
+        return -1;
+    n = write(fd, data, len);
+    if (n != (ssize_t)len) {
+        int e = n < 0 ? errno : EIO; /* a short write sets no errno */
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return close(fd);
+}
+
+/* The parent-death signal, and the race it has: a parent that died before the prctl
+ * sends nothing, so the child checks and signals itself (the parent's pidfd where
+ * there is one: its pid is not visible from a new PID namespace). */
+static int
+setup_pdeathsig(const struct pc_setup *s)
+{
+    int gone = 0;
+    if (prctl(PR_SET_PDEATHSIG, (unsigned long)s->pdeathsig, 0UL, 0UL, 0UL) != 0)
+        return -1;
+    if (s->parent_pidfd >= 0) {
+        struct pollfd p;
+        p.fd = s->parent_pidfd;
+        p.events = POLLIN;
+        p.revents = 0;
+        gone = poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP));
+    }
+    else if (s->parent_pid > 0) {
+        gone = getppid() != s->parent_pid;
+    }
+    if (gone)
+        kill(getpid(), s->pdeathsig); /* pending until the child unblocks signals */
+    return 0;
+}
+
+/* A new time namespace with its offsets: unshare makes it this process's namespace for
+ * children, whose offsets can be written until a process enters it; then enter it now
+ * (a child with its own memory) or at the exec (Linux switches to the children's time
+ * namespace when a process gets a new mm: torvalds/linux:fs/exec.c, timens_on_fork). */
+static int
+setup_time(const struct pc_setup *s)
+{
+    int fd, r;
+    if (unshare(PC_CLONE_NEWTIME) != 0 ||
+        write_file("/proc/self/timens_offsets", s->time_offsets, s->time_len) != 0)
+        return -1;
+    if (!s->own_mm)
+        return 0;
+    fd = open("/proc/self/ns/time_for_children", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    r = setns(fd, PC_CLONE_NEWTIME);
+    close(fd);
+    return r;
+}
+
+/* /proc for the child's PID namespace, as unshare --mount-proc: every mount private
+ * first, so that nothing propagates back to the parent's mount namespace. */
+static int
+setup_proc(const struct pc_setup *s)
+{
+    if (mount("none", "/", NULL, PC_MS_PRIVATE_REC, NULL) != 0)
+        return -1;
+    return mount("proc", s->mount_proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+#endif
+
+/* A PID namespace is entered at the clone: setns(CLONE_NEWPID) changes only the calling
+ * thread's namespace for its next children (pid_namespaces(7)), so the parent thread
+ * switches to it just around the clone, every signal blocked, and back. */
+int
+pc_setup_enter_pid(const struct pc_setup *s)
+{
+#if defined(__linux__)
+    return s->pid_ns < 0 ? 0 : setns(s->pid_ns, PC_CLONE_NEWPID);
+#else
+    return s->pid_ns < 0 ? 0 : (errno = ENOSYS, -1);
+#endif
+}
+
+int
+pc_setup_leave_pid(const struct pc_setup *s)
+{
+#if defined(__linux__)
+    return s->pid_ns < 0 ? 0 : setns(s->pid_restore, PC_CLONE_NEWPID);
+#else
+    return 0;
+#endif
+}
+
+/*
+ * In the child, right after the clone: wait for the maps, then set itself up.
+ * 0, or the stage (PC_STAGE_*) that failed with errno set.  A child that finds its
+ * parent gone before the go-ahead _exits.
+ */
+int
+pc_setup_child(const struct pc_setup *s, int *stage)
+{
+    if (s->syncpipe[0] >= 0) {
+        char go;
+        if (!s->shared_fds)
+            close(s->syncpipe[1]); /* or it would never see EOF */
+        if (read(s->syncpipe[0], &go, 1) != 1)
+            _exit(127); /* the parent gave up (its error is reported there) */
+    }
+#if defined(__linux__)
+    *stage = PC_STAGE_PDEATHSIG;
+    if (s->pdeathsig && setup_pdeathsig(s) != 0)
+        return -1;
+    *stage = PC_STAGE_JOIN;
+    for (int i = 0; i < s->njoin; i++)
+        if (setns(s->join_fd[i], s->join_type[i]) != 0)
+            return -1;
+    *stage = PC_STAGE_TIME;
+    if (s->time_offsets != NULL && setup_time(s) != 0)
+        return -1;
+    *stage = PC_STAGE_HOSTNAME;
+    if (s->hostname != NULL && sethostname(s->hostname, s->hostname_len) != 0)
+        return -1;
+    *stage = PC_STAGE_MOUNT_PROC;
+    if (s->mount_proc != NULL && setup_proc(s) != 0)
+        return -1;
+#else
+    *stage = PC_STAGE_HOSTNAME;
+    if (s->pdeathsig || s->njoin || s->time_offsets || s->hostname || s->mount_proc) {
+        errno = ENOSYS; /* the backends refuse these options first */
+        return -1;
+    }
+#endif
+    return 0;
+}
+
+/* The parent's part, while the child waits: uid_map, setgroups, gid_map, then the byte
+ * that lets it go on.  The first failure stops (its file in *what, errno in *err);
+ * closing the go-ahead's pipe without a byte then ends the child. */
+void
+pc_setup_parent(struct pc_setup *s, pid_t pid, const char **what, int *err)
+{
+#if defined(__linux__)
+    char path[64];
+    const char *files[3] = {"uid_map", "setgroups", "gid_map"};
+    const char *data[3] = {s->uid_map, s->setgroups, s->gid_map};
+    size_t len[3] = {s->uid_len, s->setgroups_len, s->gid_len};
+
+    *what = NULL;
+    if (s->syncpipe[0] >= 0) {
+        close(s->syncpipe[0]);
+        s->syncpipe[0] = -1;
+    }
+    for (int i = 0; i < 3 && *what == NULL; i++) {
+        if (data[i] == NULL)
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, files[i]);
+        if (write_file(path, data[i], len[i]) != 0)
+            *what = files[i];
+    }
+    if (*what == NULL && s->syncpipe[1] >= 0 && write(s->syncpipe[1], "g", 1) != 1)
+        *what = "the child's start signal";
+    if (*what != NULL)
+        *err = errno;
+    if (s->syncpipe[1] >= 0) {
+        close(s->syncpipe[1]); /* without a byte, the child just exits */
+        s->syncpipe[1] = -1;
+    }
+#else
+    *what = NULL;
+    (void)s;
+    (void)pid;
+    (void)err;
+#endif
+}
+
+#endif /* PC_HAVE_LIBC_CLONE */

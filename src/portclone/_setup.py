@@ -1,0 +1,392 @@
+"""A child's setup: the options clone() and spawn() share.
+
+``parse_options`` checks every option (types, values, and what contradicts the flags)
+and changes nothing.  ``ChildSetup`` then opens what the child needs (the namespaces it
+joins, the parent's pidfd for the parent-death race) with signals held, and ``native()``
+is the tuple the C reads (``pc_setup_parse`` in ``_setup.c``), where the child does the
+work before the caller's function runs or the program execs.
+
+Each option implies the namespace it needs (``_flags.OPTIONS``): a hostname a new UTS
+namespace, a map a new user namespace, time offsets a new time namespace, a fresh /proc
+a new mount namespace.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import platform
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
+
+from ._child import FdGroup, close_fds, hold_signals
+from ._errors import InvalidFlagsError, Refusal
+from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
+from ._validate import IdMap, parse_id_map
+
+if TYPE_CHECKING:
+    from ._child import Child
+
+__all__ = ["JOIN_ORDER", "ChildSetup", "JoinTarget", "NO_OPTIONS", "Options", "parse_options"]
+
+#: nsenter(1)'s order: the user namespace first, for the privileges it gives over the rest
+#: (util-linux:sys-utils/nsenter.c), the mount namespace late, as it changes root and cwd.
+JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
+#: The clocks a time namespace offsets (time_namespaces(7)), and their clock ids.
+CLOCKS = {"monotonic": time.CLOCK_MONOTONIC,
+          "boottime": getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)}
+#: KTIME_SEC_MAX / 2: the kernel keeps an offset clock below it (ERANGE otherwise;
+#: torvalds/linux:kernel/time/namespace.c, proc_timens_set_offset).
+_TIME_LIMIT = (2**63 - 1) // 10**9 // 2
+_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), torvalds/linux:include/uapi/linux/nsfs.h
+
+_NO_FLAGS = CloneFlags(0)
+StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+#: What join= takes for each namespace: a Child, a pid, or the path of a namespace file.
+JoinTarget = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", "Child"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The setup options of one call, checked.  ``names``: those given."""
+
+    names: FrozenSet[str] = frozenset()
+    implied: CloneFlags = _NO_FLAGS
+    uid_map: Optional[bytes] = None
+    gid_map: Optional[bytes] = None
+    setgroups: Optional[bytes] = None
+    hostname: Optional[bytes] = None
+    time_offsets: Optional[bytes] = None
+    mount_proc: Optional[bytes] = None
+    join: Tuple[Tuple[str, Any], ...] = ()  # (namespace, target) in JOIN_ORDER
+    pdeathsig: int = 0
+
+    @property
+    def maps(self) -> bool:
+        return self.uid_map is not None or self.gid_map is not None or self.setgroups is not None
+
+    def conditions(self) -> FrozenSet[str]:
+        """The _flags.CONDITIONS these options make true."""
+        found = set()
+        if self.maps:
+            found.add("maps")
+        if self.hostname is not None:
+            found.add("hostname")
+        return frozenset(found)
+
+
+NO_OPTIONS = Options()
+
+
+def parse_options(*, uid_map: IdMap = None, gid_map: IdMap = None, map_root: bool = False,
+                  setgroups: Optional[str] = None, hostname: Optional[str] = None,
+                  time_offsets: Optional[Mapping[str, float]] = None,
+                  join: Optional[Mapping[str, JoinTarget]] = None,
+                  pdeathsig: Optional[int] = None,
+                  mount_proc: Union[bool, StrOrBytesPath] = False) -> Options:
+    """Every option checked, as :class:`Options`; TypeError or ValueError naming the
+    option otherwise.  Nothing is opened or changed."""
+    names = []
+    if not isinstance(map_root, bool):
+        raise TypeError(f"map_root must be True or False, not {type(map_root).__name__}")
+    if map_root:
+        if uid_map is not None or gid_map is not None:
+            raise ValueError("map_root=True writes the maps itself: leave uid_map/gid_map out")
+        uid_map = [(0, os.geteuid(), 1)]
+        gid_map = [(0, os.getegid(), 1)]
+        names.append("map_root")
+    uid = parse_id_map(uid_map, "uid_map")
+    gid = parse_id_map(gid_map, "gid_map")
+    names += [n for n, v in (("uid_map", uid), ("gid_map", gid)) if v is not None and not map_root]
+    groups = _setgroups(setgroups, gid is not None)
+    if setgroups is not None:
+        names.append("setgroups")
+    host = _hostname(hostname)
+    offsets = _time_offsets(time_offsets)
+    proc = _mount_proc(mount_proc)
+    joined = _join(join)
+    sig = _pdeathsig(pdeathsig)
+    names += [n for n, v in (("hostname", host), ("time_offsets", offsets),
+                             ("mount_proc", proc)) if v is not None]
+    names += [n for n, v in (("join", joined), ("pdeathsig", sig)) if v]
+    implied = CloneFlags(0)
+    for name in names:
+        implied |= OPTION[name].implies
+    return Options(frozenset(names), implied, uid, gid, groups, host, offsets, proc, joined, sig)
+
+
+def check_conflicts(options: Options, flags: int, backend: str) -> None:
+    """InvalidFlagsError for a namespace both created (a flag, or one an option implies)
+    and joined."""
+    found = []
+    for name, _ in options.join:
+        flag = NS_FLAGS[name]
+        if flags & flag:
+            by = [o for o in sorted(options.names) if OPTION[o].implies & flag]
+            made = f"{describe(int(flag))}" + (f", implied by {by[0]}=" if by else "")
+            found.append(Refusal(f"the child cannot both create a new {name} namespace "
+                                 f"({made}) and join one", flag, "join", invalid=True))
+    if found:
+        raise InvalidFlagsError(backend, found)
+
+
+def _setgroups(value: object, gid_map: bool) -> Optional[bytes]:
+    if value is None:
+        return b"deny" if gid_map else None  # as unshare --map-root-user and user_namespaces(7)
+    if value not in ("deny", "allow"):
+        raise ValueError(f"setgroups is 'deny' or 'allow', not {value!r}")
+    return str(value).encode()
+
+
+def _hostname(value: object) -> Optional[bytes]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"hostname must be a str, not {type(value).__name__}")
+    data = value.encode("utf-8", "surrogateescape")
+    if b"\0" in data:
+        raise ValueError("embedded null byte in hostname")
+    if not 0 < len(data) <= 64:  # HOST_NAME_MAX, torvalds/linux:include/uapi/linux/utsname.h
+        raise ValueError(f"hostname must be 1 to 64 bytes, not {len(data)}")
+    return data
+
+
+def _time_offsets(value: object) -> Optional[bytes]:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"time_offsets must be a mapping like {{'monotonic': 3600}}, not "
+                        f"{type(value).__name__}")
+    if not value:
+        raise ValueError("time_offsets is empty: give 'monotonic' and/or 'boottime' seconds")
+    lines = []
+    for clock, seconds in value.items():
+        if clock not in CLOCKS:
+            raise ValueError(f"time_offsets: {clock!r} is not a clock a time namespace offsets "
+                             f"(only {' and '.join(map(repr, CLOCKS))})")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"time_offsets[{clock!r}] must be seconds (int or float), not "
+                            f"{type(seconds).__name__}")
+        if not math.isfinite(seconds):
+            raise ValueError(f"time_offsets[{clock!r}] must be finite, not {seconds}")
+        whole = math.floor(seconds)
+        nanos = round((seconds - whole) * 1e9) if isinstance(seconds, float) else 0
+        if nanos >= 10**9:
+            whole, nanos = whole + 1, nanos - 10**9
+        now = time.clock_gettime(CLOCKS[clock])
+        if not 0 <= now + seconds < _TIME_LIMIT:
+            raise ValueError(f"time_offsets[{clock!r}] = {seconds} would put {clock} at "
+                             f"{now + seconds:.0f} s; a clock stays between 0 and {_TIME_LIMIT} "
+                             f"s (it reads {now:.0f} s now)")
+        lines.append(f"{clock} {whole} {nanos}\n")
+    return "".join(lines).encode("ascii")
+
+
+def _mount_proc(value: object) -> Optional[bytes]:
+    if value is False or value is None:
+        return None
+    if value is True:
+        return b"/proc"
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"mount_proc is True or a directory, not {type(value).__name__}")
+    path = os.fsencode(value)
+    if not path or b"\0" in path:
+        raise ValueError("mount_proc's directory must be a non-empty path without NUL bytes")
+    return path
+
+
+def _pdeathsig(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"pdeathsig must be a signal number, not {type(value).__name__}")
+    if not 0 < value < signal.NSIG:
+        raise ValueError(f"pdeathsig must be a signal (1 to {signal.NSIG - 1}), not {value}; "
+                         "None for no signal")
+    return int(value)
+
+
+def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise TypeError(f"join must be a mapping of namespace name to target, like "
+                        f"{{'net': pid}}, not {type(value).__name__}")
+    entries = []
+    for name, target in value.items():
+        if name not in JOIN_ORDER:
+            raise ValueError(f"join: {name!r} is not a namespace (one of "
+                             f"{', '.join(JOIN_ORDER)})")
+        if isinstance(target, bool):
+            raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not bool")
+        if isinstance(target, int):
+            if target <= 0:
+                raise ValueError(f"join[{name!r}]: {target} is not a pid")
+        elif isinstance(target, (str, bytes, os.PathLike)):
+            if b"\0" in os.fsencode(target):
+                raise ValueError(f"embedded null byte in join[{name!r}]")
+        elif not (hasattr(target, "pid") and hasattr(target, "poll")):
+            raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not "
+                            f"{type(target).__name__}")
+        entries.append((name, target))
+    return tuple(sorted(entries, key=lambda e: JOIN_ORDER.index(e[0])))
+
+
+def _pidfd_setns() -> bool:
+    """setns() takes pidfds since Linux 5.8."""
+    try:
+        major, minor = (int(x) for x in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return hasattr(os, "pidfd_open") and (major, minor) >= (5, 8)
+
+
+def _pidfd_open(pid: int) -> int:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        raise OSError(errno.ENOSYS, "pidfd_open() is not available here")
+    return int(opener(pid))
+
+
+def _same_ns(name: str, st: os.stat_result) -> bool:
+    try:
+        ours = os.stat(f"/proc/self/ns/{name}")
+    except OSError:
+        return False  # no /proc: cannot tell, so join
+    return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
+
+
+class ChildSetup:
+    """The fds a setup needs, owned until the start is over (close(), or __del__ as the
+    backstop when a handler raised during a cleanup)."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.fds = FdGroup()
+        self.join: List[Tuple[int, int]] = []
+        self.pid_ns = -1  # the PID namespace the child is created in (join={"pid": ...})
+        self.pid_restore = -1  # this thread's own one for children, to go back to
+        self.parent_pidfd = -1
+        self.parent_pid = 0
+
+    def __del__(self) -> None:
+        while self.fds:
+            try:
+                close_fds(self.fds)
+            except BaseException:
+                pass
+
+    def close(self) -> None:
+        close_fds(self.fds)
+
+    def open(self, flags: int) -> None:
+        """Open what the child needs; OSError (ProcessLookupError for a dead pid...) naming
+        the target, with nothing left open."""
+        mask = hold_signals()
+        try:
+            try:
+                self._open(flags)
+            except BaseException:
+                close_fds(self.fds)
+                raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _keep(self, fd: int) -> int:
+        self.fds.append(fd)
+        return fd
+
+    def _open(self, flags: int) -> None:
+        options = self.options
+        if options.pdeathsig:
+            parent = os.getppid() if flags & CloneFlags.CLONE_PARENT else os.getpid()
+            if not flags & CloneFlags.CLONE_NEWPID:
+                self.parent_pid = parent
+            if hasattr(os, "pidfd_open"):
+                try:
+                    self.parent_pidfd = self._keep(os.pidfd_open(parent))
+                except OSError as e:
+                    if e.errno not in (errno.ENOSYS, errno.EINVAL):
+                        raise
+        pidfds: Dict[int, int] = {}
+        for name, target in options.join:
+            fd = self._target_fd(name, target, pidfds)
+            if fd is None:
+                continue  # already ours
+            if name == "pid":
+                self.pid_ns = fd
+                self.pid_restore = self._restore_fd()
+            else:
+                self.join.append((fd, int(NS_FLAGS[name])))
+
+    def _target_fd(self, name: str, target: Any, pidfds: Dict[int, int]) -> Optional[int]:
+        what = f"join[{name!r}]"
+        if isinstance(target, (str, bytes, os.PathLike)):
+            path = os.fsdecode(target)
+            try:
+                fd = self._keep(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as e:
+                raise OSError(e.errno, f"{what}: {e.strerror}", path) from None
+            self._check_nstype(fd, name, path)
+            return None if _same_ns(name, os.fstat(fd)) else fd
+        if not isinstance(target, int):  # a Child
+            if target.poll() is not None:
+                raise ProcessLookupError(errno.ESRCH, f"{what}: the child {target.pid} has "
+                                                      "exited: it has no namespaces left")
+            target = target.pid
+        try:
+            st = os.stat(f"/proc/{target}/ns/{name}")
+        except OSError:
+            st = None
+        if st is not None and _same_ns(name, st):
+            return None
+        if _pidfd_setns():
+            if target not in pidfds:
+                try:
+                    pidfds[target] = self._keep(_pidfd_open(target))
+                except OSError as e:
+                    raise OSError(e.errno, f"{what}: pid {target}: {e.strerror}") from None
+            return pidfds[target]
+        path = f"/proc/{target}/ns/{name}"
+        try:
+            return self._keep(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as e:
+            raise OSError(e.errno, f"{what}: pid {target}: {e.strerror}", path) from None
+
+    @staticmethod
+    def _check_nstype(fd: int, name: str, path: str) -> None:
+        import fcntl
+
+        try:
+            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+        except OSError as e:
+            if e.errno in (errno.ENOTTY, errno.EINVAL):
+                raise ValueError(f"join[{name!r}]: {path!r} is not a namespace file (like "
+                                 f"/proc/PID/ns/{name})") from None
+            raise
+        if kind != NS_FLAGS[name]:
+            other = [n for n, f in NS_FLAGS.items() if f == kind]
+            raise ValueError(f"join[{name!r}]: {path!r} is a {other[0] if other else kind} "
+                             f"namespace, not a {name} one")
+
+    def _restore_fd(self) -> int:
+        """This thread's namespace for its children, to return to after the clone."""
+        for path in ("/proc/thread-self/ns/pid_for_children", "/proc/self/ns/pid"):
+            try:
+                return self._keep(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except FileNotFoundError:
+                continue
+        return self._keep(_pidfd_open(os.getpid()))
+
+    def native(self) -> Optional[Tuple[Any, ...]]:
+        """What ``_native.clone``/``spawn`` take as ``setup``; None for no setup."""
+        o = self.options
+        if not o.names:
+            return None
+        return (o.uid_map, o.gid_map, o.setgroups, o.hostname, o.time_offsets, o.mount_proc,
+                tuple(self.join), o.pdeathsig, self.parent_pidfd, self.parent_pid,
+                self.pid_ns, self.pid_restore)
+
