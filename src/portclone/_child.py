@@ -265,24 +265,34 @@ class Child:
                 if self.returncode is None:
                     _reap_now(self.pid, self._pidfd_owner)  # reaped already: status kept
                     self.returncode = self._status
+        self._forget()
+        return True
+
+    def _forget(self) -> None:
+        """The child is gone: drop its registry entry and, after close(), its pidfd."""
         entry = _live.get(self.pid)
         if entry is not None and entry[0]() is self:
             del _live[self.pid]
         if self._closed and self._pidfd_owner is not None:
             self._pidfd_owner.close()  # close() left it open for this reap
-        return True
 
     def _lost_status(self) -> int:
         """The status of a child something else reaped (SIGCHLD ignored, another waiter).
 
         Linux 6.15 and later keep it for the pidfd (PIDFD_GET_INFO with PIDFD_INFO_EXIT).
-        Without a pidfd, or on older kernels, it is lost: 0, as subprocess reports.
+        Without a pidfd, or on older kernels, it is lost, and ChildProcessError says so:
+        subprocess reports 0 there, a success the child may never have had.
         """
         if self.pidfd is not None and sys.platform == "linux":
             status = _pidfd_exit_status(self.pidfd)
             if status is not None:
                 return status
-        return 0
+        self._forget()
+        raise ChildProcessError(
+            errno.ECHILD, f"child {self.pid} was reaped by something else (SIGCHLD ignored, "
+            "or another waitpid/waitid) and its exit status is lost: "
+            + ("the kernel keeps it for a pidfd only since Linux 6.15" if self.pidfd is not None
+               else "without a pidfd nothing keeps it"))
 
     def poll(self) -> Optional[int]:
         """The returncode if the child has exited, else None; never blocks."""

@@ -300,7 +300,10 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
     with os.fdopen(err_r, "rb") as pipe:
         report = pipe.read()  # EOF: the exec happened (close-on-exec), or the child died
     if report:
-        child.wait()
+        try:
+            child.wait()
+        except ChildProcessError:
+            pass  # reaped by the kernel (SIGCHLD ignored): its status is the report's
         where, err = (int(x) for x in report.split(b":"))
         failure = OSError(err, os.strerror(err))
         raise translate(failure, backend="fork", syscall="fork", flags=int(child.flags),
