@@ -45,6 +45,26 @@ else:
 _live: Dict[int, Tuple[weakref.ref[Child], Any]] = {}
 
 
+class _Fd:
+    """An fd that closes once (wait_async's duplicate of a pidfd)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _wait_for(pid: int, owner: Any, options: int) -> Optional[Tuple[int, int]]:
     """waitid() on the child: None (WNOHANG, still running) or (si_code, si_status).
 
@@ -319,6 +339,60 @@ class Child:
             self._wait_until(time.monotonic() + timeout, timeout)
         assert self.returncode is not None
         return self.returncode
+
+    async def wait_async(self) -> int:
+        """Await the child's exit and return its returncode, without a thread.
+
+        Linux: the event loop watches a duplicate of the pidfd (readable once the child
+        has exited).  macOS and the BSDs: a kqueue watching the pid's exit.  Elsewhere
+        (no pidfd, no kqueue): polled, every 1 ms growing to 50 ms.  Cancelling the await
+        leaves the child as it was: running, and waitable again.
+        """
+        if self.returncode is not None:
+            return self.returncode
+        if not self.reapable:
+            raise self._not_reapable()
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        watch = self._exit_watch()
+        delay = 0.001
+        try:
+            while not self._reap(block=False):
+                if watch is None:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                ready = loop.create_future()
+                loop.add_reader(watch.fileno(), _resolve, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(watch.fileno())
+        finally:
+            if watch is not None:
+                watch.close()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _exit_watch(self) -> Optional[Any]:
+        """Something with fileno() that is readable once the child has exited (and close()),
+        or None.  Each waiter has its own: a loop watches an fd for one reader only."""
+        if self.pidfd is not None:
+            try:
+                return _Fd(os.dup(self.pidfd))
+            except OSError:
+                pass  # no fd to spare: polled
+        if hasattr(select, "kqueue"):
+            kq = select.kqueue()
+            try:
+                kq.control([select.kevent(self.pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
+                                          select.KQ_NOTE_EXIT)], 0, 0)
+            except OSError:  # exited and reaped already: _reap() sees it
+                kq.close()
+                return None
+            return kq
+        return None
 
     def _wait_until(self, deadline: float, timeout: float) -> None:
         poller = None
