@@ -385,9 +385,10 @@ class Child:
                 pass  # no fd to spare: polled
         if hasattr(select, "kqueue"):
             kq = select.kqueue()
+            sel: Any = select  # kevent and its constants exist where kqueue does
             try:
-                kq.control([select.kevent(self.pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD,
-                                          select.KQ_NOTE_EXIT)], 0, 0)
+                kq.control([sel.kevent(self.pid, sel.KQ_FILTER_PROC, sel.KQ_EV_ADD,
+                                       sel.KQ_NOTE_EXIT)], 0, 0)
             except OSError:  # exited and reaped already: _reap() sees it
                 kq.close()
                 return None
