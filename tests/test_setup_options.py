@@ -19,7 +19,7 @@ import pytest
 import portclone
 from portclone import PIPE, Backend
 from portclone import CloneFlags as F
-from tests.conftest import child_value, never_runs, no_side_effects, ns_inode
+from tests.conftest import child_value, never_runs, no_side_effects, ns_inode, run_python
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the setup options are Linux's (namespaces, prctl)")
@@ -285,9 +285,7 @@ else:
 print(child.pid, flush=True)
 os._exit(0)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
-                         text=True, check=True).stdout
-    pid = int(out)
+    pid = int(run_python(code).stdout)
     pidfd = os.pidfd_open(pid) if _alive(pid) else None
     if pidfd is not None:  # wait for its end on its pidfd (a grandchild: not ours to reap)
         import select
