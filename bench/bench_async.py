@@ -26,26 +26,24 @@ import portclone
 SLEEP = "0.5"
 
 
-async def _portclone(n: int) -> int:
-    children = [portclone.spawn(["sleep", SLEEP]) for _ in range(n)]
+async def _await_all(waits: List[asyncio.Future[int]]) -> int:
+    """Await every waiter; the most threads seen meanwhile."""
     most = threading.active_count()
-    waits = [asyncio.ensure_future(c.wait_async()) for c in children]
     while not all(w.done() for w in waits):
         most = max(most, threading.active_count())
         await asyncio.sleep(0.01)
-    assert [w.result() for w in waits] == [0] * n
+    assert [w.result() for w in waits] == [0] * len(waits)
     return most
+
+
+async def _portclone(n: int) -> int:
+    children = [portclone.spawn(["sleep", SLEEP]) for _ in range(n)]
+    return await _await_all([asyncio.ensure_future(c.wait_async()) for c in children])
 
 
 async def _asyncio(n: int) -> int:
     procs = [await asyncio.create_subprocess_exec("sleep", SLEEP) for _ in range(n)]
-    most = threading.active_count()
-    waits = [asyncio.ensure_future(p.wait()) for p in procs]
-    while not all(w.done() for w in waits):
-        most = max(most, threading.active_count())
-        await asyncio.sleep(0.01)
-    assert [w.result() for w in waits] == [0] * n
-    return most
+    return await _await_all([asyncio.ensure_future(p.wait()) for p in procs])
 
 
 def main() -> int:
