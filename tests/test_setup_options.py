@@ -15,11 +15,11 @@ import time
 from typing import Any, Dict, Iterator
 
 import pytest
+from conftest import child_value, never_runs, no_side_effects, ns_inode, run_python
 
 import portclone
 from portclone import PIPE, Backend
 from portclone import CloneFlags as F
-from tests.conftest import child_value, never_runs, no_side_effects, ns_inode, run_python
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the setup options are Linux's (namespaces, prctl)")
