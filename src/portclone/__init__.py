@@ -23,7 +23,7 @@ from ._errors import (
     TimeoutExpired,
     UnsupportedFlagError,
 )
-from ._flags import RETIRED_NAMES, CloneFlags
+from ._flags import NS_FLAGS, RETIRED_NAMES, CloneFlags
 from ._plan import DEVNULL, PIPE, STDOUT
 from ._registry import available_backends, current_backend, get_backend, use_backend, why_unusable
 
@@ -76,6 +76,7 @@ __all__ = [
     "CloneFlags",
     "DEVNULL",
     "InvalidFlagsError",
+    "NS_FLAGS",
     "PIPE",
     "PortcloneError",
     "STDOUT",

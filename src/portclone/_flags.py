@@ -459,7 +459,7 @@ OPTIONS: Tuple[OptionInfo, ...] = (
 )
 OPTION: Dict[str, OptionInfo] = {o.name: o for o in OPTIONS}
 
-#: The flag of each namespace, by its name under /proc/self/ns (join=).
+#: The flag of each namespace, by its name under /proc/self/ns: the names join= takes.
 NS_FLAGS: Dict[str, CloneFlags] = {}
 for _info in TABLE:
     if _info.ns and _info.ns not in NS_FLAGS:
