@@ -407,3 +407,157 @@ def test_options_on_threads_do_not_change_other_threads() -> None:
         target.kill()
         target.wait()
     assert wrong == []
+
+
+# -- found by an adversarial pass ----------------------------------------------------------
+
+@pytest.mark.requires("linux", "proc", "CLONE_NEWUSER")
+def test_spawn_with_maps_never_starts_the_program_before_its_maps() -> None:
+    """The exec child shares the parent's memory: the parent once marked the go-ahead pipe
+    closed in memory the child still read, so the program could run unmapped (uid 65534)
+    or spawn() raise after it ran (20 in 5,000 with a spinning thread)."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    seen: Dict[str, int] = {}
+    try:
+        for _ in range(1500):
+            try:
+                with portclone.spawn(["id", "-u"], map_root=True, stdout=PIPE) as child:
+                    out = child.communicate(timeout=60)[0].decode().strip()
+                key = f"{out} {child.returncode}"
+            except OSError as e:
+                key = f"{type(e).__name__}: {e}"
+            seen[key] = seen.get(key, 0) + 1
+    finally:
+        stop.set()
+        thread.join()
+    assert seen == {"0 0": 1500}
+
+
+@pytest.mark.requires("linux", "proc", "CLONE_NEWUSER")
+def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
+    """With maps, spawn() learns of the exec by EOF on its report pipe: a child forked by
+    another thread in the window before the parent closed its write end held it, and
+    spawn() waited for that child's whole life (2 s)."""
+    stop = threading.Event()
+
+    def forker() -> None:
+        while not stop.is_set():
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(2)
+                os._exit(0)
+            os.waitpid(pid, 0) if stop.is_set() else None
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=forker)
+    thread.start()
+    slowest = 0.0
+    deadline = time.monotonic() + 4
+    try:
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            portclone.spawn(["true"], map_root=True).wait(timeout=60)
+            slowest = max(slowest, time.monotonic() - start)
+    finally:
+        stop.set()
+        thread.join()
+        while True:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+    assert slowest < 1.0
+
+
+@pytest.mark.requires("linux", "proc", "root", "CLONE_NEWTIME")
+def test_spawn_joins_a_time_namespace() -> None:
+    """setns into a time namespace is refused to a process that shares its memory
+    (EUSERS), so this exec child gets a copy."""
+    target = portclone.spawn(["sleep", "600"], time_offsets={"boottime": 5})
+    try:
+        want = os.stat(f"/proc/{target.pid}/ns/time").st_ino
+        out = _spawn_out(["stat", "-L", "-c", "%i", "/proc/self/ns/time"],
+                         join={"time": target})
+    finally:
+        target.kill()
+        target.wait()
+    assert int(out) == want != ns_inode("time")
+
+
+def test_setup_options_with_clone_parent_are_refused() -> None:
+    """A child whose setup failed was the caller's parent's to reap: with exit_signal=0
+    it never was (two zombies per failed call)."""
+    if portclone.current_backend().name != "linux":
+        pytest.skip("the other backends refuse the options themselves")
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match="CLONE_PARENT"):
+        portclone.clone(never_runs, flags=F.CLONE_PARENT, exit_signal=0, mount_proc="/x")
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match="CLONE_PARENT"):
+        portclone.spawn(["true"], flags=F.CLONE_PARENT, exit_signal=0, hostname="x")
+
+
+@pytest.mark.requires("linux", "proc", "root", "CLONE_NEWPID")
+def test_joining_our_pid_namespace_after_an_unshare_is_not_skipped() -> None:
+    """After unshare(CLONE_NEWPID) our children go to a new namespace: joining our own
+    active one is then a real join (it was skipped as 'already ours')."""
+    out = run_python("""
+        import ctypes, os, portclone
+        portclone.current_backend()
+        ours = os.stat("/proc/self/ns/pid").st_ino
+        assert ctypes.CDLL(None, use_errno=True).unshare(0x20000000) == 0
+        r, w = os.pipe()
+        def report():
+            os.write(w, str(os.stat("/proc/self/ns/pid").st_ino).encode())
+            return 0
+        child = portclone.clone(report, join={"pid": os.getpid()})
+        child.wait()
+        print(ours, os.read(r, 100).decode())
+    """)
+    ours, landed = out.stdout.split()
+    assert landed == ours, out.stderr
+
+
+@pytest.mark.requires("linux", "proc", "pidfd", "CLONE_NEWPID")
+def test_pdeathsig_in_a_new_pid_namespace() -> None:
+    """Its init ignores signals at their default action from outside, but SIGKILL, and
+    its own: pdeathsig=SIGTERM is refused, and the race check (SIMULATED: a parent pidfd
+    of an exited process) ends it rather than let fn run."""
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match="SIGKILL"):
+        portclone.clone(never_runs, flags=F.CLONE_NEWPID, pdeathsig=signal.SIGTERM)
+    from portclone._child import run_child
+
+    native = sys.modules["portclone._native"]
+    gone = subprocess.Popen(["true"])
+    gone_fd = os.pidfd_open(gone.pid)
+    gone.wait()
+    setup = (None, None, None, None, None, None, (), int(signal.SIGKILL), gone_fd, 0, -1, -1)
+    child = portclone.Child(0, None)
+    runner = functools.partial(run_child, never_runs, (), {}, native.unblock_signals, None)
+    try:
+        native.clone(child, runner, native.MODE_CLONE3, int(F.CLONE_NEWPID),
+                     int(signal.SIGCHLD), -1, None, True, setup)
+    finally:
+        os.close(gone_fd)
+    _, status = os.waitpid(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGKILL
+
+
+def test_odd_inputs_found_by_the_adversary() -> None:
+    with no_side_effects(), pytest.raises(ValueError, match="not a pid"):
+        portclone.check(join={"net": 2**31})
+
+    class Odd:
+        @property
+        def __signature__(self) -> None:
+            raise RuntimeError("no signature")
+
+        def __call__(self) -> int:
+            return 0
+
+    assert portclone.clone(Odd()).wait(timeout=60) == 0

@@ -113,8 +113,8 @@ def _check_call(fn: Callable[..., object], args: Tuple[Any, ...],
 
     try:
         signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return  # a builtin without a signature: the child will tell
+    except Exception:  # a builtin without one, a broken __signature__: the child will tell
+        return
     try:
         signature.bind(*args, **kwargs)
     except TypeError as e:
@@ -229,7 +229,7 @@ def spawn(
                             join=join, pdeathsig=pdeathsig, mount_proc=mount_proc)
     request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True,
                               options=options.names, implied=int(options.implied))
-    check_conflicts(options, int(request.flags), backend.name)
+    check_conflicts(options, int(request.flags), backend.name, exec_child=True)
     reap_orphans()
     # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this

@@ -225,8 +225,14 @@ def translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_si
             doing += f" ({hint})"
         return OSError(err, f"{os.strerror(err)}: {doing}")
     what = getattr(error, "portclone_map", "maps")
+    if what == "go-ahead":
+        return OSError(err, f"{os.strerror(err)}: the child ended while it waited for its "
+                            "maps (killed from outside?)")
     hint = ("the parent needs privilege over the ids it maps; unprivileged, only its own "
             "uid and gid")
+    if what == "gid_map" and err == _errno.EPERM:
+        hint += ("; an unprivileged gid map also needs setgroups 'deny' (the default: "
+                 "setgroups='allow' makes the kernel refuse it)")
     if err == _errno.EACCES:
         hint = ("the child's /proc files belong to root: a process that changed its uid is "
                 "not dumpable (prctl(PR_SET_DUMPABLE, 1) makes it so again)")
@@ -240,7 +246,8 @@ _PRIVILEGE = ("it needs CAP_SYS_ADMIN over the namespace's owning user namespace
 #: The child's setup steps (portclone._setup): what failed, and a hint for EPERM.
 _SETUP_STEPS: Dict[Stage, tuple[str, str]] = {
     Stage.HOSTNAME: ("sethostname in the child", _PRIVILEGE),
-    Stage.JOIN: ("entering a namespace of join= in the child (setns)",
+    Stage.JOIN: ("entering a namespace of join= (setns; a PID namespace is entered by the "
+                 "calling thread around the clone, the others by the child)",
                  "it needs CAP_SYS_ADMIN over the namespace joined and in the child's own "
                  "user namespace; a child in a new user namespace has none over the caller's"),
     Stage.TIME: ("creating the child's time namespace and writing its offsets "

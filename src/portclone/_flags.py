@@ -299,6 +299,7 @@ CONDITIONS = {
     "close_fds": "close_fds=True",
     "maps": "uid_map, gid_map, map_root or setgroups given",
     "hostname": "hostname= given",
+    "setup": "an option that sets the child up (maps, hostname, join...)",
     "clone_setup": "clone() with an option that sets the child up (maps, hostname, join...)",
 }
 
@@ -399,6 +400,9 @@ RULES: Tuple[Rule, ...] = (
          "waits, which a vfork-suspended parent cannot do", when=("maps",), source=_PORTCLONE),
     Rule(CloneFlags.CLONE_FILES, "the child shares the parent's fd table, where the pipes that "
          "carry its setup's report would be closed under the parent", when=("clone_setup",),
+         source=_PORTCLONE),
+    Rule(CloneFlags.CLONE_PARENT, "a child whose setup fails is reaped by its parent, and with "
+         "CLONE_PARENT that is the caller's parent, which may never do it", when=("setup",),
          source=_PORTCLONE),
 )
 

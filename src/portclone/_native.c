@@ -680,8 +680,6 @@ await_setup(struct pc_setup *s, pid_t pid, int vfork, struct setup_outcome *o)
     ssize_t n;
 
     memset(o, 0, sizeof *o);
-    close(s->errpipe[1]);
-    s->errpipe[1] = -1;
     if (s->have_maps)
         pc_setup_parent(s, pid, &o->map_what, &o->err);
     if (vfork) {
@@ -785,6 +783,9 @@ native_clone(PyObject *module, PyObject *args)
     }
     PyOS_AfterFork_Parent();
     if (out.pid > 0 && setup.present) {
+        /* closed before the GIL is let go: no Python code of another thread can fork
+         * meanwhile and hold a copy of the report's write end */
+        pc_setup_close_one(&setup, PC_ERR_W);
         Py_BEGIN_ALLOW_THREADS
         await_setup(&setup, out.pid, (rq.flags & PC_CLONE_VFORK) != 0, &so);
         Py_END_ALLOW_THREADS

@@ -116,7 +116,12 @@ struct pc_setup {
     int shared_fds; /* CLONE_FILES: the child must close none of the pipes */
     int syncpipe[2]; /* the parent's go-ahead once the maps are written */
     int errpipe[2]; /* the child's report */
+    /* Which of the four fds the parent has closed (PC_SYNC_R...): kept apart from the fds
+     * themselves, which spawn's child (sharing this memory) still reads meanwhile. */
+    int parent_closed;
 };
+
+enum { PC_SYNC_R = 1, PC_SYNC_W = 2, PC_ERR_R = 4, PC_ERR_W = 8 };
 
 /* What a child writes to its error pipe: where it failed (PC_STAGE_*) and errno;
  * err 0 says that the setup is done (clone() children, which do not exec). */
@@ -128,6 +133,7 @@ struct pc_report {
 int pc_setup_parse(struct pc_setup *s, PyObject *setup);
 int pc_setup_open(struct pc_setup *s, int report);
 void pc_setup_close(struct pc_setup *s);
+void pc_setup_close_one(struct pc_setup *s, int which);
 int pc_setup_child(const struct pc_setup *s, int *stage);
 void pc_setup_parent(struct pc_setup *s, pid_t pid, const char **what, int *err);
 void pc_report(int fd, int stage, int err);

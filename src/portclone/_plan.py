@@ -53,6 +53,8 @@ class SpawnPlan:
     def __del__(self) -> None:
         # a handler that raised again while a failure was cleaned up left fds here; a
         # finalizer's exception is only reported, so close all the same
+        if not all(hasattr(self, f) for f in ("setup", "parent_ends", "child_ends")):
+            return  # __init__ was interrupted: what it set holds no fd yet
         while self.child_ends or self.parent_ends or self.setup.fds:
             try:
                 self.close_all()

@@ -119,16 +119,24 @@ pc_setup_open(struct pc_setup *s, int report)
     return 0;
 }
 
+/* Close one of the parent's fds (PC_SYNC_R...), once; the fd fields stay as they are. */
+void
+pc_setup_close_one(struct pc_setup *s, int which)
+{
+    int fd = which == PC_SYNC_R ? s->syncpipe[0] : which == PC_SYNC_W ? s->syncpipe[1]
+             : which == PC_ERR_R ? s->errpipe[0] : s->errpipe[1];
+    if (fd >= 0 && !(s->parent_closed & which))
+        close(fd);
+    s->parent_closed |= which;
+}
+
 void
 pc_setup_close(struct pc_setup *s)
 {
-    for (int i = 0; i < 2; i++) {
-        if (s->errpipe[i] >= 0)
-            close(s->errpipe[i]);
-        if (s->syncpipe[i] >= 0)
-            close(s->syncpipe[i]);
-        s->errpipe[i] = s->syncpipe[i] = -1;
-    }
+    pc_setup_close_one(s, PC_SYNC_R);
+    pc_setup_close_one(s, PC_SYNC_W);
+    pc_setup_close_one(s, PC_ERR_R);
+    pc_setup_close_one(s, PC_ERR_W);
 }
 
 void
@@ -179,6 +187,8 @@ setup_pdeathsig(const struct pc_setup *s)
     else if (s->parent_pid > 0) {
         gone = getppid() != s->parent_pid;
     }
+    if (gone && getpid() == 1) /* a new PID namespace's init: its own signal is dropped */
+        _exit(128 + s->pdeathsig);
     if (gone)
         kill(getpid(), s->pdeathsig); /* pending until the child unblocks signals */
     return 0;
@@ -294,10 +304,7 @@ pc_setup_parent(struct pc_setup *s, pid_t pid, const char **what, int *err)
     size_t len[3] = {s->uid_len, s->setgroups_len, s->gid_len};
 
     *what = NULL;
-    if (s->syncpipe[0] >= 0) {
-        close(s->syncpipe[0]);
-        s->syncpipe[0] = -1;
-    }
+    pc_setup_close_one(s, PC_SYNC_R);
     for (int i = 0; i < 3 && *what == NULL; i++) {
         if (data[i] == NULL)
             continue;
@@ -306,13 +313,10 @@ pc_setup_parent(struct pc_setup *s, pid_t pid, const char **what, int *err)
             *what = files[i];
     }
     if (*what == NULL && s->syncpipe[1] >= 0 && write(s->syncpipe[1], "g", 1) != 1)
-        *what = "the child's start signal";
+        *what = "go-ahead"; /* EPIPE: the child is gone */
     if (*what != NULL)
         *err = errno;
-    if (s->syncpipe[1] >= 0) {
-        close(s->syncpipe[1]); /* without a byte, the child just exits */
-        s->syncpipe[1] = -1;
-    }
+    pc_setup_close_one(s, PC_SYNC_W); /* without a byte, the child just exits */
 #else
     *what = NULL;
     (void)s;

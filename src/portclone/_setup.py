@@ -70,7 +70,7 @@ class Options:
 
     def conditions(self) -> FrozenSet[str]:
         """The _flags.CONDITIONS these options make true."""
-        found = set()
+        found = {"setup"} if self.names else set()
         if self.maps:
             found.add("maps")
         if self.hostname is not None:
@@ -118,10 +118,17 @@ def parse_options(*, uid_map: IdMap = None, gid_map: IdMap = None, map_root: boo
     return Options(frozenset(names), implied, uid, gid, groups, host, offsets, proc, joined, sig)
 
 
-def check_conflicts(options: Options, flags: int, backend: str) -> None:
+def check_conflicts(options: Options, flags: int, backend: str,
+                    exec_child: bool = False) -> None:
     """InvalidFlagsError for a namespace both created (a flag, or one an option implies)
-    and joined."""
+    and joined, and for what the options rule out with the flags."""
     found = []
+    if exec_child and flags & CloneFlags.CLONE_SIGHAND and any(
+            name == "time" for name, _ in options.join):
+        found.append(Refusal(
+            "entering a time namespace needs a child with memory of its own (Linux refuses "
+            "setns to a process sharing its memory: EUSERS), and CLONE_SIGHAND needs shared "
+            "memory", CloneFlags.CLONE_SIGHAND, "join", invalid=True))
     for name, _ in options.join:
         flag = NS_FLAGS[name]
         if flags & flag:
@@ -129,6 +136,12 @@ def check_conflicts(options: Options, flags: int, backend: str) -> None:
             made = f"{describe(int(flag))}" + (f", implied by {by[0]}=" if by else "")
             found.append(Refusal(f"the child cannot both create a new {name} namespace "
                                  f"({made}) and join one", flag, "join", invalid=True))
+    if (options.pdeathsig and options.pdeathsig != signal.SIGKILL
+            and flags & CloneFlags.CLONE_NEWPID):
+        found.append(Refusal(
+            "the child is the init of a new PID namespace, which gets no signal from outside "
+            "at its default action but SIGKILL (pid_namespaces(7)): use pdeathsig=SIGKILL",
+            CloneFlags.CLONE_NEWPID, "pdeathsig", invalid=True))
     if found:
         raise InvalidFlagsError(backend, found)
 
@@ -223,7 +236,7 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
         if isinstance(target, bool):
             raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not bool")
         if isinstance(target, int):
-            if target <= 0:
+            if not 0 < target < 2**31:
                 raise ValueError(f"join[{name!r}]: {target} is not a pid")
         elif isinstance(target, (str, bytes, os.PathLike)):
             if b"\0" in os.fsencode(target):
@@ -252,11 +265,16 @@ def _pidfd_open(pid: int) -> int:
 
 
 def _same_ns(name: str, st: os.stat_result) -> bool:
-    try:
-        ours = os.stat(f"/proc/self/ns/{name}")
-    except OSError:
-        return False  # no /proc: cannot tell, so join
-    return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
+    """Whether ``st`` is the namespace a child of this thread would be in anyway: this
+    thread's own, or for "pid" and "time" its namespace for children."""
+    own = f"{name}_for_children" if name in ("pid", "time") else name
+    for where in ("/proc/thread-self/ns", "/proc/self/ns"):
+        try:
+            ours = os.stat(f"{where}/{own}")
+        except OSError:
+            continue
+        return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
+    return False  # no /proc: cannot tell, so join
 
 
 class ChildSetup:
@@ -273,9 +291,10 @@ class ChildSetup:
         self.parent_pid = 0
 
     def __del__(self) -> None:
-        while self.fds:
+        fds = getattr(self, "fds", None)  # None: __init__ was interrupted before it
+        while fds:
             try:
-                close_fds(self.fds)
+                close_fds(fds)
             except BaseException:
                 pass
 

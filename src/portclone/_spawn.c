@@ -525,6 +525,24 @@ spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
     }
 }
 
+/* The clone, in the PID namespace of join={"pid": ...} if one is given; then the
+ * parent's copy of the report's write end is closed, so that EOF means the exec. */
+static void
+spawn_start(struct spawn_call *s, struct spawn_outcome *o)
+{
+    if (pc_setup_enter_pid(&s->setup) != 0) {
+        o->clone_err = errno;
+        o->stage = PC_STAGE_JOIN;
+        o->reported = 1;
+        return;
+    }
+    spawn_launch(s, o);
+    if (pc_setup_leave_pid(&s->setup) != 0)
+        abort(); /* cannot happen: the namespace was ours a moment ago */
+    close(s->errpipe[1]); /* the child reads its own copy, c.errpipe */
+    s->errpipe[1] = -1;
+}
+
 /*
  * After a clone that made a child (with CLONE_VFORK, once it has exec'd or died):
  * the maps, the report, and reaping a child that failed.  No GIL, every signal
@@ -533,8 +551,6 @@ spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
 static void
 spawn_await(struct spawn_call *s, struct spawn_outcome *o)
 {
-    close(s->errpipe[1]);
-    s->errpipe[1] = -1;
     if (s->setup.have_maps)
         pc_setup_parent(&s->setup, o->pid, &o->map_what, &o->map_err);
     spawn_read_report(s, o);
@@ -596,22 +612,27 @@ pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs)
     spawn_init(&s, &o);
     if (spawn_parse(&s, args, kwargs) == 0 && spawn_prepare(&s) == 0) {
         sigfillset(&all);
-        Py_BEGIN_ALLOW_THREADS
         pthread_sigmask(SIG_SETMASK, &all, &s.c.mask);
-        if (pc_setup_enter_pid(&s.setup) == 0) {
-            spawn_launch(&s, &o);
-            if (pc_setup_leave_pid(&s.setup) != 0)
-                abort(); /* cannot happen: the namespace was ours a moment ago */
+        if (s.setup.have_maps) {
+            /* The parent learns of the exec by EOF on the report pipe only, so no other
+             * process may hold its write end: it is made, cloned and closed again while
+             * this thread holds the GIL, when no Python code of another thread can fork
+             * (os.fork and portclone's clone() fork holding it).  The clone returns at
+             * once: without CLONE_VFORK nothing waits here. */
+            spawn_start(&s, &o);
+            Py_BEGIN_ALLOW_THREADS
+            if (o.pid > 0)
+                spawn_await(&s, &o);
+            Py_END_ALLOW_THREADS
         }
-        else {
-            o.clone_err = errno;
-            o.stage = PC_STAGE_JOIN;
-            o.reported = 1;
+        else { /* CLONE_VFORK: the clone returns after the exec; the report is read as is */
+            Py_BEGIN_ALLOW_THREADS
+            spawn_start(&s, &o);
+            if (o.pid > 0)
+                spawn_await(&s, &o);
+            Py_END_ALLOW_THREADS
         }
-        if (o.pid > 0)
-            spawn_await(&s, &o);
         pthread_sigmask(SIG_SETMASK, &s.c.mask, NULL);
-        Py_END_ALLOW_THREADS
         if (o.pid < 0 || o.reported || o.map_what != NULL)
             spawn_raise(&o);
         else if (pc_adopt(s.holder, o.pid, o.pidfd, o.used) == 0)

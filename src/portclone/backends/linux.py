@@ -155,6 +155,10 @@ class LinuxBackend(Backend):
         # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
         maps = plan.setup.options.maps
         flags = _kernel_flags(request, plan.setup) | _VM | (0 if maps else _VFORK)
+        if any(name == "time" for name, _ in plan.setup.options.join):
+            # Linux lets no process that shares its memory change time namespace (setns:
+            # EUSERS), so this child gets a copy, as from fork
+            flags &= ~_VM
         child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "",
                       not flags & _PARENT)
         if _pidfd_available():
