@@ -25,7 +25,7 @@ MountProc = Union[bool, StrOrBytesPath]
 #: clone()'s own keywords: a keyword fn cannot take is compared with these
 _CLONE_KEYWORDS = ("flags", "exit_signal", "cgroup", "set_tid", "uid_map", "gid_map",
                    "map_root", "setgroups", "hostname", "time_offsets", "join", "pdeathsig",
-                   "mount_proc")
+                   "mount_proc", "propagation")
 
 
 def clone(
@@ -45,6 +45,7 @@ def clone(
     join: Join = None,
     pdeathsig: Optional[int] = None,
     mount_proc: MountProc = False,
+    propagation: Optional[str] = None,
     **kwargs: Any,
 ) -> Child:
     """Run ``fn(*args, **kwargs)`` in a new child process with Linux clone semantics.
@@ -60,7 +61,9 @@ def clone(
     ``map_root=True``, written by the parent while the child waits, with ``setgroups``
     ("deny" by default with a gid map, or "allow"); ``hostname``; ``time_offsets``
     (``{"monotonic": s, "boottime": s}``); ``mount_proc`` (True or a directory: a fresh
-    /proc, mounts made private first); ``join`` (``{"net": pid, "uts": child,
+    /proc, every mount made private first unless ``propagation`` says otherwise);
+    ``propagation`` ("private", "shared", "slave" or "unchanged": every mount's, as
+    unshare --propagation); ``join`` (``{"net": pid, "uts": child,
     "mnt": "/proc/PID/ns/mnt"}``: existing namespaces to enter; those already ours are
     skipped); ``pdeathsig`` (the signal the child gets when the calling *thread* ends).
     A failure of the setup raises here, and no child is left.
@@ -84,13 +87,13 @@ def clone(
     backend = current_backend()
     if (uid_map is None and gid_map is None and map_root is False and setgroups is None
             and hostname is None and time_offsets is None and join is None
-            and pdeathsig is None and mount_proc is False):
+            and pdeathsig is None and mount_proc is False and propagation is None):
         options = NO_OPTIONS  # the common case stays a few calls (see Backend.__init__)
     else:
         options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
                                 setgroups=setgroups, hostname=hostname,
                                 time_offsets=time_offsets, join=join, pdeathsig=pdeathsig,
-                                mount_proc=mount_proc)
+                                mount_proc=mount_proc, propagation=propagation)
     request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
@@ -146,6 +149,7 @@ def check(
     join: Join = None,
     pdeathsig: Optional[int] = None,
     mount_proc: MountProc = False,
+    propagation: Optional[str] = None,
 ) -> CloneFlags:
     """Validate a clone request without creating anything.
 
@@ -155,7 +159,8 @@ def check(
     """
     options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
                             setgroups=setgroups, hostname=hostname, time_offsets=time_offsets,
-                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc)
+                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc,
+                            propagation=propagation)
     return _request(current_backend(), flags, exit_signal, cgroup, set_tid, options).flags
 
 
@@ -166,7 +171,8 @@ def _request(backend: Backend, flags: int, exit_signal: int, cgroup: Optional[Cg
     request = backend.request(flags, exit_signal, cgroup, set_tid, options=options.names,
                               implied=int(options.implied))
     if options.names:
-        check_conflicts(options, int(request.flags), backend.name)
+        check_conflicts(options, int(request.flags), backend.name,
+                        implied=int(request.implied))
         check_options(int(request.flags), options.conditions() | {"clone_setup"},
                       backend.name)
     if request.exit_signal != SIGCHLD:
@@ -200,6 +206,7 @@ def spawn(
     join: Join = None,
     pdeathsig: Optional[int] = None,
     mount_proc: MountProc = False,
+    propagation: Optional[str] = None,
     cgroup: Optional[CgroupArg] = None,
     set_tid: SetTid = None,
 ) -> Child:
@@ -226,10 +233,12 @@ def spawn(
         flags |= CloneFlags.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
     options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
                             setgroups=setgroups, hostname=hostname, time_offsets=time_offsets,
-                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc)
+                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc,
+                            propagation=propagation)
     request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True,
                               options=options.names, implied=int(options.implied))
-    check_conflicts(options, int(request.flags), backend.name, exec_child=True)
+    check_conflicts(options, int(request.flags), backend.name, exec_child=True,
+                    implied=int(request.implied))
     reap_orphans()
     # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this

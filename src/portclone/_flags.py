@@ -453,6 +453,9 @@ OPTIONS: Tuple[OptionInfo, ...] = (
                *_needs_ns("time")),
     OptionInfo("mount_proc", CloneFlags.CLONE_NEWNS, "a fresh /proc in a new mount namespace, "
                "every mount made private first", "2.4.19", YES, *_needs_ns("mount")),
+    OptionInfo("propagation", CloneFlags.CLONE_NEWNS, "every mount made private, shared or "
+               "slave (recursively) in the child's new mount namespace, or left unchanged",
+               "2.6.15", YES, *_needs_ns("mount")),
     OptionInfo("join", _NONE, "enters existing namespaces (setns) before the child runs", "3.8",
                YES, "NetBSD has no namespaces to join",
                "os.fork cannot enter namespaces" + _FORK_NEEDS),

@@ -106,6 +106,7 @@ struct pc_setup {
     const char *time_offsets; /* /proc/self/timens_offsets text; NULL: no time namespace */
     size_t time_len;
     const char *mount_proc; /* where to mount /proc; NULL: nowhere */
+    int propagation; /* PC_PROPAGATION_*: what to make every mount before mount_proc */
     int join_fd[PC_MAX_JOIN], join_type[PC_MAX_JOIN], njoin; /* setns(fd, type) in order */
     int pdeathsig; /* 0: none */
     int parent_pidfd; /* for the pdeathsig race check; -1: compare getppid() to parent_pid */
@@ -122,6 +123,10 @@ struct pc_setup {
 };
 
 enum { PC_SYNC_R = 1, PC_SYNC_W = 2, PC_ERR_R = 4, PC_ERR_W = 8 };
+/* propagation=, as portclone._setup.PROPAGATION numbers it: DEFAULT is "private" when a
+ * /proc is mounted, else nothing */
+enum { PC_PROPAGATION_DEFAULT = 0, PC_PROPAGATION_PRIVATE = 1, PC_PROPAGATION_SHARED = 2,
+       PC_PROPAGATION_SLAVE = 3, PC_PROPAGATION_UNCHANGED = 4 };
 
 /* What a child writes to its error pipe: where it failed (PC_STAGE_*) and errno;
  * err 0 says that the setup is done (clone() children, which do not exec). */

@@ -20,8 +20,6 @@
 #include <sys/prctl.h>
 #endif
 
-#define PC_MS_PRIVATE_REC (MS_PRIVATE | MS_REC)
-
 /* setup: None or (uid_map, gid_map, setgroups, hostname, time_offsets, mount_proc, join,
  * pdeathsig, parent_pidfd, parent_pid): bytes or None for the first six, join a tuple of
  * (fd, CLONE_NEW* type) pairs.  The pointers borrow the tuple's bytes. */
@@ -80,9 +78,10 @@ pc_setup_parse(struct pc_setup *s, PyObject *setup)
         PyErr_SetString(PyExc_TypeError, "setup must be a tuple or None");
         return -1;
     }
-    if (!PyArg_ParseTuple(setup, "OOOOOOO!iiiii:setup", &uid, &gid, &groups, &host,
+    if (!PyArg_ParseTuple(setup, "OOOOOOO!iiiii|i:setup", &uid, &gid, &groups, &host,
                           &offsets, &proc, &PyTuple_Type, &join, &s->pdeathsig,
-                          &s->parent_pidfd, &parent_pid, &s->pid_ns, &s->pid_restore))
+                          &s->parent_pidfd, &parent_pid, &s->pid_ns, &s->pid_restore,
+                          &s->propagation))
         return -1;
     if (setup_bytes(uid, &s->uid_map, &s->uid_len) < 0 ||
         setup_bytes(gid, &s->gid_map, &s->gid_len) < 0 ||
@@ -93,6 +92,10 @@ pc_setup_parse(struct pc_setup *s, PyObject *setup)
         return -1;
     if (s->pdeathsig < 0 || s->pdeathsig >= NSIG) {
         PyErr_Format(PyExc_ValueError, "pdeathsig %d is not a signal", s->pdeathsig);
+        return -1;
+    }
+    if (s->propagation < PC_PROPAGATION_DEFAULT || s->propagation > PC_PROPAGATION_UNCHANGED) {
+        PyErr_Format(PyExc_ValueError, "unknown propagation %d", s->propagation);
         return -1;
     }
     if ((s->pid_ns < 0) != (s->pid_restore < 0)) {
@@ -215,14 +218,31 @@ setup_time(const struct pc_setup *s)
     return r;
 }
 
-/* /proc for the child's PID namespace, as unshare --mount-proc: every mount private
- * first, so that nothing propagates back to the parent's mount namespace. */
+/* Every mount's propagation (unshare --propagation): private by default when a /proc
+ * is mounted (unshare --mount-proc), so that nothing propagates back to the parent. */
 static int
-setup_proc(const struct pc_setup *s)
+setup_propagation(const struct pc_setup *s)
 {
-    if (mount("none", "/", NULL, PC_MS_PRIVATE_REC, NULL) != 0)
-        return -1;
-    return mount("proc", s->mount_proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    unsigned long how;
+    switch (s->propagation) {
+    case PC_PROPAGATION_SHARED:
+        how = MS_SHARED;
+        break;
+    case PC_PROPAGATION_SLAVE:
+        how = MS_SLAVE;
+        break;
+    case PC_PROPAGATION_PRIVATE:
+        how = MS_PRIVATE;
+        break;
+    case PC_PROPAGATION_DEFAULT:
+        if (s->mount_proc == NULL)
+            return 0;
+        how = MS_PRIVATE;
+        break;
+    default:
+        return 0; /* unchanged */
+    }
+    return mount("none", "/", NULL, how | MS_REC, NULL);
 }
 #endif
 
@@ -279,11 +299,15 @@ pc_setup_child(const struct pc_setup *s, int *stage)
     if (s->hostname != NULL && sethostname(s->hostname, s->hostname_len) != 0)
         return -1;
     *stage = PC_STAGE_MOUNT_PROC;
-    if (s->mount_proc != NULL && setup_proc(s) != 0)
+    if (setup_propagation(s) != 0)
+        return -1;
+    if (s->mount_proc != NULL &&
+        mount("proc", s->mount_proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
         return -1;
 #else
     *stage = PC_STAGE_HOSTNAME;
-    if (s->pdeathsig || s->njoin || s->time_offsets || s->hostname || s->mount_proc) {
+    if (s->pdeathsig || s->njoin || s->time_offsets || s->hostname || s->mount_proc ||
+        s->propagation) {
         errno = ENOSYS; /* the backends refuse these options first */
         return -1;
     }

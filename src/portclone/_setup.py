@@ -41,6 +41,8 @@ CLOCKS = {"monotonic": time.CLOCK_MONOTONIC,
 #: KTIME_SEC_MAX / 2: the kernel keeps an offset clock below it (ERANGE otherwise;
 #: torvalds/linux:kernel/time/namespace.c, proc_timens_set_offset).
 _TIME_LIMIT = (2**63 - 1) // 10**9 // 2
+#: propagation=, numbered as the C takes it (PC_PROPAGATION_* in _native.h); 0: unset
+PROPAGATION = {"private": 1, "shared": 2, "slave": 3, "unchanged": 4}
 _NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), torvalds/linux:include/uapi/linux/nsfs.h
 
 _NO_FLAGS = CloneFlags(0)
@@ -63,6 +65,7 @@ class Options:
     mount_proc: Optional[bytes] = None
     join: Tuple[Tuple[str, Any], ...] = ()  # (namespace, target) in JOIN_ORDER
     pdeathsig: int = 0
+    propagation: int = 0  # PROPAGATION's number; 0: private before a /proc, else untouched
 
     @property
     def maps(self) -> bool:
@@ -86,7 +89,8 @@ def parse_options(*, uid_map: IdMap = None, gid_map: IdMap = None, map_root: boo
                   time_offsets: Optional[Mapping[str, float]] = None,
                   join: Optional[Mapping[str, JoinTarget]] = None,
                   pdeathsig: Optional[int] = None,
-                  mount_proc: Union[bool, StrOrBytesPath] = False) -> Options:
+                  mount_proc: Union[bool, StrOrBytesPath] = False,
+                  propagation: Optional[str] = None) -> Options:
     """Every option checked, as :class:`Options`; TypeError or ValueError naming the
     option otherwise.  Nothing is opened or changed."""
     names = []
@@ -109,19 +113,24 @@ def parse_options(*, uid_map: IdMap = None, gid_map: IdMap = None, map_root: boo
     proc = _mount_proc(mount_proc)
     joined = _join(join)
     sig = _pdeathsig(pdeathsig)
+    if propagation is not None and propagation not in PROPAGATION:
+        raise ValueError(f"propagation is one of {', '.join(map(repr, PROPAGATION))}, not "
+                         f"{propagation!r}")
     names += [n for n, v in (("hostname", host), ("time_offsets", offsets),
-                             ("mount_proc", proc)) if v is not None]
+                             ("mount_proc", proc), ("propagation", propagation)) if v is not None]
     names += [n for n, v in (("join", joined), ("pdeathsig", sig)) if v]
     implied = CloneFlags(0)
     for name in names:
         implied |= OPTION[name].implies
-    return Options(frozenset(names), implied, uid, gid, groups, host, offsets, proc, joined, sig)
+    return Options(frozenset(names), implied, uid, gid, groups, host, offsets, proc, joined, sig,
+                   PROPAGATION.get(propagation or "", 0))
 
 
 def check_conflicts(options: Options, flags: int, backend: str,
-                    exec_child: bool = False) -> None:
+                    exec_child: bool = False, implied: int = -1) -> None:
     """InvalidFlagsError for a namespace both created (a flag, or one an option implies)
-    and joined, and for what the options rule out with the flags."""
+    and joined, and for what the options rule out with the flags.  ``implied``: the flags
+    only the options asked for (Request.implied), named as theirs."""
     found = []
     if exec_child and flags & CloneFlags.CLONE_SIGHAND and any(
             name == "time" for name, _ in options.join):
@@ -132,7 +141,8 @@ def check_conflicts(options: Options, flags: int, backend: str,
     for name, _ in options.join:
         flag = NS_FLAGS[name]
         if flags & flag:
-            by = [o for o in sorted(options.names) if OPTION[o].implies & flag]
+            by = [o for o in sorted(options.names) if OPTION[o].implies & flag
+                  and implied & flag]  # only when the caller did not ask for it too
             made = f"{describe(int(flag))}" + (f", implied by {by[0]}=" if by else "")
             found.append(Refusal(f"the child cannot both create a new {name} namespace "
                                  f"({made}) and join one", flag, "join", invalid=True))
@@ -407,5 +417,5 @@ class ChildSetup:
             return None
         return (o.uid_map, o.gid_map, o.setgroups, o.hostname, o.time_offsets, o.mount_proc,
                 tuple(self.join), o.pdeathsig, self.parent_pidfd, self.parent_pid,
-                self.pid_ns, self.pid_restore)
+                self.pid_ns, self.pid_restore, o.propagation)
 
