@@ -29,12 +29,16 @@ def test_info_json_reports_the_probed_facts() -> None:
     assert facts["backend"] == backend.name
     assert facts["platform"] == sys.platform
     assert facts["supported_flags"] == str(backend.supported_flags).split("|")
+    capabilities = facts["capabilities"]
+    for name, cap in capabilities.items():  # one shape for every capability
+        assert set(cap) == {"available", "reason"}, name
+        assert isinstance(cap["available"], bool), name
+        assert (cap["reason"] is None) == cap["available"], name
     if backend.name == "linux":
-        assert facts["native_extension"].endswith(".so")
-        assert facts["clone3"] in ("available", "unavailable (ENOSYS)", "unavailable (EPERM)")
-        assert isinstance(facts["pidfd"], bool)
-        assert set(facts["namespaces"]) == {"mnt", "cgroup", "uts", "ipc", "user", "pid", "net",
-                                            "time"}
+        assert capabilities["native_extension"]["available"]
+        assert {"clone3", "pidfd", "libc_tid_repair"} <= set(capabilities)
+        assert {n.split()[1] for n in capabilities if n.startswith("namespace ")} == {
+            "mnt", "cgroup", "uts", "ipc", "user", "pid", "net", "time"}
 
 
 def test_info_text() -> None:

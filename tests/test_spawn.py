@@ -414,14 +414,14 @@ def test_run_is_a_flag_checked_unshare() -> None:
 
 
 def test_run_errors_and_help() -> None:
-    assert run_cli("--flags", "NEWBANANA", "--", "true").returncode == 2
+    assert run_cli("--flags", "NEWBANANA", "--", "true").returncode == 1  # as unshare's
     missing_cmd = run_cli("--", "no-such-command-portclone")
     assert missing_cmd.returncode == 127 and "No such file" in missing_cmd.stderr
     helptext = run_cli("--help").stdout
     backend = portclone.current_backend()
-    assert f"flags the {backend.name} backend honours" in " ".join(helptext.split())
+    assert f"The {backend.name} backend honours" in " ".join(helptext.split())
     fork = run_cli_env({"PORTCLONE_BACKEND": "fork"}, "--flags", "NEWPID", "--", "true")
-    assert fork.returncode == 2 and "fork fallback" in fork.stderr
+    assert fork.returncode == 1 and "fork fallback" in fork.stderr
 
 
 def run_cli_env(env: dict, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]

@@ -1,20 +1,385 @@
-"""``python -m portclone``: info, demo, flags."""
+"""The command line: ``python -m portclone info|flags|check|run|demo``.
+
+``run`` is a portable unshare(1) and nsenter(1): their option letters, their exit
+statuses, signals forwarded to the program.  Each of its options is a row of
+``RUN_OPTIONS``, which builds the parser, says what the option sets in the API, and
+writes the docs' table of options against backends (``run_option_table``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import sys
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from . import __version__, available_backends, clone, current_backend, spawn
-from ._errors import PortcloneError
-from ._flags import TABLE, CloneFlags, describe
+from . import __version__, available_backends, check, clone, current_backend, spawn
+from ._errors import PortcloneError, Stage
+from ._flags import BACKENDS, INFO, OPTION, TABLE, CloneFlags, describe
 from ._loader import native_status
+
+PROG = "portclone"
+#: Signals run forwards to its program (as well as a terminal's, which the program gets
+#: itself: see _Forwarder).
+FORWARDED = tuple(getattr(signal, name) for name in
+                  ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+                  if hasattr(signal, name))
+_NO_FLAGS = CloneFlags(0)
+_SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's ^C), Linux
+
+
+@dataclass(frozen=True)
+class RunOption:
+    """One option of ``portclone run``: its spellings, the unshare/nsenter option it
+    stands for, and what it sets (a clone flag, a setup option of _flags.OPTIONS, or an
+    argument every backend takes)."""
+
+    names: Tuple[str, ...]
+    origin: str  # the unshare(1)/nsenter(1) spelling, or "" for portclone's own
+    help: str
+    flag: CloneFlags = _NO_FLAGS
+    option: str = ""  # the setup option it sets (_flags.OPTIONS), if any
+    metavar: str = ""  # "": a switch; else it takes a value
+    optional: bool = False  # the value may be left out (--mount-proc[=DIR])
+    repeat: bool = False
+    choices: Tuple[str, ...] = ()
+
+    @property
+    def dest(self) -> str:
+        return self.names[-1].lstrip("-").replace("-", "_")
+
+    def reason(self, backend: str) -> Optional[str]:
+        """None if ``backend`` honours the option for a program, else why not."""
+        if self.option:
+            why = OPTION[self.option].reason(backend)
+            if why is not None:
+                return why
+        if self.flag:
+            return INFO[int(self.flag)].reason(backend, exec_child=True)
+        return None
+
+
+F = CloneFlags
+RUN_OPTIONS: Tuple[RunOption, ...] = (
+    RunOption(("-U", "--user"), "unshare -U, --user", "new user namespace", F.CLONE_NEWUSER),
+    RunOption(("-p", "--pid"), "unshare -p, --pid", "new PID namespace", F.CLONE_NEWPID),
+    RunOption(("-m", "--mount"), "unshare -m, --mount", "new mount namespace (every mount "
+              "made private, as unshare does, unless --propagation says otherwise)",
+              F.CLONE_NEWNS),
+    RunOption(("-u", "--uts"), "unshare -u, --uts", "new UTS namespace", F.CLONE_NEWUTS),
+    RunOption(("-i", "--ipc"), "unshare -i, --ipc", "new IPC namespace", F.CLONE_NEWIPC),
+    RunOption(("-n", "--net"), "unshare -n, --net", "new network namespace", F.CLONE_NEWNET),
+    RunOption(("-C", "--cgroup"), "unshare -C, --cgroup", "new cgroup namespace",
+              F.CLONE_NEWCGROUP),
+    RunOption(("-T", "--time"), "unshare -T, --time", "new time namespace", F.CLONE_NEWTIME),
+    RunOption(("-r", "--map-root", "--map-root-user"), "unshare -r, --map-root-user",
+              "map our uid and gid to root (implies --user)", option="map_root"),
+    RunOption(("--map-user",), "unshare --map-user=UID", "map our uid to UID (a number or a "
+              "name; implies --user)", option="uid_map", metavar="UID"),
+    RunOption(("--map-group",), "unshare --map-group=GID", "map our gid to GID (a number or a "
+              "name; implies --user and --setgroups=deny)", option="gid_map", metavar="GID"),
+    RunOption(("--setgroups",), "unshare --setgroups=allow|deny", "the user namespace's "
+              "setgroups (deny by default with a gid map)", option="setgroups",
+              metavar="allow|deny", choices=("allow", "deny")),
+    RunOption(("--mount-proc",), "unshare --mount-proc[=DIR]", "mount a fresh /proc (or at "
+              "DIR) in a new mount namespace", option="mount_proc", metavar="DIR",
+              optional=True),
+    RunOption(("--monotonic",), "unshare --monotonic=SECS", "CLOCK_MONOTONIC offset in a new "
+              "time namespace", option="time_offsets", metavar="SECS"),
+    RunOption(("--boottime",), "unshare --boottime=SECS", "CLOCK_BOOTTIME offset in a new time "
+              "namespace", option="time_offsets", metavar="SECS"),
+    RunOption(("--kill-child",), "unshare --kill-child[=SIGNAL]", "the program gets SIGNAL "
+              "(default SIGKILL) when run dies", option="pdeathsig", metavar="SIGNAL",
+              optional=True),
+    RunOption(("--propagation",), "unshare --propagation=MODE", "every mount's propagation in "
+              "the new mount namespace", option="propagation",
+              metavar="private|shared|slave|unchanged",
+              choices=("private", "shared", "slave", "unchanged")),
+    RunOption(("-w", "--wd"), "unshare -w, --wd=DIR", "the program's working directory",
+              metavar="DIR"),
+    RunOption(("-f", "--fork"), "unshare -f, --fork", "accepted: run always starts the program "
+              "as its child"),
+    RunOption(("--join",), "nsenter -t PID -a", "enter every namespace of PID that differs "
+              "from ours", option="join", metavar="PID"),
+    RunOption(("--join-ns",), "nsenter -t PID --NS, --NS=PATH", "enter one namespace: NAME=PID "
+              "or NAME=PATH (user, mnt, pid, net, uts, ipc, cgroup, time; repeatable)",
+              option="join", metavar="NAME=PID|PATH", repeat=True),
+    RunOption(("--hostname",), "", "the hostname, in a new UTS namespace", option="hostname",
+              metavar="NAME"),
+    RunOption(("--flags",), "", "clone flags by name, with or without CLONE_ (see "
+              "`python -m portclone flags`)", metavar="NEWUSER,NEWPID,..."),
+)
+
+
+def run_option_table() -> str:
+    """Markdown: unshare/nsenter option -> portclone run option -> backends that honour it."""
+    notes: Dict[str, int] = {}
+    rows = ["| unshare / nsenter | portclone run | " + " | ".join(BACKENDS) + " | sets |",
+            "| --- | --- | " + " | ".join("---" for _ in BACKENDS) + " | --- |"]
+    for opt in RUN_OPTIONS:
+        cells = []
+        for backend in BACKENDS:
+            why = opt.reason(backend)
+            cells.append("yes" if why is None else f"no [{notes.setdefault(why, len(notes) + 1)}]")
+        sets = (describe(int(opt.flag)) if opt.flag else f"{opt.option}=" if opt.option
+                else "cwd=" if opt.dest == "wd" else "flags=" if opt.dest == "flags" else "-")
+        spelled = ", ".join(n + (f"[={opt.metavar}]" if opt.optional else
+                                 f"={opt.metavar}" if opt.metavar and n.startswith("--") else
+                                 f" {opt.metavar}" if opt.metavar else "") for n in opt.names)
+        rows.append(f"| {opt.origin or '(portclone)'} | `{spelled}` | " + " | ".join(cells)
+                    + f" | `{sets}` |")
+    rows.append("")
+    rows += [f"{n}. {why}" for why, n in notes.items()]
+    return "\n".join(rows)
+
+
+# -- errors fit for a command line ----------------------------------------------------------
+
+#: The API's keywords, as run's options say them in error messages.
+_CLI_WORDS = {"map_root": "--map-root-user", "uid_map": "--map-user", "gid_map": "--map-group",
+              "uid_map/gid_map": "--map-user/--map-group", "setgroups": "--setgroups",
+              "mount_proc": "--mount-proc", "time_offsets": "--monotonic/--boottime",
+              "pdeathsig": "--kill-child", "propagation": "--propagation",
+              "join": "--join/--join-ns", "hostname": "--hostname", "cwd": "--wd",
+              "flags": "--flags", "close_fds": "(close_fds, which run keeps)"}
+
+
+def cli_message(error: BaseException) -> str:
+    """``error``'s message in run's words (an OSError's without its "[Errno N]"): the
+    API's ``keyword=`` and ``keyword:`` labels become the options that set them."""
+    text = str(error)
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror + (f": {error.filename}" if error.filename else "")
+    words = "|".join(re.escape(w) for w in sorted(_CLI_WORDS, key=len, reverse=True))
+    text = re.sub(rf"(?m)^(\s*)({words}):", lambda m: f"{m[1]}{_CLI_WORDS[m[2]]}:", text)
+    text = re.sub(rf"\b({words})=(True|SIGKILL|0)?", lambda m: _CLI_WORDS[m[1]]
+                  + (f"={m[2]}" if m[2] and m[2] != "True" else ""), text)
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1, as unshare's and nsenter's do."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word.upper(), choices, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def parse_flags(text: str) -> CloneFlags:
+    """``NEWUSER,NEWPID`` as flags; ValueError naming the nearest real names otherwise."""
+    try:
+        return CloneFlags.parse(text)
+    except ValueError as e:
+        names = [name[len("CLONE_"):] for name in CloneFlags.__members__]
+        bad = [w for w in text.replace("|", ",").split(",") if w.strip()
+               and w.strip().upper().replace("CLONE_", "", 1) not in names]
+        hint = _suggest(bad[0].strip().upper().replace("CLONE_", "", 1), names) if bad else ""
+        raise ValueError(f"{e}{hint}; `python -m portclone flags` lists them") from None
+
+
+# -- run ------------------------------------------------------------------------------------
+
+def _signal_number(text: str) -> int:
+    name = text.upper()
+    if name.isdigit():
+        return int(name)
+    name = name if name.startswith("SIG") else "SIG" + name
+    if not hasattr(signal, name):
+        raise ValueError(f"unknown signal {text!r}")
+    return int(getattr(signal, name))
+
+
+def _id(text: str, database: str) -> int:
+    if text.isdigit():
+        return int(text)
+    import grp
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid if database == "user" else grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise ValueError(f"no {database} named {text!r}") from None
+
+
+def _join_every_namespace(pid_text: str) -> Dict[str, Any]:
+    """nsenter -a: every namespace of PID (those that are ours are skipped by join=)."""
+    if not pid_text.isdigit():
+        raise ValueError(f"--join takes a pid, not {pid_text!r}")
+    pid = int(pid_text)
+    names = [ns for ns in ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
+             if os.path.exists(f"/proc/{pid}/ns/{ns}")]
+    if not names and not os.path.exists(f"/proc/{pid}"):
+        raise ProcessLookupError(errno.ESRCH, f"--join: no process {pid}")
+    return {ns: pid for ns in names}
+
+
+def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
+    """The flags and spawn() keywords run's options ask for."""
+    flags = parse_flags(args.flags or "")
+    for opt in RUN_OPTIONS:
+        if opt.flag and getattr(args, opt.dest):
+            flags |= opt.flag
+    kw: Dict[str, Any] = {}
+    if args.map_root_user:
+        kw["map_root"] = True
+    if args.map_user is not None:
+        kw["uid_map"] = [(_id(args.map_user, "user"), os.geteuid(), 1)]
+    if args.map_group is not None:
+        kw["gid_map"] = [(_id(args.map_group, "group"), os.getegid(), 1)]
+    if args.map_root_user and ("uid_map" in kw or "gid_map" in kw):
+        raise ValueError("--map-root-user maps root itself: leave --map-user/--map-group out")
+    if args.setgroups is not None:
+        kw["setgroups"] = args.setgroups
+    if args.mount_proc is not None:
+        kw["mount_proc"] = True if args.mount_proc == "" else args.mount_proc
+    offsets = {clock: float(getattr(args, clock)) for clock in ("monotonic", "boottime")
+               if getattr(args, clock) is not None}
+    if offsets:
+        kw["time_offsets"] = offsets
+    if args.kill_child is not None:
+        kw["pdeathsig"] = _signal_number(args.kill_child) if args.kill_child else signal.SIGKILL
+    if args.propagation is not None:
+        kw["propagation"] = args.propagation
+    elif flags & F.CLONE_NEWNS:
+        kw["propagation"] = "private"  # unshare's default for a new mount namespace
+    join: Dict[str, Any] = _join_every_namespace(args.join) if args.join is not None else {}
+    for item in args.join_ns or ():
+        name, sep, target = item.partition("=")
+        if not sep or not target:
+            raise ValueError(f"--join-ns takes NAME=PID or NAME=PATH, not {item!r}")
+        join[name] = int(target) if target.isdigit() else target
+    if join:
+        kw["join"] = join
+    if args.hostname is not None:
+        kw["hostname"] = args.hostname
+    if args.wd is not None:
+        kw["cwd"] = args.wd
+    return flags, kw
+
+
+def _launch_failure(error: OSError, command: List[str], flags: CloneFlags) -> int:
+    """run's message and exit status for a program that did not start: 127 not found,
+    126 not executable (as shells and unshare say), 1 for run's own failures."""
+    stage = getattr(error, "portclone_stage", None)
+    if stage == Stage.EXEC:
+        print(f"{PROG} run: {command[0]}: {error.strerror}", file=sys.stderr)
+        return 127 if error.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+    message = cli_message(error)
+    if (stage in (None, Stage.CLONE) and error.errno == errno.EPERM
+            and not flags & F.CLONE_NEWUSER and os.geteuid() != 0):
+        message += (" (add --user or --map-root-user to create namespaces without "
+                    "privilege)")
+    print(f"{PROG} run: {message}", file=sys.stderr)
+    return 1
+
+
+class _Forwarder:
+    """Hands run's signals on to its program.
+
+    Handlers record what arrives until the program exists.  Then, where the platform has
+    sigwaitinfo, the signals and SIGCHLD are blocked and taken one at a time, which tells
+    who sent them: a terminal's (^C: the kernel, to the whole foreground process group)
+    reached the program already and is not sent twice.  Elsewhere the handlers forward.
+    """
+
+    def __init__(self) -> None:
+        self.child: Any = None
+        self.pending: List[int] = []
+        self.saved = {sig: signal.signal(sig, self._handler) for sig in FORWARDED}
+
+    def _handler(self, sig: int, frame: object) -> None:
+        if self.child is None:
+            self.pending.append(sig)
+        elif self.child.returncode is None:
+            self.child.send_signal(sig)
+
+    def wait(self, child: Any) -> int:
+        self.child = child
+        for sig in self.pending:
+            child.send_signal(sig)
+        if not hasattr(signal, "sigwaitinfo"):
+            return int(child.wait())
+        watched = {*FORWARDED, signal.SIGCHLD}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+        try:
+            while child.poll() is None:
+                info = signal.sigwaitinfo(watched)
+                if info.si_signo == signal.SIGCHLD:
+                    continue
+                if info.si_code == _SI_KERNEL and _same_group(child.pid):
+                    continue  # the terminal sent it to the program too
+                if child.poll() is None:
+                    child.send_signal(info.si_signo)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return int(child.returncode)
+
+    def restore(self) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _same_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = list(args.cmd)
+    if command[:1] == ["--"]:
+        del command[0]
+    if not command:
+        print(f"{PROG} run: no program given (portclone run [options] [--] PROGRAM ARGS)",
+              file=sys.stderr)
+        return 1
+    try:
+        flags, kw = run_request(args)
+    except (ValueError, OSError) as e:
+        print(f"{PROG} run: {cli_message(e)}", file=sys.stderr)
+        return 1
+    forwarder = _Forwarder()
+    try:
+        try:
+            child = spawn(command, flags=flags, **kw)
+        except (PortcloneError, ValueError, TypeError) as e:
+            print(f"{PROG} run: {cli_message(e)}", file=sys.stderr)
+            return 1
+        except OSError as e:
+            return _launch_failure(e, command, flags)
+        with child:
+            code = forwarder.wait(child)
+    finally:
+        forwarder.restore()
+    if code < 0:  # killed by a signal: die of it too, as unshare does, so callers see it
+        sig = -code
+        if sig in FORWARDED or sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT):
+            sys.stdout.flush()
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+            os.kill(os.getpid(), sig)
+        return 128 + sig
+    return code
+
+
+# -- info, flags, check, demo ---------------------------------------------------------------
+
+def _capability(available: bool, reason: Optional[str] = None) -> Dict[str, Any]:
+    return {"available": available, "reason": None if available else reason}
 
 
 def _info() -> Dict[str, Any]:
@@ -28,22 +393,26 @@ def _info() -> Dict[str, Any]:
         "kernel": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "native_extension": native.__file__ if native is not None else f"not loaded: {why}",
     }
-    facts.update(backend.details())
+    capabilities: Dict[str, Any] = {
+        "native_extension": _capability(native is not None, why)}
+    details = backend.details()
+    capabilities.update(details.pop("capabilities", {}))
+    facts.update(details)
     probe = getattr(backend, "probe", None)
     if probe is not None:
         # each namespace's line is the flag that makes a new one (CLONE_NEWNS for mnt), not
         # another flag with the same ns (CLONE_EMPTY_MNTNS)
-        facts["namespaces"] = {
-            info.ns: probe(info.flag) or "available"
-            for info in TABLE if info.ns and info.name.startswith("CLONE_NEW")
-        }
+        for info in TABLE:
+            if info.ns and info.name.startswith("CLONE_NEW"):
+                problem = probe(info.flag)
+                capabilities[f"namespace {info.ns}"] = _capability(problem is None, problem)
         try:
             with open("/proc/sys/user/max_user_namespaces") as f:
                 facts["max_user_namespaces"] = int(f.read())
         except (OSError, ValueError):
             pass
+    facts["capabilities"] = capabilities
     facts["supported_flags"] = describe(int(backend.supported_flags)).split("|")
     return facts
 
@@ -53,14 +422,19 @@ def _print_info(as_json: bool) -> int:
     if as_json:
         print(json.dumps(facts, indent=2, sort_keys=True))
         return 0
-    width = max(len(k) for k in facts)
+    width = max(len(k) for k in [*facts, *facts["capabilities"]]) + 2
     for key, value in facts.items():
-        if isinstance(value, dict):
+        if key == "capabilities":
+            print("capabilities:")
+            for name, cap in value.items():
+                state = "yes" if cap["available"] else f"no: {cap['reason']}"
+                print(f"  {name:<{width - 2}} {state}")
+        elif isinstance(value, dict):
             print(f"{key}:")
             for k, v in value.items():
                 print(f"  {k:<{width - 2}} {v}")
         elif isinstance(value, list):
-            print(f"{key:<{width}} {', '.join(value)}")
+            print(f"{key:<{width}} {', '.join(map(str, value))}")
         else:
             print(f"{key:<{width}} {value}")
     return 0
@@ -80,8 +454,8 @@ def _demo(hostname: str) -> int:
     try:
         child = clone(_demo_child, hostname, flags=flags)
     except (PortcloneError, OSError) as e:
-        print(f"portclone demo: {e}", file=sys.stderr)
-        return 2
+        print(f"{PROG} demo: {e}", file=sys.stderr)
+        return 1
     with child:
         code = child.wait()  # the child's line first, always
     print(f"clone() returned {child.pid} ({child.syscall}, flags {describe(int(flags))}, "
@@ -107,38 +481,22 @@ def _flags(markdown: bool) -> int:
     return 0
 
 
-def _run(flag_text: str, map_root: bool, hostname: Optional[str], command: List[str]) -> int:
-    """A portable, flag-checked unshare(1): the exit status is the program's."""
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        print("portclone run: no command given (portclone run [options] -- CMD ARGS)",
-              file=sys.stderr)
-        return 2
+def _check(flag_text: str, exec_child: bool) -> int:
+    """Exit 0 when this backend honours the request; else the full error, exit 1."""
+    flags = parse_flags(flag_text)
     try:
-        flags = CloneFlags.parse(flag_text)
-        if hostname is not None:
-            flags |= CloneFlags.CLONE_NEWUTS
-        child = spawn(command, flags=flags, map_root=map_root, hostname=hostname)
-    except (ValueError, PortcloneError) as e:  # unknown names, refused or invalid flags
-        print(f"portclone run: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"portclone run: {command[0]}: {e.strerror}", file=sys.stderr)
-        return 127
-    except PermissionError as e:
-        print(f"portclone run: {command[0]}: {e.strerror}", file=sys.stderr)
-        return 126
-    except OSError as e:
-        print(f"portclone run: {e}", file=sys.stderr)
+        if exec_child:
+            current_backend().request(flags | F.CLONE_VM, signal.SIGCHLD if hasattr(
+                signal, "SIGCHLD") else 0, None, None, exec_child=True)
+            honoured = flags
+        else:
+            honoured = check(flags)
+    except PortcloneError as e:
+        print(str(e), file=sys.stderr)
         return 1
-    with child:
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)
-            code = child.wait()
-    return code if code >= 0 else 128 - code  # killed by signal N: 128+N, as shells say
+    print(f"{current_backend().name} honours {describe(int(honoured))} for "
+          f"{'a program (spawn)' if exec_child else 'a Python child (clone)'}")
+    return 0
 
 
 def _run_epilog() -> str:
@@ -147,36 +505,105 @@ def _run_epilog() -> str:
     except PortcloneError as e:
         return f"no backend: {e}"
     names = describe(int(backend.supported_exec_flags)).replace("CLONE_", "").split("|")
-    return (f"flags the {backend.name} backend honours for a program here: {', '.join(names)}. "
-            "Example: portclone run --flags NEWUSER,NEWPID,NEWNS --map-root -- sh")
+    refused = [opt.names[-1] for opt in RUN_OPTIONS if opt.reason(backend.name) is not None]
+    text = (f"The {backend.name} backend honours these flags for a program here: "
+            f"{', '.join(names)}.")
+    if refused:
+        text += f" It refuses: {', '.join(refused)}."
+    return text + (" Exit status: the program's; 126/127 when it cannot be run or found; 1 "
+                   "for run's own failures and usage errors. Example: portclone run -Urpm "
+                   "--mount-proc -- sh")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="portclone", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=(
+        "portclone: Linux clone semantics on every POSIX system. The subcommands report what "
+        "this machine's backend honours, check requests, and run programs in new or "
+        "existing namespaces (a portable unshare and nsenter)."))
     parser.add_argument("--version", action="version", version=f"portclone {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="backend, kernel features and supported flags, as probed")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+    p_info = sub.add_parser("info", help="backend, kernel features and capabilities, as probed")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
-    p_demo = sub.add_parser("demo", help="clone(2)'s example: a child sets its hostname in a new "
-                                         "UTS namespace; the parent's is unchanged")
-    p_demo.add_argument("--hostname", default="portclone-demo", help="the child's hostname")
     p_flags = sub.add_parser("flags", help="every clone flag and whether this backend honours it")
     p_flags.add_argument("--markdown", action="store_true",
                          help="the README's availability table for every backend")
-    p_run = sub.add_parser(
-        "run", help="run a program with clone flags: a portable, flag-checked unshare(1)",
-        epilog=_run_epilog())
-    p_run.add_argument("--flags", default="", metavar="NEWUSER,NEWPID,...",
-                       help="clone flags, with or without the CLONE_ prefix")
-    p_run.add_argument("--map-root", action="store_true",
-                       help="map our uid/gid to root in the new user namespace (NEWUSER)")
-    p_run.add_argument("--hostname", help="the hostname in a new UTS namespace (implies NEWUTS)")
-    p_run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS")
-    args = parser.parse_args(argv)
+    p_check = sub.add_parser("check", help="exit 0 if this backend honours FLAGS, else say why "
+                                           "and exit 1")
+    p_check.add_argument("check_flags", metavar="FLAGS", help="NEWPID,NEWNS,...")
+    p_check.add_argument("--exec", action="store_true", dest="exec_child",
+                         help="for a program (spawn) rather than a Python child (clone)")
+    p_run = sub.add_parser("run", help="run a program in new or joined namespaces: a portable "
+                                       "unshare/nsenter", epilog=_run_epilog())
+    for opt in RUN_OPTIONS:
+        kwargs: Dict[str, Any] = {"help": opt.help, "dest": opt.dest}
+        if not opt.metavar:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["metavar"] = opt.metavar
+            if opt.optional:
+                kwargs.update(nargs="?", const="")
+            if opt.repeat:
+                kwargs["action"] = "append"
+            if opt.choices:
+                kwargs["choices"] = opt.choices
+        p_run.add_argument(*opt.names, **kwargs)
+    p_run.add_argument("cmd", nargs=argparse.REMAINDER, help="[--] PROGRAM ARGS")
+    p_demo = sub.add_parser("demo", help="clone(2)'s example: a child sets its hostname in a new "
+                                         "UTS namespace; the parent's is unchanged")
+    p_demo.add_argument("--hostname", default="portclone-demo", help="the child's hostname")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return _run(args.flags, args.map_root, args.hostname, args.cmd)
+        return _run(args)
     if args.command == "info":
         return _print_info(args.json)
+    if args.command == "check":
+        return _check(args.check_flags, args.exec_child)
     if args.command == "demo":
         return _demo(args.hostname)
     return _flags(args.markdown)
+
+
+def _spell_optional_values(argv: List[str]) -> List[str]:
+    """unshare's optional values come only after "=" (--mount-proc[=DIR]): a bare one is
+    given an empty value, or argparse would take the program's name for it."""
+    optional = {n for opt in RUN_OPTIONS if opt.optional for n in opt.names}
+    takes_value = {n for opt in RUN_OPTIONS if opt.metavar and not opt.optional
+                   for n in opt.names}
+    if "run" not in argv:
+        return argv
+    out = argv[:argv.index("run") + 1]
+    rest = argv[len(out):]
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        if word == "--" or not word.startswith("-"):
+            break  # the program and its arguments
+        out.append(word + "=" if word in optional else word)
+        if word in takes_value and i + 1 < len(rest):
+            out.append(rest[i + 1])
+            i += 1
+        i += 1
+    return out + rest[i:]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The command line; never a traceback for what a user can get wrong."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(_spell_optional_values(words))
+    try:
+        code = _dispatch(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # `portclone flags | head -1`: the reader left, as it may
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except (PortcloneError, ValueError, OSError) as e:
+        print(f"{PROG} {args.command}: {cli_message(e)}", file=sys.stderr)
+        return 1

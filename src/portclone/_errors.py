@@ -192,6 +192,22 @@ class Stage(enum.IntEnum):
 def translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_signal: int,
               program: str = "", cwd: Optional[bytes] = None,
               stage: Optional[Stage] = None) -> Exception:
+    """The exception the caller of clone() or spawn() gets for ``error`` (_translate), an
+    OSError keeping ``portclone_stage``: where the start failed (the command line tells the
+    program's failures from its own by it)."""
+    result = _translate(error, backend=backend, syscall=syscall, flags=flags,
+                        exit_signal=exit_signal, program=program, cwd=cwd, stage=stage)
+    where = getattr(error, "portclone_stage", stage)
+    if where is None and hasattr(error, "portclone_syscall"):
+        where = Stage.CLONE
+    if isinstance(result, OSError) and where is not None:
+        result.portclone_stage = Stage(where)  # type: ignore[attr-defined]
+    return result
+
+
+def _translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_signal: int,
+               program: str = "", cwd: Optional[bytes] = None,
+               stage: Optional[Stage] = None) -> Exception:
     """The exception the caller of clone() or spawn() gets for ``error``.
 
     ``error.portclone_stage`` (a :class:`Stage`), or else ``stage``, says where the start

@@ -207,18 +207,19 @@ class LinuxBackend(Backend):
             "arch": native.ARCH,
             "syscalls": {"clone": native.SYS_CLONE, "clone3": native.SYS_CLONE3},
             "legacy_clone_order": native.LEGACY_CLONE_ORDER or "unknown (clone3 only)",
-            "clone3": "available" if c3 == errno.EINVAL else
-                      f"unavailable ({errno.errorcode.get(c3, c3)})",
             "spawn": ("clone3 with CLONE_VM, the child on its own stack"
                       if native.HAVE_CLONE3_SPAWN else
                       "libc clone() with CLONE_VM (no clone3 trampoline for this architecture)"),
-            "pidfd": self.pidfd_available(),
-            "libc_tid_repair": (f"yes (offset {offset} in the thread descriptor)" if offset >= 0
-                                else "unavailable: libc's cached thread id stays the parent's "
-                                     "in raw-cloned children" if offset == -1
-                                else "not known yet: the search for it could not start a "
-                                     "thread now (memory or thread limits); it runs again at "
-                                     "the next clone"),
+            "capabilities": {
+                "clone3": _capability(c3 == errno.EINVAL, self.clone3_missing()),
+                "pidfd": _capability(self.pidfd_available(),
+                                     "the running kernel gives no pidfds (Linux 5.3 does)"),
+                "libc_tid_repair": _capability(
+                    offset >= 0,
+                    "libc's cached thread id stays the parent's in raw-cloned children"
+                    if offset == -1 else "not known yet: the search for it could not start a "
+                    "thread now (memory or thread limits); it runs again at the next clone"),
+            },
         }
 
     def probe(self, flag: CloneFlags) -> Optional[str]:
@@ -282,6 +283,10 @@ def _thread_pidfds() -> bool:
         return False
     os.close(fd)
     return True
+
+
+def _capability(available: bool, reason: Optional[str]) -> Dict[str, Any]:
+    return {"available": available, "reason": None if available else reason}
 
 
 def _kernel_flags(request: Request, setup: Optional[ChildSetup]) -> int:

@@ -1,0 +1,255 @@
+"""python -m portclone run, check, and the CLI's manners: each run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Dict, Optional
+
+import pytest
+from conftest import ns_inode
+
+import portclone
+from portclone._cli import RUN_OPTIONS, run_option_table
+
+
+def cli(*args: str, env: Optional[Dict[str, str]] = None,
+        timeout: float = 120) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([sys.executable, "-m", "portclone", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+#: Runs the CLI as nobody: imports first (the tree may not be readable by nobody), then
+#: drops privileges and makes the process dumpable again (a uid change clears it, and
+#: the maps' /proc files of its children would be root's).
+AS_NOBODY = textwrap.dedent("""
+    import ctypes, os, sys
+    import portclone, portclone._cli
+    portclone.current_backend()
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
+    sys.exit(portclone._cli.main(sys.argv[1:]))
+""")
+
+
+def cli_as_nobody(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become nobody")
+    return subprocess.run([sys.executable, "-c", AS_NOBODY, *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+linux_root = pytest.mark.requires("linux", "proc", "root")
+
+
+# -- options' real effects ---------------------------------------------------------------
+
+@linux_root
+@pytest.mark.requires("CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWNS")
+def test_unshare_Urpm_mount_proc() -> None:
+    result = cli("run", "-Urpm", "--mount-proc", "--", "sh", "-c",
+                 "echo $$ $(id -u); ls /proc | grep -c '^[0-9]'; cat /proc/self/setgroups")
+    assert result.returncode == 0, result.stderr
+    pid, uid, count, groups = result.stdout.split()
+    assert (pid, uid, groups) == ("1", "0", "deny") and int(count) <= 3
+
+
+@linux_root
+@pytest.mark.parametrize("letter, ns", [("-u", "uts"), ("-i", "ipc"), ("-n", "net"),
+                                        ("-C", "cgroup"), ("-T", "time"), ("-p", "pid"),
+                                        ("-m", "mnt"), ("-U", "user")])
+def test_each_namespace_letter(letter: str, ns: str) -> None:
+    if portclone.current_backend().probe(portclone.NS_FLAGS[ns]):  # type: ignore[attr-defined]
+        pytest.skip(f"no {ns} namespaces here")
+    # a new PID/time namespace is the one for children; sh -c's own is then the new one
+    result = cli("run", letter, "--", "stat", "-L", "-c", "%i", f"/proc/self/ns/{ns}")
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) != ns_inode(ns)
+
+
+@linux_root
+@pytest.mark.requires("CLONE_NEWUSER")
+def test_map_user_group_and_setgroups() -> None:
+    result = cli("run", "--map-user=1234", "--map-group=5678", "--", "sh", "-c",
+                 "id -u; id -g; cat /proc/self/setgroups")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1234", "5678", "deny"]
+    allow = cli("run", "-U", "--setgroups=allow", "--", "cat", "/proc/self/setgroups")
+    assert allow.stdout.strip() == "allow", allow.stderr
+
+
+@linux_root
+@pytest.mark.requires("CLONE_NEWUTS", "CLONE_NEWTIME")
+def test_hostname_wd_and_clock_offsets(tmp_path: object) -> None:
+    result = cli("run", "--hostname", "cli-box", "--boottime=86400", "--monotonic", "10",
+                 "-w", str(tmp_path), "--", "sh", "-c", "hostname; pwd; cut -d' ' -f1 /proc/uptime")
+    assert result.returncode == 0, result.stderr
+    host, cwd, uptime = result.stdout.split()
+    assert host == "cli-box" and cwd == str(tmp_path)
+    assert float(uptime) >= float(open("/proc/uptime").read().split()[0]) + 86400 - 1
+
+
+@linux_root
+def test_join_and_join_ns_enter_the_targets_namespaces() -> None:
+    target = portclone.spawn(["sleep", "600"], hostname="cli-target",
+                             flags=portclone.CLONE_NEWNET)
+    try:
+        every = cli("run", "--join", str(target.pid), "--", "hostname")
+        one = cli("run", "--join-ns", f"net=/proc/{target.pid}/ns/net", "--", "stat", "-L",
+                  "-c", "%i", "/proc/self/ns/net")
+        net = os.stat(f"/proc/{target.pid}/ns/net").st_ino
+    finally:
+        target.kill()
+        target.wait()
+    assert every.stdout.strip() == "cli-target", every.stderr
+    assert int(one.stdout) == net, one.stderr
+    dead = cli("run", "--join", str(target.pid), "--", "true")
+    assert (dead.returncode == 1 and "no process" in dead.stderr) or "No such" in dead.stderr
+
+
+@linux_root
+@pytest.mark.requires("CLONE_NEWNS")
+def test_propagation_and_fork_are_accepted() -> None:
+    result = cli("run", "-f", "-m", "--propagation=slave", "--", "grep", "-c", "master:",
+                 "/proc/self/mountinfo")
+    assert result.returncode in (0, 1), result.stderr  # grep's count, whatever it is
+    bad = cli("run", "-m", "--propagation=sideways", "--", "true")
+    assert bad.returncode == 1 and "invalid choice" in bad.stderr
+
+
+# -- signals -----------------------------------------------------------------------------
+
+@pytest.mark.requires("proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1])
+def test_signals_to_run_reach_the_program_and_no_orphan_remains(sig: int) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "portclone", "run", "--", "sh", "-c",
+                             "echo ready; exec sleep 600"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    children = _children(proc.pid)
+    assert len(children) == 1
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    assert code == -sig  # run dies of the program's death, as unshare does
+    assert not _alive(children[0])
+
+
+@pytest.mark.requires("linux", "proc")
+def test_kill_child_ends_the_program_when_run_is_killed() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "portclone", "run", "--kill-child", "--",
+                             "sh", "-c", "echo ready; exec sleep 600"], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    child = _children(proc.pid)[0]
+    proc.kill()
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(child)
+
+
+def _children(pid: int) -> list:  # type: ignore[type-arg]
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# -- exit statuses and messages ------------------------------------------------------------
+
+def test_exit_statuses_follow_unshare(tmp_path: pathlib.Path) -> None:
+    assert cli("run", "--", "sh", "-c", "exit 7").returncode == 7
+    missing = cli("run", "--", "/nonexistent/portclone-cmd")
+    assert missing.returncode == 127 and "No such file" in missing.stderr
+    plain = tmp_path / "not-executable"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    not_exec = cli("run", "--", str(plain))
+    assert not_exec.returncode == 126 and "Permission denied" in not_exec.stderr
+    usage = cli("run", "--no-such-option", "true")
+    assert usage.returncode == 1 and "usage:" in usage.stderr
+    assert cli("run").returncode == 1
+    assert "Traceback" not in missing.stderr + not_exec.stderr + usage.stderr
+
+
+@pytest.mark.requires("linux", "proc", "CLONE_NEWUSER", "CLONE_NEWPID")
+def test_unprivileged_namespace_is_runs_own_failure_with_a_hint() -> None:
+    refused = cli_as_nobody("run", "-p", "id")
+    assert refused.returncode == 1, refused.stderr
+    assert "Operation not permitted" in refused.stderr and "clone" in refused.stderr
+    assert "add --user or --map-root-user" in refused.stderr
+    assert "Traceback" not in refused.stderr and "[Errno" not in refused.stderr
+    ok = cli_as_nobody("run", "-Urp", "id", "-u")
+    assert ok.returncode == 0 and ok.stdout.strip() == "0", ok.stderr
+
+
+def test_no_tracebacks_for_user_errors() -> None:
+    bogus = cli("info", env={"PORTCLONE_BACKEND": "bogus"})
+    assert bogus.returncode == 1 and "unknown backend 'bogus'" in bogus.stderr
+    assert "Traceback" not in bogus.stderr
+    piped = subprocess.run(f"{sys.executable} -m portclone flags | head -1", shell=True,
+                           capture_output=True, text=True, timeout=60)
+    assert piped.stdout.count("\n") == 1 and "Traceback" not in piped.stderr
+    assert "BrokenPipe" not in piped.stderr
+
+
+def test_unknown_flag_names_suggest_the_nearest() -> None:
+    result = cli("run", "--flags", "NEWUSR", "--", "true")
+    assert result.returncode == 1
+    assert "NEWUSER" in result.stderr and "python -m portclone flags" in result.stderr
+
+
+def test_cli_errors_speak_in_options_not_keywords() -> None:
+    result = cli("run", "-m", "--join-ns", f"mnt={os.getpid()}", "--", "true")
+    assert result.returncode == 1, result.stderr
+    assert "--join-ns" in result.stderr and "join=" not in result.stderr
+
+
+# -- check, help, the docs table -----------------------------------------------------------
+
+def test_check_exit_codes() -> None:
+    backend = portclone.current_backend()
+    good = cli("check", "NEWPID,NEWNS")
+    honoured = not backend.why_refused(portclone.CLONE_NEWPID)
+    assert good.returncode == (0 if honoured else 1), good.stderr
+    bad = cli("check", "VM")  # never for a Python child
+    assert bad.returncode == 1 and "CLONE_VM" in bad.stderr
+    assert cli("check", "VM", "--exec").returncode == 0
+    assert cli("check", "NEWBANANA").returncode == 1
+
+
+def test_help_lists_every_command_without_markup() -> None:
+    text = cli("--help").stdout
+    for command in ("info", "flags", "check", "run", "demo"):
+        assert command in text
+    assert "``" not in text
+
+
+def test_docs_table_covers_every_run_option() -> None:
+    table = run_option_table()
+    for opt in RUN_OPTIONS:
+        assert opt.names[-1] in table
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    assert table in readme, "README's run table is stale: run `python tools/update_readme.py`"
+
+
+def test_vmctl_names_missing_tools_and_their_packages(tmp_path: object) -> None:
+    vmctl = os.path.join(os.path.dirname(__file__), "..", "vm", "vmctl.py")
+    result = subprocess.run([sys.executable, vmctl, "build", "bookworm-arm64"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PATH": str(tmp_path),
+                                 "PORTCLONE_VM_CACHE": str(tmp_path)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "qemu-system-aarch64" in result.stderr and "apt-get install" in result.stderr
+    assert "qemu-system-arm" in result.stderr
