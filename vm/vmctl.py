@@ -124,6 +124,35 @@ def log(message: str) -> None:
     print(f"[vmctl {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+#: The tools vmctl calls, and the Debian packages that provide them (.ci/run installs them).
+TOOL_PACKAGES = {
+    "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "e2fsck": "e2fsprogs",
+    "update-binfmts": "binfmt-support", "arch-test": "arch-test", "qemu-img": "qemu-utils",
+    "ssh-keygen": "openssh-client", "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-i386": "qemu-system-x86", "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-system-s390x": "qemu-system-misc",
+}
+_QEMU_USER = {"arm64": "qemu-aarch64-static", "s390x": "qemu-s390x-static",
+              "i386": "qemu-i386-static", "amd64": "qemu-x86_64-static"}
+
+
+def require_tools(guest: Guest, *, building: bool, boxing: bool = False) -> None:
+    """Exit with the missing tools and the apt packages that provide them, rather than
+    fail half way with a traceback."""
+    tools = [guest.qemu]
+    if building:
+        tools += ["mmdebstrap", "mkfs.ext4"]
+        if not (guest.arch in ("amd64", "i386") and platform.machine() == "x86_64"):
+            tools += ["update-binfmts", _QEMU_USER[guest.arch]]
+    if boxing:
+        tools += ["qemu-img", "ssh-keygen", "e2fsck"]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        packages = sorted({TOOL_PACKAGES.get(t, "qemu-user-static") for t in missing})
+        sys.exit(f"vmctl: {guest.name} needs {', '.join(missing)}, which this machine lacks: "
+                 f"apt-get install {' '.join(packages)} (as .ci/run does)")
+
+
 def ensure_binfmt(guest: Guest) -> None:
     """Foreign architectures run their maintainer scripts through qemu-user."""
     if guest.arch in ("amd64", "i386") and platform.machine() == "x86_64":
@@ -137,6 +166,7 @@ def ensure_binfmt(guest: Guest) -> None:
 def build(guest: Guest) -> str:
     """The cached image directory for ``guest`` (rootfs.img, vmlinuz, initrd.img)."""
     target = image_dir(guest)
+    require_tools(guest, building=not os.path.exists(os.path.join(target, "done")))
     if os.path.exists(os.path.join(target, "done")):
         return target
     ensure_binfmt(guest)
@@ -258,6 +288,7 @@ def box(guest: Guest) -> str:
     systemd, a ``vagrant`` user with a key made for this box): ``<dir>/<guest>.box``.
     The layer is installed in a copy of the image (loop mount and chroot: root, and
     qemu-user for foreign architectures), then converted to qcow2."""
+    require_tools(guest, building=False, boxing=True)
     images = build(guest)
     target = box_dir(guest)
     box_file = os.path.join(target, f"{guest.name}.box")
