@@ -24,18 +24,30 @@ def child(seconds: float) -> int:
     return 0
 
 
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 10**9:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="clone_uts")
     parser.add_argument("hostname")
-    parser.add_argument("-s", type=float, default=200, help="the child's sleep (200)")
+    parser.add_argument("-s", type=seconds, default=200, help="the child's sleep (200)")
     args = parser.parse_args()
-    c = portclone.clone(child, args.s, hostname=args.hostname)
+    try:
+        c = portclone.clone(child, args.s, hostname=args.hostname)
+    except ValueError as e:
+        parser.error(str(e))
+    except OSError as e:
+        sys.exit(f"clone_uts: clone: {e.strerror or e}")
     print(f"clone() returned {c.pid}", flush=True)
     time.sleep(1)  # give the child time to print, as the C program does
     print(f"uts.nodename in parent: {os.uname().nodename}", flush=True)
-    c.wait()
+    status = c.wait()
     print("child has terminated")
-    return 0
+    return 0 if status == 0 else 1
 
 
 if __name__ == "__main__":

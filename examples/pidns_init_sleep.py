@@ -33,7 +33,12 @@ def main() -> int:
     parser.add_argument("-s", default="600", help="how long the child sleeps (600)")
     args = parser.parse_args()
     proc = args.mount_point if args.mount_point else False
-    pid = portclone.clone(child, args.s, flags=portclone.CLONE_NEWPID, mount_proc=proc)
+    try:
+        pid = portclone.clone(child, args.s, flags=portclone.CLONE_NEWPID, mount_proc=proc)
+    except ValueError as e:
+        parser.error(str(e))
+    except OSError as e:  # as the C program's errExit: what failed, status 1
+        sys.exit(f"pidns_init_sleep: {e.strerror or e}")
     print(f"PID returned by clone(): {pid.pid}", flush=True)
     pid.wait()
     return 0

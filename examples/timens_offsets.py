@@ -30,8 +30,13 @@ def main() -> int:
     if not offsets:
         parser.error("give --monotonic and/or --boottime")
     print("outside:", open("/proc/uptime").read().strip(), flush=True)
-    status = portclone.spawn(args.cmd or ["cat", "/proc/uptime"],
-                             time_offsets=offsets).wait()
+    try:
+        child = portclone.spawn(args.cmd or ["cat", "/proc/uptime"], time_offsets=offsets)
+    except ValueError as e:
+        parser.error(str(e))
+    except OSError as e:
+        sys.exit(f"timens_offsets: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+    status = child.wait()
     return status if status >= 0 else 128 - status
 
 

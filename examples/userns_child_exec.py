@@ -52,7 +52,12 @@ def main() -> int:
             flags |= flag
     maps = {key: value.replace(",", "\n") for key, value in
             (("uid_map", args.uid_map), ("gid_map", args.gid_map)) if value}
-    child = portclone.spawn(args.cmd, flags=flags, map_root=args.z, **maps)
+    try:
+        child = portclone.spawn(args.cmd, flags=flags, map_root=args.z, **maps)
+    except ValueError as e:
+        parser.error(str(e))
+    except OSError as e:  # as the C program's errExit: the call and the error, status 1
+        sys.exit(f"{sys.argv[0]}: {e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
     if args.v:
         print(f"{sys.argv[0]}: PID of child created by clone() is {child.pid}", flush=True)
     status = child.wait()

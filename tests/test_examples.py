@@ -86,3 +86,17 @@ def test_timens_offsets_shifts_the_commands_clocks_only() -> None:
     outside = float(out[0].split()[1])
     inside = float(out[1].split()[0])
     assert 86400 <= inside - outside < 86400 + 60
+
+
+@pytest.mark.parametrize("args, status", [
+    (("clone_uts.py", ""), 2), (("clone_uts.py", "x", "-s", "-1"), 2),
+    (("clone_uts.py", "x", "-s", "nan"), 2), (("timens_offsets.py", "--monotonic", "nan"), 2),
+    (("userns_child_exec.py", "-U", "-M", "garbage", "id"), 2),
+    (("userns_child_exec.py", "-U", "-z", "portclone-no-such-cmd"), 1),
+    (("ns_exec.py", "/nonexistent", "id"), 1), (("ns_exec.py", "/etc/passwd", "id"), 1),
+    (("pidns_init_sleep.py", "/nonexistent-dir"), 1),
+])
+def test_examples_fail_as_programs_do(args: tuple, status: int) -> None:  # type: ignore[type-arg]
+    result = run(*args)
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip()

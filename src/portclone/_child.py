@@ -111,32 +111,6 @@ def _reap_now(pid: int, owner: Any) -> bool:
         return True  # reaped already (by us, or by something else)
 
 
-#: PIDFD_GET_INFO: _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info) for the struct's
-#: first version (64 bytes), whose last field is exit_code since Linux 6.15; and the mask
-#: bit that asks for it (torvalds/linux:include/uapi/linux/pidfd.h).
-_PIDFD_GET_INFO = 0xC040FF0B
-_PIDFD_INFO_EXIT = 0x8
-
-
-def _pidfd_exit_status(pidfd: int) -> Optional[int]:
-    """The exit status the kernel keeps for an exited child's pidfd (returncode form), or
-    None where the kernel keeps none (before 6.15) or the child has not exited."""
-    import fcntl
-    import struct
-
-    info = bytearray(64)
-    struct.pack_into("Q", info, 0, _PIDFD_INFO_EXIT)
-    try:
-        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, info, True)
-    except OSError:
-        return None  # ENOTTY/EINVAL: no PIDFD_GET_INFO; ESRCH: no such information
-    (mask,) = struct.unpack_from("Q", info, 0)
-    if not mask & _PIDFD_INFO_EXIT:
-        return None
-    (status,) = struct.unpack_from("i", info, 60)
-    return os.waitstatus_to_exitcode(status)
-
-
 def register(child: Child) -> None:
     """Make ``child`` known to reap_orphans (the fork backend; _native does it in C)."""
     _live[child.pid] = (weakref.ref(child), None)
@@ -274,8 +248,9 @@ class Child:
                 try:
                     status = _peek(self.pid, block, self._pidfd_owner)
                 except ChildProcessError:
-                    if self.returncode is not None:  # reaped meanwhile, by us
-                        break
+                    with self._lock:  # another waiter may be between its reap and returncode
+                        if self.returncode is not None:  # reaped meanwhile, by us
+                            break
                     status = self._lost_status()
                 if status is None:
                     return False
@@ -303,15 +278,16 @@ class Child:
         Without a pidfd, or on older kernels, it is lost, and ChildProcessError says so:
         subprocess reports 0 there, a success the child may never have had.
         """
-        if self.pidfd is not None and sys.platform == "linux":
-            status = _pidfd_exit_status(self.pidfd)
+        owner = self._pidfd_owner  # the pidfd stays open there after close(), until the reap
+        if owner is not None and sys.platform == "linux":
+            status = owner.exit_status()
             if status is not None:
-                return status
+                return os.waitstatus_to_exitcode(status)
         self._forget()
         raise ChildProcessError(
             errno.ECHILD, f"child {self.pid} was reaped by something else (SIGCHLD ignored, "
             "or another waitpid/waitid) and its exit status is lost: "
-            + ("the kernel keeps it for a pidfd only since Linux 6.15" if self.pidfd is not None
+            + ("the kernel keeps it for a pidfd only since Linux 6.15" if owner is not None
                else "without a pidfd nothing keeps it"))
 
     def poll(self) -> Optional[int]:
@@ -369,6 +345,11 @@ class Child:
                     await ready
                 finally:
                     loop.remove_reader(watch.fileno())
+                if not self._reap(block=False):
+                    # exited, yet not reapable: another process traces it and holds the
+                    # zombie; the watch stays readable, so poll from now on
+                    watch.close()
+                    watch = None
         finally:
             if watch is not None:
                 watch.close()
@@ -406,7 +387,8 @@ class Child:
             if remaining <= 0:
                 raise TimeoutExpired(self.pid, timeout)
             if poller is not None:
-                poller.poll(max(1, min(remaining, 0.05) * 1000))
+                if poller.poll(max(1, min(remaining, 0.05) * 1000)) and not self._reap(False):
+                    poller = None  # exited, but another process's tracer holds it: sleep
             else:
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 0.05)

@@ -28,6 +28,10 @@
 #include "_native.h"
 
 #if defined(__linux__)
+#include <sys/ioctl.h>
+#endif
+
+#if defined(__linux__)
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #endif
@@ -131,6 +135,38 @@ owner_waitid(PyObject *op, PyObject *arg)
 }
 #endif
 
+#if defined(__linux__)
+/* PIDFD_GET_INFO (Linux 6.15): the first version of struct pidfd_info, 64 bytes, whose
+ * last field is the exit status (torvalds/linux:include/uapi/linux/pidfd.h). */
+struct pc_pidfd_info {
+    uint64_t mask;
+    uint64_t cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+};
+#define PC_PIDFD_INFO_EXIT 0x8ULL
+#define PC_PIDFD_GET_INFO _IOWR(0xFF, 11, struct pc_pidfd_info)
+
+/* exit_status() -> the wait status the kernel keeps for the exited child (6.15), or None
+ * (closed, not exited, or a kernel that keeps none).  Under the GIL, so a close() cannot
+ * hand the fd number to another file meanwhile. */
+static PyObject *
+owner_exit_status(PyObject *op, PyObject *unused)
+{
+    PidfdOwner *self = (PidfdOwner *)op;
+    struct pc_pidfd_info info;
+    int fd = self->fd >= 0 ? self->fd : self->held;
+
+    if (fd < 0)
+        Py_RETURN_NONE;
+    memset(&info, 0, sizeof info);
+    info.mask = PC_PIDFD_INFO_EXIT;
+    if (ioctl(fd, PC_PIDFD_GET_INFO, &info) != 0 || !(info.mask & PC_PIDFD_INFO_EXIT))
+        Py_RETURN_NONE;
+    return PyLong_FromLong((long)info.exit_code);
+}
+#endif
+
 static PyObject *
 owner_close(PyObject *self, PyObject *unused)
 {
@@ -182,6 +218,8 @@ static PyMethodDef owner_methods[] = {
 #if defined(__linux__)
     {"waitid", owner_waitid, METH_O,
      "waitid(P_PIDFD) with these options: None, or (si_code, si_status)."},
+    {"exit_status", owner_exit_status, METH_NOARGS,
+     "The wait status the kernel kept for the exited child (Linux 6.15), or None."},
 #endif
     {"send_signal", owner_send_signal, METH_O,
      "Send a signal through the pidfd; False once closed or the child is gone."},
@@ -682,6 +720,8 @@ await_setup(struct pc_setup *s, pid_t pid, int vfork, struct setup_outcome *o)
     memset(o, 0, sizeof *o);
     if (s->have_maps)
         pc_setup_parent(s, pid, &o->map_what, &o->err);
+    if (o->map_what != NULL)
+        kill(pid, SIGKILL); /* EOF may never come: another process may hold the pipe */
     if (vfork) {
         int fl = fcntl(s->errpipe[0], F_GETFL);
         if (fl >= 0)
@@ -763,14 +803,15 @@ native_clone(PyObject *module, PyObject *args)
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &caller);
+    PyOS_BeforeFork(); /* the at-fork hooks run in the caller's own namespaces */
     if (pc_setup_enter_pid(&setup) != 0) {
         static const char *const attrs[] = {"portclone_stage", NULL};
         int err = errno;
+        PyOS_AfterFork_Parent();
         pthread_sigmask(SIG_SETMASK, &caller, NULL);
         pc_setup_close(&setup);
         return pc_raise_oserror(err, NULL, attrs, "(i)", PC_STAGE_JOIN);
     }
-    PyOS_BeforeFork();
     make_child(mode, &rq, &out);
     if (out.pid != 0 && pc_setup_leave_pid(&setup) != 0)
         Py_FatalError("portclone: setns back to the caller's own PID namespace failed");

@@ -115,7 +115,9 @@ pc_setup_open(struct pc_setup *s, int report)
 {
     if ((report && pipe2(s->errpipe, O_CLOEXEC) != 0) ||
         (s->have_maps && pipe2(s->syncpipe, O_CLOEXEC) != 0)) {
-        pc_raise_oserror(errno, "creating portclone's internal pipe (before the clone)",
+        int err = errno;
+        pc_setup_close(s); /* the first pipe, when the second failed */
+        pc_raise_oserror(err, "creating portclone's internal pipe (before the clone)",
                          NULL, NULL);
         return -1;
     }

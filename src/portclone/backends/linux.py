@@ -190,10 +190,11 @@ class LinuxBackend(Backend):
                 return UnsupportedFlagError(self.name, [Refusal(
                     missing, needs, "" if needs else "set_tid/cgroup")],
                     supported=int(self.supported_flags))
-        if plan is None:  # clone(): whatever failed, failed in starting the child
+        if plan is None:  # clone(): a system call's failure is the start's; the
+            # preparation's (its pipes: no portclone_syscall) already says what failed
             return translate(error, backend=self.name, syscall=self._native.SYSCALL_NAMES[used],
                              flags=int(request.flags), exit_signal=request.exit_signal,
-                             stage=Stage.CLONE)
+                             stage=Stage.CLONE if hasattr(error, "portclone_syscall") else None)
         return translate(error, backend=self.name, syscall=self._native.SYSCALL_NAMES[used],
                          flags=int(request.flags), exit_signal=request.exit_signal,
                          program=plan.name, cwd=plan.cwd)
