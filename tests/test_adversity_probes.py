@@ -280,14 +280,16 @@ def test_info_mnt_line_reports_clone_newns() -> None:
     backend = portclone.current_backend()
     if not hasattr(backend, "probe"):
         pytest.skip("only the linux backend probes namespaces")
-    expected = backend.probe(F.CLONE_NEWNS) or "available"
+    problem = backend.probe(F.CLONE_NEWNS)
     done = subprocess.run([sys.executable, "-m", "portclone", "info", "--json"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["namespaces"]["mnt"] == expected
+    assert json.loads(done.stdout)["capabilities"]["namespace mnt"] == {
+        "available": problem is None, "reason": problem}
     done = subprocess.run([sys.executable, "-m", "portclone", "info"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    mnt = [line for line in done.stdout.splitlines() if line.split()[:1] == ["mnt"]]
-    assert len(mnt) == 1 and mnt[0].split(None, 1)[1] == expected.splitlines()[0], mnt
-    assert "EMPTY_MNTNS" not in done.stdout.split("namespaces:", 1)[1].split("\n  cgroup")[0]
+    mnt = [line for line in done.stdout.splitlines() if line.split()[:2] == ["namespace", "mnt"]]
+    expected = "yes" if problem is None else f"no: {problem}"
+    assert len(mnt) == 1 and mnt[0].split(None, 2)[2] == expected.splitlines()[0], mnt
+    assert "EMPTY_MNTNS" not in "\n".join(mnt)

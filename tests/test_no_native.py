@@ -60,5 +60,7 @@ def test_info_says_why(pure_copy: pathlib.Path) -> None:
                         env={"PYTHONPATH": str(pure_copy)}, cwd=str(pure_copy))
     facts = json.loads(result.stdout)
     assert facts["backend"] == "fork"
-    assert facts["native_extension"].startswith("not loaded: portclone._native could not be imported")
+    native = facts["capabilities"]["native_extension"]
+    assert native["available"] is False
+    assert native["reason"].startswith("portclone._native could not be imported")
     assert facts["supported_flags"] == ["CLONE_VFORK"]  # emulated with a close-on-exec pipe
