@@ -239,6 +239,9 @@ def _translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_s
         doing, hint = _SETUP_STEPS[Stage(stage)]
         if err == _errno.EPERM and hint:
             doing += f" ({hint})"
+        elif err == _errno.EACCES and stage == Stage.TIME:
+            doing += (" (a process that changed its uid is not dumpable, and its children's "
+                      "/proc/self files are then root's: prctl(PR_SET_DUMPABLE, 1) first)")
         return OSError(err, f"{os.strerror(err)}: {doing}")
     what = getattr(error, "portclone_map", "maps")
     if what == "go-ahead":
