@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -30,7 +31,9 @@ def cli(*args: str, env: Optional[Dict[str, str]] = None,
 AS_NOBODY = textwrap.dedent("""
     import ctypes, os, sys
     import portclone, portclone._cli
-    portclone.current_backend()
+    import difflib, gettext, grp, locale, pwd, shutil  # the CLI's lazy imports: nobody
+    portclone.current_backend()                        # may not read the interpreter's tree
+    portclone._cli._parser()
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
     sys.exit(portclone._cli.main(sys.argv[1:]))
@@ -179,7 +182,7 @@ def test_exit_statuses_follow_unshare(tmp_path: pathlib.Path) -> None:
     assert not_exec.returncode == 126 and "Permission denied" in not_exec.stderr
     usage = cli("run", "--no-such-option", "true")
     assert usage.returncode == 1 and "usage:" in usage.stderr
-    assert cli("run").returncode == 1
+    assert cli("run", "--map-group").returncode == 1  # a value is missing
     assert "Traceback" not in missing.stderr + not_exec.stderr + usage.stderr
 
 
@@ -253,3 +256,143 @@ def test_vmctl_names_missing_tools_and_their_packages(tmp_path: object) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "qemu-system-aarch64" in result.stderr and "apt-get install" in result.stderr
     assert "qemu-system-arm" in result.stderr
+
+
+# -- found by an adversarial pass over the CLI ---------------------------------------------
+
+def test_words_after_the_program_are_the_programs() -> None:
+    for word in ("--u", "--p", "--m", "--j", "--f", "--h", "-x"):
+        result = cli("run", "echo", word)
+        assert (result.returncode, result.stdout) == (0, f"{word}\n"), result.stderr
+
+
+def test_abbreviations_and_clusters_as_getopt_takes_them(tmp_path: pathlib.Path) -> None:
+    assert cli("run", "--kill", "echo", "hi").stdout == "hi\n"  # --kill-child, no value
+    assert cli("run", "-w", str(tmp_path), "--kill-child", "pwd").stdout == f"{tmp_path}\n"
+    assert cli("run", f"-w{tmp_path}", "pwd").stdout == f"{tmp_path}\n"
+    ambiguous = cli("run", "--map", "true")
+    assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGPIPE, signal.SIGALRM])
+def test_run_dies_of_whatever_signal_ended_the_program(sig: int) -> None:
+    result = cli("run", "--", "sh", "-c", f"kill -{int(sig)} $$")
+    assert result.returncode == -sig, result.stderr
+
+
+def test_closed_stdout_keeps_the_status_and_raises_nothing() -> None:
+    for args, status in ((("run", "true"), 0), (("run", "portclone-no-such-cmd"), 127),
+                         (("flags",), 0)):
+        result = subprocess.run(f"{sys.executable} -m portclone {' '.join(args)} >&-",
+                                shell=True, capture_output=True, text=True, timeout=60)
+        assert result.returncode == status and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.requires("proc")
+def test_ignored_signals_stay_ignored_for_the_program() -> None:
+    """nohup: SIGHUP ignored by run's caller stays ignored in the program, as with unshare."""
+    result = subprocess.run(["nohup", sys.executable, "-m", "portclone", "run", "--", "grep",
+                             "SigIgn", "/proc/self/status"], capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL)
+    mask = int(result.stdout.split()[1], 16)
+    assert mask & (1 << (signal.SIGHUP - 1)), result.stdout + result.stderr
+
+
+def test_sigchld_ignored_by_the_caller_does_not_hang_run() -> None:
+    result = subprocess.run([sys.executable, "-m", "portclone", "run", "--", "sh", "-c",
+                             "exit 3"], capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    assert result.returncode == 3, result.stderr
+
+
+@pytest.mark.requires("linux", "proc")
+def test_join_refuses_what_it_cannot_look_at() -> None:
+    done = portclone.spawn(["true"])
+    pid = done.pid
+    done.wait()
+    gone = cli("run", "--join", str(pid), "--", "true")
+    assert gone.returncode == 1 and "--join" in gone.stderr
+    assert cli("run", "--join", "²", "--", "true").returncode == 1
+
+
+@pytest.mark.requires("proc")
+def test_a_group_signal_reaches_the_program_once() -> None:
+    """kill -- -PGID (timeout(1), supervisors): the program is in a group of its own when
+    run is not a terminal's foreground job, so only run's forward reaches it."""
+    proc = subprocess.Popen([sys.executable, "-m", "portclone", "run", "--", sys.executable,
+                             "-c", "import signal, sys, time\n"
+                             "n = []\n"
+                             "signal.signal(signal.SIGUSR1, lambda *a: n.append(1))\n"
+                             "print('ready', flush=True)\n"
+                             "time.sleep(1.5)\n"
+                             "print(len(n), flush=True)"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    os.killpg(proc.pid, signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=60)
+    assert out.strip() == "1"
+
+
+def test_cli_messages_for_api_only_requests() -> None:
+    files = cli("run", "--flags=FILES", "true")
+    assert "close_fds=False" not in files.stderr and files.returncode == 1
+    parent = cli("run", "--flags=PARENT", "true")
+    assert "exit_signal=0" not in parent.stderr and "run cannot" in parent.stderr
+    for args, option in ((("--kill-child=0",), "--kill-child"), (("--monotonic=abc",),
+                         "--monotonic"), (("--join-ns=net=/etc/passwd",), "--join-ns")):
+        result = cli("run", *args, "true")
+        assert result.returncode == 1 and option in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "None for no signal" not in result.stderr
+
+
+def test_run_help_lists_only_flags_run_can_use() -> None:
+    text = " ".join(cli("run", "--help").stdout.split())
+    honoured = text.split("--flags for run here: ", 1)[1].split(".", 1)[0].split(", ")
+    assert not {"FILES", "PARENT", "INTO_CGROUP"} & set(honoured)
+
+
+def test_demo_refuses_a_long_hostname_cleanly() -> None:
+    result = cli("demo", "--hostname", "x" * 80)
+    assert result.returncode == 1 and "64 bytes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_says_every_reason() -> None:
+    result = cli("check", "SETTLS,THREAD")
+    assert result.returncode == 1
+    assert "CLONE_SETTLS" in result.stderr and "CLONE_THREAD" in result.stderr
+
+
+def test_exec_fallbacks_as_execvp(tmp_path: pathlib.Path) -> None:
+    script = tmp_path / "no-shebang"
+    script.write_text("echo from-sh\n")
+    script.chmod(0o755)
+    assert cli("run", str(script)).stdout == "from-sh\n"
+    assert cli("run", "").returncode == 127
+
+
+def test_info_json_has_every_capability_on_every_backend() -> None:
+    for name in ("fork", "netbsd"):
+        facts = json.loads(cli("info", "--json", env={"PORTCLONE_BACKEND": name}).stdout)
+        caps = facts["capabilities"]
+        assert {"clone3", "pidfd", "namespace user", "namespace mnt"} <= set(caps), caps
+        assert caps["namespace user"]["available"] is False and caps["namespace user"]["reason"]
+
+
+def test_map_user_after_map_root_wins_and_no_program_runs_the_shell() -> None:
+    if portclone.current_backend().name != "linux":
+        pytest.skip("user namespaces: the linux backend")
+    assert cli("run", "-r", "--map-user=5", "id", "-u").stdout == "5\n"
+    shell = subprocess.run([sys.executable, "-m", "portclone", "run"], input="echo $0\n",
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "SHELL": "/bin/sh"})
+    assert shell.stdout.strip() == "/bin/sh", shell.stderr
+
+
+@pytest.mark.requires("linux", "proc")
+def test_join_of_a_process_whose_namespaces_are_unreadable_is_refused() -> None:
+    """As nobody, a root process's /proc/PID/ns links cannot be read: --join said nothing
+    and ran the program in our own namespaces (nsenter -a refuses)."""
+    result = cli_as_nobody("run", "--join", str(os.getpid()), "--", "true")
+    assert result.returncode == 1 and "Permission denied" in result.stderr, result.stderr

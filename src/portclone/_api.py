@@ -209,11 +209,13 @@ def spawn(
     propagation: Optional[str] = None,
     cgroup: Optional[CgroupArg] = None,
     set_tid: SetTid = None,
+    process_group: Optional[int] = None,
 ) -> Child:
     """Start ``argv`` as a new program in a child created with clone ``flags``.
 
     Like ``subprocess.Popen`` for the process part (PATH lookup, ``env``,
-    ``cwd``, ``pass_fds``, ``close_fds``, ``restore_signals``, stdio as fds,
+    ``cwd``, ``pass_fds``, ``close_fds``, ``restore_signals``, ``process_group``
+    (3.11's: 0 for a group of its own), stdio as fds,
     file objects, ``PIPE``, ``DEVNULL``, ``STDOUT``; bytes only, no shell),
     plus Linux clone semantics: namespaces, sharing flags, a pidfd, a cgroup,
     ``set_tid``.  ``exit_signal`` stays SIGCHLD: Linux resets the exit signal
@@ -251,6 +253,7 @@ def spawn(
             plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
                            stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
                            options=options, flags=int(request.flags), backend=backend.name,
+                           process_group=process_group,
                            restore_signals=restore_signals)
         finally:
             if mask is not None:

@@ -16,15 +16,15 @@ import os
 import platform
 import re
 import signal
-import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__, available_backends, check, clone, current_backend, spawn
 from ._errors import PortcloneError, Stage
-from ._flags import BACKENDS, INFO, OPTION, TABLE, CloneFlags, describe
+from ._flags import BACKENDS, INFO, NS_FLAGS, OPTION, TABLE, CloneFlags, bits, describe
 from ._loader import native_status
+from ._validate import broken_rules
 
 PROG = "portclone"
 #: Signals run forwards to its program (as well as a terminal's, which the program gets
@@ -143,25 +143,35 @@ def run_option_table() -> str:
 
 # -- errors fit for a command line ----------------------------------------------------------
 
-#: The API's keywords, as run's options say them in error messages.
-_CLI_WORDS = {"map_root": "--map-root-user", "uid_map": "--map-user", "gid_map": "--map-group",
-              "uid_map/gid_map": "--map-user/--map-group", "setgroups": "--setgroups",
-              "mount_proc": "--mount-proc", "time_offsets": "--monotonic/--boottime",
-              "pdeathsig": "--kill-child", "propagation": "--propagation",
-              "join": "--join/--join-ns", "hostname": "--hostname", "cwd": "--wd",
-              "flags": "--flags", "close_fds": "(close_fds, which run keeps)"}
+#: The API's words in error messages, as run's options say them (regular expressions).
+_CLI_WORDS: Tuple[Tuple[str, Any], ...] = (
+    (r"pass close_fds=False to accept that", "run cannot (it closes every other fd)"),
+    (r"pass exit_signal=0 \(clone3 answers EINVAL\)", "run cannot set an exit signal"),
+    (r"needs cgroup= \(a cgroup v2 directory fd or path\)", "needs a cgroup, which run has "
+                                                          "no option for"),
+    (r"setgroups='allow'", "--setgroups=allow"), (r"setgroups 'deny'", "--setgroups=deny"),
+    (r"time_offsets\['(\w+)'\]", r"--\1"), (r"join\['(\w+)'\]: '([^']*)'", r"--join-ns \1=\2:"),
+    (r"join\['(\w+)'\]", r"--join-ns \1="),
+    (r"pdeathsig=SIGKILL", "--kill-child=SIGKILL"), (r"; None for no signal", ""),
+    (r"(?m)^(\s*)pdeathsig:", r"\1--kill-child:"), (r"\bpdeathsig\b", "--kill-child"),
+    (r"(?m)^(\s*)join:", r"\1--join/--join-ns:"), (r"\bjoin=", "--join/--join-ns "),
+    (r"uid_map/gid_map", "--map-user/--map-group/--map-root-user"),
+    (r"(?m)^(\s*)(uid_map|gid_map|map_root|setgroups|hostname|mount_proc|propagation):",
+     lambda m: f"{m[1]}--{m[2].replace('_', '-')}:"),
+    (r"\b(map_root|mount_proc|hostname|propagation)=(True)?",
+     lambda m: f"--{m[1].replace('_', '-')}"),
+    (r"(?m)^(\s*)time_offsets:", r"\1--monotonic/--boottime:"),
+    (r"(?m)^(\s*)set_tid:", r"\1(set_tid, which run does not set):"),
+)
 
 
 def cli_message(error: BaseException) -> str:
-    """``error``'s message in run's words (an OSError's without its "[Errno N]"): the
-    API's ``keyword=`` and ``keyword:`` labels become the options that set them."""
+    """``error``'s message in run's words (an OSError's without its "[Errno N]")."""
     text = str(error)
     if isinstance(error, OSError) and error.strerror:
         text = error.strerror + (f": {error.filename}" if error.filename else "")
-    words = "|".join(re.escape(w) for w in sorted(_CLI_WORDS, key=len, reverse=True))
-    text = re.sub(rf"(?m)^(\s*)({words}):", lambda m: f"{m[1]}{_CLI_WORDS[m[2]]}:", text)
-    text = re.sub(rf"\b({words})=(True|SIGKILL|0)?", lambda m: _CLI_WORDS[m[1]]
-                  + (f"={m[2]}" if m[2] and m[2] != "True" else ""), text)
+    for pattern, replacement in _CLI_WORDS:
+        text = re.sub(pattern, replacement, text)
     return text
 
 
@@ -193,13 +203,16 @@ def parse_flags(text: str) -> CloneFlags:
 # -- run ------------------------------------------------------------------------------------
 
 def _signal_number(text: str) -> int:
-    name = text.upper()
-    if name.isdigit():
-        return int(name)
-    name = name if name.startswith("SIG") else "SIG" + name
-    if not hasattr(signal, name):
-        raise ValueError(f"unknown signal {text!r}")
-    return int(getattr(signal, name))
+    """A signal by number or name (TERM, SIGTERM), as kill(1) takes it."""
+    if text.isdecimal():
+        number = int(text)
+        if 0 < number < signal.NSIG:
+            return number
+    else:
+        name = text.upper() if text.upper().startswith("SIG") else "SIG" + text.upper()
+        if name in signal.Signals.__members__:
+            return int(signal.Signals[name])
+    raise ValueError(f"--kill-child takes a signal name or number, not {text!r}")
 
 
 def _id(text: str, database: str) -> int:
@@ -214,16 +227,39 @@ def _id(text: str, database: str) -> int:
         raise ValueError(f"no {database} named {text!r}") from None
 
 
-def _join_every_namespace(pid_text: str) -> Dict[str, Any]:
-    """nsenter -a: every namespace of PID (those that are ours are skipped by join=)."""
-    if not pid_text.isdigit():
+def _join_every_namespace(pid_text: str, creating: CloneFlags) -> Dict[str, Any]:
+    """nsenter -a: every namespace of PID that differs from ours, but those run creates
+    anew; an error when one cannot be looked at (as nsenter's)."""
+    if not pid_text.isdecimal():
         raise ValueError(f"--join takes a pid, not {pid_text!r}")
     pid = int(pid_text)
-    names = [ns for ns in ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
-             if os.path.exists(f"/proc/{pid}/ns/{ns}")]
-    if not names and not os.path.exists(f"/proc/{pid}"):
-        raise ProcessLookupError(errno.ESRCH, f"--join: no process {pid}")
-    return {ns: pid for ns in names}
+    try:
+        names = os.listdir(f"/proc/{pid}/ns")
+    except OSError as e:
+        raise OSError(e.errno, f"--join {pid}: {e.strerror}") from None
+    join: Dict[str, Any] = {}
+    for ns in ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time"):
+        if ns not in names or creating & NS_FLAGS[ns]:
+            continue
+        try:
+            theirs = os.stat(f"/proc/{pid}/ns/{ns}")
+        except OSError as e:
+            raise OSError(e.errno, f"--join {pid}: its {ns} namespace: {e.strerror}") from None
+        own = f"{ns}_for_children" if ns in ("pid", "time") else ns
+        try:
+            ours = os.stat(f"/proc/thread-self/ns/{own}")
+        except OSError:
+            ours = None
+        if ours is None or (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
+            join[ns] = pid
+    return join
+
+
+def _seconds(text: str, option: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{option} takes seconds, not {text!r}") from None
 
 
 def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
@@ -233,20 +269,19 @@ def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
         if opt.flag and getattr(args, opt.dest):
             flags |= opt.flag
     kw: Dict[str, Any] = {}
-    if args.map_root_user:
-        kw["map_root"] = True
-    if args.map_user is not None:
-        kw["uid_map"] = [(_id(args.map_user, "user"), os.geteuid(), 1)]
-    if args.map_group is not None:
-        kw["gid_map"] = [(_id(args.map_group, "group"), os.getegid(), 1)]
-    if args.map_root_user and ("uid_map" in kw or "gid_map" in kw):
-        raise ValueError("--map-root-user maps root itself: leave --map-user/--map-group out")
+    # -r is --map-user=0 --map-group=0 (unshare's words): a later --map-user/-group wins
+    uid = args.map_user if args.map_user is not None else "0" if args.map_root_user else None
+    gid = args.map_group if args.map_group is not None else "0" if args.map_root_user else None
+    if uid is not None:
+        kw["uid_map"] = [(_id(uid, "user"), os.geteuid(), 1)]
+    if gid is not None:
+        kw["gid_map"] = [(_id(gid, "group"), os.getegid(), 1)]
     if args.setgroups is not None:
         kw["setgroups"] = args.setgroups
     if args.mount_proc is not None:
         kw["mount_proc"] = True if args.mount_proc == "" else args.mount_proc
-    offsets = {clock: float(getattr(args, clock)) for clock in ("monotonic", "boottime")
-               if getattr(args, clock) is not None}
+    offsets = {clock: _seconds(getattr(args, clock), f"--{clock}")
+               for clock in ("monotonic", "boottime") if getattr(args, clock) is not None}
     if offsets:
         kw["time_offsets"] = offsets
     if args.kill_child is not None:
@@ -255,12 +290,17 @@ def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
         kw["propagation"] = args.propagation
     elif flags & F.CLONE_NEWNS:
         kw["propagation"] = "private"  # unshare's default for a new mount namespace
-    join: Dict[str, Any] = _join_every_namespace(args.join) if args.join is not None else {}
+    creating = flags
+    for name in ("uid_map", "gid_map", "setgroups", "mount_proc", "time_offsets"):
+        if name in kw:
+            creating |= OPTION[name].implies
+    join: Dict[str, Any] = ({} if args.join is None else
+                            _join_every_namespace(args.join, creating))
     for item in args.join_ns or ():
         name, sep, target = item.partition("=")
         if not sep or not target:
             raise ValueError(f"--join-ns takes NAME=PID or NAME=PATH, not {item!r}")
-        join[name] = int(target) if target.isdigit() else target
+        join[name] = int(target) if target.isdecimal() else target
     if join:
         kw["join"] = join
     if args.hostname is not None:
@@ -286,6 +326,21 @@ def _launch_failure(error: OSError, command: List[str], flags: CloneFlags) -> in
     return 1
 
 
+def _start(command: List[str], flags: CloneFlags, kw: Dict[str, Any]) -> Any:
+    """spawn(), with execvp(3)'s manners, as unshare has them: a file without a "#!" line
+    (ENOEXEC) is run by /bin/sh."""
+    if not command[0]:
+        error = FileNotFoundError(errno.ENOENT, "No such file or directory", "")
+        error.portclone_stage = Stage.EXEC  # type: ignore[attr-defined]
+        raise error
+    try:
+        return spawn(command, flags=flags, **kw)
+    except OSError as e:
+        if getattr(e, "portclone_stage", None) != Stage.EXEC or e.errno != errno.ENOEXEC:
+            raise
+    return spawn(["/bin/sh", *command], flags=flags, **kw)
+
+
 class _Forwarder:
     """Hands run's signals on to its program.
 
@@ -293,12 +348,17 @@ class _Forwarder:
     sigwaitinfo, the signals and SIGCHLD are blocked and taken one at a time, which tells
     who sent them: a terminal's (^C: the kernel, to the whole foreground process group)
     reached the program already and is not sent twice.  Elsewhere the handlers forward.
+    Signals run was started with ignored (nohup) stay ignored, for the program too.
     """
 
     def __init__(self) -> None:
         self.child: Any = None
         self.pending: List[int] = []
-        self.saved = {sig: signal.signal(sig, self._handler) for sig in FORWARDED}
+        self.watched = [sig for sig in FORWARDED if signal.getsignal(sig) != signal.SIG_IGN]
+        self.saved = {sig: signal.signal(sig, self._handler) for sig in self.watched}
+        if hasattr(signal, "SIGCHLD") and signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+            # its status would be discarded, and no SIGCHLD come: unshare resets it too
+            self.saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     def _handler(self, sig: int, frame: object) -> None:
         if self.child is None:
@@ -312,7 +372,7 @@ class _Forwarder:
             child.send_signal(sig)
         if not hasattr(signal, "sigwaitinfo"):
             return int(child.wait())
-        watched = {*FORWARDED, signal.SIGCHLD}
+        watched = {*self.watched, signal.SIGCHLD}
         old = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
         try:
             while child.poll() is None:
@@ -332,6 +392,32 @@ class _Forwarder:
             signal.signal(sig, handler)
 
 
+def _die_of(sig: int) -> int:
+    """End this process by ``sig``, as the program ended (unshare does so, and callers
+    then see the signal); 128 + sig where its default action is not to end."""
+    sys.stdout is not None and sys.stdout.flush()
+    sys.stderr is not None and sys.stderr.flush()
+    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            return 128 + sig
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    os.kill(os.getpid(), sig)
+    return 128 + sig
+
+
+def _in_terminal_foreground() -> bool:
+    """Whether run is in its terminal's foreground process group (an interactive shell's
+    job), where the program must share the group to use the terminal."""
+    for fd in (0, 1, 2):
+        try:
+            return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
 def _same_group(pid: int) -> bool:
     try:
         return os.getpgid(pid) == os.getpgrp()
@@ -339,41 +425,28 @@ def _same_group(pid: int) -> bool:
         return False
 
 
-def _run(args: argparse.Namespace) -> int:
-    command = list(args.cmd)
-    if command[:1] == ["--"]:
-        del command[0]
-    if not command:
-        print(f"{PROG} run: no program given (portclone run [options] [--] PROGRAM ARGS)",
-              file=sys.stderr)
-        return 1
+def _run(args: argparse.Namespace, forwarder: _Forwarder) -> int:
+    command = list(args.cmd) or [os.environ.get("SHELL") or "/bin/sh"]  # unshare's default
     try:
         flags, kw = run_request(args)
     except (ValueError, OSError) as e:
         print(f"{PROG} run: {cli_message(e)}", file=sys.stderr)
         return 1
-    forwarder = _Forwarder()
+    if not _in_terminal_foreground():
+        # a group of its own: a signal to run's group (kill -- -PGID, timeout(1)) reaches
+        # the program once, through run; a terminal's job keeps one group for the tty
+        kw["process_group"] = 0
     try:
-        try:
-            child = spawn(command, flags=flags, **kw)
-        except (PortcloneError, ValueError, TypeError) as e:
-            print(f"{PROG} run: {cli_message(e)}", file=sys.stderr)
-            return 1
-        except OSError as e:
-            return _launch_failure(e, command, flags)
-        with child:
-            code = forwarder.wait(child)
-    finally:
-        forwarder.restore()
-    if code < 0:  # killed by a signal: die of it too, as unshare does, so callers see it
-        sig = -code
-        if sig in FORWARDED or sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT):
-            sys.stdout.flush()
-            signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-            os.kill(os.getpid(), sig)
-        return 128 + sig
-    return code
+        child = _start(command, flags, kw)
+    except (PortcloneError, ValueError, TypeError) as e:
+        print(f"{PROG} run: {cli_message(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        return _launch_failure(e, command, flags)
+    with child:
+        code = forwarder.wait(child)
+    forwarder.restore()
+    return _die_of(-code) if code < 0 else code
 
 
 # -- info, flags, check, demo ---------------------------------------------------------------
@@ -394,24 +467,27 @@ def _info() -> Dict[str, Any]:
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
+    other = f"the {backend.name} backend does not use it"
     capabilities: Dict[str, Any] = {
-        "native_extension": _capability(native is not None, why)}
+        "native_extension": _capability(native is not None, why),
+        "clone3": _capability(False, other), "pidfd": _capability(False, other),
+        "libc_tid_repair": _capability(False, other)}
     details = backend.details()
     capabilities.update(details.pop("capabilities", {}))
     facts.update(details)
     probe = getattr(backend, "probe", None)
-    if probe is not None:
+    for info in TABLE:
         # each namespace's line is the flag that makes a new one (CLONE_NEWNS for mnt), not
         # another flag with the same ns (CLONE_EMPTY_MNTNS)
-        for info in TABLE:
-            if info.ns and info.name.startswith("CLONE_NEW"):
-                problem = probe(info.flag)
-                capabilities[f"namespace {info.ns}"] = _capability(problem is None, problem)
-        try:
-            with open("/proc/sys/user/max_user_namespaces") as f:
-                facts["max_user_namespaces"] = int(f.read())
-        except (OSError, ValueError):
-            pass
+        if info.ns and info.name.startswith("CLONE_NEW"):
+            problem = (probe(info.flag) if probe is not None
+                       else backend.why_refused(info.flag))
+            capabilities[f"namespace {info.ns}"] = _capability(problem is None, problem)
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            facts["max_user_namespaces"] = int(f.read())
+    except (OSError, ValueError):
+        pass
     facts["capabilities"] = capabilities
     facts["supported_flags"] = describe(int(backend.supported_flags)).split("|")
     return facts
@@ -440,25 +516,21 @@ def _print_info(as_json: bool) -> int:
     return 0
 
 
-def _demo_child(hostname: str) -> int:
-    socket.sethostname(hostname)
+def _demo_child() -> int:
     print(f"uts.nodename in child:  {os.uname().nodename}", flush=True)
     return 0
 
 
 def _demo(hostname: str) -> int:
-    """clone(2)'s example: a child in new UTS (and user) namespaces sets its hostname."""
-    flags = CloneFlags.CLONE_NEWUTS
-    if os.geteuid() != 0:
-        flags |= CloneFlags.CLONE_NEWUSER
+    """clone(2)'s example: a child in a new UTS (and user) namespace has its own hostname."""
     try:
-        child = clone(_demo_child, hostname, flags=flags)
-    except (PortcloneError, OSError) as e:
-        print(f"{PROG} demo: {e}", file=sys.stderr)
+        child = clone(_demo_child, hostname=hostname, map_root=os.geteuid() != 0)
+    except (PortcloneError, ValueError, OSError) as e:
+        print(f"{PROG} demo: {cli_message(e)}", file=sys.stderr)
         return 1
     with child:
         code = child.wait()  # the child's line first, always
-    print(f"clone() returned {child.pid} ({child.syscall}, flags {describe(int(flags))}, "
+    print(f"clone() returned {child.pid} ({child.syscall}, flags {child.flags}, "
           f"backend {child.backend})")
     print(f"uts.nodename in parent: {os.uname().nodename}")
     print(f"child exited with status {code}")
@@ -482,20 +554,34 @@ def _flags(markdown: bool) -> int:
 
 
 def _check(flag_text: str, exec_child: bool) -> int:
-    """Exit 0 when this backend honours the request; else the full error, exit 1."""
+    """Exit 0 when this backend honours the request; else every reason against it
+    (the kernel's rules and this backend's refusals alike), exit 1."""
     flags = parse_flags(flag_text)
-    try:
-        if exec_child:
-            current_backend().request(flags | F.CLONE_VM, signal.SIGCHLD if hasattr(
-                signal, "SIGCHLD") else 0, None, None, exec_child=True)
-            honoured = flags
-        else:
-            honoured = check(flags)
-    except PortcloneError as e:
-        print(str(e), file=sys.stderr)
+    backend = current_backend()
+    what = "a program (spawn)" if exec_child else "a Python child (clone)"
+    asked = flags | (F.CLONE_VM if exec_child else F.CLONE_PIDFD & 0)
+    present = {"exit_signal", "no_cgroup"} | ({"close_fds"} if exec_child else set())
+    reasons = [f"{r.label}: {r.reason}" for r in broken_rules(int(asked), frozenset(present),
+                                                             backend.has_feature)]
+    for bit in bits(int(asked)):
+        why = backend.why_refused(F(bit), exec_child)
+        if why is not None:
+            reasons.append(f"{describe(bit)}: {why}")
+    if not reasons:
+        try:  # what the rules and the table do not know: probes, the kernel's answers
+            if exec_child:
+                backend.request(asked, signal.SIGCHLD, None, None, exec_child=True)
+            else:
+                check(flags)
+        except PortcloneError as e:
+            reasons.append(str(e))
+    if reasons:
+        print(f"{backend.name} cannot honour {describe(int(flags))} for {what}:",
+              file=sys.stderr)
+        for reason in dict.fromkeys(reasons):
+            print(f"  {reason}", file=sys.stderr)
         return 1
-    print(f"{current_backend().name} honours {describe(int(honoured))} for "
-          f"{'a program (spawn)' if exec_child else 'a Python child (clone)'}")
+    print(f"{backend.name} honours {describe(int(flags))} for {what}")
     return 0
 
 
@@ -503,16 +589,18 @@ def _run_epilog() -> str:
     try:
         backend = current_backend()
     except PortcloneError as e:
-        return f"no backend: {e}"
-    names = describe(int(backend.supported_exec_flags)).replace("CLONE_", "").split("|")
+        return f"no backend: {cli_message(e)}"
+    usable = [describe(bit).replace("CLONE_", "") for bit in bits(int(backend.supported_exec_flags))
+              if not broken_rules(bit | int(F.CLONE_VM),
+                                  frozenset({"exit_signal", "no_cgroup", "close_fds"}))]
     refused = [opt.names[-1] for opt in RUN_OPTIONS if opt.reason(backend.name) is not None]
-    text = (f"The {backend.name} backend honours these flags for a program here: "
-            f"{', '.join(names)}.")
+    text = (f"The {backend.name} backend honours these --flags for run here: "
+            f"{', '.join(usable)}.")
     if refused:
         text += f" It refuses: {', '.join(refused)}."
-    return text + (" Exit status: the program's; 126/127 when it cannot be run or found; 1 "
-                   "for run's own failures and usage errors. Example: portclone run -Urpm "
-                   "--mount-proc -- sh")
+    return text + (" Exit status: the program's (run dies of the program's signal); 126/127 "
+                   "when it cannot be run or found; 1 for run's own failures and usage errors. "
+                   "Example: portclone run -Urpm --mount-proc -- sh")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -534,7 +622,8 @@ def _parser() -> argparse.ArgumentParser:
     p_check.add_argument("--exec", action="store_true", dest="exec_child",
                          help="for a program (spawn) rather than a Python child (clone)")
     p_run = sub.add_parser("run", help="run a program in new or joined namespaces: a portable "
-                                       "unshare/nsenter", epilog=_run_epilog())
+                                       "unshare/nsenter", epilog=_run_epilog(),
+                           allow_abbrev=False)
     for opt in RUN_OPTIONS:
         kwargs: Dict[str, Any] = {"help": opt.help, "dest": opt.dest}
         if not opt.metavar:
@@ -548,7 +637,8 @@ def _parser() -> argparse.ArgumentParser:
             if opt.choices:
                 kwargs["choices"] = opt.choices
         p_run.add_argument(*opt.names, **kwargs)
-    p_run.add_argument("cmd", nargs=argparse.REMAINDER, help="[--] PROGRAM ARGS")
+    p_run.add_argument("cmd", nargs="*", metavar="PROGRAM", help="the program and its "
+                       "arguments, after the options or after --; default: $SHELL")
     p_demo = sub.add_parser("demo", help="clone(2)'s example: a child sets its hostname in a new "
                                          "UTS namespace; the parent's is unchanged")
     p_demo.add_argument("--hostname", default="portclone-demo", help="the child's hostname")
@@ -556,8 +646,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        return _run(args)
     if args.command == "info":
         return _print_info(args.json)
     if args.command == "check":
@@ -567,43 +655,110 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _flags(args.markdown)
 
 
-def _spell_optional_values(argv: List[str]) -> List[str]:
-    """unshare's optional values come only after "=" (--mount-proc[=DIR]): a bare one is
-    given an empty value, or argparse would take the program's name for it."""
-    optional = {n for opt in RUN_OPTIONS if opt.optional for n in opt.names}
-    takes_value = {n for opt in RUN_OPTIONS if opt.metavar and not opt.optional
-                   for n in opt.names}
-    if "run" not in argv:
-        return argv
-    out = argv[:argv.index("run") + 1]
-    rest = argv[len(out):]
+def _split_run(words: List[str]) -> Tuple[List[str], List[str]]:
+    """run's words as (options, program): the options spelled out in full, the program
+    and its arguments untouched, as unshare's getopt parses them.  Long options may be
+    abbreviated to a unique prefix; optional values come only after "=" (--mount-proc[=DIR],
+    --kill-child[=SIGNAL]); short switches combine (-Urpm) and -w takes its value attached
+    or next.  The program starts at the first word that is not an option, or after --."""
+    longs: Dict[str, RunOption] = {n: o for o in RUN_OPTIONS for n in o.names
+                                   if n.startswith("--")}
+    shorts: Dict[str, RunOption] = {n[1]: o for o in RUN_OPTIONS for n in o.names
+                                    if not n.startswith("--")}
+    out: List[str] = []
     i = 0
-    while i < len(rest):
-        word = rest[i]
-        if word == "--" or not word.startswith("-"):
-            break  # the program and its arguments
-        out.append(word + "=" if word in optional else word)
-        if word in takes_value and i + 1 < len(rest):
-            out.append(rest[i + 1])
-            i += 1
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            return out, words[i + 1:]
+        if word in ("-h", "--help") or (word.startswith("--h") and "--help".startswith(
+                word.split("=")[0])):
+            out.append("--help")
+        elif word.startswith("--"):
+            name, eq, value = word.partition("=")
+            matches = [n for n in longs if n == name] or [n for n in longs if n.startswith(name)]
+            if len({longs[m].dest for m in matches}) != 1:
+                raise _UsageError(f"{'unknown' if not matches else 'ambiguous'} option "
+                                  f"{name}" + (f" (could be {', '.join(matches)})"
+                                               if matches else ""))
+            opt, full = longs[matches[0]], matches[0]
+            if not opt.metavar:
+                if eq:
+                    raise _UsageError(f"option {full} takes no value")
+                out.append(full)
+            elif eq or opt.optional:
+                out.append(f"{full}={value}")
+            else:
+                if i + 1 >= len(words):
+                    raise _UsageError(f"option {full} needs a value ({opt.metavar})")
+                out.append(f"{full}={words[i + 1]}")
+                i += 1
+        elif word.startswith("-") and word != "-":
+            j = 1
+            while j < len(word):
+                opt_ = shorts.get(word[j])
+                if opt_ is None:
+                    raise _UsageError(f"unknown option -{word[j]}")
+                if not opt_.metavar:
+                    out.append(opt_.names[-1])
+                    j += 1
+                    continue
+                value = word[j + 1:]
+                if not value:
+                    if i + 1 >= len(words):
+                        raise _UsageError(f"option -{word[j]} needs a value ({opt_.metavar})")
+                    value = words[i + 1]
+                    i += 1
+                out.append(f"{opt_.names[-1]}={value}")
+                break
+        else:
+            return out, words[i:]
         i += 1
-    return out + rest[i:]
+    return out, []
+
+
+class _UsageError(Exception):
+    pass
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """The command line; never a traceback for what a user can get wrong."""
     words = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(_spell_optional_values(words))
+    forwarder = _Forwarder() if "run" in words else None  # before anything can take time
+    parser = _parser()
     try:
+        command: List[str] = []
+        if "run" in words:
+            cut = words.index("run") + 1
+            try:
+                options, command = _split_run(words[cut:])
+            except _UsageError as e:
+                return _usage("run", str(e))
+            words = words[:cut] + options
+        args = parser.parse_args(words)
+        if args.command == "run":
+            args.cmd = command
+            assert forwarder is not None
+            return _run(args, forwarder)
         code = _dispatch(args)
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
         return code
     except BrokenPipeError:  # `portclone flags | head -1`: the reader left, as it may
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
-        return 130
+        return _die_of(signal.SIGINT)
     except (PortcloneError, ValueError, OSError) as e:
-        print(f"{PROG} {args.command}: {cli_message(e)}", file=sys.stderr)
+        print(f"{PROG} {words[0] if words else ''}: {cli_message(e)}", file=sys.stderr)
         return 1
+    finally:
+        if forwarder is not None:
+            forwarder.restore()
+
+
+def _usage(command: str, message: str) -> int:
+    print(f"usage: {PROG} {command} [options] [--] [PROGRAM [ARGS...]]", file=sys.stderr)
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+    return 1

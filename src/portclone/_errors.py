@@ -186,6 +186,7 @@ class Stage(enum.IntEnum):
     TIME = 6  # the time namespace and its offsets
     MOUNT_PROC = 7
     PDEATHSIG = 8
+    PROCESS_GROUP = 9  # setpgid() for process_group=
     MAPS = -1  # the parent writing the child's uid_map, gid_map or setgroups
 
 
@@ -273,6 +274,7 @@ _SETUP_STEPS: Dict[Stage, tuple[str, str]] = {
                  "(/proc/self/timens_offsets)", _PRIVILEGE),
     Stage.MOUNT_PROC: ("mounting /proc in the child (mount_proc=)", _PRIVILEGE),
     Stage.PDEATHSIG: ("prctl(PR_SET_PDEATHSIG) in the child", ""),
+    Stage.PROCESS_GROUP: ("setpgid() in the child (process_group=)", ""),
 }
 
 

@@ -43,6 +43,7 @@ class SpawnPlan:
     keep: Tuple[int, ...]  # pass_fds, sorted
     close_fds: bool
     restore_signals: bool
+    process_group: int  # setpgid(0, it) in the child; -1: ours
     #: namespaces, maps, hostname...: what the child does to itself first (portclone._setup)
     setup: ChildSetup = field(default_factory=lambda: ChildSetup(NO_OPTIONS))
     #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
@@ -159,7 +160,7 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
             env: Optional[Mapping[Any, Any]], cwd: Optional[StrOrBytesPath],
             pass_fds: Sequence[int], stdin: StdArg, stdout: StdArg, stderr: StdArg,
             close_fds: bool, options: Options, flags: int, backend: str,
-            restore_signals: bool = True) -> SpawnPlan:
+            restore_signals: bool = True, process_group: Optional[int] = None) -> SpawnPlan:
     """Check everything and build the plan; fds are opened last, and only on success."""
     if isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
@@ -183,8 +184,17 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
 
     if flags & CloneFlags.CLONE_SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone
+    if process_group is None:
+        pgid = -1
+    elif isinstance(process_group, bool) or not isinstance(process_group, int):
+        raise TypeError(f"process_group must be an int, not {type(process_group).__name__}")
+    elif not 0 <= process_group < 2**31:
+        raise ValueError(f"process_group must be 0 (a group of its own) or a process group id, "
+                         f"not {process_group}")
+    else:
+        pgid = int(process_group)
     plan = SpawnPlan(args, paths, name, envp, env_dict, workdir, fds, keep, close_fds,
-                     restore_signals, ChildSetup(options))
+                     restore_signals, pgid, ChildSetup(options))
     # Now the fds: the setup's, pipes and /dev/null, closed again on any failure.
     try:
         plan.setup.open(flags)

@@ -48,6 +48,7 @@ struct spawn_child {
     int close_fds;
     int reset_handlers; /* 0 with CLONE_SIGHAND: the table is the parent's */
     int restore_signals; /* SIGPIPE, SIGXFSZ back to SIG_DFL (Python ignores them) */
+    int process_group; /* setpgid(0, it) before the exec; -1: stay in ours */
     int setup_fds; /* 0 with CLONE_FILES: the table is the parent's */
     int errpipe; /* write end, close-on-exec */
     sigset_t mask; /* the parent's signal mask, restored just before execve */
@@ -162,6 +163,9 @@ spawn_child_main(void *arg)
 #endif
         }
     }
+
+    if (c->process_group >= 0 && setpgid(0, (pid_t)c->process_group) != 0)
+        child_fail(c, PC_STAGE_PROCESS_GROUP, errno);
 
     if (c->setup_fds) {
         for (int i = 0; i < 3; i++)
@@ -301,7 +305,8 @@ struct spawn_outcome {
 
 static char *spawn_keywords[] = {
     "", "mode", "flags", "exit_signal", "cgroup_fd", "set_tid", "legacy_ok", "paths", "argv",
-    "envp", "cwd", "fds", "keep", "close_fds", "setup", "restore_signals", NULL,
+    "envp", "cwd", "fds", "keep", "close_fds", "setup", "restore_signals", "process_group",
+    NULL,
 };
 
 static void
@@ -311,6 +316,7 @@ spawn_init(struct spawn_call *s, struct spawn_outcome *o)
     s->stack = MAP_FAILED;
     s->errpipe[0] = s->errpipe[1] = -1;
     s->c.setup = &s->setup;
+    s->c.process_group = -1;
     (void)pc_setup_parse(&s->setup, Py_None); /* nothing to set up, no pipes */
     memset(o, 0, sizeof *o);
     o->pid = -1;
@@ -389,14 +395,30 @@ spawn_restate_policy(const struct spawn_call *s)
 static int
 spawn_parse(struct spawn_call *s, PyObject *args, PyObject *kwargs)
 {
-    PyObject *set_tid, *paths, *argv, *envp, *cwd, *keep, *setup;
+    PyObject *set_tid = NULL, *paths = NULL, *argv = NULL, *envp = NULL, *cwd = NULL;
+    PyObject *keep = NULL, *setup = NULL, *fds = NULL;
 
+    /* every keyword is required but process_group ("|$" makes them all optional: checked
+     * below) */
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O$iKiiOpOOOO(iii)OpOp:spawn", spawn_keywords, &s->holder, &s->mode,
+            args, kwargs, "O|$iKiiOpOOOOOOpOpi:spawn", spawn_keywords, &s->holder, &s->mode,
             &s->rq.flags, &s->rq.exit_signal, &s->rq.cgroup_fd, &set_tid, &s->rq.legacy_ok,
-            &paths, &argv, &envp, &cwd, &s->c.fds[0], &s->c.fds[1], &s->c.fds[2], &keep,
-            &s->c.close_fds, &setup, &s->c.restore_signals))
+            &paths, &argv, &envp, &cwd, &fds, &keep, &s->c.close_fds, &setup,
+            &s->c.restore_signals, &s->c.process_group))
         return -1;
+    for (int i = 1; spawn_keywords[i] != NULL; i++) {
+        if (strcmp(spawn_keywords[i], "process_group") != 0 &&
+            (kwargs == NULL || PyDict_GetItemString(kwargs, spawn_keywords[i]) == NULL)) {
+            PyErr_Format(PyExc_TypeError, "spawn() needs the keyword %s", spawn_keywords[i]);
+            return -1;
+        }
+    }
+    if (!PyTuple_Check(fds) ||
+        !PyArg_ParseTuple(fds, "iii", &s->c.fds[0], &s->c.fds[1], &s->c.fds[2])) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "fds must be a tuple of 3 ints");
+        return -1;
+    }
     if (s->mode != MODE_CLONE3 && s->mode != MODE_LEGACY) {
         PyErr_Format(PyExc_ValueError, "spawn's mode is MODE_CLONE3 or MODE_LEGACY, not %d",
                      s->mode);
@@ -595,7 +617,7 @@ spawn_free(struct spawn_call *s)
 
 /*
  * spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,
- *       envp, cwd, fds, keep, close_fds, setup, restore_signals) -> None
+ *       envp, cwd, fds, keep, close_fds, setup, restore_signals[, process_group]) -> None
  * child gets pid, pidfd and syscall (pc_adopt).  paths: candidate executables, argv,
  * envp (None: ours): tuples of bytes; fds: what becomes 0, 1, 2 (-1: inherited);
  * setup: None or the child's setup (pc_setup_parse, _setup.c).

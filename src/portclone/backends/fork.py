@@ -201,9 +201,11 @@ def _posix_spawn(plan: SpawnPlan, mask: Any) -> int:
     last: Optional[OSError] = None
     for path in plan.paths:
         try:
+            group: Dict[str, Any] = ({"setpgroup": plan.process_group}
+                                     if plan.process_group >= 0 else {})
             return os.posix_spawn(path, list(plan.argv), env, file_actions=actions,
                                   setsigmask=mask,
-                                  setsigdef=_RESTORED if plan.restore_signals else ())
+                                  setsigdef=_RESTORED if plan.restore_signals else (), **group)
         except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
             last = e if last is None or not isinstance(last, PermissionError) else last
         except OSError as e:
@@ -277,6 +279,9 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
             if plan.restore_signals:
                 for sig in _RESTORED:
                     signal.signal(sig, signal.SIG_DFL)
+            if plan.process_group >= 0:
+                stage = Stage.PROCESS_GROUP
+                os.setpgid(0, plan.process_group)
             if plan.cwd is not None:
                 stage = Stage.CHDIR
                 os.chdir(plan.cwd)

@@ -171,7 +171,7 @@ class LinuxBackend(Backend):
                     legacy_ok=not request.needs_clone3, paths=plan.paths, argv=plan.argv,
                     envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
                     close_fds=plan.close_fds, setup=plan.setup.native(),
-                    restore_signals=plan.restore_signals)
+                    restore_signals=plan.restore_signals, process_group=plan.process_group)
             except OSError as e:
                 raise self._failure(e, request, plan) from None
         return child

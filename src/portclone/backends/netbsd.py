@@ -117,7 +117,7 @@ class NetBSDBackend(Backend):
                 cgroup_fd=-1, set_tid=None, legacy_ok=True, paths=plan.paths, argv=plan.argv,
                 envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
                 close_fds=plan.close_fds, setup=None,
-                restore_signals=plan.restore_signals)
+                restore_signals=plan.restore_signals, process_group=plan.process_group)
         except OSError as e:
             raise translate(e, backend=self.name, syscall="clone", flags=flags,
                             exit_signal=request.exit_signal, program=plan.name,
