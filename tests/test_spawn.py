@@ -462,3 +462,14 @@ def test_every_reason_against_a_flag_is_said() -> None:
     with no_side_effects(), pytest.raises(portclone.InvalidFlagsError) as info:
         portclone.spawn(["true"], uid_map="0 0 1", flags=F.CLONE_VFORK)
     assert info.value.flags == F.CLONE_VFORK
+
+
+def test_process_group(portclone_backend: Backend) -> None:
+    """process_group=0: the program leads a group of its own (subprocess's, 3.11)."""
+    with portclone.spawn(["sh", "-c", "ps -o pgid= -p $$"], process_group=0,
+                         stdout=PIPE) as child:
+        out = child.communicate(timeout=60)[0].decode().strip()
+    assert out == str(child.pid) and child.returncode == 0
+    for bad, error in ((-1, ValueError), (True, TypeError), ("0", TypeError)):
+        with no_side_effects(), pytest.raises(error, match="process_group"):
+            portclone.spawn(["true"], process_group=bad)
