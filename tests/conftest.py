@@ -266,3 +266,12 @@ def never_runs() -> int:
 def ns_inode(name: str) -> int:
     """The inode of this process's ``name`` namespace (/proc/self/ns/<name>)."""
     return os.stat(f"/proc/self/ns/{name}").st_ino
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

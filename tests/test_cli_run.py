@@ -13,7 +13,7 @@ import time
 from typing import Dict, Optional
 
 import pytest
-from conftest import ns_inode
+from conftest import alive, ns_inode
 
 import portclone
 from portclone._cli import RUN_OPTIONS, run_option_table
@@ -138,7 +138,7 @@ def test_signals_to_run_reach_the_program_and_no_orphan_remains(sig: int) -> Non
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
     assert code == -sig  # run dies of the program's death, as unshare does
-    assert not _alive(children[0])
+    assert not alive(children[0])
 
 
 @pytest.mark.requires("linux", "proc")
@@ -151,22 +151,14 @@ def test_kill_child_ends_the_program_when_run_is_killed() -> None:
     proc.kill()
     proc.wait(timeout=60)
     deadline = time.monotonic() + 30
-    while _alive(child) and time.monotonic() < deadline:
+    while alive(child) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not _alive(child)
+    assert not alive(child)
 
 
 def _children(pid: int) -> list:  # type: ignore[type-arg]
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 # -- exit statuses and messages ------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, Iterator
 
 import pytest
-from conftest import child_value, never_runs, no_side_effects, ns_inode, run_python
+from conftest import alive, child_value, never_runs, no_side_effects, ns_inode, run_python
 
 import portclone
 from portclone import PIPE, Backend
@@ -286,21 +286,13 @@ print(child.pid, flush=True)
 os._exit(0)
 """
     pid = int(run_python(code).stdout)
-    pidfd = os.pidfd_open(pid) if _alive(pid) else None
+    pidfd = os.pidfd_open(pid) if alive(pid) else None
     if pidfd is not None:  # wait for its end on its pidfd (a grandchild: not ours to reap)
         import select
         try:
             assert select.select([pidfd], [], [], 30)[0], "the child outlived its parent"
         finally:
             os.close(pidfd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.requires("linux", "proc", "pidfd")
