@@ -138,3 +138,28 @@ def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.Pa
                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert one.returncode == 0 and "test_each[fork] PASSED" in one.stdout
     assert "test_each[linux]" not in one.stdout
+
+
+def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(
+        tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
+    """PORTCLONE_BACKEND=netbsd pytest narrows the fixture to netbsd, as the README says;
+    an unknown name there or in --portclone-backend is a usage error, not ignored."""
+    path = os.path.join(str(tmp_path), "test_downstream.py")
+    with open(path, "w") as f:
+        f.write(DOWNSTREAM)
+    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
+
+    def pytest_run(*args: str, env: dict) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+        return subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                               *load, *args, path], capture_output=True, text=True, timeout=120,
+                              cwd=str(tmp_path), env={**os.environ, **env})
+
+    if "netbsd" in portclone.available_backends():
+        narrowed = pytest_run(env={"PORTCLONE_BACKEND": "netbsd"})
+        assert narrowed.returncode == 0, narrowed.stdout + narrowed.stderr
+        assert "test_each[netbsd] PASSED" in narrowed.stdout
+        assert "test_each[fork]" not in narrowed.stdout
+    bogus = pytest_run(env={"PORTCLONE_BACKEND": "bogus"})
+    assert bogus.returncode == 4 and "unknown backend" in bogus.stderr, bogus.stdout + bogus.stderr
+    option = pytest_run("--portclone-backend", "bogus", env={})
+    assert option.returncode == 4, option.stdout + option.stderr

@@ -3,7 +3,9 @@
 A test that takes the ``portclone_backend`` fixture runs once per backend
 available on the machine (on Linux: linux, netbsd rules, fork), with that
 backend in force for clone() inside the test.  ``--portclone-backend NAME``
-(repeatable) picks backends instead; an unusable name is a usage error.
+(repeatable) picks backends instead, or else ``PORTCLONE_BACKEND=NAME`` in the
+environment (the variable that picks portclone's backend); an unknown or unusable
+name in either is a usage error.
 
     def test_degrades_cleanly(portclone_backend):
         child = portclone.clone(work)           # under linux, netbsd and fork rules
@@ -12,12 +14,13 @@ backend in force for clone() inside the test.  ``--portclone-backend NAME``
 
 from __future__ import annotations
 
+import os
 from typing import Iterator, List
 
 import pytest
 
 from . import Backend, available_backends, use_backend, why_unusable
-from ._registry import BACKENDS
+from ._registry import BACKENDS, ENV_VAR
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,12 +33,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _chosen(config: pytest.Config) -> List[str]:
-    names: List[str] = config.getoption("portclone_backend") or available_backends()
+    names: List[str] = config.getoption("portclone_backend")
+    where = "--portclone-backend"
+    if not names and os.environ.get(ENV_VAR):
+        names, where = [os.environ[ENV_VAR]], ENV_VAR
     for name in names:
+        if name not in BACKENDS:
+            raise pytest.UsageError(f"{where}={name}: unknown backend; portclone has "
+                                    f"{', '.join(BACKENDS)}")
         why = why_unusable(name)
         if why is not None:
-            raise pytest.UsageError(f"--portclone-backend {name}: {why}")
-    return names
+            raise pytest.UsageError(f"{where}={name}: {why}")
+    return names or available_backends()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
