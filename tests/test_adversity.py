@@ -13,6 +13,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import time
 from typing import Optional
 
 import pytest
@@ -582,12 +583,17 @@ def test_wait_never_takes_the_status_of_a_process_that_reused_the_pid() -> None:
         os.waitpid(a.pid, 0)  # the other reaper
         stranger = reuse(a.pid, ["sh", "-c", "exit 42"])
         os.waitid(os.P_PID, stranger.pid, os.WEXITED | os.WNOWAIT)
-        print(a.wait(), stranger.wait())
+        try:
+            ours = a.wait()
+        except ChildProcessError as e:
+            ours = "lost" if "status is lost" in str(e) else repr(e)
+        print(ours, stranger.wait())
     """.replace("\n        ", "\n"), timeout=120)
     assert out.returncode == 0, out.stderr
-    ours, theirs = (int(x) for x in out.stdout.split())
-    assert theirs == 42, "portclone reaped a process it did not make"
-    assert ours in (3, 0)  # 3 from the pidfd (Linux 6.15+), else 0 as subprocess says
+    ours, theirs = out.stdout.split()
+    assert theirs == "42", "portclone reaped a process it did not make"
+    # 3 from the pidfd (Linux 6.15+); before, the status is lost, and wait() says so
+    assert ours in ("3", "lost"), ours
 
 
 @pytest.mark.requires("root", "linux", "pidfd")
@@ -839,7 +845,8 @@ def test_concurrent_waiters_all_get_the_true_status(portclone_backend: portclone
 
     warnings.simplefilter("ignore", DeprecationWarning)  # the waiters of the round before
     wrong = []
-    for _ in range(300):
+    deadline = time.monotonic() + 15  # ~300 rounds here, fewer in an emulated guest
+    while time.monotonic() < deadline:
         child = portclone.clone(lambda: 3)
         child.close()  # the registry keeps the pidfd until the reap: the widest window
         results: list = []  # type: ignore[type-arg]
@@ -869,12 +876,13 @@ def test_a_foreign_tracer_holding_the_zombie_does_not_make_waiting_spin(how: str
     until the tracer lets go: the waits went round at full speed (2.3 s CPU in 2.8 s)."""
     out = run_python(f"""
         import asyncio, ctypes, os, resource, signal, subprocess, sys, time, portclone
-        child = portclone.spawn(["sleep", "0.2"])
+        child = portclone.spawn(["sh", "-c", "read x"], stdin=portclone.PIPE)  # ends on EOF
         tracer = subprocess.Popen([sys.executable, "-c",
             "import ctypes, sys, time; libc = ctypes.CDLL(None, use_errno=True); "
             "assert libc.ptrace(0x4206, int(sys.argv[1]), 0, 0) == 0; print('ok', flush=True); "
             "time.sleep(1.5)", str(child.pid)], stdout=subprocess.PIPE, text=True)
         assert tracer.stdout.readline() == "ok\\n"
+        child.stdin.close()  # exits now, a zombie its tracer holds for 1.5 s
         cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
         before, start = cpu(), time.monotonic()
         if {how!r} == "wait_async":
@@ -944,7 +952,7 @@ def test_clone_with_maps_out_of_fds_leaks_no_pipe() -> None:
 def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     """A map write that fails ended the child by closing its go-ahead pipe: a process
     another thread forked meanwhile held that pipe open, and the call waited out its
-    life (2 s).  The child is now killed."""
+    life.  The child is now killed."""
     out = run_python(f"""
         import ctypes, os, threading, time, portclone
         portclone.current_backend()
@@ -955,13 +963,13 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
             while not stop.is_set():
                 pid = os.fork()
                 if pid == 0:
-                    time.sleep(2)
+                    time.sleep(8)  # a stall is this long: far above an emulated guest's pace
                     os._exit(0)
                 threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
                 time.sleep(0.001)
         threading.Thread(target=forker, daemon=True).start()
         slowest = 0.0
-        for _ in range(100):  # before the fix, 1 to 3 in 100 waited 2 s
+        for _ in range(100):  # before the fix, 1 to 3 in 100 waited for a stranger
             start = time.monotonic()
             try:
                 if {api!r} == "clone":
@@ -973,6 +981,6 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
             slowest = max(slowest, time.monotonic() - start)
         stop.set()
         print("slowest", round(slowest, 3))
-    """, timeout=120)
+    """, timeout=600)
     assert out.stdout.startswith("slowest"), out.stdout + out.stderr
-    assert float(out.stdout.split()[1]) < 1.0, out.stdout
+    assert float(out.stdout.split()[1]) < 4.0, out.stdout

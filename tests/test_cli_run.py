@@ -49,6 +49,11 @@ def cli_as_nobody(*args: str) -> subprocess.CompletedProcess:  # type: ignore[ty
 
 linux_root = pytest.mark.requires("linux", "proc", "root")
 
+#: The command line's logic is Python's and the same on every kernel: it runs on the host
+#: matrix (py39-py313), not in the emulated guests, where each interpreter start costs
+#: seconds; what it asks of the kernel is tested there through the API (test_setup_options).
+pytestmark = pytest.mark.host_only
+
 
 # -- options' real effects ---------------------------------------------------------------
 

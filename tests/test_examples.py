@@ -15,7 +15,9 @@ import portclone
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
-pytestmark = [pytest.mark.requires("linux", "proc", "root")]
+#: host_only: each example is a Python program started anew, seconds each under emulation;
+#: what they ask of the kernel is tested in the guests through the API (test_setup_options)
+pytestmark = [pytest.mark.requires("linux", "proc", "root"), pytest.mark.host_only]
 
 
 def run(name: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]

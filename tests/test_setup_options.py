@@ -417,8 +417,9 @@ def test_spawn_with_maps_never_starts_the_program_before_its_maps() -> None:
     thread = threading.Thread(target=spin)
     thread.start()
     seen: Dict[str, int] = {}
+    deadline = time.monotonic() + 10  # ~3,000 calls here, fewer in an emulated guest
     try:
-        for _ in range(1500):
+        while time.monotonic() < deadline:
             try:
                 with portclone.spawn(["id", "-u"], map_root=True, stdout=PIPE) as child:
                     out = child.communicate(timeout=60)[0].decode().strip()
@@ -429,23 +430,22 @@ def test_spawn_with_maps_never_starts_the_program_before_its_maps() -> None:
     finally:
         stop.set()
         thread.join()
-    assert seen == {"0 0": 1500}
+    assert list(seen) == ["0 0"], seen
 
 
 @pytest.mark.requires("linux", "proc", "CLONE_NEWUSER")
 def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
     """With maps, spawn() learns of the exec by EOF on its report pipe: a child forked by
     another thread in the window before the parent closed its write end held it, and
-    spawn() waited for that child's whole life (2 s)."""
+    spawn() waited for that child's whole life."""
     stop = threading.Event()
 
     def forker() -> None:
         while not stop.is_set():
             pid = os.fork()
             if pid == 0:
-                time.sleep(2)
+                time.sleep(8)  # a stall is this long: far above an emulated guest's pace
                 os._exit(0)
-            os.waitpid(pid, 0) if stop.is_set() else None
             time.sleep(0.001)
 
     thread = threading.Thread(target=forker)
@@ -465,7 +465,7 @@ def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
                 os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-    assert slowest < 1.0
+    assert slowest < 4.0
 
 
 @pytest.mark.requires("linux", "proc", "root", "CLONE_NEWTIME")

@@ -200,9 +200,10 @@ setup_pdeathsig(const struct pc_setup *s)
 }
 
 /* A new time namespace with its offsets: unshare makes it this process's namespace for
- * children, whose offsets can be written until a process enters it; then enter it now
- * (a child with its own memory) or at the exec (Linux switches to the children's time
- * namespace when a process gets a new mm: torvalds/linux:fs/exec.c, timens_on_fork). */
+ * children, whose offsets can be written until a process enters it; then enter it.  Only
+ * a child with memory of its own can (setns answers EUSERS to one sharing it), so spawn()
+ * gives such a child a copy; one sharing it would enter at the exec on Linux 6.3 and
+ * later only, which switches to the children's time namespace there. */
 static int
 setup_time(const struct pc_setup *s)
 {

@@ -132,8 +132,8 @@ def check_conflicts(options: Options, flags: int, backend: str,
     and joined, and for what the options rule out with the flags.  ``implied``: the flags
     only the options asked for (Request.implied), named as theirs."""
     found = []
-    if exec_child and flags & CloneFlags.CLONE_SIGHAND and any(
-            name == "time" for name, _ in options.join):
+    if exec_child and flags & CloneFlags.CLONE_SIGHAND and (
+            options.time_offsets is not None or any(name == "time" for name, _ in options.join)):
         found.append(Refusal(
             "entering a time namespace needs a child with memory of its own (Linux refuses "
             "setns to a process sharing its memory: EUSERS), and CLONE_SIGHAND needs shared "

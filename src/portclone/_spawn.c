@@ -436,6 +436,7 @@ spawn_parse(struct spawn_call *s, PyObject *args, PyObject *kwargs)
     if (spawn_restate_policy(s) < 0)
         return -1;
     s->c.reset_handlers = !(s->rq.flags & PC_CLONE_SIGHAND);
+    s->setup.own_mm = !(s->rq.flags & PC_CLONE_VM); /* it can enter a time namespace */
     s->c.setup_fds = !(s->rq.flags & PC_CLONE_FILES);
     return 0;
 }

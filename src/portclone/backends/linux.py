@@ -35,6 +35,7 @@ _VFORK = int(CloneFlags.CLONE_VFORK)
 _FILES = int(CloneFlags.CLONE_FILES)
 _PARENT = int(CloneFlags.CLONE_PARENT)
 _CLEAR_SIGHAND = int(CloneFlags.CLONE_CLEAR_SIGHAND)
+_NEWTIME = int(CloneFlags.CLONE_NEWTIME)
 
 
 class LinuxBackend(Backend):
@@ -155,12 +156,16 @@ class LinuxBackend(Backend):
         # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
         maps = plan.setup.options.maps
         flags = _kernel_flags(request, plan.setup) | _VM | (0 if maps else _VFORK)
-        if any(name == "time" for name, _ in plan.setup.options.join):
-            # Linux lets no process that shares its memory change time namespace (setns:
-            # EUSERS), so this child gets a copy, as from fork
+        if (plan.setup.options.time_offsets is not None
+                or any(name == "time" for name, _ in plan.setup.options.join)):
+            # Linux lets no process that shares its memory enter a time namespace (setns:
+            # EUSERS), so this child gets a copy, as from fork, and enters it before the
+            # exec (the exec would enter the one for children only since Linux 6.3)
             flags &= ~_VM
-        child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "",
-                      not flags & _PARENT)
+        # what the child got: the request's namespaces (a time namespace the child makes
+        # itself included) and the sharing flags the clone used
+        child = Child(0, None, CloneFlags(flags | (int(request.flags) & _NEWTIME)),
+                      request.exit_signal, self.name, "", not flags & _PARENT)
         if _pidfd_available():
             flags |= _PIDFD
         with _cgroup_fd(request.cgroup) as cgroup_fd:
