@@ -47,6 +47,10 @@ def _chosen(config: pytest.Config) -> List[str]:
     return names or available_backends()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    _chosen(config)  # a bad name is a usage error before anything is collected
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "portclone_backend" in metafunc.fixturenames:
         metafunc.parametrize("portclone_backend", _chosen(metafunc.config), indirect=True)
