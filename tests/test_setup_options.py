@@ -286,7 +286,10 @@ print(child.pid, flush=True)
 os._exit(0)
 """
     pid = int(run_python(code).stdout)
-    pidfd = os.pidfd_open(pid) if alive(pid) else None
+    try:
+        pidfd = os.pidfd_open(pid) if alive(pid) else None
+    except ProcessLookupError:
+        pidfd = None  # it died between the two looks
     if pidfd is not None:  # wait for its end on its pidfd (a grandchild: not ours to reap)
         import select
         try:
@@ -439,14 +442,16 @@ def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
     another thread in the window before the parent closed its write end held it, and
     spawn() waited for that child's whole life."""
     stop = threading.Event()
+    strangers = []
 
     def forker() -> None:
         while not stop.is_set():
             pid = os.fork()
             if pid == 0:
-                time.sleep(8)  # a stall is this long: far above an emulated guest's pace
+                time.sleep(60)  # a stall is this long: far above an emulated guest's pace
                 os._exit(0)
-            time.sleep(0.001)
+            strangers.append(pid)
+            time.sleep(0.002)
 
     thread = threading.Thread(target=forker)
     thread.start()
@@ -460,12 +465,10 @@ def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
     finally:
         stop.set()
         thread.join()
-        while True:
-            try:
-                os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-    assert slowest < 4.0
+        for pid in strangers:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert slowest < 30.0  # a stranger's hold lasts 60 s; emulated guests are slow
 
 
 @pytest.mark.requires("linux", "proc", "root", "CLONE_NEWTIME")

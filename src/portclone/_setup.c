@@ -202,8 +202,9 @@ setup_pdeathsig(const struct pc_setup *s)
 /* A new time namespace with its offsets: unshare makes it this process's namespace for
  * children, whose offsets can be written until a process enters it; then enter it.  Only
  * a child with memory of its own can (setns answers EUSERS to one sharing it), so spawn()
- * gives such a child a copy; one sharing it would enter at the exec on Linux 6.3 and
- * later only, which switches to the children's time namespace there. */
+ * gives such a child a copy.  One sharing it would enter only at its exec, and only
+ * on kernels whose exec switches to the children's time namespace (6.18 here does;
+ * bookworm's 6.1 does not: its programs kept unshifted clocks). */
 static int
 setup_time(const struct pc_setup *s)
 {

@@ -160,7 +160,7 @@ class LinuxBackend(Backend):
                 or any(name == "time" for name, _ in plan.setup.options.join)):
             # Linux lets no process that shares its memory enter a time namespace (setns:
             # EUSERS), so this child gets a copy, as from fork, and enters it before the
-            # exec (the exec would enter the one for children only since Linux 6.3)
+            # exec (an exec enters the one for children only on newer kernels than 6.1)
             flags &= ~_VM
         # what the child got: the request's namespaces (a time namespace the child makes
         # itself included) and the sharing flags the clone used
