@@ -843,29 +843,44 @@ def test_concurrent_waiters_all_get_the_true_status(portclone_backend: portclone
     import threading
     import warnings
 
-    warnings.simplefilter("ignore", DeprecationWarning)  # the waiters of the round before
+    warnings.simplefilter("ignore", DeprecationWarning)  # the waiters, parked
+    # Four waiters live for the whole test and are parked on a barrier while the child is
+    # made: threads starting and ending around a fork-like clone can leave a lock of the
+    # interpreter's held in the child (the multi-threaded fork hazard clone() warns of).
+    start, done = threading.Barrier(5), threading.Barrier(5)
+    current: dict = {}  # type: ignore[type-arg]
+    results: list = []  # type: ignore[type-arg]
+
+    def waiter() -> None:
+        while True:
+            start.wait()
+            child = current.get("child")
+            if child is None:
+                return
+            try:
+                results.append(child.wait(timeout=60))
+            except Exception as e:
+                results.append(repr(e))
+            done.wait()
+
+    threads = [threading.Thread(target=waiter) for _ in range(4)]
+    for t in threads:
+        t.start()
     wrong = []
     deadline = time.monotonic() + 15  # ~300 rounds here, fewer in an emulated guest
-    while time.monotonic() < deadline:
-        child = portclone.clone(lambda: 3)
-        child.close()  # the registry keeps the pidfd until the reap: the widest window
-        results: list = []  # type: ignore[type-arg]
-        go = threading.Barrier(4)
-
-        def waiter(c: portclone.Child = child, out: list = results,  # type: ignore[type-arg]
-                   barrier: threading.Barrier = go) -> None:
-            barrier.wait()
-            try:
-                out.append(c.wait(timeout=60))
-            except Exception as e:
-                out.append(repr(e))
-
-        threads = [threading.Thread(target=waiter) for _ in range(4)]
-        for t in threads:
-            t.start()
+    try:
+        while time.monotonic() < deadline:
+            current["child"] = portclone.clone(lambda: 3)
+            current["child"].close()  # the registry keeps the pidfd until the reap
+            results.clear()
+            start.wait()
+            done.wait()
+            wrong += [r for r in results if r != 3]
+    finally:
+        current["child"] = None
+        start.wait()
         for t in threads:
             t.join()
-        wrong += [r for r in results if r != 3]
     assert wrong == []
 
 
