@@ -559,7 +559,7 @@ def _check(flag_text: str, exec_child: bool) -> int:
     flags = parse_flags(flag_text)
     backend = current_backend()
     what = "a program (spawn)" if exec_child else "a Python child (clone)"
-    asked = flags | (F.CLONE_VM if exec_child else F.CLONE_PIDFD & 0)
+    asked = flags | F.CLONE_VM if exec_child else flags
     present = {"exit_signal", "no_cgroup"} | ({"close_fds"} if exec_child else set())
     reasons = [f"{r.label}: {r.reason}" for r in broken_rules(int(asked), frozenset(present),
                                                              backend.has_feature)]
