@@ -36,10 +36,13 @@ setup(
     ext_modules=[
         Extension(
             "portclone._native",
-            sources=["src/portclone/_native.c", "src/portclone/_spawn.c", "src/portclone/_common.c",
-                     "src/portclone/_setup.c"],
-            depends=["src/portclone/_native.h", "src/portclone/_clone3.h",
-                     "src/portclone/_constants.h"],
+            sources=[
+                "src/portclone/_native.c",
+                "src/portclone/_spawn.c",
+                "src/portclone/_common.c",
+                "src/portclone/_setup.c",
+            ],
+            depends=["src/portclone/_native.h", "src/portclone/_clone3.h", "src/portclone/_constants.h"],
             extra_compile_args=["-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             extra_link_args=["-pthread"],
         )

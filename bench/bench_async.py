@@ -56,7 +56,9 @@ def main() -> int:
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
     methods: Dict[str, Callable[[int], Awaitable[int]]] = {
-        "portclone wait_async": _portclone, "asyncio subprocess": _asyncio}
+        "portclone wait_async": _portclone,
+        "asyncio subprocess": _asyncio,
+    }
     times: Dict[str, List[float]] = {m: [] for m in methods}
     threads: Dict[str, int] = {m: 0 for m in methods}
     for r in range(args.rounds):
@@ -66,8 +68,10 @@ def main() -> int:
             most = asyncio.run(methods[name](args.n))
             times[name].append(time.perf_counter() - start)
             threads[name] = max(threads[name], most)
-    print(f"# {args.n} children at once (sleep {SLEEP}), {args.rounds} rounds, Python "
-          f"{sys.version.split()[0]}, backend {portclone.current_backend().name}")
+    print(
+        f"# {args.n} children at once (sleep {SLEEP}), {args.rounds} rounds, Python "
+        f"{sys.version.split()[0]}, backend {portclone.current_backend().name}"
+    )
     base = statistics.median(times["asyncio subprocess"]) - float(SLEEP)
     print(f"{'method':24} {'median s':>9} {'overhead s':>11} {'x asyncio':>10} {'threads':>8}")
     for name in methods:

@@ -31,7 +31,7 @@ from portclone._loader import native_status
 TRUE = "/bin/true"
 SIGCHLD = int(signal.SIGCHLD)
 _PIDFD = int(portclone.CLONE_PIDFD)
-_NATIVE = (native_status()[0] if portclone.current_backend().name == "linux" else None)
+_NATIVE = native_status()[0] if portclone.current_backend().name == "linux" else None
 
 
 def fork_exit() -> None:
@@ -71,8 +71,16 @@ def portclone_floor() -> None:
     without the API around them (no checks, no Child handle).  No API built on it can be
     cheaper; the gap between this and clone() is what the Python around it costs."""
     out = _Out()
-    _NATIVE.clone(out, functools.partial(run_child, noop, (), {}, _NATIVE.unblock_signals),
-                  _NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
+    _NATIVE.clone(
+        out,
+        functools.partial(run_child, noop, (), {}, _NATIVE.unblock_signals),
+        _NATIVE.MODE_FORK,
+        _PIDFD,
+        SIGCHLD,
+        -1,
+        None,
+        True,
+    )
     os.waitpid(out.pid, 0)
     if out.pidfd is not None:
         out._pidfd_owner.close()
@@ -120,10 +128,15 @@ METHODS: Dict[str, Callable[[], None]] = {
 }
 if _NATIVE is not None:  # the linux backend's floor before clone(), its clone3 path after
     _items = list(METHODS.items())
-    METHODS = dict([*_items[:3], ("portclone's floor: _native.clone + run_child, no API",
-                                  portclone_floor), *_items[3:4],
-                    ("portclone.clone(fn, flags=CLONE_UNTRACED) [clone3]", portclone_clone3),
-                    *_items[4:]])
+    METHODS = dict(
+        [
+            *_items[:3],
+            ("portclone's floor: _native.clone + run_child, no API", portclone_floor),
+            *_items[3:4],
+            ("portclone.clone(fn, flags=CLONE_UNTRACED) [clone3]", portclone_clone3),
+            *_items[4:],
+        ]
+    )
 BASELINE = "os.fork + os._exit"
 
 
@@ -142,11 +155,15 @@ def occupy(size: int) -> bytearray:
 
 def header(script: str, args: argparse.Namespace, extra: str = "") -> None:
     """Where and how the figures were made, and the command that makes them again."""
-    print(f"portclone {portclone.__version__}, backend {portclone.current_backend().name}, "
-          f"Python {platform.python_version()}, {platform.system()} {platform.release()} "
-          f"{platform.machine()}, {os.cpu_count()} CPUs{extra}")
-    print(f"command: python bench/{script} --sizes {args.sizes}"
-          + (f" --rounds {args.rounds}" if args.rounds else ""))
+    print(
+        f"portclone {portclone.__version__}, backend {portclone.current_backend().name}, "
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()} "
+        f"{platform.machine()}, {os.cpu_count()} CPUs{extra}"
+    )
+    print(
+        f"command: python bench/{script} --sizes {args.sizes}"
+        + (f" --rounds {args.rounds}" if args.rounds else "")
+    )
     print()
 
 
@@ -201,8 +218,16 @@ def breakdown() -> Dict[str, Callable[[], None]]:
 
     def handle_wait() -> None:
         child = Child(0, None, request.flags, SIGCHLD, backend.name, "", True)
-        _NATIVE.clone(child, functools.partial(run_child, noop, (), {}, _NATIVE.unblock_signals),
-                      _NATIVE.MODE_FORK, _PIDFD, SIGCHLD, -1, None, True)
+        _NATIVE.clone(
+            child,
+            functools.partial(run_child, noop, (), {}, _NATIVE.unblock_signals),
+            _NATIVE.MODE_FORK,
+            _PIDFD,
+            SIGCHLD,
+            -1,
+            None,
+            True,
+        )
         child.wait()
         child.close()
 
@@ -224,10 +249,14 @@ def breakdown() -> Dict[str, Callable[[], None]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50M,1G", help="parent sizes (default 50M,1G)")
-    parser.add_argument("--rounds", type=int, default=0,
-                        help="rounds per size (default: 200 up to 100 MB, 40 above)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="parent page faults per call from portclone's floor to clone()")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="rounds per size (default: 200 up to 100 MB, 40 above)"
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="parent page faults per call from portclone's floor to clone()",
+    )
     args = parser.parse_args()
     if args.breakdown:
         if _NATIVE is None:
@@ -252,8 +281,7 @@ def main() -> int:
         for name, samples in times.items():
             med = statistics.median(samples)
             p90 = sorted(samples)[-(-len(samples) * 9 // 10) - 1]  # nearest rank
-            print(f"| {text} | {name} | {med:.3f} | {p90:.3f} | {med / base:.3f}x "
-                  f"| {faults[name]:.0f} |")
+            print(f"| {text} | {name} | {med:.3f} | {p90:.3f} | {med / base:.3f}x | {faults[name]:.0f} |")
         del ballast
         sys.stdout.flush()
     return 0

@@ -79,8 +79,12 @@ WITH_NS = portclone.current_backend().name == "linux"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50M,1G,4G")
-    parser.add_argument("--rounds", type=int, default=0,
-                        help="rounds per size (default: 200 up to 100 MB, 60 to 1 GB, 20 above)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="rounds per size (default: 200 up to 100 MB, 60 to 1 GB, 20 above)",
+    )
     args = parser.parse_args()
     header("bench_spawn.py", args, f", euid {os.geteuid()}")
     print("| parent | method | median ms | p90 ms | vs os.posix_spawn |")
@@ -103,12 +107,16 @@ def main() -> int:
     sizes = args.sizes.split(",")
     spawn = "portclone.spawn([/bin/true])"
     print()
-    print(f"flat: spawn at {sizes[-1]} / spawn at {sizes[0]} = "
-          f"{medians[sizes[-1]][spawn] / medians[sizes[0]][spawn]:.2f}x")
+    print(
+        f"flat: spawn at {sizes[-1]} / spawn at {sizes[0]} = "
+        f"{medians[sizes[-1]][spawn] / medians[sizes[0]][spawn]:.2f}x"
+    )
     for text in sizes if WITH_NS else ():
         ns = medians[text]
-        ratio = (ns["subprocess.run(..., preexec_fn=unshare(USER|PID|NS|UTS|IPC))"]
-                 / ns["portclone.spawn(..., flags=USER|PID|NS|UTS|IPC)"])
+        ratio = (
+            ns["subprocess.run(..., preexec_fn=unshare(USER|PID|NS|UTS|IPC))"]
+            / ns["portclone.spawn(..., flags=USER|PID|NS|UTS|IPC)"]
+        )
         print(f"namespaces at {text}: spawn is {ratio:.1f}x faster than preexec_fn=unshare")
     return 0
 

@@ -29,14 +29,14 @@ import sys
 import portclone
 
 # the checks themselves live with the tests, which run them small
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 from leakcheck import Cycles, Load, children, cycles, load, open_fds
 
 __all__ = ["children", "main", "open_fds", "report"]
 
 
 # -- the report ---------------------------------------------------------------------------
+
 
 def report(c: Cycles, ld: Load) -> str:
     lines = [
@@ -52,8 +52,10 @@ def report(c: Cycles, ld: Load) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, grew in c.growth().items():
-        lines.append(f"| {key} | {c.before[key]:,} | {c.halfway[key]:,} | {c.after[key]:,} "
-                     f"| {grew:+,} | {c.steady_growth(key):+,} |")
+        lines.append(
+            f"| {key} | {c.before[key]:,} | {c.halfway[key]:,} | {c.after[key]:,} "
+            f"| {grew:+,} | {c.steady_growth(key):+,} |"
+        )
     lines += [
         "",
         f"load: {ld.threads} threads x {ld.rounds:,} rounds (one clone() and one spawn() each) "
@@ -70,8 +72,9 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1_000)
-    parser.add_argument("--storm", action="store_true",
-                        help="run bench/storm.py instead (signals whose handlers raise)")
+    parser.add_argument(
+        "--storm", action="store_true", help="run bench/storm.py instead (signals whose handlers raise)"
+    )
     args = parser.parse_args()
     if args.storm:
         import storm  # bench/storm.py, beside this file

@@ -38,8 +38,16 @@ from typing import Any, Dict, List
 from soak import children, open_fds  # bench/soak.py, beside this file
 
 STORM = (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
-KEYS = ("cycles", "interrupted_calls", "ran_caller_code", "leaked_fds", "zombies", "hung",
-        "wrong_statuses", "mask_changed")
+KEYS = (
+    "cycles",
+    "interrupted_calls",
+    "ran_caller_code",
+    "leaked_fds",
+    "zombies",
+    "hung",
+    "wrong_statuses",
+    "mask_changed",
+)
 
 
 class Storm(Exception):
@@ -135,8 +143,9 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
                 if is_clone:
                     child = portclone.clone(_seven)
                 else:
-                    child = portclone.spawn(["/bin/sh", "-c", "exit 7"], cwd="/",
-                                            stdout=portclone.PIPE, stderr=portclone.DEVNULL)
+                    child = portclone.spawn(
+                        ["/bin/sh", "-c", "exit 7"], cwd="/", stdout=portclone.PIPE, stderr=portclone.DEVNULL
+                    )
                 _disarm()
             except BaseException:  # the handler disarmed itself: nothing else raises here
                 caller_code()
@@ -173,8 +182,11 @@ def worker(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
             time.sleep(0.01)  # polling a condition with a deadline
         stats["zombies"] = len(children())
         stats["ran_caller_code"] = os.fstat(witness.fileno()).st_size
-        stats["details"] = (wrong[:10] + [_describe(pid) for pid in children()[:5]]
-                            + sorted(set(_fd_names()) - set(fd_names_before))[:5])
+        stats["details"] = (
+            wrong[:10]
+            + [_describe(pid) for pid in children()[:5]]
+            + sorted(set(_fd_names()) - set(fd_names_before))[:5]
+        )
         stats["leaked_fds"] = open_fds() - fds_before
     return stats
 
@@ -200,9 +212,21 @@ def run(backend: str, cycles: int, seconds: float) -> Dict[str, Any]:
     """One backend's storm, in a worker process group of its own."""
     here = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.Popen(
-        [sys.executable, os.path.join(here, "storm.py"), "--worker", backend,
-         "--cycles", str(cycles), "--seconds", str(seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, text=True)
+        [
+            sys.executable,
+            os.path.join(here, "storm.py"),
+            "--worker",
+            backend,
+            "--cycles",
+            str(cycles),
+            "--seconds",
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
+    )
     assert proc.stdout is not None
     started = time.monotonic()
     ready = proc.stdout.readline()
@@ -240,18 +264,27 @@ def failures(result: Dict[str, Any]) -> List[str]:
 def report(results: List[Dict[str, Any]], command: str) -> str:
     import portclone
 
-    lines = [f"portclone {portclone.__version__}, Python {platform.python_version()}, "
-             f"{platform.system()} {platform.release()} {platform.machine()}, "
-             f"{os.cpu_count()} CPUs", f"command: {command}", "",
-             "storm: SIGINT/SIGUSR1/SIGUSR2/SIGALRM to the process group every ~0.2 ms, "
-             "every handler raising", "",
-             "| backend | cycles | interrupted calls | ran caller code | leaked fds | zombies "
-             "| hung | wrong statuses | mask changed | seconds |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"portclone {portclone.__version__}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs",
+        f"command: {command}",
+        "",
+        "storm: SIGINT/SIGUSR1/SIGUSR2/SIGALRM to the process group every ~0.2 ms, every handler raising",
+        "",
+        "| backend | cycles | interrupted calls | ran caller code | leaked fds | zombies "
+        "| hung | wrong statuses | mask changed | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
-        lines.append(f"| {r['backend']} | " + " | ".join(
-            f"{r.get(k, '?'):,}" if isinstance(r.get(k), int) else str(r.get(k, "?"))
-            for k in (*KEYS, "seconds")) + " |")
+        lines.append(
+            f"| {r['backend']} | "
+            + " | ".join(
+                f"{r.get(k, '?'):,}" if isinstance(r.get(k), int) else str(r.get(k, "?"))
+                for k in (*KEYS, "seconds")
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -267,8 +300,7 @@ def main(argv: List[str]) -> int:
         return 0
     import portclone
 
-    results = [run(b, args.cycles, args.seconds)
-               for b in args.backend or portclone.available_backends()]
+    results = [run(b, args.cycles, args.seconds) for b in args.backend or portclone.available_backends()]
     print(report(results, "python bench/storm.py " + " ".join(argv)))
     bad = {r["backend"]: failures(r) for r in results if failures(r)}
     for backend, what in bad.items():

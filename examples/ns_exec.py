@@ -35,8 +35,11 @@ def main() -> int:
         name = next(name for name, flag in NS_FLAGS.items() if flag == kind)
         child = portclone.spawn(sys.argv[2:], join={name: sys.argv[1]})
     except (OSError, ValueError, StopIteration) as e:  # as errExit: what failed, status 1
-        what = (f"{sys.argv[1]} is not a namespace file" if isinstance(e, OSError)
-                and e.errno == errno.ENOTTY else getattr(e, "strerror", None) or str(e))
+        what = (
+            f"{sys.argv[1]} is not a namespace file"
+            if isinstance(e, OSError) and e.errno == errno.ENOTTY
+            else getattr(e, "strerror", None) or str(e)
+        )
         filename = getattr(e, "filename", None)
         sys.exit(f"ns_exec: {what}" + (f": {filename}" if filename else ""))
     status = child.wait()

@@ -25,8 +25,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.cmd[:1] == ["--"]:
         del args.cmd[0]
-    offsets = {clock: getattr(args, clock) for clock in ("monotonic", "boottime")
-               if getattr(args, clock) is not None}
+    offsets = {
+        clock: getattr(args, clock) for clock in ("monotonic", "boottime") if getattr(args, clock) is not None
+    }
     if not offsets:
         parser.error("give --monotonic and/or --boottime")
     print("outside:", open("/proc/uptime").read().strip(), flush=True)

@@ -23,8 +23,14 @@ import sys
 import portclone
 from portclone import CloneFlags as F
 
-NAMESPACES = {"i": F.CLONE_NEWIPC, "m": F.CLONE_NEWNS, "n": F.CLONE_NEWNET,
-              "p": F.CLONE_NEWPID, "u": F.CLONE_NEWUTS, "U": F.CLONE_NEWUSER}
+NAMESPACES = {
+    "i": F.CLONE_NEWIPC,
+    "m": F.CLONE_NEWNS,
+    "n": F.CLONE_NEWNET,
+    "p": F.CLONE_NEWPID,
+    "u": F.CLONE_NEWUTS,
+    "U": F.CLONE_NEWUSER,
+}
 
 
 def main() -> int:
@@ -50,8 +56,11 @@ def main() -> int:
     for letter, flag in NAMESPACES.items():
         if getattr(args, letter):
             flags |= flag
-    maps = {key: value.replace(",", "\n") for key, value in
-            (("uid_map", args.uid_map), ("gid_map", args.gid_map)) if value}
+    maps = {
+        key: value.replace(",", "\n")
+        for key, value in (("uid_map", args.uid_map), ("gid_map", args.gid_map))
+        if value
+    }
     try:
         child = portclone.spawn(args.cmd, flags=flags, map_root=args.z, **maps)
     except ValueError as e:

@@ -24,6 +24,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # -- features, probed (never guessed from version numbers) ---------------------
 
+
 @contextlib.contextmanager
 def temporary_cgroup(name: str) -> Iterator[Tuple[str, str]]:
     """A new cgroup v2 directory: (its path, its path as /proc/<pid>/cgroup names it)."""
@@ -65,8 +66,11 @@ def missing(feature: str) -> Optional[str]:
     if feature == "root":
         return None if os.geteuid() == 0 else "needs root (euid 0)"
     if feature == "proc":
-        return None if os.path.isdir("/proc/self/fd") else (
-            "/proc is not mounted here (macOS and the BSDs have none): the test reads it")
+        return (
+            None
+            if os.path.isdir("/proc/self/fd")
+            else ("/proc is not mounted here (macOS and the BSDs have none): the test reads it")
+        )
     if feature == "linux":
         return None if backend.name == "linux" else f"needs the linux backend (have {backend.name})"
     if backend.name != "linux":
@@ -106,6 +110,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 # -- running code in children ----------------------------------------------------
 
+
 def child_value(fn: Callable[..., Any], *args: Any, timeout: float = 60, **clone_kw: Any) -> Any:
     """Run ``fn(*args)`` in a clone()d child and return its JSON-able result."""
     r, w = os.pipe()
@@ -137,13 +142,20 @@ def child_value(fn: Callable[..., Any], *args: Any, timeout: float = 60, **clone
     return result["ok"]
 
 
-def run_python(code: str, *, timeout: float = 120, env: Optional[Dict[str, str]] = None,
-               cwd: Optional[str] = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def run_python(
+    code: str, *, timeout: float = 120, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
+) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
     """Run ``code`` in a fresh interpreter (the place for seccomp filters and the like)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd,
+    )
 
 
 @contextlib.contextmanager
@@ -187,6 +199,7 @@ def broken_rules(flags: int) -> list:  # type: ignore[type-arg]
 
 # -- nothing happened ---------------------------------------------------------------
 
+
 def _children() -> set:  # type: ignore[type-arg]
     """This process's children (zombies too): from /proc, else from ps(1) (macOS, BSDs),
     else (Linux without /proc, where ps needs it) the exited ones waitid() can see."""
@@ -194,8 +207,9 @@ def _children() -> set:  # type: ignore[type-arg]
         out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True)
         if out.returncode == 0:
             me = str(os.getpid())
-            return {pid for pid, ppid in (line.split() for line in out.stdout.splitlines())
-                    if ppid == me}  # ps itself was reaped by run() already
+            return {
+                pid for pid, ppid in (line.split() for line in out.stdout.splitlines()) if ppid == me
+            }  # ps itself was reaped by run() already
         try:
             info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
@@ -231,8 +245,11 @@ def _state() -> Dict[str, Any]:
         "fds": _open_fds(),
         "cwd": os.getcwd(),
         "umask": os.umask(os.umask(0)),
-        "handlers": {s: signal.getsignal(s) for s in signal.valid_signals()
-                     if s not in (signal.SIGKILL, signal.SIGSTOP)},
+        "handlers": {
+            s: signal.getsignal(s)
+            for s in signal.valid_signals()
+            if s not in (signal.SIGKILL, signal.SIGSTOP)
+        },
         "children": _children(),
     }
 

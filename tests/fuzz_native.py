@@ -33,11 +33,47 @@ with atheris.instrument_imports():
 F_PIDFD, F_VFORK, F_VM, F_SIGHAND, F_THREAD = 0x1000, 0x4000, 0x100, 0x800, 0x10000
 F_SETTLS, F_NEWUSER, F_NEWPID, F_CLEAR_SIGHAND = 0x80000, 0x10000000, 0x20000000, 1 << 32
 
-INTS = [0, 1, -1, 2, 3, 17, 64, 65, 255, 256, 1 << 31, (1 << 31) - 1, -(1 << 31), 1 << 32,
-        (1 << 63) - 1, 1 << 63, -(1 << 63), (1 << 64) - 1, 1 << 64, 10 ** 30, -(10 ** 30)]
-FLAGS = [0, F_PIDFD, F_VFORK, F_VM, F_VM | F_VFORK, F_SIGHAND | F_VM, F_THREAD | F_SIGHAND | F_VM,
-         F_SETTLS, F_NEWUSER, F_NEWPID | F_NEWUSER, F_CLEAR_SIGHAND, 0x11, 1 << 40, (1 << 64) - 1,
-         1 << 64, -1]
+INTS = [
+    0,
+    1,
+    -1,
+    2,
+    3,
+    17,
+    64,
+    65,
+    255,
+    256,
+    1 << 31,
+    (1 << 31) - 1,
+    -(1 << 31),
+    1 << 32,
+    (1 << 63) - 1,
+    1 << 63,
+    -(1 << 63),
+    (1 << 64) - 1,
+    1 << 64,
+    10**30,
+    -(10**30),
+]
+FLAGS = [
+    0,
+    F_PIDFD,
+    F_VFORK,
+    F_VM,
+    F_VM | F_VFORK,
+    F_SIGHAND | F_VM,
+    F_THREAD | F_SIGHAND | F_VM,
+    F_SETTLS,
+    F_NEWUSER,
+    F_NEWPID | F_NEWUSER,
+    F_CLEAR_SIGHAND,
+    0x11,
+    1 << 40,
+    (1 << 64) - 1,
+    1 << 64,
+    -1,
+]
 SIGNALS = [0, int(signal.SIGCHLD), int(signal.SIGWINCH), 64, 65, 255, 256, -1, 1 << 31]
 PATHS = [b"/nonexistent/portclone-fuzz", b"/bin/true", b"", b"/bin/\0true", b"x" * 5000]
 BYTES = [b"", b"\0", b"a\0b", b"0 0 1\n", b"x" * 70000, b"/", b"HOME=/\0"]
@@ -68,9 +104,24 @@ for _sig in signal.valid_signals():
             pass
 # and libFuzzer's own handlers (it stops or reports a crash on these), and the signals
 # Python cannot set (glibc keeps 32 and 33 for itself)
-BAD_SIGNALS = {int(getattr(signal, name)) for name in (
-    "SIGKILL", "SIGSTOP", "SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGSEGV", "SIGBUS",
-    "SIGABRT", "SIGILL", "SIGFPE", "SIGXFSZ", "SIGALRM")}
+BAD_SIGNALS = {
+    int(getattr(signal, name))
+    for name in (
+        "SIGKILL",
+        "SIGSTOP",
+        "SIGINT",
+        "SIGTERM",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGSEGV",
+        "SIGBUS",
+        "SIGABRT",
+        "SIGILL",
+        "SIGFPE",
+        "SIGXFSZ",
+        "SIGALRM",
+    )
+}
 BAD_SIGNALS |= set(range(1, signal.NSIG)) - {int(s) for s in signal.valid_signals()}
 
 
@@ -117,8 +168,14 @@ def common(fdp: atheris.FuzzedDataProvider) -> List[Any]:
         pick(fdp, lambda: fdp.PickValueInList(FLAGS)),
         pick(fdp, lambda: fdp.PickValueInList(SIGNALS)),
         pick(fdp, lambda: fdp.PickValueInList([-1, -2, 0, 1, 999, 1 << 31])),
-        pick(fdp, lambda: None if fdp.ConsumeBool() else tuple_of(
-            fdp, lambda: fdp.PickValueInList([*INTS, os.getpid(), 30000]), 40)),
+        pick(
+            fdp,
+            lambda: (
+                None
+                if fdp.ConsumeBool()
+                else tuple_of(fdp, lambda: fdp.PickValueInList([*INTS, os.getpid(), 30000]), 40)
+            ),
+        ),
         pick(fdp, fdp.ConsumeBool),
     ]
 
@@ -139,9 +196,18 @@ def spawn_args(fdp: atheris.FuzzedDataProvider) -> Dict[str, Any]:
         "fds": pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([-1, 0, 1, 2, 999]), 4)),
         "keep": pick(fdp, lambda: tuple_of(fdp, lambda: fdp.PickValueInList([*INTS, 0, 1, 2]), 6)),
         "close_fds": pick(fdp, fdp.ConsumeBool),
-        "maps": pick(fdp, lambda: None if fdp.ConsumeBool() else (
-            fdp.PickValueInList([None, *BYTES]), fdp.PickValueInList([None, *BYTES]),
-            fdp.ConsumeBool())),
+        "maps": pick(
+            fdp,
+            lambda: (
+                None
+                if fdp.ConsumeBool()
+                else (
+                    fdp.PickValueInList([None, *BYTES]),
+                    fdp.PickValueInList([None, *BYTES]),
+                    fdp.ConsumeBool(),
+                )
+            ),
+        ),
         "hostname": pick(fdp, lambda: None if fdp.ConsumeBool() else fdp.PickValueInList(BYTES)),
         "restore_signals": pick(fdp, fdp.ConsumeBool),
     }
@@ -193,7 +259,7 @@ def one_input(data: bytes) -> None:
     # the wrong arguments: too few, or spawn's keywords passed by position (the data's
     # end, which reads as zeros, makes well-formed calls)
     if fdp.ConsumeIntInRange(0, 15) == 15:
-        args = args[:fdp.ConsumeIntInRange(0, len(args))]
+        args = args[: fdp.ConsumeIntInRange(0, len(args))]
         for key in fdp.PickValueInList([[], [*kwargs][-1:], [*kwargs][:3]]):
             del kwargs[key]
         if kwargs and fdp.ConsumeIntInRange(0, 3) == 3:
@@ -213,8 +279,7 @@ def one_input(data: bytes) -> None:
     finally:
         after = invariants()
         if after != before:
-            raise AssertionError(f"{name}{tuple(args)!r} {kwargs!r} changed the caller: "
-                                 f"{before} -> {after}")
+            raise AssertionError(f"{name}{tuple(args)!r} {kwargs!r} changed the caller: {before} -> {after}")
     if name in ("clone", "spawn", "libc_clone"):
         assert result is None and out.pid > 0, (name, result)
         reap(out.pid, -1)  # the pidfd's owner closes it with ``out``

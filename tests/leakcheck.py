@@ -31,13 +31,17 @@ SH = "/bin/sh"
 
 # -- what the process holds --------------------------------------------------------------
 
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) - 1  # the listing's own fd
 
 
 def threads() -> int:
-    return threading.active_count() if not os.path.exists("/proc/self/task") else len(
-        os.listdir("/proc/self/task"))
+    return (
+        threading.active_count()
+        if not os.path.exists("/proc/self/task")
+        else len(os.listdir("/proc/self/task"))
+    )
 
 
 def children() -> List[int]:
@@ -81,8 +85,7 @@ def _mallinfo() -> Optional[Callable[[], int]]:
         fn = getattr(libc, name, None)
         if fn is not None:
             fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
-            fn.restype = type(name, (ctypes.Structure,), {
-                "_fields_": [(f, word) for f in fields.split()]})
+            fn.restype = type(name, (ctypes.Structure,), {"_fields_": [(f, word) for f in fields.split()]})
             return lambda: int(fn().uordblks)
     return None  # not glibc (musl, the BSDs): reported as 0
 
@@ -92,13 +95,19 @@ _malloc_in_use = _mallinfo()
 
 def snapshot() -> Dict[str, int]:
     gc.collect()  # garbage awaiting the collector is not a leak
-    return {"fds": open_fds(), "threads": threads(), "children": len(children()),
-            "zombies": zombies(), "blocks": sys.getallocatedblocks(),
-            "malloc_kib": _malloc_in_use() // 1024 if _malloc_in_use else 0,
-            "rss_kib": rss_kib()}
+    return {
+        "fds": open_fds(),
+        "threads": threads(),
+        "children": len(children()),
+        "zombies": zombies(),
+        "blocks": sys.getallocatedblocks(),
+        "malloc_kib": _malloc_in_use() // 1024 if _malloc_in_use else 0,
+        "rss_kib": rss_kib(),
+    }
 
 
 # -- cycles -------------------------------------------------------------------------------
+
 
 def exit_with(code: int) -> int:
     return code
@@ -141,10 +150,14 @@ class Cycles:
 
     def leaks(self) -> Dict[str, int]:
         """What leaked: any change in COUNTS, or a half's growth at or over LIMITS."""
-        found = {k: self.after[k] - self.before[k] for k in COUNTS
-                 if self.after[k] != self.before[k]}
-        found.update({k: self.steady_growth(k) for k, per_cycle in LIMITS.items()
-                      if self.steady_growth(k) >= per_cycle * self.count / 2})
+        found = {k: self.after[k] - self.before[k] for k in COUNTS if self.after[k] != self.before[k]}
+        found.update(
+            {
+                k: self.steady_growth(k)
+                for k, per_cycle in LIMITS.items()
+                if self.steady_growth(k) >= per_cycle * self.count / 2
+            }
+        )
         return found
 
 
@@ -166,6 +179,7 @@ def cycles(count: int, warmup: int = 200) -> Cycles:
 
 
 # -- load ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Load:
@@ -204,8 +218,7 @@ def load(nthreads: int, rounds: int, deadline: float = 1200) -> Load:
     start = time.monotonic()
     with warnings.catch_warnings():  # multi-threaded fork: expected here
         warnings.simplefilter("ignore", DeprecationWarning)
-        workers = [threading.Thread(target=worker, args=(n,), daemon=True)
-                   for n in range(nthreads)]
+        workers = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(nthreads)]
         for t in workers:
             t.start()
         for t in workers:

@@ -34,10 +34,15 @@ def _backends() -> list:  # type: ignore[type-arg]
 
 # -- 1. a child never runs the caller's code ---------------------------------------------
 
+
 def test_signal_storm_no_child_runs_caller_code_nothing_leaks() -> None:
     """bench/storm.py with small counts: every backend, every count 0."""
-    out = subprocess.run([sys.executable, os.path.join(BENCH, "storm.py"), "--cycles", "400",
-                          "--seconds", "6"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, "storm.py"), "--cycles", "400", "--seconds", "6"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     for backend in _backends():  # a slow guest may run fewer cycles in its 6 s
         assert f"| {backend} | " in out.stdout, out.stdout
@@ -47,7 +52,8 @@ def test_signal_storm_no_child_runs_caller_code_nothing_leaks() -> None:
 def test_a_stream_whose_flush_raises_in_the_child(backend: str) -> None:
     """A RuntimeError from sys.stdout.flush() in the child is reported and gives status 120
     (the interpreter's own code for a failed flush at exit); it never escapes."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import os, sys, portclone
         parent = os.getpid()
         class Bad:
@@ -66,7 +72,9 @@ def test_a_stream_whose_flush_raises_in_the_child(backend: str) -> None:
                     os._exit(99)
             sys.stdout = sys.__stdout__
             print("status", child.wait())
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "CALLER CODE" not in out.stderr
     assert "status 120" in out.stdout, out.stdout + out.stderr
     assert "flush failed in the child" in out.stderr
@@ -74,11 +82,13 @@ def test_a_stream_whose_flush_raises_in_the_child(backend: str) -> None:
 
 # -- 3. no deadlock when a handler or finalizer re-enters ----------------------------------
 
+
 @pytest.mark.parametrize("backend", _backends())
 def test_handler_that_drops_a_running_child_during_reaping(backend: str) -> None:
     """A handler runs while reap_orphans() is at work and drops a running Child: its
     __del__ must not wait for a lock reap_orphans holds."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import gc, os, signal, warnings, portclone
         from portclone import _child
         warnings.simplefilter("ignore", ResourceWarning)
@@ -100,11 +110,14 @@ def test_handler_that_drops_a_running_child_during_reaping(backend: str) -> None
                 os.waitpid = real
             os.write(w, b"xx")
             print("no deadlock")
-    """, timeout=30)
+    """,
+        timeout=30,
+    )
     assert "no deadlock" in out.stdout, out.stdout + out.stderr
 
 
 # -- 4. an interrupted clone()/spawn() leaks nothing ----------------------------------------
+
 
 @pytest.mark.parametrize("backend", _backends())
 @pytest.mark.parametrize("flags", [0, int(portclone.CLONE_VFORK)])
@@ -114,7 +127,8 @@ def test_interrupt_after_the_child_exists_leaks_nothing(backend: str, flags: int
     no fd left once a later call has reaped them.  (spawn() runs no at-fork hook; the
     storm test covers its window.)  With CLONE_VFORK the fork backend's pipe is at stake."""
     start = f"portclone.clone(int, flags={flags})"
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import gc, os, signal, sys, time, warnings, portclone
         warnings.simplefilter("ignore", ResourceWarning)
         sys.path.insert(0, {TESTS_DIR!r})
@@ -143,7 +157,9 @@ def test_interrupt_after_the_child_exists_leaks_nothing(backend: str, flags: int
                 time.sleep(0.01)  # polling a condition, with a deadline
             print("interrupted", interrupted, "zombies", len(children()),
                   "fds", len(os.listdir("/proc/self/fd")) - fds)
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert "zombies 0 fds 0" in out.stdout, out.stdout + out.stderr
     assert "interrupted 0" not in out.stdout, out.stdout
     assert "AttributeError" not in out.stderr, out.stderr
@@ -151,9 +167,11 @@ def test_interrupt_after_the_child_exists_leaks_nothing(backend: str, flags: int
 
 # -- 5. spawn() reaps dropped handles -------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", _backends())
 def test_spawn_reaps_dropped_handles(backend: str) -> None:
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import gc, os, sys, time, warnings, portclone
         warnings.simplefilter("ignore", ResourceWarning)
         sys.path.insert(0, {TESTS_DIR!r})
@@ -167,11 +185,14 @@ def test_spawn_reaps_dropped_handles(backend: str) -> None:
                 portclone.spawn(["/bin/true"]).wait()  # only spawn() calls
                 time.sleep(0.01)  # polling a condition, with a deadline
             print("zombies", len(children()))
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert "zombies 0" in out.stdout, out.stdout + out.stderr
 
 
 # -- 6. no signal by a pid that may be reused --------------------------------------------
+
 
 @pytest.mark.parametrize("backend", _backends())
 def test_signal_after_close_refuses(backend: str) -> None:
@@ -193,6 +214,7 @@ def test_signal_after_close_refuses(backend: str) -> None:
 
 
 # -- 13. a pid-1 parent keeps its pidfds ---------------------------------------------------
+
 
 @pytest.mark.requires("root", "linux", "pidfd", "CLONE_NEWPID")
 def test_pid1_parent_keeps_its_pidfd_when_a_files_child_drops_its_copy() -> None:
@@ -227,6 +249,7 @@ def test_pid1_parent_keeps_its_pidfd_when_a_files_child_drops_its_copy() -> None
 
 # -- 14. a Child cannot be copied ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("backend", _backends())
 def test_child_cannot_be_copied_or_pickled(backend: str) -> None:
     with portclone.use_backend(backend):
@@ -240,9 +263,11 @@ def test_child_cannot_be_copied_or_pickled(backend: str) -> None:
 
 # -- 15. an exit signal that would end the caller -------------------------------------------
 
+
 @pytest.mark.parametrize("backend", [b for b in _backends() if b != "fork"])
 def test_exit_signal_at_its_lethal_default_is_refused(backend: Backend) -> None:
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import signal, portclone
         with portclone.use_backend({backend!r}):
             try:
@@ -257,7 +282,9 @@ def test_exit_signal_at_its_lethal_default_is_refused(backend: Backend) -> None:
             signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
             child = portclone.clone(int, exit_signal=signal.SIGUSR1)
             print("with a handler:", child.wait())
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "check refused: True" in out.stdout, out.stdout + out.stderr
     assert "clone refused" in out.stdout
     assert "with a handler: 0" in out.stdout
@@ -279,14 +306,17 @@ def test_exit_signal_refusal_creates_nothing() -> None:
 def test_a_program_starts_with_the_callers_signal_mask(backend: str, cwd: object) -> None:
     """spawn() blocks every signal around the start; the program must not inherit that.
     A fresh interpreter has no inheritable fds, so the fork backend takes posix_spawn."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import portclone
         with portclone.use_backend({backend!r}):
             child = portclone.spawn(["grep", "^SigBlk:", "/proc/self/status"], cwd={cwd!r},
                                     stdout=portclone.PIPE)
             out, _ = child.communicate(timeout=60)
         print(child.syscall, child.returncode, out.decode().split()[1])
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     syscall, code, blocked = out.stdout.split()
     assert code == "0" and int(blocked, 16) == 0, out.stdout + out.stderr
     if backend == "fork":
@@ -294,6 +324,7 @@ def test_a_program_starts_with_the_callers_signal_mask(backend: str, cwd: object
 
 
 # -- found by the adversary pass ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("backend", [b for b in _backends() if b != "fork"])
 @pytest.mark.parametrize("sig", [32, 33])
@@ -307,7 +338,8 @@ def test_exit_signal_python_cannot_see_is_refused(backend: str, sig: int) -> Non
 
 @pytest.mark.parametrize("backend", _backends())
 def test_a_clone_nested_in_an_at_fork_hook_keeps_the_callers_mask(backend: str) -> None:
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import os, signal, portclone
         done = []
         def hook():
@@ -318,7 +350,9 @@ def test_a_clone_nested_in_an_at_fork_hook_keeps_the_callers_mask(backend: str) 
         with portclone.use_backend({backend!r}):
             portclone.clone(int).wait()
         print("blocked", sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "blocked []" in out.stdout, out.stdout + out.stderr
 
 
@@ -326,7 +360,8 @@ def test_a_clone_nested_in_an_at_fork_hook_keeps_the_callers_mask(backend: str) 
 def test_two_threads_cloning_keep_their_own_masks(backend: str) -> None:
     """PyOS_BeforeFork waits for the import lock without the GIL: another thread's clone
     runs meanwhile.  Each thread keeps its own mask, and so do their children."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import _imp, os, signal, threading, portclone
         with portclone.use_backend({backend!r}):
             portclone.clone(int).wait()
@@ -346,7 +381,9 @@ def test_two_threads_cloning_keep_their_own_masks(backend: str) -> None:
             t.join(10)
             print("main", sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
                   "child", child.wait())
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "main [] child 0" in out.stdout, out.stdout + out.stderr
 
 
@@ -354,7 +391,8 @@ def test_two_threads_cloning_keep_their_own_masks(backend: str) -> None:
 def test_an_interrupted_child_init_leaves_no_noise(backend: str) -> None:
     """A KeyboardInterrupt at each line of Child.__init__ in turn: __del__ must not
     complain about attributes __init__ never set."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import gc, sys, portclone
         from portclone._child import Child
         noise = []
@@ -385,7 +423,9 @@ def test_an_interrupted_child_init_leaves_no_noise(backend: str) -> None:
                 sys.settrace(None)
             gc.collect()
         print("noise", noise)
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert "noise []" in out.stdout, out.stdout + out.stderr
 
 
@@ -393,7 +433,8 @@ def test_an_interrupted_child_init_leaves_no_noise(backend: str) -> None:
 def test_an_interrupted_finalizer_still_closes_the_pidfd() -> None:
     """A handler that raises as Child.__del__ begins: the pidfd's owner closes it in C
     when the Child is freed."""
-    out = run_python("""
+    out = run_python(
+        """
         import gc, os, sys, portclone
         from portclone._child import Child
         child = portclone.clone(int)
@@ -414,7 +455,9 @@ def test_an_interrupted_finalizer_still_closes_the_pidfd() -> None:
             print("pidfd still open")
         except OSError:
             print("pidfd closed")
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "pidfd closed" in out.stdout, out.stdout + out.stderr
 
 
@@ -422,7 +465,8 @@ def test_an_interrupted_finalizer_still_closes_the_pidfd() -> None:
 def test_a_full_fd_table_makes_no_child_without_its_pidfd() -> None:
     """A plain clone() (libc fork, then pidfd_open) at EMFILE: OSError and no child,
     never a child that silently lacks its pidfd; the next clone() has one."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import errno, os, resource, sys, portclone
         sys.path.insert(0, {TESTS_DIR!r})
         from conftest import _children as children
@@ -445,7 +489,9 @@ def test_a_full_fd_table_makes_no_child_without_its_pidfd() -> None:
         print(outcome, "children", len(children()))
         child = portclone.clone(os._exit, 3)
         print("after", child.pidfd is not None, child.wait())
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "refused EMFILE children 0" in out.stdout, out.stdout + out.stderr
     assert "after True 3" in out.stdout
 
@@ -454,7 +500,8 @@ def test_a_full_fd_table_makes_no_child_without_its_pidfd() -> None:
 def test_no_signal_by_pid_after_portclone_reaped_it(backend: str) -> None:
     """Without a pidfd: one thread waits, another signals in a loop; no os.kill may
     follow the reap of that pid (its number could be another process's by then)."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import os, signal, threading, portclone
         events = []
         real_kill, real_waitpid = os.kill, os.waitpid
@@ -480,14 +527,17 @@ def test_no_signal_by_pid_after_portclone_reaped_it(backend: str) -> None:
                 reaped = [i for i, e in enumerate(events) if e == ("reaped", child.pid)]
                 late += any(e == ("kill", child.pid) for e in events[reaped[0]:]) if reaped else 0
         print("kills after the reap", late)
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert "kills after the reap 0" in out.stdout, out.stdout + out.stderr
 
 
 def _pidfd_keeps_exit_status() -> Optional[str]:
     if "linux" not in _backends():
         return "needs the linux backend"
-    out = run_python("""
+    out = run_python(
+        """
         import fcntl, os, struct
         pid = os.fork()
         if pid == 0:
@@ -503,9 +553,14 @@ def _pidfd_keeps_exit_status() -> Optional[str]:
                   if exited else None)
         except OSError:
             print(None)
-    """, timeout=30)
-    return None if out.stdout.strip() == "3" else "the kernel keeps no exit status for a " \
-        "pidfd (PIDFD_GET_INFO with PIDFD_INFO_EXIT: Linux 6.15)"
+    """,
+        timeout=30,
+    )
+    return (
+        None
+        if out.stdout.strip() == "3"
+        else "the kernel keeps no exit status for a pidfd (PIDFD_GET_INFO with PIDFD_INFO_EXIT: Linux 6.15)"
+    )
 
 
 @pytest.mark.parametrize("reaper", ["sigchld-ignored", "waitid-elsewhere"])
@@ -513,7 +568,8 @@ def test_wait_gives_the_true_status_after_another_reaper(reaper: str) -> None:
     why = _pidfd_keeps_exit_status()
     if why:
         pytest.skip(why)
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import os, signal, time, portclone
         if {reaper!r} == "sigchld-ignored":
             signal.signal(signal.SIGCHLD, signal.SIG_IGN)
@@ -526,7 +582,9 @@ def test_wait_gives_the_true_status_after_another_reaper(reaper: str) -> None:
             for c in (exited, killed):
                 os.waitid(os.P_PIDFD, c.pidfd, os.WEXITED)
         print("statuses", exited.wait(timeout=30), killed.wait(timeout=30))
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "statuses 3 -9" in out.stdout, out.stdout + out.stderr
 
 
@@ -536,7 +594,8 @@ def test_a_child_reaped_by_the_kernel_before_its_pidfd_is_no_error() -> None:
     failure: clone() returns its handle.  Its wait() then tells the truth: the status the
     kernel kept for the pidfd (Linux 6.15), or ChildProcessError saying it is lost, never
     a made-up 0."""
-    out = run_python("""
+    out = run_python(
+        """
         import os, signal, portclone
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         errors, lost, codes = 0, 0, set()
@@ -551,9 +610,12 @@ def test_a_child_reaped_by_the_kernel_before_its_pidfd_is_no_error() -> None:
             except ChildProcessError as e:
                 lost += "status is lost" in str(e)
         print("errors", errors, "codes", sorted(codes), "lost", lost)
-    """, timeout=120)
-    assert "errors 0 codes [3] lost" in out.stdout or "errors 0 codes [] lost 200" in \
-        out.stdout, out.stdout + out.stderr
+    """,
+        timeout=120,
+    )
+    assert "errors 0 codes [3] lost" in out.stdout or "errors 0 codes [] lost 200" in out.stdout, (
+        out.stdout + out.stderr
+    )
 
 
 #: Another reaper takes a child of ours, then its pid goes to a new process (pid wrap-
@@ -576,7 +638,9 @@ def reuse(pid, argv):
 
 @pytest.mark.requires("root", "linux", "pidfd")
 def test_wait_never_takes_the_status_of_a_process_that_reused_the_pid() -> None:
-    out = run_python(PID_REUSE + """
+    out = run_python(
+        PID_REUSE
+        + """
         r, w = os.pipe()
         a = portclone.clone(lambda: os.read(r, 1) and 3)
         os.write(w, b"x")
@@ -588,7 +652,9 @@ def test_wait_never_takes_the_status_of_a_process_that_reused_the_pid() -> None:
         except ChildProcessError as e:
             ours = "lost" if "status is lost" in str(e) else repr(e)
         print(ours, stranger.wait())
-    """.replace("\n        ", "\n"), timeout=120)
+    """.replace("\n        ", "\n"),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     ours, theirs = out.stdout.split()
     assert theirs == "42", "portclone reaped a process it did not make"
@@ -599,7 +665,9 @@ def test_wait_never_takes_the_status_of_a_process_that_reused_the_pid() -> None:
 @pytest.mark.requires("root", "linux", "pidfd")
 @pytest.mark.parametrize("drop", ["del a", "a.close(); del a"])
 def test_a_dropped_child_never_makes_reap_orphans_take_a_strangers_status(drop: str) -> None:
-    out = run_python(PID_REUSE + f"""
+    out = run_python(
+        PID_REUSE
+        + f"""
         r, w = os.pipe()
         a = portclone.clone(lambda: os.read(r, 1) and 3)
         pid = a.pid
@@ -610,7 +678,9 @@ def test_a_dropped_child_never_makes_reap_orphans_take_a_strangers_status(drop: 
         os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         portclone.clone(int).wait()  # runs reap_orphans()
         print(stranger.wait())
-    """.replace("\n        ", "\n"), timeout=120)
+    """.replace("\n        ", "\n"),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["7"], "reap_orphans() reaped a process it did not make"
 
@@ -621,10 +691,14 @@ def test_a_handler_raising_right_after_the_cgroup_is_opened_leaks_no_fd(call: st
     """The cgroup directory portclone opens for cgroup=<path> is closed whatever raises.
     The signal is sent as os.open() returns (an audit hook on the open arms a profile
     hook for its return), so a handler raises right after the fd exists, every time."""
-    start = ("portclone.clone(int, cgroup=path)" if call == "clone" else
-             "portclone.spawn(['/bin/true'], cgroup=path)")
+    start = (
+        "portclone.clone(int, cgroup=path)"
+        if call == "clone"
+        else "portclone.spawn(['/bin/true'], cgroup=path)"
+    )
     with temporary_cgroup("pc-adversity-fd") as (path, _):
-        out = run_python(f"""
+        out = run_python(
+            f"""
             import os, signal, sys, warnings, portclone
             warnings.simplefilter("ignore", ResourceWarning)
             path = {path!r}
@@ -653,7 +727,9 @@ def test_a_handler_raising_right_after_the_cgroup_is_opened_leaks_no_fd(call: st
                 armed[0] = False
             portclone.clone(int).wait()
             print("interrupted", interrupted, "fds", len(os.listdir("/proc/self/fd")) - fds)
-        """, timeout=120)
+        """,
+            timeout=120,
+        )
     assert out.returncode == 0, out.stderr
     assert "fds 0" in out.stdout, out.stdout
     assert "interrupted 0" not in out.stdout, out.stdout
@@ -665,7 +741,8 @@ def test_a_close_racing_kill_never_signals_the_next_child() -> None:
     pidfd takes the freed fd number: the new child must not be killed.  The interleaving
     is forced with a profile hook on the C call that sends (standing for another thread
     or a signal handler at that instant)."""
-    out = run_python("""
+    out = run_python(
+        """
         import os, sys, portclone
         r, w = os.pipe()
         victim = portclone.clone(lambda: os.close(w) or (len(os.read(r, 1)) and 0))
@@ -684,7 +761,9 @@ def test_a_close_racing_kill_never_signals_the_next_child() -> None:
         os.write(w, b"xx")
         print(fd == child.pidfd, child.wait(timeout=60))
         victim.wait(timeout=60)
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     # (an unreaped child's pidfd now stays open until its reap, so the number is not even
     # free: the first field says whether it was reused)
@@ -696,7 +775,8 @@ def test_wait_racing_close_never_takes_another_childs_status() -> None:
     """A thread polls child c (exit 3) while the main thread closes c and clones d (exit
     9), whose pidfd would take a freed number: c must never get 9, nor EBADF (100 races;
     before the fix about 1 in 10 went wrong)."""
-    out = run_python("""
+    out = run_python(
+        """
         import os, sys, threading, portclone
         sys.setswitchinterval(1e-6)
         wrong = errors = 0
@@ -722,7 +802,9 @@ def test_wait_racing_close_never_takes_another_childs_status() -> None:
             if c.returncode is None:
                 c.wait()
         print("wrong", wrong, "errors", errors)
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["wrong", "0", "errors", "0"], out.stdout
 
@@ -782,8 +864,7 @@ with portclone.use_backend({backend!r}):
 """
 
 
-@pytest.mark.parametrize("backend, op", [(b, "spawn") for b in _backends()]
-                         + [("fork", "vfork")])
+@pytest.mark.parametrize("backend, op", [(b, "spawn") for b in _backends()] + [("fork", "vfork")])
 def test_handlers_raising_twice_per_call_leak_no_fd(backend: str, op: str) -> None:
     out = run_python(NESTED_STORM.format(backend=backend, op=op), timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -796,7 +877,8 @@ def test_handlers_raising_twice_per_call_leak_no_fd(backend: str, op: str) -> No
 def test_a_process_limit_is_said_with_the_request_on_every_backend() -> None:
     """RLIMIT_NPROC reached (as an unprivileged user): EAGAIN names the call, the request
     and the limit, whatever the backend and the path (fork, posix_spawn, fork + exec)."""
-    out = run_python("""
+    out = run_python(
+        """
         import os, resource, portclone
         portclone.available_backends()  # imports them (the files may be root's alone)
         os.setgid(65534)
@@ -811,7 +893,9 @@ def test_a_process_limit_is_said_with_the_request_on_every_backend() -> None:
                         print(backend, "started")
                     except BlockingIOError as e:
                         print(backend, "process-limit" if "process limit" in str(e) else repr(e))
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines and all(line.endswith(" process-limit") for line in lines), out.stdout
@@ -819,13 +903,15 @@ def test_a_process_limit_is_said_with_the_request_on_every_backend() -> None:
 
 # -- found by the second adversarial pass over the setup options and wait_async ------------
 
+
 def test_true_status_after_close_and_another_reaper() -> None:
     """close() hands the pidfd to the registry until the reap: the status the kernel kept
     for it was reported lost, because only Child.pidfd (None after close) was asked."""
     why = _pidfd_keeps_exit_status()
     if why:
         pytest.skip(why)
-    out = run_python("""
+    out = run_python(
+        """
         import os, portclone
         r, w = os.pipe()
         child = portclone.clone(lambda: os.read(r, 1) and os._exit(6))
@@ -833,7 +919,9 @@ def test_true_status_after_close_and_another_reaper() -> None:
         os.waitpid(child.pid, 0)  # another reaper
         child.close()
         print("status", child.wait())
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "status 6" in out.stdout, out.stdout + out.stderr
 
 
@@ -889,7 +977,8 @@ def test_concurrent_waiters_all_get_the_true_status(portclone_backend: portclone
 def test_a_foreign_tracer_holding_the_zombie_does_not_make_waiting_spin(how: str) -> None:
     """The pidfd is readable at exit, but a child another process traces cannot be reaped
     until the tracer lets go: the waits went round at full speed (2.3 s CPU in 2.8 s)."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import asyncio, ctypes, os, resource, signal, subprocess, sys, time, portclone
         child = portclone.spawn(["sh", "-c", "read x"], stdin=portclone.PIPE)  # ends on EOF
         tracer = subprocess.Popen([sys.executable, "-c",
@@ -906,7 +995,9 @@ def test_a_foreign_tracer_holding_the_zombie_does_not_make_waiting_spin(how: str
             code = child.wait(timeout=30)
         print("code", code, "cpu", round(cpu() - before, 2), "wall", round(time.monotonic() - start, 2))
         tracer.wait()
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     fields = out.stdout.split()
     assert fields[:2] == ["code", "1"], out.stdout + out.stderr  # read at EOF: 1
     assert float(fields[3]) < 0.5 * float(fields[5]), out.stdout
@@ -916,7 +1007,8 @@ def test_a_foreign_tracer_holding_the_zombie_does_not_make_waiting_spin(how: str
 def test_at_fork_hooks_run_in_the_callers_pid_namespace() -> None:
     """join={'pid': ...} entered the namespace before PyOS_BeforeFork: the caller's
     before-fork hooks ran in the joined one (a subprocess they started got pid 2 there)."""
-    out = run_python("""
+    out = run_python(
+        """
         import os, portclone
         target = portclone.spawn(["sleep", "60"], flags=portclone.CLONE_NEWPID)
         seen = []
@@ -925,7 +1017,9 @@ def test_at_fork_hooks_run_in_the_callers_pid_namespace() -> None:
         portclone.clone(lambda: 0, join={"pid": target}).wait()
         target.kill(); target.wait()
         print(seen == [os.readlink("/proc/thread-self/ns/pid_for_children")], seen)
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert out.stdout.startswith("True"), out.stdout + out.stderr
 
 
@@ -933,7 +1027,8 @@ def test_at_fork_hooks_run_in_the_callers_pid_namespace() -> None:
 def test_clone_with_maps_out_of_fds_leaks_no_pipe() -> None:
     """EMFILE between the report pipe and the go-ahead pipe left the first open for good,
     and the error named a clone3 that never ran."""
-    out = run_python("""
+    out = run_python(
+        """
         import os, resource, portclone
         portclone.current_backend()
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
@@ -957,7 +1052,9 @@ def test_clone_with_maps_out_of_fds_leaks_no_pipe() -> None:
             for _ in range(free):
                 held.append(os.open(os.devnull, os.O_RDONLY))
         print(results)
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert "leak" not in out.stdout and "clone3" not in out.stdout, out.stdout + out.stderr
     assert "clean" in out.stdout, out.stdout + out.stderr
 
@@ -968,7 +1065,8 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     """A map write that fails ended the child by closing its go-ahead pipe: a process
     another thread forked meanwhile held that pipe open, and the call waited out its
     life.  The child is now killed."""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import ctypes, os, threading, time, portclone
         portclone.current_backend()
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
@@ -996,6 +1094,8 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
             slowest = max(slowest, time.monotonic() - start)
         stop.set()
         print("slowest", round(slowest, 3))
-    """, timeout=600)
+    """,
+        timeout=600,
+    )
     assert out.stdout.startswith("slowest"), out.stdout + out.stderr
     assert float(out.stdout.split()[1]) < 4.0, out.stdout

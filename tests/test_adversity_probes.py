@@ -69,6 +69,7 @@ def _linux_or_skip() -> None:
 
 # -- defect 7: transient failures are not remembered ---------------------------------
 
+
 def test_emfile_at_first_clone_does_not_cost_later_children_their_pidfd() -> None:
     """One clone() at EMFILE raises EMFILE; afterwards children get pidfds again and
     check(CLONE_PIDFD) passes (it was remembered as "the kernel gives no pidfds")."""
@@ -257,8 +258,12 @@ print(json.dumps({"check": attempt(check), "clone": attempt(clone),
 def test_without_proc_namespaces_work_or_the_error_names_proc() -> None:
     if shutil.which("unshare") is None or shutil.which("umount") is None:
         pytest.skip("needs util-linux's unshare and umount")
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c",
-                           NO_PROC], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-c", NO_PROC],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
     assert report["backend"] == "linux"
@@ -276,18 +281,23 @@ def test_without_proc_namespaces_work_or_the_error_names_proc() -> None:
 
 # -- defect 15: info reports each namespace by the flag that makes it -----------------
 
+
 def test_info_mnt_line_reports_clone_newns() -> None:
     backend = portclone.current_backend()
     if not hasattr(backend, "probe"):
         pytest.skip("only the linux backend probes namespaces")
     problem = backend.probe(F.CLONE_NEWNS)
-    done = subprocess.run([sys.executable, "-m", "portclone", "info", "--json"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "portclone", "info", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["capabilities"]["namespace mnt"] == {
-        "available": problem is None, "reason": problem}
-    done = subprocess.run([sys.executable, "-m", "portclone", "info"],
-                          capture_output=True, text=True, timeout=60)
+        "available": problem is None,
+        "reason": problem,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "portclone", "info"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     mnt = [line for line in done.stdout.splitlines() if line.split()[:2] == ["namespace", "mnt"]]
     expected = "yes" if problem is None else f"no: {problem}"

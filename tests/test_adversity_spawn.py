@@ -37,8 +37,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 def fresh(backend: str, code: str, timeout: float = 60) -> Any:
     """Run ``code`` under ``backend`` in a new interpreter; the JSON it printed last."""
-    result = run_python(code, timeout=timeout,
-                        env={"PORTCLONE_BACKEND": backend, "PYTHONPATH": SOURCE})
+    result = run_python(code, timeout=timeout, env={"PORTCLONE_BACKEND": backend, "PYTHONPATH": SOURCE})
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -88,8 +87,7 @@ def test_communicate_slow_reader_big_writer_does_not_deadlock(backend: Backend) 
     a program that was itself waiting for us to read its output."""
     code = COMMUNICATE_SLOW_READER.format(program=SLOW_READER, args=[], timeout=60)
     result = fresh(backend.name, code)
-    assert result == {"same": True, "out": 8 << 20, "err": str(1 << 20),
-                      "seconds": result["seconds"]}
+    assert result == {"same": True, "out": 8 << 20, "err": str(1 << 20), "seconds": result["seconds"]}
 
 
 def test_communicate_timeout_fires_when_the_program_stops_reading(backend: Backend) -> None:
@@ -121,13 +119,17 @@ GATED = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("with_input", [True, False], ids=["input", "no-input"])
-def test_communicate_resumes_after_timeout_with_nothing_lost(backend: Backend,
-                                                             with_input: bool) -> None:
+def test_communicate_resumes_after_timeout_with_nothing_lost(backend: Backend, with_input: bool) -> None:
     data = bytes(range(256)) * 8192 if with_input else None  # 2 MiB: more than the pipe
     gate_r, gate_w = os.pipe()
     try:
-        child = portclone.spawn([sys.executable, "-c", GATED, str(gate_r)], pass_fds=(gate_r,),
-                                stdin=PIPE, stdout=PIPE, stderr=PIPE)
+        child = portclone.spawn(
+            [sys.executable, "-c", GATED, str(gate_r)],
+            pass_fds=(gate_r,),
+            stdin=PIPE,
+            stdout=PIPE,
+            stderr=PIPE,
+        )
     finally:
         os.close(gate_r)
     with child:
@@ -245,6 +247,7 @@ def test_id_map_text_is_parsed_and_rewritten_canonically() -> None:
 
 # -- fd hygiene ---------------------------------------------------------------------------
 
+
 def test_clone_files_is_refused_unless_close_fds_is_false(backend: Backend) -> None:
     """Defect 10: with CLONE_FILES, close_fds=True was ignored and the program got the
     parent's inheritable fds.  The child shares the parent's table, so it cannot be honoured."""
@@ -257,8 +260,9 @@ def test_clone_files_is_refused_unless_close_fds_is_false(backend: Backend) -> N
         with no_side_effects(), pytest.raises(InvalidFlagsError, match="close_fds=False"):
             portclone.spawn(["true"], flags=F.CLONE_FILES)
         # asked for: the program gets the fd
-        child = portclone.spawn([sys.executable, "-c", f"import os; os.fstat({r})"],
-                                flags=F.CLONE_FILES, close_fds=False)
+        child = portclone.spawn(
+            [sys.executable, "-c", f"import os; os.fstat({r})"], flags=F.CLONE_FILES, close_fds=False
+        )
         with child:
             assert child.wait(timeout=60) == 0
     finally:
@@ -268,8 +272,10 @@ def test_clone_files_is_refused_unless_close_fds_is_false(backend: Backend) -> N
 
 # -- odd environments -----------------------------------------------------------------------
 
-def test_env_without_path_searches_os_defpath(backend: Backend, tmp_path: Any,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_env_without_path_searches_os_defpath(
+    backend: Backend, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Defect 11: env= without PATH searched the parent's PATH; subprocess searches
     os.defpath (os.get_exec_path(env))."""
     program = tmp_path / "portclone-only-on-the-parents-path"
@@ -309,8 +315,10 @@ def test_failed_exec_with_sigchld_ignored_is_file_not_found(backend: Backend) ->
     waitpid for the failed child found none.  Both of its paths (posix_spawn, and fork + exec
     for cwd=) and the native backends must raise what subprocess raises."""
     assert fresh(backend.name, SIGCHLD_IGNORED) == {
-        "path": "FileNotFoundError", "path, cwd": "FileNotFoundError",
-        "PATH lookup": "FileNotFoundError"}
+        "path": "FileNotFoundError",
+        "path, cwd": "FileNotFoundError",
+        "PATH lookup": "FileNotFoundError",
+    }
 
 
 NO_PROC = """
@@ -341,8 +349,7 @@ print(json.dumps(result))
 def test_spawn_without_proc_keeps_fds_from_the_program(backend: Backend) -> None:
     """Defect 8 (second half): without /proc the fork backend failed on /dev/fd, a link into
     it.  /proc is unmounted after portclone was loaded: the choice is made per call."""
-    assert fresh(backend.name, NO_PROC) == {"default": 0, "cwd": 0, "pass_fds": 0,
-                                            "close_fds=False": 3}
+    assert fresh(backend.name, NO_PROC) == {"default": 0, "cwd": 0, "pass_fds": 0, "close_fds=False": 3}
 
 
 # -- transient resource failures ---------------------------------------------------------
@@ -389,7 +396,8 @@ def test_an_fd_another_thread_opens_meanwhile_never_reaches_the_program() -> Non
     the parent, as the other thread (which exists, idle) could; a real thread hits that
     window too rarely for a test.  A fresh interpreter has no other inheritable fd, so
     the listing alone decides between posix_spawn and fork + exec."""
-    out = run_python("""
+    out = run_python(
+        """
         import os, sys, threading, portclone
         from portclone.backends import fork
         listing, parent = fork._inheritable_fds, os.getpid()
@@ -408,7 +416,9 @@ def test_an_fd_another_thread_opens_meanwhile_never_reaches_the_program() -> Non
                 seen, _ = child.communicate(timeout=60)
         stop.set()
         print(child.syscall, seen.decode().strip())
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["fork", "False"], out.stdout
 
@@ -419,7 +429,8 @@ def test_spawn_never_waits_for_a_stranger_holding_its_error_pipe(backend: str) -
     internal error pipe.  A thread that copies every new pipe fd it sees stands for it
     (and holds the copies for good): spawn() must still return at once.  (The fork
     backend's fork + exec waits for EOF, as subprocess does: SECURITY.md.)"""
-    out = run_python(f"""
+    out = run_python(
+        f"""
         import os, stat, threading, portclone
         known = set(os.listdir("/proc/self/fd"))
         held, stop = [], threading.Event()
@@ -442,7 +453,9 @@ def test_spawn_never_waits_for_a_stranger_holding_its_error_pipe(backend: str) -
         stop.set()
         thread.join()
         print(len(held), spawns)
-    """, timeout=300)
+    """,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     if out.stdout.split()[0] == "0":
         pytest.skip("the copying thread never caught spawn()'s pipe in 3,000 spawns here")

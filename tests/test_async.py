@@ -47,6 +47,7 @@ def test_several_waiters_of_one_child_all_wake(portclone_backend: Backend) -> No
 def test_many_children_need_no_thread() -> None:
     """Through the pidfd: 200 children at once, no thread started (an asyncio child
     watcher may start one per child); bench/bench_async.py measures 1,000."""
+
     async def main() -> int:
         children = [portclone.spawn(["sleep", "0.3"]) for _ in range(200)]
         waits = [asyncio.ensure_future(c.wait_async()) for c in children]

@@ -107,13 +107,16 @@ def test_child_methods(case: str) -> None:
         child.close()
 
 
-@pytest.mark.parametrize("call, exc", [
-    (lambda: portclone.use_backend("bsd").__enter__(), BackendUnavailableError),
-    (lambda: portclone.get_backend(3), (BackendUnavailableError, TypeError)),
-    (lambda: portclone.CloneFlags.parse("NEWNOTHING"), ValueError),
-    (lambda: portclone.CloneFlags.parse("PID"), ValueError),
-    (lambda: portclone.clone("not callable"), TypeError),
-])
+@pytest.mark.parametrize(
+    "call, exc",
+    [
+        (lambda: portclone.use_backend("bsd").__enter__(), BackendUnavailableError),
+        (lambda: portclone.get_backend(3), (BackendUnavailableError, TypeError)),
+        (lambda: portclone.CloneFlags.parse("NEWNOTHING"), ValueError),
+        (lambda: portclone.CloneFlags.parse("PID"), ValueError),
+        (lambda: portclone.clone("not callable"), TypeError),
+    ],
+)
 def test_selection_and_parsing(call: Callable[[], object], exc: Any) -> None:
     with no_side_effects(), pytest.raises(exc):
         call()

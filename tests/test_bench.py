@@ -14,8 +14,13 @@ BENCH = os.path.join(os.path.dirname(TESTS_DIR), "bench")
 
 def run_bench(*args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe buffers
-    out = subprocess.run([sys.executable, os.path.join(BENCH, args[0]), *args[1:]],
-                         capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run(
+        [sys.executable, os.path.join(BENCH, args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     table = [line for line in out.stdout.splitlines() if line.startswith("|")]
     # a line printed twice came from a fork child flushing the parent's buffer

@@ -20,8 +20,9 @@ C_FILES = sorted(SRC.glob("*.c"))
 #: what tests/test_c_source.py allows a C function body, in lines
 MAX_FUNCTION_LINES = 150
 
-pytestmark = pytest.mark.skipif(not GENERATOR.exists() or not C_FILES,
-                                reason="needs the source tree (src/portclone/*.c, tools/)")
+pytestmark = pytest.mark.skipif(
+    not GENERATOR.exists() or not C_FILES, reason="needs the source tree (src/portclone/*.c, tools/)"
+)
 
 
 def _generator():  # type: ignore[no-untyped-def]
@@ -37,15 +38,17 @@ def test_constants_header_is_generated() -> None:
     """_constants.h is exactly what tools/gen_constants.py makes of _flags.py and _errors.py."""
     expected = _generator().render()
     assert (SRC / "_constants.h").read_text() == expected, (
-        "src/portclone/_constants.h is stale: run python tools/gen_constants.py")
+        "src/portclone/_constants.h is stale: run python tools/gen_constants.py"
+    )
 
 
 def test_constants_header_matches_the_python_values() -> None:
     from portclone._errors import Stage
     from portclone._flags import CSIGNAL, CloneFlags
 
-    defines = dict(re.findall(r"^#define (PC_\w+)\s+\(?(-?\w+?)(?:ULL)?\)?$",
-                              (SRC / "_constants.h").read_text(), re.M))
+    defines = dict(
+        re.findall(r"^#define (PC_\w+)\s+\(?(-?\w+?)(?:ULL)?\)?$", (SRC / "_constants.h").read_text(), re.M)
+    )
     for name, member in CloneFlags.__members__.items():
         assert int(defines[f"PC_{name}"], 0) == int(member), name
     assert int(defines["PC_CSIGNAL"], 0) == CSIGNAL
@@ -79,8 +82,11 @@ def _flag_literal(text: str) -> Iterator[Tuple[int, str]]:
 def test_no_raw_clone_flags_in_c(path: Path) -> None:
     """The C names clone flags through _constants.h, never by value.  PC_WALL (__WALL) is
     a waitpid option that shares CLONE_NEWNET's value."""
-    found = [f"{path.name}:{n}: {line}" for n, line in _flag_literal(path.read_text())
-             if not line.startswith("#define PC_WALL ")]
+    found = [
+        f"{path.name}:{n}: {line}"
+        for n, line in _flag_literal(path.read_text())
+        if not line.startswith("#define PC_WALL ")
+    ]
     assert not found, "raw clone-flag values (use PC_CLONE_*):\n" + "\n".join(found)
 
 
@@ -98,8 +104,11 @@ def c_functions(text: str) -> List[Tuple[str, int, int]]:
         if line != "{":
             continue
         start = i
-        while start > 0 and lines[start - 1].strip() and not re.search(
-                r"(\*/|;|}|=|^#.*)$", lines[start - 1].strip()):
+        while (
+            start > 0
+            and lines[start - 1].strip()
+            and not re.search(r"(\*/|;|}|=|^#.*)$", lines[start - 1].strip())
+        ):
             start -= 1
         name = re.search(r"(\w+)\s*\(", " ".join(lines[start:i]))
         if name is None:
@@ -110,8 +119,10 @@ def c_functions(text: str) -> List[Tuple[str, int, int]]:
 
 
 def test_function_scanner_sees_every_function() -> None:
-    text = "static int\nf(void)\n{\n    return 0;\n}\n\nint\ng(int a,\n  int b)\n{\n    a++;\n" \
-           "    return a + b;\n}\nstatic struct s x = {\n    0,\n};\n"
+    text = (
+        "static int\nf(void)\n{\n    return 0;\n}\n\nint\ng(int a,\n  int b)\n{\n    a++;\n"
+        "    return a + b;\n}\nstatic struct s x = {\n    0,\n};\n"
+    )
     assert c_functions(text) == [("f", 3, 1), ("g", 10, 2)]
 
 
@@ -121,6 +132,9 @@ def test_c_functions_are_small(path: Path) -> None:
     functions = c_functions(text)
     # every body at column 0 is seen, or the scanner needs updating for a new style
     assert len(functions) == text.splitlines().count("{"), path.name
-    long = [f"{path.name}:{line}: {name}() has {count} lines"
-            for name, line, count in functions if count > MAX_FUNCTION_LINES]
+    long = [
+        f"{path.name}:{line}: {name}() has {count} lines"
+        for name, line, count in functions
+        if count > MAX_FUNCTION_LINES
+    ]
     assert not long, f"C functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)

@@ -17,8 +17,9 @@ import portclone
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([sys.executable, "-m", "portclone", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "portclone", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_info_json_reports_the_probed_facts() -> None:
@@ -38,7 +39,15 @@ def test_info_json_reports_the_probed_facts() -> None:
         assert capabilities["native_extension"]["available"]
         assert {"clone3", "pidfd", "libc_tid_repair"} <= set(capabilities)
         assert {n.split()[1] for n in capabilities if n.startswith("namespace ")} == {
-            "mnt", "cgroup", "uts", "ipc", "user", "pid", "net", "time"}
+            "mnt",
+            "cgroup",
+            "uts",
+            "ipc",
+            "user",
+            "pid",
+            "net",
+            "time",
+        }
 
 
 def test_info_text() -> None:

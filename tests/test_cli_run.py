@@ -19,10 +19,16 @@ import portclone
 from portclone._cli import RUN_OPTIONS, run_option_table
 
 
-def cli(*args: str, env: Optional[Dict[str, str]] = None,
-        timeout: float = 120) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([sys.executable, "-m", "portclone", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+def cli(
+    *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120
+) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run(
+        [sys.executable, "-m", "portclone", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 #: Runs the CLI as nobody: imports first (the tree may not be readable by nobody), then
@@ -43,8 +49,9 @@ AS_NOBODY = textwrap.dedent("""
 def cli_as_nobody(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
     if os.geteuid() != 0:
         pytest.skip("needs root to become nobody")
-    return subprocess.run([sys.executable, "-c", AS_NOBODY, *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 linux_root = pytest.mark.requires("linux", "proc", "root")
@@ -57,20 +64,38 @@ pytestmark = pytest.mark.host_only
 
 # -- options' real effects ---------------------------------------------------------------
 
+
 @linux_root
 @pytest.mark.requires("CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWNS")
 def test_unshare_Urpm_mount_proc() -> None:
-    result = cli("run", "-Urpm", "--mount-proc", "--", "sh", "-c",
-                 "echo $$ $(id -u); ls /proc | grep -c '^[0-9]'; cat /proc/self/setgroups")
+    result = cli(
+        "run",
+        "-Urpm",
+        "--mount-proc",
+        "--",
+        "sh",
+        "-c",
+        "echo $$ $(id -u); ls /proc | grep -c '^[0-9]'; cat /proc/self/setgroups",
+    )
     assert result.returncode == 0, result.stderr
     pid, uid, count, groups = result.stdout.split()
     assert (pid, uid, groups) == ("1", "0", "deny") and int(count) <= 3
 
 
 @linux_root
-@pytest.mark.parametrize("letter, ns", [("-u", "uts"), ("-i", "ipc"), ("-n", "net"),
-                                        ("-C", "cgroup"), ("-T", "time"), ("-p", "pid"),
-                                        ("-m", "mnt"), ("-U", "user")])
+@pytest.mark.parametrize(
+    "letter, ns",
+    [
+        ("-u", "uts"),
+        ("-i", "ipc"),
+        ("-n", "net"),
+        ("-C", "cgroup"),
+        ("-T", "time"),
+        ("-p", "pid"),
+        ("-m", "mnt"),
+        ("-U", "user"),
+    ],
+)
 def test_each_namespace_letter(letter: str, ns: str) -> None:
     if portclone.current_backend().probe(portclone.NS_FLAGS[ns]):  # type: ignore[attr-defined]
         pytest.skip(f"no {ns} namespaces here")
@@ -83,8 +108,15 @@ def test_each_namespace_letter(letter: str, ns: str) -> None:
 @linux_root
 @pytest.mark.requires("CLONE_NEWUSER")
 def test_map_user_group_and_setgroups() -> None:
-    result = cli("run", "--map-user=1234", "--map-group=5678", "--", "sh", "-c",
-                 "id -u; id -g; cat /proc/self/setgroups")
+    result = cli(
+        "run",
+        "--map-user=1234",
+        "--map-group=5678",
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; cat /proc/self/setgroups",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1234", "5678", "deny"]
     allow = cli("run", "-U", "--setgroups=allow", "--", "cat", "/proc/self/setgroups")
@@ -94,8 +126,20 @@ def test_map_user_group_and_setgroups() -> None:
 @linux_root
 @pytest.mark.requires("CLONE_NEWUTS", "CLONE_NEWTIME")
 def test_hostname_wd_and_clock_offsets(tmp_path: object) -> None:
-    result = cli("run", "--hostname", "cli-box", "--boottime=86400", "--monotonic", "10",
-                 "-w", str(tmp_path), "--", "sh", "-c", "hostname; pwd; cut -d' ' -f1 /proc/uptime")
+    result = cli(
+        "run",
+        "--hostname",
+        "cli-box",
+        "--boottime=86400",
+        "--monotonic",
+        "10",
+        "-w",
+        str(tmp_path),
+        "--",
+        "sh",
+        "-c",
+        "hostname; pwd; cut -d' ' -f1 /proc/uptime",
+    )
     assert result.returncode == 0, result.stderr
     host, cwd, uptime = result.stdout.split()
     assert host == "cli-box" and cwd == str(tmp_path)
@@ -104,12 +148,20 @@ def test_hostname_wd_and_clock_offsets(tmp_path: object) -> None:
 
 @linux_root
 def test_join_and_join_ns_enter_the_targets_namespaces() -> None:
-    target = portclone.spawn(["sleep", "600"], hostname="cli-target",
-                             flags=portclone.CLONE_NEWNET)
+    target = portclone.spawn(["sleep", "600"], hostname="cli-target", flags=portclone.CLONE_NEWNET)
     try:
         every = cli("run", "--join", str(target.pid), "--", "hostname")
-        one = cli("run", "--join-ns", f"net=/proc/{target.pid}/ns/net", "--", "stat", "-L",
-                  "-c", "%i", "/proc/self/ns/net")
+        one = cli(
+            "run",
+            "--join-ns",
+            f"net=/proc/{target.pid}/ns/net",
+            "--",
+            "stat",
+            "-L",
+            "-c",
+            "%i",
+            "/proc/self/ns/net",
+        )
         net = os.stat(f"/proc/{target.pid}/ns/net").st_ino
     finally:
         target.kill()
@@ -123,8 +175,9 @@ def test_join_and_join_ns_enter_the_targets_namespaces() -> None:
 @linux_root
 @pytest.mark.requires("CLONE_NEWNS")
 def test_propagation_and_fork_are_accepted() -> None:
-    result = cli("run", "-f", "-m", "--propagation=slave", "--", "grep", "-c", "master:",
-                 "/proc/self/mountinfo")
+    result = cli(
+        "run", "-f", "-m", "--propagation=slave", "--", "grep", "-c", "master:", "/proc/self/mountinfo"
+    )
     assert result.returncode in (0, 1), result.stderr  # grep's count, whatever it is
     bad = cli("run", "-m", "--propagation=sideways", "--", "true")
     assert bad.returncode == 1 and "invalid choice" in bad.stderr
@@ -132,11 +185,15 @@ def test_propagation_and_fork_are_accepted() -> None:
 
 # -- signals -----------------------------------------------------------------------------
 
+
 @pytest.mark.requires("proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1])
 def test_signals_to_run_reach_the_program_and_no_orphan_remains(sig: int) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "portclone", "run", "--", "sh", "-c",
-                             "echo ready; exec sleep 600"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portclone", "run", "--", "sh", "-c", "echo ready; exec sleep 600"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     children = _children(proc.pid)
     assert len(children) == 1
@@ -148,9 +205,21 @@ def test_signals_to_run_reach_the_program_and_no_orphan_remains(sig: int) -> Non
 
 @pytest.mark.requires("linux", "proc")
 def test_kill_child_ends_the_program_when_run_is_killed() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "portclone", "run", "--kill-child", "--",
-                             "sh", "-c", "echo ready; exec sleep 600"], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "portclone",
+            "run",
+            "--kill-child",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 600",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     child = _children(proc.pid)[0]
     proc.kill()
@@ -167,6 +236,7 @@ def _children(pid: int) -> list:  # type: ignore[type-arg]
 
 
 # -- exit statuses and messages ------------------------------------------------------------
+
 
 def test_exit_statuses_follow_unshare(tmp_path: pathlib.Path) -> None:
     assert cli("run", "--", "sh", "-c", "exit 7").returncode == 7
@@ -198,8 +268,13 @@ def test_no_tracebacks_for_user_errors() -> None:
     bogus = cli("info", env={"PORTCLONE_BACKEND": "bogus"})
     assert bogus.returncode == 1 and "unknown backend 'bogus'" in bogus.stderr
     assert "Traceback" not in bogus.stderr
-    piped = subprocess.run(f"{sys.executable} -m portclone flags | head -1", shell=True,
-                           capture_output=True, text=True, timeout=60)
+    piped = subprocess.run(
+        f"{sys.executable} -m portclone flags | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert piped.stdout.count("\n") == 1 and "Traceback" not in piped.stderr
     assert "BrokenPipe" not in piped.stderr
 
@@ -217,6 +292,7 @@ def test_cli_errors_speak_in_options_not_keywords() -> None:
 
 
 # -- check, help, the docs table -----------------------------------------------------------
+
 
 def test_check_exit_codes() -> None:
     backend = portclone.current_backend()
@@ -246,16 +322,20 @@ def test_docs_table_covers_every_run_option() -> None:
 
 def test_vmctl_names_missing_tools_and_their_packages(tmp_path: object) -> None:
     vmctl = os.path.join(os.path.dirname(__file__), "..", "vm", "vmctl.py")
-    result = subprocess.run([sys.executable, vmctl, "build", "bookworm-arm64"],
-                            capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PATH": str(tmp_path),
-                                 "PORTCLONE_VM_CACHE": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, vmctl, "build", "bookworm-arm64"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": str(tmp_path), "PORTCLONE_VM_CACHE": str(tmp_path)},
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "qemu-system-aarch64" in result.stderr and "apt-get install" in result.stderr
     assert "qemu-system-arm" in result.stderr
 
 
 # -- found by an adversarial pass over the CLI ---------------------------------------------
+
 
 def test_words_after_the_program_are_the_programs() -> None:
     for word in ("--u", "--p", "--m", "--j", "--f", "--h", "-x"):
@@ -278,27 +358,39 @@ def test_run_dies_of_whatever_signal_ended_the_program(sig: int) -> None:
 
 
 def test_closed_stdout_keeps_the_status_and_raises_nothing() -> None:
-    for args, status in ((("run", "true"), 0), (("run", "portclone-no-such-cmd"), 127),
-                         (("flags",), 0)):
-        result = subprocess.run(f"{sys.executable} -m portclone {' '.join(args)} >&-",
-                                shell=True, capture_output=True, text=True, timeout=60)
+    for args, status in ((("run", "true"), 0), (("run", "portclone-no-such-cmd"), 127), (("flags",), 0)):
+        result = subprocess.run(
+            f"{sys.executable} -m portclone {' '.join(args)} >&-",
+            shell=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == status and "Traceback" not in result.stderr, result.stderr
 
 
 @pytest.mark.requires("proc")
 def test_ignored_signals_stay_ignored_for_the_program() -> None:
     """nohup: SIGHUP ignored by run's caller stays ignored in the program, as with unshare."""
-    result = subprocess.run(["nohup", sys.executable, "-m", "portclone", "run", "--", "grep",
-                             "SigIgn", "/proc/self/status"], capture_output=True, text=True,
-                            timeout=60, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["nohup", sys.executable, "-m", "portclone", "run", "--", "grep", "SigIgn", "/proc/self/status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     mask = int(result.stdout.split()[1], 16)
     assert mask & (1 << (signal.SIGHUP - 1)), result.stdout + result.stderr
 
 
 def test_sigchld_ignored_by_the_caller_does_not_hang_run() -> None:
-    result = subprocess.run([sys.executable, "-m", "portclone", "run", "--", "sh", "-c",
-                             "exit 3"], capture_output=True, text=True, timeout=60,
-                            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+    result = subprocess.run(
+        [sys.executable, "-m", "portclone", "run", "--", "sh", "-c", "exit 3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN),
+    )
     assert result.returncode == 3, result.stderr
 
 
@@ -316,15 +408,27 @@ def test_join_refuses_what_it_cannot_look_at() -> None:
 def test_a_group_signal_reaches_the_program_once() -> None:
     """kill -- -PGID (timeout(1), supervisors): the program is in a group of its own when
     run is not a terminal's foreground job, so only run's forward reaches it."""
-    proc = subprocess.Popen([sys.executable, "-m", "portclone", "run", "--", sys.executable,
-                             "-c", "import signal, sys, time\n"
-                             "n = []\n"
-                             "signal.signal(signal.SIGUSR1, lambda *a: n.append(1))\n"
-                             "print('ready', flush=True)\n"
-                             "time.sleep(1.5)\n"
-                             "print(len(n), flush=True)"],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "portclone",
+            "run",
+            "--",
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "n = []\n"
+            "signal.signal(signal.SIGUSR1, lambda *a: n.append(1))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(1.5)\n"
+            "print(len(n), flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     os.killpg(proc.pid, signal.SIGUSR1)
     out, _ = proc.communicate(timeout=60)
@@ -336,8 +440,11 @@ def test_cli_messages_for_api_only_requests() -> None:
     assert "close_fds=False" not in files.stderr and files.returncode == 1
     parent = cli("run", "--flags=PARENT", "true")
     assert "exit_signal=0" not in parent.stderr and "run cannot" in parent.stderr
-    for args, option in ((("--kill-child=0",), "--kill-child"), (("--monotonic=abc",),
-                         "--monotonic"), (("--join-ns=net=/etc/passwd",), "--join-ns")):
+    for args, option in (
+        (("--kill-child=0",), "--kill-child"),
+        (("--monotonic=abc",), "--monotonic"),
+        (("--join-ns=net=/etc/passwd",), "--join-ns"),
+    ):
         result = cli("run", *args, "true")
         assert result.returncode == 1 and option in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and "None for no signal" not in result.stderr
@@ -381,9 +488,14 @@ def test_map_user_after_map_root_wins_and_no_program_runs_the_shell() -> None:
     if portclone.current_backend().name != "linux":
         pytest.skip("user namespaces: the linux backend")
     assert cli("run", "-r", "--map-user=5", "id", "-u").stdout == "5\n"
-    shell = subprocess.run([sys.executable, "-m", "portclone", "run"], input="echo $0\n",
-                           capture_output=True, text=True, timeout=60,
-                           env={**os.environ, "SHELL": "/bin/sh"})
+    shell = subprocess.run(
+        [sys.executable, "-m", "portclone", "run"],
+        input="echo $0\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SHELL": "/bin/sh"},
+    )
     assert shell.stdout.strip() == "/bin/sh", shell.stderr
 
 

@@ -25,15 +25,18 @@ def raises_error() -> None:
     raise RuntimeError("boom in the child")
 
 
-@pytest.mark.parametrize("fn, arg, code", [
-    (returns, None, 0),
-    (returns, 7, 7),
-    (returns, 256 + 3, 3),
-    (returns, "message", 1),
-    (raises_system_exit, None, 0),
-    (raises_system_exit, 42, 42),
-    (raises_system_exit, "bye", 1),
-])
+@pytest.mark.parametrize(
+    "fn, arg, code",
+    [
+        (returns, None, 0),
+        (returns, 7, 7),
+        (returns, 256 + 3, 3),
+        (returns, "message", 1),
+        (raises_system_exit, None, 0),
+        (raises_system_exit, 42, 42),
+        (raises_system_exit, "bye", 1),
+    ],
+)
 def test_exit_codes_follow_sys_exit(fn: object, arg: object, code: int) -> None:
     with portclone.clone(fn, arg) as child:  # type: ignore[arg-type]
         assert child.wait(timeout=30) == code
@@ -52,12 +55,14 @@ def test_exception_prints_traceback_and_exits_1() -> None:
 
 
 def test_child_never_returns_into_the_caller() -> None:
-    result = run_python("""
+    result = run_python(
+        """
         import os, portclone
         child = portclone.clone(lambda: None)
         print("after clone in", "child" if os.getpid() != PARENT else "parent", flush=True)
         child.wait()
-    """.replace("PARENT", "os.getpid()"))
+    """.replace("PARENT", "os.getpid()")
+    )
     # the child leaves through os._exit inside clone(): only the parent prints
     assert result.stdout.count("after clone") == 1, result.stdout
 

@@ -51,10 +51,12 @@ def status_field(pid: int, name: str) -> str:
 
 # -- one real effect per flag ---------------------------------------------------------
 
+
 def effect_namespace(flag: F, ns: str) -> Callable[[], None]:
     def check() -> None:
         assert child_value(ns_inode, ns, flags=flag) != ns_inode(ns)
         assert child_value(ns_inode, ns) == ns_inode(ns)
+
     return check
 
 
@@ -76,6 +78,7 @@ def effect_newpid() -> None:
 def effect_newns() -> None:
     MS_REC, MS_PRIVATE = 0x4000, 1 << 18
     with tempfile.TemporaryDirectory() as where:
+
         def child() -> list:  # type: ignore[type-arg]
             # keep the mount from propagating back if / is shared
             if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
@@ -138,6 +141,7 @@ def effect_fs() -> None:
     go_r, go_w = os.pipe()
     try:
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+
             def child() -> int:
                 os.chdir(a)
                 os.umask(0o077)
@@ -215,6 +219,7 @@ def effect_sysvsem() -> None:
         semid = libc.semget(IPC_PRIVATE, 1, IPC_CREAT | 0o600)
         assert semid >= 0, os.strerror(ctypes.get_errno())
         try:
+
             def child(semid: int = semid) -> int:
                 op = Sembuf(0, 1, SEM_UNDO)
                 return 0 if libc.semop(semid, ctypes.byref(op), 1) == 0 else 9
@@ -262,8 +267,7 @@ def grandchild_tracer(flags: int, tracefork: bool) -> int:
                 break
             if pid and os.WIFSTOPPED(status):
                 if os.WSTOPSIG(status) == signal.SIGSTOP and status >> 16 == 0 and tracer is None:
-                    libc.ptrace(PTRACE_SETOPTIONS, caller.pid, None,
-                                PTRACE_O_TRACEFORK if tracefork else 0)
+                    libc.ptrace(PTRACE_SETOPTIONS, caller.pid, None, PTRACE_O_TRACEFORK if tracefork else 0)
                 libc.ptrace(PTRACE_CONT, caller.pid, None, None)  # suppress the signal
             if tracer is None:
                 try:
@@ -302,8 +306,9 @@ def effect_parent() -> None:
     r, w = os.pipe()
 
     def middle() -> int:
-        sibling = portclone.clone(lambda: os.write(w, f"ppid {os.getppid()}\n".encode()) and 0,
-                                  flags=F.CLONE_PARENT, exit_signal=0)
+        sibling = portclone.clone(
+            lambda: os.write(w, f"ppid {os.getppid()}\n".encode()) and 0, flags=F.CLONE_PARENT, exit_signal=0
+        )
         assert not sibling.reapable
         with pytest.raises(ChildProcessError, match="CLONE_PARENT"):
             sibling.wait()
@@ -341,6 +346,7 @@ def caught_mask() -> int:
 def effect_clear_sighand() -> None:
     old = signal.signal(signal.SIGUSR2, lambda *a: None)
     try:
+
         def child() -> list:  # type: ignore[type-arg]
             caught = bool(caught_mask() & (1 << (signal.SIGUSR2 - 1)))
             return [caught, signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL]
@@ -443,6 +449,7 @@ def test_flag_has_its_effect_or_its_documented_error(portclone_backend: Backend,
 
 
 # -- exit signals and set_tid ----------------------------------------------------------
+
 
 def exit_signal_support(backend: Backend, sig: int) -> Optional[str]:
     try:

@@ -56,15 +56,16 @@ SRC = os.path.join(os.path.dirname(TESTS_DIR), "src", "portclone")
 
 # -- the kernel's side ---------------------------------------------------------------
 
+
 class Kernel:
     """A running kernel_verdict process: one request in, one answer out."""
 
     def __init__(self, binary: str) -> None:
-        self.proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
 
-    def ask(self, flags: int, exit_signal: int, cgroup: str,
-            set_tid: Optional[Tuple[int, ...]]) -> str:
+    def ask(self, flags: int, exit_signal: int, cgroup: str, set_tid: Optional[Tuple[int, ...]]) -> str:
         tids = "-1" if set_tid is None else " ".join(map(str, (len(set_tid), *set_tid)))
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"{int(flags) & U64} {int(exit_signal) & U64} {cgroup} {tids}\n")
@@ -84,8 +85,20 @@ def build_probe(directory: str) -> str:
         pytest.skip("no C compiler to build tests/kernel_verdict.c")
     binary = os.path.join(directory, "kernel_verdict")
     # -z now: no lazy symbol binding in the child, whose TLS may be gone (CLONE_SETTLS)
-    subprocess.run([compiler, "-O2", "-fno-stack-protector", "-Wl,-z,now", "-I", SRC, "-o", binary,
-                    os.path.join(TESTS_DIR, "kernel_verdict.c")], check=True)
+    subprocess.run(
+        [
+            compiler,
+            "-O2",
+            "-fno-stack-protector",
+            "-Wl,-z,now",
+            "-I",
+            SRC,
+            "-o",
+            binary,
+            os.path.join(TESTS_DIR, "kernel_verdict.c"),
+        ],
+        check=True,
+    )
     return binary
 
 
@@ -116,12 +129,20 @@ def kernel(places: Dict[str, str]) -> Iterator[Kernel]:
 
 # -- portclone's side -----------------------------------------------------------------
 
-def portclone_verdict(flags: int, exit_signal: int, cgroup: object,
-                      set_tid: Optional[Tuple[int, ...]]) -> Tuple[str, Dict[str, str]]:
+
+def portclone_verdict(
+    flags: int, exit_signal: int, cgroup: object, set_tid: Optional[Tuple[int, ...]]
+) -> Tuple[str, Dict[str, str]]:
     """("valid" | "invalid" | "errno N", reasons)."""
     try:
-        make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
-                     backend="linux", has_feature=portclone.get_backend("linux").has_feature)
+        make_request(
+            flags,
+            exit_signal=exit_signal,
+            cgroup=cgroup,
+            set_tid=set_tid,
+            backend="linux",
+            has_feature=portclone.get_backend("linux").has_feature,
+        )
     except (InvalidFlagsError, UnsupportedFlagError) as e:
         return "invalid", e.reasons
     except OSError as e:
@@ -135,10 +156,8 @@ def newer_than_kernel(kernel: Kernel) -> int:
     unknown = 0
     for info in TABLE:
         flag = int(info.flag)
-        valid = [sig for sig in (signal.SIGCHLD, 0)
-                 if portclone_verdict(flag, sig, None, None)[0] == "valid"]
-        if valid and all(kernel.ask(flag, sig, "-", None) == f"errno {errno.EINVAL}"
-                         for sig in valid):
+        valid = [sig for sig in (signal.SIGCHLD, 0) if portclone_verdict(flag, sig, None, None)[0] == "valid"]
+        if valid and all(kernel.ask(flag, sig, "-", None) == f"errno {errno.EINVAL}" for sig in valid):
             unknown |= flag
     return unknown
 
@@ -150,10 +169,18 @@ KNOWN = [int(i.flag) for i in TABLE if i.flag != F.CLONE_INTO_CGROUP]
 
 SIGCHLD = int(signal.SIGCHLD)
 THREAD = int(F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM)
-BASES = [int(b) for b in (THREAD, F.CLONE_SIGHAND | F.CLONE_VM,
-                          F.CLONE_VM | F.CLONE_VFORK, F.CLONE_NEWUSER | F.CLONE_NEWNS,
-                          F.CLONE_NEWPID | F.CLONE_NEWNET | F.CLONE_NEWUTS | F.CLONE_NEWIPC,
-                          F.CLONE_PARENT, F.CLONE_PIDFD)]
+BASES = [
+    int(b)
+    for b in (
+        THREAD,
+        F.CLONE_SIGHAND | F.CLONE_VM,
+        F.CLONE_VM | F.CLONE_VFORK,
+        F.CLONE_NEWUSER | F.CLONE_NEWNS,
+        F.CLONE_NEWPID | F.CLONE_NEWNET | F.CLONE_NEWUTS | F.CLONE_NEWIPC,
+        F.CLONE_PARENT,
+        F.CLONE_PIDFD,
+    )
+]
 
 
 @st.composite
@@ -184,6 +211,7 @@ def exit_signals(draw: st.DrawFn, flags: int) -> int:
         return 0
     return draw(any_exit_signal)
 
+
 CGROUP_KINDS = ["none"] * 6 + ["v2", "v2", "v1", "file", "dir", "closed", "negative"]
 
 
@@ -191,8 +219,11 @@ CGROUP_KINDS = ["none"] * 6 + ["v2", "v2", "v1", "file", "dir", "closed", "negat
 def tid_lists(draw: st.DrawFn) -> Optional[Tuple[int, ...]]:
     if draw(st.integers(0, 3)):
         return None
-    one = st.one_of(st.sampled_from([1, 0, -1, os.getpid(), PID_MAX - 1, PID_MAX, PID_MAX + 1]),
-                    st.integers(2, PID_MAX), st.integers(-(1 << 31), (1 << 31) - 1))
+    one = st.one_of(
+        st.sampled_from([1, 0, -1, os.getpid(), PID_MAX - 1, PID_MAX, PID_MAX + 1]),
+        st.integers(2, PID_MAX),
+        st.integers(-(1 << 31), (1 << 31) - 1),
+    )
     return tuple(draw(st.lists(one, max_size=3 if draw(st.integers(0, 9)) else 40)))
 
 
@@ -210,19 +241,23 @@ def cgroup_args(kind: str, places: Dict[str, str]) -> Optional[Tuple[object, str
 
 # -- the comparison -------------------------------------------------------------------
 
-def agrees(verdict: str, reasons: Dict[str, str], answer: str, flags: int,
-           too_new: int) -> bool:
+
+def agrees(verdict: str, reasons: Dict[str, str], answer: str, flags: int, too_new: int) -> bool:
     einval, ebadf = f"errno {errno.EINVAL}", f"errno {errno.EBADF}"
     if flags & too_new:  # the table knows more than this kernel; the backend refuses them
         return answer == einval
     if verdict == "valid":
         return answer not in (einval, ebadf) and not answer.startswith("lost")
-    if verdict == "invalid" and all(r.startswith("not a clone flag portclone knows")
-                                    for r in reasons.values()):
+    if verdict == "invalid" and all(
+        r.startswith("not a clone flag portclone knows") for r in reasons.values()
+    ):
         return True  # bits newer than the table: never passed on, whatever the kernel says
     if verdict == "invalid":
-        if (answer == f"errno {errno.EFAULT}" and flags & F.CLONE_SETTLS
-                and set(reasons) <= {"set_tid", "cgroup"}):
+        if (
+            answer == f"errno {errno.EFAULT}"
+            and flags & F.CLONE_SETTLS
+            and set(reasons) <= {"set_tid", "cgroup"}
+        ):
             # the probe's artifact: on i386 the TLS argument is a user_desc pointer and the
             # probe passes NULL; copy_thread faults before alloc_pid and the cgroup checks
             return True
@@ -243,7 +278,8 @@ def too_new(kernel: Kernel) -> int:
     for flag in bits(value):
         with pytest.raises(UnsupportedFlagError):
             portclone.get_backend("linux").request(
-                flag, 0 if flag == F.CLONE_AUTOREAP else signal.SIGCHLD, None, None)
+                flag, 0 if flag == F.CLONE_AUTOREAP else signal.SIGCHLD, None, None
+            )
     return value
 
 
@@ -268,23 +304,27 @@ def test_flags_newer_than_this_kernel_are_refused(too_new: int) -> None:
 @example(request=(THREAD | int(F.CLONE_NNP), 0), cgroup_kind="none", set_tid=None)
 # from the kernel's selftests (Linux 7.1): CLONE_PIDFD_AUTOKILL needs CLONE_PIDFD and
 # CLONE_AUTOREAP; CLONE_EMPTY_MNTNS implies CLONE_NEWNS, so not with CLONE_FS
-@example(request=(int(F.CLONE_PIDFD_AUTOKILL | F.CLONE_AUTOREAP), 0), cgroup_kind="none",
-         set_tid=None)
-@example(request=(int(F.CLONE_PIDFD_AUTOKILL | F.CLONE_PIDFD), 0), cgroup_kind="none",
-         set_tid=None)
-@example(request=(int(F.CLONE_EMPTY_MNTNS | F.CLONE_FS), SIGCHLD), cgroup_kind="none",
-         set_tid=None)
+@example(request=(int(F.CLONE_PIDFD_AUTOKILL | F.CLONE_AUTOREAP), 0), cgroup_kind="none", set_tid=None)
+@example(request=(int(F.CLONE_PIDFD_AUTOKILL | F.CLONE_PIDFD), 0), cgroup_kind="none", set_tid=None)
+@example(request=(int(F.CLONE_EMPTY_MNTNS | F.CLONE_FS), SIGCHLD), cgroup_kind="none", set_tid=None)
 # i386 (found in its guest): CLONE_SETTLS's NULL user_desc faults before set_tid is checked
 @example(request=(int(F.CLONE_SETTLS), SIGCHLD), cgroup_kind="none", set_tid=(0,))
 # the harness's own flake: a CLONE_SETTLS thread crashed in lazy binding before reporting
 @example(request=(THREAD | F.CLONE_SETTLS | F.CLONE_IO, 0), cgroup_kind="none", set_tid=None)
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
-@given(request=flag_words().flatmap(lambda f: st.tuples(st.just(f), exit_signals(f))),
-       cgroup_kind=st.sampled_from(CGROUP_KINDS), set_tid=tid_lists())
-def test_validator_agrees_with_the_kernel(kernel: Kernel, places: Dict[str, str], too_new: int,
-                                          request: Tuple[int, int], cgroup_kind: str,
-                                          set_tid: Optional[Tuple[int, ...]]) -> None:
+@settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    request=flag_words().flatmap(lambda f: st.tuples(st.just(f), exit_signals(f))),
+    cgroup_kind=st.sampled_from(CGROUP_KINDS),
+    set_tid=tid_lists(),
+)
+def test_validator_agrees_with_the_kernel(
+    kernel: Kernel,
+    places: Dict[str, str],
+    too_new: int,
+    request: Tuple[int, int],
+    cgroup_kind: str,
+    set_tid: Optional[Tuple[int, ...]],
+) -> None:
     flags, exit_signal = request
     args = cgroup_args(cgroup_kind, places)
     hypothesis.assume(args is not None)
@@ -296,5 +336,5 @@ def test_validator_agrees_with_the_kernel(kernel: Kernel, places: Dict[str, str]
     assert agrees(verdict, reasons, answer, flags, too_new), (
         f"portclone says {verdict} {reasons}, the kernel says {answer} for "
         f"flags={CloneFlags(kernel_flags & KNOWN_BITS)!s} ({kernel_flags:#x}), "
-        f"exit_signal={exit_signal}, cgroup={cgroup!r}, set_tid={set_tid}")
-
+        f"exit_signal={exit_signal}, cgroup={cgroup!r}, set_tid={set_tid}"
+    )

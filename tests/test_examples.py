@@ -24,8 +24,9 @@ def run(name: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[t
     env = dict(os.environ)
     src = str(pathlib.Path(portclone.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def lines(result: subprocess.CompletedProcess) -> List[str]:  # type: ignore[type-arg]
@@ -53,16 +54,32 @@ def test_pidns_init_sleep_is_pid_1_with_parent_0() -> None:
 
 @pytest.mark.requires("CLONE_NEWUSER", "CLONE_NEWPID")
 def test_userns_child_exec_writes_maps_and_denies_setgroups() -> None:
-    out = lines(run("userns_child_exec.py", "-v", "-p", "-U", "-M", "0 1000 1,1 100000 10",
-                    "-G", "0 1000 1", "--", "sh", "-c",
-                    "echo $$; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups"))
+    out = lines(
+        run(
+            "userns_child_exec.py",
+            "-v",
+            "-p",
+            "-U",
+            "-M",
+            "0 1000 1,1 100000 10",
+            "-G",
+            "0 1000 1",
+            "--",
+            "sh",
+            "-c",
+            "echo $$; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups",
+        )
+    )
     said = [line for line in out if "userns_child_exec.py: " in line]  # after argv[0]
     assert "userns_child_exec.py: PID of child created by clone() is" in said[0]
     assert said[1].endswith("userns_child_exec.py: terminating") and said[1] == out[-1]
     child = [line for line in out if line not in said]  # printed while the parent runs
     assert child[0] == "1"
-    assert [line.split() for line in child[1:4]] == [["0", "1000", "1"], ["1", "100000", "10"],
-                                                       ["0", "1000", "1"]]
+    assert [line.split() for line in child[1:4]] == [
+        ["0", "1000", "1"],
+        ["1", "100000", "10"],
+        ["0", "1000", "1"],
+    ]
     assert child[4] == "deny"
     z = lines(run("userns_child_exec.py", "-z", "-U", "id", "-u"))
     assert z == ["0"]
@@ -91,14 +108,20 @@ def test_timens_offsets_shifts_the_commands_clocks_only() -> None:
     assert 86400 <= inside - outside < 86400 + 60
 
 
-@pytest.mark.parametrize("args, status", [
-    (("clone_uts.py", ""), 2), (("clone_uts.py", "x", "-s", "-1"), 2),
-    (("clone_uts.py", "x", "-s", "nan"), 2), (("timens_offsets.py", "--monotonic", "nan"), 2),
-    (("userns_child_exec.py", "-U", "-M", "garbage", "id"), 2),
-    (("userns_child_exec.py", "-U", "-z", "portclone-no-such-cmd"), 1),
-    (("ns_exec.py", "/nonexistent", "id"), 1), (("ns_exec.py", "/etc/passwd", "id"), 1),
-    (("pidns_init_sleep.py", "/nonexistent-dir"), 1),
-])
+@pytest.mark.parametrize(
+    "args, status",
+    [
+        (("clone_uts.py", ""), 2),
+        (("clone_uts.py", "x", "-s", "-1"), 2),
+        (("clone_uts.py", "x", "-s", "nan"), 2),
+        (("timens_offsets.py", "--monotonic", "nan"), 2),
+        (("userns_child_exec.py", "-U", "-M", "garbage", "id"), 2),
+        (("userns_child_exec.py", "-U", "-z", "portclone-no-such-cmd"), 1),
+        (("ns_exec.py", "/nonexistent", "id"), 1),
+        (("ns_exec.py", "/etc/passwd", "id"), 1),
+        (("pidns_init_sleep.py", "/nonexistent-dir"), 1),
+    ],
+)
 def test_examples_fail_as_programs_do(args: tuple, status: int) -> None:  # type: ignore[type-arg]
     result = run(*args)
     assert result.returncode == status, result.stderr

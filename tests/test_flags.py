@@ -15,16 +15,37 @@ from portclone._flags import BACKENDS, CONDITIONS, RULES, TABLE, describe
 
 # torvalds/linux:include/uapi/linux/sched.h, written out independently of the table
 UAPI = {
-    "CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400, "CLONE_SIGHAND": 0x800,
-    "CLONE_PIDFD": 0x1000, "CLONE_PTRACE": 0x2000, "CLONE_VFORK": 0x4000,
-    "CLONE_PARENT": 0x8000, "CLONE_THREAD": 0x10000, "CLONE_NEWNS": 0x20000,
-    "CLONE_SYSVSEM": 0x40000, "CLONE_SETTLS": 0x80000, "CLONE_PARENT_SETTID": 0x100000,
-    "CLONE_CHILD_CLEARTID": 0x200000, "CLONE_DETACHED": 0x400000, "CLONE_UNTRACED": 0x800000,
-    "CLONE_CHILD_SETTID": 0x1000000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
-    "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
-    "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000, "CLONE_CLEAR_SIGHAND": 1 << 32,
-    "CLONE_INTO_CGROUP": 1 << 33, "CLONE_AUTOREAP": 1 << 34, "CLONE_NNP": 1 << 35,
-    "CLONE_PIDFD_AUTOKILL": 1 << 36, "CLONE_EMPTY_MNTNS": 1 << 37, "CLONE_NEWTIME": 0x80,
+    "CLONE_VM": 0x100,
+    "CLONE_FS": 0x200,
+    "CLONE_FILES": 0x400,
+    "CLONE_SIGHAND": 0x800,
+    "CLONE_PIDFD": 0x1000,
+    "CLONE_PTRACE": 0x2000,
+    "CLONE_VFORK": 0x4000,
+    "CLONE_PARENT": 0x8000,
+    "CLONE_THREAD": 0x10000,
+    "CLONE_NEWNS": 0x20000,
+    "CLONE_SYSVSEM": 0x40000,
+    "CLONE_SETTLS": 0x80000,
+    "CLONE_PARENT_SETTID": 0x100000,
+    "CLONE_CHILD_CLEARTID": 0x200000,
+    "CLONE_DETACHED": 0x400000,
+    "CLONE_UNTRACED": 0x800000,
+    "CLONE_CHILD_SETTID": 0x1000000,
+    "CLONE_NEWCGROUP": 0x2000000,
+    "CLONE_NEWUTS": 0x4000000,
+    "CLONE_NEWIPC": 0x8000000,
+    "CLONE_NEWUSER": 0x10000000,
+    "CLONE_NEWPID": 0x20000000,
+    "CLONE_NEWNET": 0x40000000,
+    "CLONE_IO": 0x80000000,
+    "CLONE_CLEAR_SIGHAND": 1 << 32,
+    "CLONE_INTO_CGROUP": 1 << 33,
+    "CLONE_AUTOREAP": 1 << 34,
+    "CLONE_NNP": 1 << 35,
+    "CLONE_PIDFD_AUTOKILL": 1 << 36,
+    "CLONE_EMPTY_MNTNS": 1 << 37,
+    "CLONE_NEWTIME": 0x80,
 }
 
 
@@ -89,7 +110,8 @@ def test_readme_table_is_generated_from_the_table() -> None:
     found = re.search(re.escape(BEGIN) + ".*?" + re.escape(END), readme, re.S)
     assert found, "README.md has no generated flag table"
     assert found.group(0) == availability_table(), (
-        "README.md's flag table is stale: run `python tools/update_readme.py`")
+        "README.md's flag table is stale: run `python tools/update_readme.py`"
+    )
 
 
 def test_format_specs_format_the_number() -> None:

@@ -25,8 +25,12 @@ LAYERS: List[List[str]] = [
     ["portclone._setup"],
     ["portclone._plan"],
     ["portclone._backend"],
-    ["portclone.backends", "portclone.backends.linux", "portclone.backends.netbsd",
-     "portclone.backends.fork"],
+    [
+        "portclone.backends",
+        "portclone.backends.linux",
+        "portclone.backends.netbsd",
+        "portclone.backends.fork",
+    ],
     ["portclone._registry"],
     ["portclone._api"],
     ["portclone"],
@@ -45,7 +49,8 @@ def _name(path: pathlib.Path) -> str:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _is_module(package: str, name: str) -> bool:
@@ -70,7 +75,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[str]:
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
+                anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             submodules = [alias.name for alias in node.names if _is_module(base, alias.name)]
             if submodules:  # from . import _native: the modules, not the package's names
@@ -85,8 +90,11 @@ def graph() -> Dict[str, Set[str]]:
     edges: Dict[str, Set[str]] = {}
     for module, path in modules.items():
         tree = ast.parse(path.read_text(), str(path))
-        found = {target for target in _imports(tree, module, path.name == "__init__.py")
-                 if target in modules and target != module}
+        found = {
+            target
+            for target in _imports(tree, module, path.name == "__init__.py")
+            if target in modules and target != module
+        }
         edges[module] = found
     edges["portclone._registry"] |= {path.partition(":")[0] for path in BACKENDS.values()}
     return edges
@@ -97,9 +105,12 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_imports_point_down_the_layers() -> None:
-    upward = [f"{module} (layer {LAYER[module]}) imports {target} (layer {LAYER[target]})"
-              for module, targets in graph().items() for target in sorted(targets)
-              if LAYER[target] > LAYER[module]]
+    upward = [
+        f"{module} (layer {LAYER[module]}) imports {target} (layer {LAYER[target]})"
+        for module, targets in graph().items()
+        for target in sorted(targets)
+        if LAYER[target] > LAYER[module]
+    ]
     assert not upward
 
 
@@ -109,7 +120,7 @@ def find_cycle(edges: Dict[str, Set[str]]) -> Optional[List[str]]:
 
     def visit(module: str, path: List[str]) -> Optional[List[str]]:
         if module in path:
-            return [*path[path.index(module):], module]
+            return [*path[path.index(module) :], module]
         if module in done:
             return None
         for target in sorted(edges[module]):

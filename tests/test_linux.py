@@ -36,6 +36,7 @@ TESTS = TESTS_DIR
 
 # -- the kernel's verdicts ------------------------------------------------------------------
 
+
 @pytest.mark.requires("root", "CLONE_NEWPID")
 def test_newpid_with_parent_is_accepted_man_page_lags_kernel() -> None:
     """clone(2) lists NEWPID|PARENT as EINVAL; Linux accepts it since 3.13."""
@@ -52,6 +53,7 @@ def test_plain_request_uses_libc_fork_and_still_gets_a_pidfd(flags: int) -> None
 
 
 # -- set_tid ------------------------------------------------------------------------------
+
 
 def _free_pid() -> int:
     with open("/proc/sys/kernel/pid_max") as f:
@@ -101,6 +103,7 @@ def test_namespace_without_privilege_is_permission_error() -> None:
 
 # -- libc's idea of the thread ------------------------------------------------------------
 
+
 @pytest.mark.requires("tid_repair", "2cpus")
 def test_pthread_self_calls_in_the_child_act_on_the_child() -> None:
     """pthread_setaffinity_np(pthread_self()) uses libc's cached tid: in a raw-cloned
@@ -112,8 +115,9 @@ def test_pthread_self_calls_in_the_child_act_on_the_child() -> None:
 
     def child() -> list:  # type: ignore[type-arg]
         mask = ctypes.c_ulong(1 << target)
-        err = libc.pthread_setaffinity_np(ctypes.c_ulong(libc.pthread_self()),
-                                          ctypes.sizeof(mask), ctypes.byref(mask))
+        err = libc.pthread_setaffinity_np(
+            ctypes.c_ulong(libc.pthread_self()), ctypes.sizeof(mask), ctypes.byref(mask)
+        )
         return [err, sorted(os.sched_getaffinity(0))]
 
     assert child_value(child, flags=F.CLONE_IO) == [0, [target]]
@@ -158,8 +162,9 @@ while True:
 def _kernel_verdicts(cases: list) -> list:  # type: ignore[type-arg]
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", KERNEL_PROBE, json.dumps(cases)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", KERNEL_PROBE, json.dumps(cases)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
@@ -167,8 +172,7 @@ def _kernel_verdicts(cases: list) -> list:  # type: ignore[type-arg]
 @pytest.mark.requires("root", "clone3")
 def test_every_rule_we_enforce_is_einval_in_the_kernel() -> None:
     cases = [(int(rule.all_of), 0) for rule in RULES if not rule.when]
-    cases += [(int(rule.all_of), int(signal.SIGCHLD)) for rule in RULES
-              if rule.when == ("exit_signal",)]
+    cases += [(int(rule.all_of), int(signal.SIGCHLD)) for rule in RULES if rule.when == ("exit_signal",)]
     cases += [(0, 65)]
     for (flags, sig), err in zip(cases, _kernel_verdicts(cases)):
         assert err == errno.EINVAL, f"kernel answered {err} for {F(flags)} exit_signal={sig}"
@@ -179,8 +183,11 @@ def test_every_rule_we_enforce_is_einval_in_the_kernel() -> None:
 @pytest.mark.requires("root", "clone3", "CLONE_NEWPID", "CLONE_NEWUSER")
 def test_combinations_the_kernel_accepts_are_not_called_invalid() -> None:
     """clone(2) still lists these as EINVAL; the running kernel decides."""
-    cases = [(int(F.CLONE_NEWPID | F.CLONE_PARENT), 0), (int(F.CLONE_NEWUSER | F.CLONE_PARENT), 0),
-             (int(F.CLONE_NEWUSER | F.CLONE_NEWPID), 17)]
+    cases = [
+        (int(F.CLONE_NEWPID | F.CLONE_PARENT), 0),
+        (int(F.CLONE_NEWUSER | F.CLONE_PARENT), 0),
+        (int(F.CLONE_NEWUSER | F.CLONE_NEWPID), 17),
+    ]
     for (flags, sig), err in zip(cases, _kernel_verdicts(cases)):
         assert err == 0, f"kernel answered {err} for {F(flags)}"
         portclone.check(flags, exit_signal=sig)
@@ -245,6 +252,7 @@ def test_clone3_refused_falls_back_to_legacy_clone(err: str) -> None:
 
 # -- threads -----------------------------------------------------------------------------
 
+
 def test_multithreaded_parent_warns_and_does_not_hang() -> None:
     def churn() -> None:
         junk = {i: [str(i)] * 20 for i in range(200)}
@@ -256,12 +264,12 @@ def test_multithreaded_parent_warns_and_does_not_hang() -> None:
         warnings.simplefilter("always")
         for i in range(60):
             flags = F.CLONE_IO if i % 2 else 0
-            codes.append(status_or_hung(portclone.clone(
-                lambda: len([str(n) for n in range(5000)]) and 0, flags=flags)))
+            codes.append(
+                status_or_hung(portclone.clone(lambda: len([str(n) for n in range(5000)]) and 0, flags=flags))
+            )
     assert codes == [0] * 60
     messages = [str(w.message) for w in caught if w.category is DeprecationWarning]
-    assert messages and all("is multi-threaded, use of clone() may lead to deadlocks" in m
-                            for m in messages)
+    assert messages and all("is multi-threaded, use of clone() may lead to deadlocks" in m for m in messages)
     assert all(w.filename == __file__ for w in caught if w.category is DeprecationWarning)
 
 
@@ -277,18 +285,29 @@ def test_warning_as_error_raises_before_the_child_exists() -> None:
 
 # -- the C extension's own guards (found by tests/fuzz_native.py) ---------------------------
 
+
 def _native() -> object:
     return sys.modules["portclone._native"]
 
 
-@pytest.mark.parametrize("flags", [F.CLONE_VM, F.CLONE_SIGHAND | F.CLONE_VM,
-                                   F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM, F.CLONE_SETTLS])
+@pytest.mark.parametrize(
+    "flags",
+    [F.CLONE_VM, F.CLONE_SIGHAND | F.CLONE_VM, F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM, F.CLONE_SETTLS],
+)
 def test_native_clone_refuses_what_would_share_the_interpreter(flags: int) -> None:
     native = _native()
     out = portclone.Child(0, None)
     with no_side_effects(), pytest.raises(ValueError, match="fork-like"):
-        native.clone(out, int, native.MODE_CLONE3, int(flags), signal.SIGCHLD, -1,  # type: ignore
-                     None, True)
+        native.clone(
+            out,
+            int,
+            native.MODE_CLONE3,
+            int(flags),
+            signal.SIGCHLD,
+            -1,  # type: ignore
+            None,
+            True,
+        )
     with no_side_effects(), pytest.raises(ValueError, match="fork-like"):
         native.libc_clone(out, int, int(flags) | signal.SIGCHLD)  # type: ignore[attr-defined]
     assert out.pid == 0
@@ -297,48 +316,73 @@ def test_native_clone_refuses_what_would_share_the_interpreter(flags: int) -> No
 def test_native_calls_refuse_a_signal_in_the_flags() -> None:
     native = _native()
     with no_side_effects(), pytest.raises(ValueError, match="low byte"):
-        native.clone(portclone.Child(0, None), int, native.MODE_CLONE3, 0x11,  # type: ignore
-                     signal.SIGCHLD, -1, None, True)
+        native.clone(
+            portclone.Child(0, None),
+            int,
+            native.MODE_CLONE3,
+            0x11,  # type: ignore
+            signal.SIGCHLD,
+            -1,
+            None,
+            True,
+        )
 
 
 def _spawn_args(**change: object) -> dict:  # type: ignore[type-arg]
     native = _native()
-    args = dict(child=portclone.Child(0, None), mode=native.MODE_CLONE3,  # type: ignore
-                flags=int(F.CLONE_VM | F.CLONE_VFORK),
-                exit_signal=int(signal.SIGCHLD), cgroup_fd=-1, set_tid=None, legacy_ok=True,
-                paths=(b"/nonexistent",), argv=(b"x",), envp=None, cwd=None, fds=(-1, -1, -1),
-                keep=(), close_fds=True, setup=None, restore_signals=True)
+    args = dict(
+        child=portclone.Child(0, None),
+        mode=native.MODE_CLONE3,  # type: ignore
+        flags=int(F.CLONE_VM | F.CLONE_VFORK),
+        exit_signal=int(signal.SIGCHLD),
+        cgroup_fd=-1,
+        set_tid=None,
+        legacy_ok=True,
+        paths=(b"/nonexistent",),
+        argv=(b"x",),
+        envp=None,
+        cwd=None,
+        fds=(-1, -1, -1),
+        keep=(),
+        close_fds=True,
+        setup=None,
+        restore_signals=True,
+    )
     args.update(change)
     return args
 
 
-def _setup(uid_map: object = None, hostname: object = None, join: object = (),
-           pid_ns: int = -1, restore: int = -1) -> tuple:  # type: ignore[type-arg]
+def _setup(
+    uid_map: object = None, hostname: object = None, join: object = (), pid_ns: int = -1, restore: int = -1
+) -> tuple:  # type: ignore[type-arg]
     """_native's setup tuple (portclone._setup.ChildSetup.native)."""
     return (uid_map, None, None, hostname, None, None, join, 0, -1, 0, pid_ns, restore)
 
 
-@pytest.mark.parametrize("change, error", [
-    ({"setup": b"0 0 1"}, TypeError),  # was SystemError: PyArg_ParseTuple on a non-tuple
-    ({"setup": _setup(uid_map=b"0 0 1\n")}, ValueError),  # with CLONE_VFORK: was a deadlock
-    ({"setup": _setup(join=((-1, 0),))}, ValueError),
-    ({"setup": _setup(join=(5,))}, TypeError),
-    ({"setup": _setup(pid_ns=3)}, ValueError),  # no fd to come back to
-    ({"flags": int(F.CLONE_VM) | 0x11}, ValueError),
-    ({"exit_signal": 300}, ValueError),
-    # the child thread's failed exec ended the whole process (_exit is exit_group)
-    ({"flags": int(F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM)}, ValueError),
-    # set the host's hostname (the fuzzer, as root, did: the C now checks for itself)
-    ({"setup": _setup(hostname=b"portclone-fuzzed")}, ValueError),
-    ({"flags": int(F.CLONE_VM | F.CLONE_VFORK | F.CLONE_FS), "cwd": b"/"}, ValueError),
-    # the checks clone() and spawn() share (_common.c): pids, pid count, cgroup fd
-    ({"set_tid": (0,)}, ValueError),
-    ({"set_tid": tuple(range(1, 34))}, ValueError),
-    ({"cgroup_fd": -2}, ValueError),
-    ({"mode": 0}, ValueError),  # MODE_FORK: spawn has no fork mode
-    ({"keep": (-1,)}, ValueError),
-    ({"keep": (1 << 32,)}, ValueError),  # beyond any fd, not truncated to one
-])
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"setup": b"0 0 1"}, TypeError),  # was SystemError: PyArg_ParseTuple on a non-tuple
+        ({"setup": _setup(uid_map=b"0 0 1\n")}, ValueError),  # with CLONE_VFORK: was a deadlock
+        ({"setup": _setup(join=((-1, 0),))}, ValueError),
+        ({"setup": _setup(join=(5,))}, TypeError),
+        ({"setup": _setup(pid_ns=3)}, ValueError),  # no fd to come back to
+        ({"flags": int(F.CLONE_VM) | 0x11}, ValueError),
+        ({"exit_signal": 300}, ValueError),
+        # the child thread's failed exec ended the whole process (_exit is exit_group)
+        ({"flags": int(F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM)}, ValueError),
+        # set the host's hostname (the fuzzer, as root, did: the C now checks for itself)
+        ({"setup": _setup(hostname=b"portclone-fuzzed")}, ValueError),
+        ({"flags": int(F.CLONE_VM | F.CLONE_VFORK | F.CLONE_FS), "cwd": b"/"}, ValueError),
+        # the checks clone() and spawn() share (_common.c): pids, pid count, cgroup fd
+        ({"set_tid": (0,)}, ValueError),
+        ({"set_tid": tuple(range(1, 34))}, ValueError),
+        ({"cgroup_fd": -2}, ValueError),
+        ({"mode": 0}, ValueError),  # MODE_FORK: spawn has no fork mode
+        ({"keep": (-1,)}, ValueError),
+        ({"keep": (1 << 32,)}, ValueError),  # beyond any fd, not truncated to one
+    ],
+)
 def test_native_spawn_argument_guards(change: dict, error: type) -> None:  # type: ignore[type-arg]
     native = _native()
     host = os.uname().nodename

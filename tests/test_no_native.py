@@ -56,8 +56,11 @@ def test_import_and_fork_fallback_without_the_extension(pure_copy: pathlib.Path)
 
 
 def test_info_says_why(pure_copy: pathlib.Path) -> None:
-    result = run_python("from portclone._cli import main; main(['info', '--json'])",
-                        env={"PYTHONPATH": str(pure_copy)}, cwd=str(pure_copy))
+    result = run_python(
+        "from portclone._cli import main; main(['info', '--json'])",
+        env={"PYTHONPATH": str(pure_copy)},
+        cwd=str(pure_copy),
+    )
     facts = json.loads(result.stdout)
     assert facts["backend"] == "fork"
     native = facts["capabilities"]["native_extension"]

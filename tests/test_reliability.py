@@ -25,6 +25,7 @@ pytestmark = pytest.mark.requires("proc")
 
 # -- leaks and load ------------------------------------------------------------------------
 
+
 @pytest.mark.requires("linux")
 def test_cycles_leave_nothing_behind() -> None:
     c = leakcheck.cycles(600, warmup=30)
@@ -43,6 +44,7 @@ def test_the_leak_check_sees_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "blocks" in leakcheck.cycles(200, warmup=10).leaks()
     if leakcheck._malloc_in_use is not None:
         import ctypes
+
         malloc = ctypes.CDLL(None).malloc
         malloc.restype = ctypes.c_void_p
         monkeypatch.setattr(leakcheck, "one_clone", lambda code: (malloc(256), real(code)))
@@ -60,6 +62,7 @@ def test_threads_cloning_and_spawning_lose_nothing() -> None:
 
 
 # -- the child's end -------------------------------------------------------------------------
+
 
 def test_child_that_raises_exits_1_with_its_traceback() -> None:
     out = run_python("""
@@ -87,8 +90,18 @@ def _wait_for_signal(ready: int) -> int:
         os.read(wake_r, 1)
 
 
-COMMON = ["SIGTERM", "SIGKILL", "SIGINT", "SIGHUP", "SIGQUIT", "SIGSEGV", "SIGABRT", "SIGUSR1",
-          "SIGPIPE", "SIGALRM"]
+COMMON = [
+    "SIGTERM",
+    "SIGKILL",
+    "SIGINT",
+    "SIGHUP",
+    "SIGQUIT",
+    "SIGSEGV",
+    "SIGABRT",
+    "SIGUSR1",
+    "SIGPIPE",
+    "SIGALRM",
+]
 
 
 @pytest.mark.parametrize("name", COMMON)
@@ -97,8 +110,9 @@ def test_child_killed_by_a_signal_reports_it(portclone_backend: Backend, name: s
     # the child inherits the caller's dispositions, as after os.fork: Python's own SIGINT
     # handler raises KeyboardInterrupt (exit status 1), its ignored SIGPIPE stays ignored
     handler = signal.getsignal(sig)
-    expected = (1 if handler is signal.default_int_handler else
-                -signal.SIGKILL if handler == signal.SIG_IGN else -sig)
+    expected = (
+        1 if handler is signal.default_int_handler else -signal.SIGKILL if handler == signal.SIG_IGN else -sig
+    )
     r, w = os.pipe()
     with portclone.clone(_wait_for_signal, w) as child:
         os.close(w)
@@ -231,8 +245,10 @@ def test_cgroup_with_controllers_for_children_is_ebusy() -> None:
         with open(os.path.join(path, "cgroup.controllers")) as f:
             controllers = f.read().split()
         if not controllers:
-            pytest.skip("missing cgroup2 controllers: none are delegated to the v2 hierarchy "
-                        "here, so no-internal-process cannot be set up")
+            pytest.skip(
+                "missing cgroup2 controllers: none are delegated to the v2 hierarchy "
+                "here, so no-internal-process cannot be set up"
+            )
         os.mkdir(os.path.join(path, "leaf"))
         try:
             _cgroup_write(path, "cgroup.subtree_control", f"+{controllers[0]}")
@@ -243,4 +259,3 @@ def test_cgroup_with_controllers_for_children_is_ebusy() -> None:
         finally:
             _cgroup_write(path, "cgroup.subtree_control", f"-{controllers[0]}")
             os.rmdir(os.path.join(path, "leaf"))
-

@@ -16,8 +16,10 @@ from portclone import PIPE, Backend
 @pytest.mark.requires("proc")
 def test_every_fd_portclone_holds_is_close_on_exec(portclone_backend: Backend) -> None:
     """pidfds and stdio pipes of other children: none inheritable, none in a program."""
-    with portclone.spawn(["cat"], stdin=PIPE, stdout=PIPE, stderr=PIPE) as piped, \
-            portclone.clone(lambda: 0) as cloned:
+    with (
+        portclone.spawn(["cat"], stdin=PIPE, stdout=PIPE, stderr=PIPE) as piped,
+        portclone.clone(lambda: 0) as cloned,
+    ):
         held = [f.fileno() for f in (piped.stdin, piped.stdout, piped.stderr) if f is not None]
         held += [c.pidfd for c in (piped, cloned) if c.pidfd is not None]
         assert held, "nothing to check"
@@ -58,11 +60,11 @@ print("end", os.getpid(), flush=True)
 
 
 @pytest.mark.requires("proc")
-def test_a_failed_exec_never_runs_the_callers_code(portclone_backend: Backend,
-                                                   tmp_path: object) -> None:
+def test_a_failed_exec_never_runs_the_callers_code(portclone_backend: Backend, tmp_path: object) -> None:
     marker = os.path.join(str(tmp_path), "marker")
-    out = run_python(FAILED_EXEC.format(tests=os.path.dirname(__file__), marker=marker,
-                                        backend=portclone_backend.name))
+    out = run_python(
+        FAILED_EXEC.format(tests=os.path.dirname(__file__), marker=marker, backend=portclone_backend.name)
+    )
     assert out.returncode == 0, out.stderr
     pids = {line.split()[-1] for line in out.stdout.splitlines()}
     assert out.stdout.count("caught in") == 3 and out.stdout.count("end") == 1, out.stdout

@@ -30,8 +30,7 @@ print(json.dumps({"backend": name, "available": portclone.available_backends()})
 def report(env: dict) -> dict:  # type: ignore[type-arg]
     full = {k: v for k, v in os.environ.items() if k != "PORTCLONE_BACKEND"}
     full.update(env)
-    out = subprocess.run([sys.executable, "-c", REPORT], capture_output=True, text=True,
-                         env=full, timeout=60)
+    out = subprocess.run([sys.executable, "-c", REPORT], capture_output=True, text=True, env=full, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
@@ -92,14 +91,14 @@ def test_windows_import_works_and_clone_explains() -> None:
     assert lines[1].startswith("refused: ") and "neither fork nor clone" in lines[1]
 
 
-DOWNSTREAM = textwrap.dedent('''
+DOWNSTREAM = textwrap.dedent("""
     import portclone
 
     def test_each(portclone_backend):
         with portclone.clone(lambda: 7) as child:
             assert child.wait(timeout=30) == 7
         assert child.backend == portclone_backend.name
-''')
+""")
 
 
 def _registered() -> bool:
@@ -128,20 +127,39 @@ def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.Pa
     with open(path, "w") as f:
         f.write(DOWNSTREAM)
     load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
-    out = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load,
-                          path], capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     for name in portclone.available_backends():
         assert f"test_each[{name}] PASSED" in out.stdout
-    one = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load,
-                          "--portclone-backend", "fork", path],
-                         capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            *load,
+            "--portclone-backend",
+            "fork",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
     assert one.returncode == 0 and "test_each[fork] PASSED" in one.stdout
     assert "test_each[linux]" not in one.stdout
 
 
-def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(
-        tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
+def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
     """PORTCLONE_BACKEND=netbsd pytest narrows the fixture to netbsd, as the README says;
     an unknown name there or in --portclone-backend is a usage error, not ignored."""
     path = os.path.join(str(tmp_path), "test_downstream.py")
@@ -150,9 +168,14 @@ def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(
     load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
 
     def pytest_run(*args: str, env: dict) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-        return subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
-                               *load, *args, path], capture_output=True, text=True, timeout=120,
-                              cwd=str(tmp_path), env={**os.environ, **env})
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load, *args, path],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=str(tmp_path),
+            env={**os.environ, **env},
+        )
 
     if "netbsd" in portclone.available_backends():
         narrowed = pytest_run(env={"PORTCLONE_BACKEND": "netbsd"})

@@ -21,8 +21,9 @@ import portclone
 from portclone import PIPE, Backend
 from portclone import CloneFlags as F
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the setup options are Linux's (namespaces, prctl)")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the setup options are Linux's (namespaces, prctl)"
+)
 
 OPTION_EXAMPLES: Dict[str, Dict[str, Any]] = {
     "uid_map": {"uid_map": [(0, 0, 1)]},
@@ -57,12 +58,16 @@ def sleeper() -> Iterator[portclone.Child]:
 
 # -- maps and setgroups ------------------------------------------------------------
 
+
 @pytest.mark.requires("linux", "proc", "CLONE_NEWUSER")
 def test_clone_writes_maps_before_fn_runs() -> None:
     def look() -> list:  # type: ignore[type-arg]
-        return [open("/proc/self/uid_map").read().split(),
-                open("/proc/self/gid_map").read().split(),
-                open("/proc/self/setgroups").read().strip(), os.getuid()]
+        return [
+            open("/proc/self/uid_map").read().split(),
+            open("/proc/self/gid_map").read().split(),
+            open("/proc/self/setgroups").read().strip(),
+            os.getuid(),
+        ]
 
     uid_map, gid_map, groups, uid = child_value(look, map_root=True)
     assert uid_map == ["0", str(os.geteuid()), "1"] and gid_map == ["0", str(os.getegid()), "1"]
@@ -75,11 +80,11 @@ def test_setgroups_allow_must_be_asked_for(api: str) -> None:
     maps = {"uid_map": [(0, 0, 1000)], "gid_map": [(0, 0, 1000)]}
     for setgroups, want in ((None, "deny"), ("allow", "allow")):
         if api == "clone":
-            got = child_value(lambda: open("/proc/self/setgroups").read().strip(),
-                              setgroups=setgroups, **maps)
+            got = child_value(
+                lambda: open("/proc/self/setgroups").read().strip(), setgroups=setgroups, **maps
+            )
         else:
-            got = _spawn_out(["cat", "/proc/self/setgroups"], setgroups=setgroups,
-                             **maps).strip()
+            got = _spawn_out(["cat", "/proc/self/setgroups"], setgroups=setgroups, **maps).strip()
         assert got == want, (setgroups, got)
 
 
@@ -113,12 +118,13 @@ def test_a_map_the_kernel_refuses_raises_and_leaves_no_child(api: str) -> None:
 
 # -- hostname and implied flags ------------------------------------------------------
 
+
 @pytest.mark.requires("linux", "CLONE_NEWUTS")
 def test_hostname_implies_a_new_uts_namespace() -> None:
     assert portclone.check(hostname="x") == F.CLONE_NEWUTS
-    assert portclone.check(F.CLONE_NEWPID, map_root=True, mount_proc=True,
-                           time_offsets={"boottime": 1}) == (
-        F.CLONE_NEWPID | F.CLONE_NEWUSER | F.CLONE_NEWNS | F.CLONE_NEWTIME)
+    assert portclone.check(F.CLONE_NEWPID, map_root=True, mount_proc=True, time_offsets={"boottime": 1}) == (
+        F.CLONE_NEWPID | F.CLONE_NEWUSER | F.CLONE_NEWNS | F.CLONE_NEWTIME
+    )
     before = socket.gethostname()
     assert child_value(socket.gethostname, hostname="inner") == "inner"
     assert socket.gethostname() == before
@@ -135,33 +141,38 @@ def test_the_readme_spawn_example_runs() -> None:
 
 # -- time namespaces ------------------------------------------------------------------
 
+
 @pytest.mark.requires("linux", "proc", "CLONE_NEWTIME")
 @pytest.mark.parametrize("api", ["clone", "spawn"])
 def test_time_offsets_are_seen_by_the_child(api: str) -> None:
     offset = 1_000_000
     before = time.clock_gettime(time.CLOCK_BOOTTIME)
     if api == "clone":
-        seen = child_value(time.clock_gettime, time.CLOCK_BOOTTIME,
-                           time_offsets={"boottime": offset, "monotonic": -1})
-        assert child_value(lambda: os.readlink("/proc/self/ns/time"),
-                           time_offsets={"boottime": 5}) != os.readlink("/proc/self/ns/time")
+        seen = child_value(
+            time.clock_gettime, time.CLOCK_BOOTTIME, time_offsets={"boottime": offset, "monotonic": -1}
+        )
+        assert child_value(
+            lambda: os.readlink("/proc/self/ns/time"), time_offsets={"boottime": 5}
+        ) != os.readlink("/proc/self/ns/time")
     else:
-        seen = float(_spawn_out(["cat", "/proc/uptime"],
-                                time_offsets={"boottime": offset}).split()[0])
+        seen = float(_spawn_out(["cat", "/proc/uptime"], time_offsets={"boottime": offset}).split()[0])
     after = time.clock_gettime(time.CLOCK_BOOTTIME)
     assert before + offset - 0.01 <= seen <= after + offset + 1  # /proc/uptime: 2 decimals
 
 
 @pytest.mark.requires("linux")
-@pytest.mark.parametrize("offsets, error", [
-    ({"monotonic": -10**12}, ValueError),  # the clock would go below 0
-    ({"realtime": 5}, ValueError),  # time namespaces do not offset CLOCK_REALTIME
-    ({"boottime": float("nan")}, ValueError),
-    ({"boottime": "5"}, TypeError),
-    ({"boottime": True}, TypeError),
-    ({}, ValueError),
-    ([("boottime", 5)], TypeError),
-])
+@pytest.mark.parametrize(
+    "offsets, error",
+    [
+        ({"monotonic": -(10**12)}, ValueError),  # the clock would go below 0
+        ({"realtime": 5}, ValueError),  # time namespaces do not offset CLOCK_REALTIME
+        ({"boottime": float("nan")}, ValueError),
+        ({"boottime": "5"}, TypeError),
+        ({"boottime": True}, TypeError),
+        ({}, ValueError),
+        ([("boottime", 5)], TypeError),
+    ],
+)
 def test_bad_time_offsets_raise_before_anything(offsets: Any, error: type) -> None:
     with no_side_effects(), pytest.raises(error):
         portclone.clone(never_runs, time_offsets=offsets)
@@ -169,21 +180,25 @@ def test_bad_time_offsets_raise_before_anything(offsets: Any, error: type) -> No
 
 # -- mount_proc ------------------------------------------------------------------------
 
+
 @pytest.mark.requires("linux", "proc", "root", "CLONE_NEWPID", "CLONE_NEWNS")
 def test_mount_proc_shows_only_the_new_pid_namespace() -> None:
     mounts = open("/proc/self/mountinfo").read()
-    out = _spawn_out(["sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"],
-                     flags=F.CLONE_NEWPID, mount_proc=True)
+    out = _spawn_out(
+        ["sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"], flags=F.CLONE_NEWPID, mount_proc=True
+    )
     pid, count = out.split()
     assert pid == "1" and int(count) <= 3  # sh, and ls and grep while it looks
     assert open("/proc/self/mountinfo").read() == mounts  # nothing propagated back
 
     def pids() -> list:  # type: ignore[type-arg]
         return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+
     assert child_value(pids, flags=F.CLONE_NEWPID, mount_proc=True) == [1]
 
 
 # -- join -------------------------------------------------------------------------------
+
 
 @pytest.mark.requires("linux", "proc", "root", "pidfd")
 @pytest.mark.parametrize("api", ["clone", "spawn"])
@@ -193,11 +208,11 @@ def test_join_enters_the_targets_namespaces(api: str, sleeper: portclone.Child) 
     assert net != ns_inode("net") and uts != ns_inode("uts")
     join = {"uts": sleeper, "net": f"/proc/{sleeper.pid}/ns/net"}
     if api == "clone":
-        seen = child_value(lambda: [ns_inode("net"), ns_inode("uts"), socket.gethostname()],
-                           join=join)
+        seen = child_value(lambda: [ns_inode("net"), ns_inode("uts"), socket.gethostname()], join=join)
     else:
-        out = _spawn_out(["sh", "-c", "stat -L -c %i /proc/self/ns/net /proc/self/ns/uts; "
-                          "hostname"], join=join).split()
+        out = _spawn_out(
+            ["sh", "-c", "stat -L -c %i /proc/self/ns/net /proc/self/ns/uts; hostname"], join=join
+        ).split()
         seen = [int(out[0]), int(out[1]), out[2]]
     assert seen == [net, uts, "target"]
 
@@ -214,8 +229,9 @@ def test_join_pid_puts_the_child_itself_in_the_namespace(api: str) -> None:
         if api == "clone":
             pid, seen = child_value(lambda: (os.getpid(), ns_inode("pid")), join={"pid": target})
         else:
-            out = _spawn_out(["sh", "-c", "echo $$; stat -L -c %i /proc/self/ns/pid"],
-                             join={"pid": target.pid}).split()
+            out = _spawn_out(
+                ["sh", "-c", "echo $$; stat -L -c %i /proc/self/ns/pid"], join={"pid": target.pid}
+            ).split()
             pid, seen = int(out[0]), int(out[1])
         assert seen == inode and pid > 1  # its pid in the target namespace (sleep is 1)
         assert os.readlink("/proc/thread-self/ns/pid_for_children") == own
@@ -227,22 +243,25 @@ def test_join_pid_puts_the_child_itself_in_the_namespace(api: str) -> None:
 @pytest.mark.requires("linux", "proc")
 def test_joining_our_own_namespaces_is_not_an_error() -> None:
     me = os.getpid()
-    assert child_value(lambda: ns_inode("user"), join={"user": me, "mnt": me, "uts": me,
-                                                        "net": "/proc/self/ns/net"}) == \
-        ns_inode("user")
+    assert child_value(
+        lambda: ns_inode("user"), join={"user": me, "mnt": me, "uts": me, "net": "/proc/self/ns/net"}
+    ) == ns_inode("user")
 
 
 @pytest.mark.requires("linux", "proc")
-@pytest.mark.parametrize("join, error, match", [
-    ({"netw": 1}, ValueError, "not a namespace"),
-    ({"net": True}, TypeError, "not bool"),
-    ({"net": 1.5}, TypeError, "a Child, a pid or a path"),
-    ({"net": 0}, ValueError, "not a pid"),
-    ({"net": "/etc/hostname"}, ValueError, "not a namespace file"),
-    ({"net": "/proc/self/ns/uts"}, ValueError, "uts namespace, not a net one"),
-    ({"net": "/nonexistent/ns"}, FileNotFoundError, "join"),
-    ([("net", 1)], TypeError, "mapping"),
-])
+@pytest.mark.parametrize(
+    "join, error, match",
+    [
+        ({"netw": 1}, ValueError, "not a namespace"),
+        ({"net": True}, TypeError, "not bool"),
+        ({"net": 1.5}, TypeError, "a Child, a pid or a path"),
+        ({"net": 0}, ValueError, "not a pid"),
+        ({"net": "/etc/hostname"}, ValueError, "not a namespace file"),
+        ({"net": "/proc/self/ns/uts"}, ValueError, "uts namespace, not a net one"),
+        ({"net": "/nonexistent/ns"}, FileNotFoundError, "join"),
+        ([("net", 1)], TypeError, "mapping"),
+    ],
+)
 def test_bad_join_raises_before_anything(join: Any, error: type, match: str) -> None:
     with no_side_effects(), pytest.raises(error, match=match):
         portclone.clone(never_runs, join=join)
@@ -271,6 +290,7 @@ def test_creating_and_joining_one_namespace_is_invalid() -> None:
 
 # -- pdeathsig ----------------------------------------------------------------------------
 
+
 @pytest.mark.requires("linux", "proc")
 @pytest.mark.parametrize("api", ["clone", "spawn"])
 def test_pdeathsig_ends_the_child_with_its_parent(api: str) -> None:
@@ -292,6 +312,7 @@ os._exit(0)
         pidfd = None  # it died between the two looks
     if pidfd is not None:  # wait for its end on its pidfd (a grandchild: not ours to reap)
         import select
+
         try:
             assert select.select([pidfd], [], [], 30)[0], "the child outlived its parent"
         finally:
@@ -315,28 +336,43 @@ def test_pdeathsig_race_a_parent_already_gone_still_signals(api: str) -> None:
     runner = functools.partial(run_child, time.sleep, (30,), {}, native.unblock_signals, None)
     try:
         if api == "clone":
-            native.clone(child, runner, native.MODE_CLONE3, 0, int(signal.SIGCHLD), -1, None,
-                         True, setup)
+            native.clone(child, runner, native.MODE_CLONE3, 0, int(signal.SIGCHLD), -1, None, True, setup)
         else:
-            native.spawn(child, mode=native.MODE_CLONE3, flags=int(F.CLONE_VM | F.CLONE_VFORK),
-                         exit_signal=int(signal.SIGCHLD), cgroup_fd=-1, set_tid=None,
-                         legacy_ok=True, paths=(b"/bin/sleep",), argv=(b"sleep", b"30"),
-                         envp=None, cwd=None, fds=(-1, -1, -1), keep=(), close_fds=True,
-                         setup=setup, restore_signals=True)
+            native.spawn(
+                child,
+                mode=native.MODE_CLONE3,
+                flags=int(F.CLONE_VM | F.CLONE_VFORK),
+                exit_signal=int(signal.SIGCHLD),
+                cgroup_fd=-1,
+                set_tid=None,
+                legacy_ok=True,
+                paths=(b"/bin/sleep",),
+                argv=(b"sleep", b"30"),
+                envp=None,
+                cwd=None,
+                fds=(-1, -1, -1),
+                keep=(),
+                close_fds=True,
+                setup=setup,
+                restore_signals=True,
+            )
     finally:
         os.close(gone_fd)
     _, status = os.waitpid(child.pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
 
 
-@pytest.mark.parametrize("value, error", [(0, ValueError), (-1, ValueError), (1000, ValueError),
-                                          ("TERM", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [(0, ValueError), (-1, ValueError), (1000, ValueError), ("TERM", TypeError), (True, TypeError)],
+)
 def test_bad_pdeathsig_raises_before_anything(value: Any, error: type) -> None:
     with no_side_effects(), pytest.raises(error, match="pdeathsig"):
         portclone.spawn(["true"], pdeathsig=value)
 
 
 # -- arguments that would go to the wrong place ---------------------------------------------
+
 
 def test_a_keyword_fn_cannot_take_raises_in_the_caller() -> None:
     with no_side_effects(), pytest.raises(TypeError, match="did you mean flags="):
@@ -359,15 +395,17 @@ def test_fn_with_kwargs_still_receives_any_keyword() -> None:
 
 # -- other backends ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("option", sorted(OPTION_EXAMPLES))
-def test_other_backends_refuse_each_option_by_name(portclone_backend: Backend,
-                                                   option: str) -> None:
+def test_other_backends_refuse_each_option_by_name(portclone_backend: Backend, option: str) -> None:
     if portclone_backend.name == "linux":
         pytest.skip("the linux backend honours every option (tested above)")
     kwargs = OPTION_EXAMPLES[option]
-    for call in (lambda: portclone.clone(never_runs, **kwargs),
-                 lambda: portclone.spawn(["true"], **kwargs),
-                 lambda: portclone.check(**kwargs)):
+    for call in (
+        lambda: portclone.clone(never_runs, **kwargs),
+        lambda: portclone.spawn(["true"], **kwargs),
+        lambda: portclone.check(**kwargs),
+    ):
         with no_side_effects(), pytest.raises(portclone.UnsupportedFlagError) as info:
             call()
         assert option in str(info.value), str(info.value)
@@ -385,8 +423,7 @@ def test_options_on_threads_do_not_change_other_threads() -> None:
 
     def plain() -> None:
         while not stop.is_set():
-            with portclone.spawn(["sh", "-c", "stat -L -c %i /proc/self/ns/pid"],
-                                 stdout=PIPE) as child:
+            with portclone.spawn(["sh", "-c", "stat -L -c %i /proc/self/ns/pid"], stdout=PIPE) as child:
                 out, _ = child.communicate(timeout=60)
             if int(out) != ours:
                 wrong.append(int(out))
@@ -405,6 +442,7 @@ def test_options_on_threads_do_not_change_other_threads() -> None:
 
 
 # -- found by an adversarial pass ----------------------------------------------------------
+
 
 @pytest.mark.requires("linux", "proc", "CLONE_NEWUSER")
 def test_spawn_with_maps_never_starts_the_program_before_its_maps() -> None:
@@ -478,8 +516,7 @@ def test_spawn_joins_a_time_namespace() -> None:
     target = portclone.spawn(["sleep", "600"], time_offsets={"boottime": 5})
     try:
         want = os.stat(f"/proc/{target.pid}/ns/time").st_ino
-        out = _spawn_out(["stat", "-L", "-c", "%i", "/proc/self/ns/time"],
-                         join={"time": target})
+        out = _spawn_out(["stat", "-L", "-c", "%i", "/proc/self/ns/time"], join={"time": target})
     finally:
         target.kill()
         target.wait()
@@ -535,8 +572,9 @@ def test_pdeathsig_in_a_new_pid_namespace() -> None:
     child = portclone.Child(0, None)
     runner = functools.partial(run_child, never_runs, (), {}, native.unblock_signals, None)
     try:
-        native.clone(child, runner, native.MODE_CLONE3, int(F.CLONE_NEWPID),
-                     int(signal.SIGCHLD), -1, None, True, setup)
+        native.clone(
+            child, runner, native.MODE_CLONE3, int(F.CLONE_NEWPID), int(signal.SIGCHLD), -1, None, True, setup
+        )
     finally:
         os.close(gone_fd)
     _, status = os.waitpid(child.pid, 0)

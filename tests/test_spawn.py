@@ -38,6 +38,7 @@ def output(*argv: str, **kwargs: object) -> bytes:
 
 # -- the process part: like subprocess, on every backend --------------------------------
 
+
 def test_runs_and_reports_exit_status(portclone_backend: Backend) -> None:
     with portclone.spawn(["sh", "-c", "exit 7"]) as child:
         assert child.wait(timeout=60) == 7
@@ -48,8 +49,7 @@ def test_runs_and_reports_exit_status(portclone_backend: Backend) -> None:
 
 
 def test_pipes_in_out_err(portclone_backend: Backend) -> None:
-    child = portclone.spawn(["sh", "-c", "cat; echo oops >&2"], stdin=PIPE, stdout=PIPE,
-                            stderr=PIPE)
+    child = portclone.spawn(["sh", "-c", "cat; echo oops >&2"], stdin=PIPE, stdout=PIPE, stderr=PIPE)
     out, err = child.communicate(b"hello\n" * 10000, timeout=60)
     assert out == b"hello\n" * 10000 and err == b"oops\n" and child.returncode == 0
     assert output("sh", "-c", "echo out; echo err >&2", stderr=STDOUT) == b"out\nerr\n"
@@ -61,15 +61,14 @@ def test_env_cwd_and_path_lookup(portclone_backend: Backend, tmp_path: object) -
     where = str(tmp_path)
     script = os.path.join(where, "hello-portclone")
     with open(script, "w") as f:
-        f.write("#!/bin/sh\necho \"$GREETING from $(pwd)\"\n")
+        f.write('#!/bin/sh\necho "$GREETING from $(pwd)"\n')
     os.chmod(script, 0o755)
     env = {"GREETING": "hi", "PATH": where + ":/usr/bin:/bin"}
     assert output("hello-portclone", env=env, cwd="/") == b"hi from /\n"
     assert output("env", env={"ONLY": "this"}) == b"ONLY=this\n"
 
 
-def test_exec_failures_raise_what_subprocess_raises(portclone_backend: Backend,
-                                                     tmp_path: object) -> None:
+def test_exec_failures_raise_what_subprocess_raises(portclone_backend: Backend, tmp_path: object) -> None:
     not_executable = os.path.join(str(tmp_path), "plain-file")
     open(not_executable, "w").close()
     cases = [
@@ -85,23 +84,26 @@ def test_exec_failures_raise_what_subprocess_raises(portclone_backend: Backend,
         assert info.value.filename == filename, (argv, kwargs)
 
 
-@pytest.mark.parametrize("kwargs, exc", [
-    ({"argv": []}, ValueError),
-    ({"argv": "ls -l"}, TypeError),
-    ({"argv": ["ls", "a\0b"]}, ValueError),
-    ({"argv": ["ls", 3]}, TypeError),
-    ({"argv": ["true"], "env": {"A=B": "x"}}, ValueError),
-    ({"argv": ["true"], "env": {"A": "x\0y"}}, ValueError),
-    ({"argv": ["true"], "env": ["A=B"]}, TypeError),
-    ({"argv": ["true"], "cwd": 42}, TypeError),
-    ({"argv": ["true"], "pass_fds": [-1]}, ValueError),
-    ({"argv": ["true"], "stderr": 987654}, OSError),
-    ({"argv": ["true"], "stderr": "file"}, TypeError),
-    ({"argv": ["true"], "exit_signal": signal.SIGUSR1}, portclone.UnsupportedFlagError),
-    ({"argv": ["true"], "uid_map": [(0, 0)]}, ValueError),
-    ({"argv": ["true"], "hostname": "x", "join": {"uts": 1}}, portclone.InvalidFlagsError),
-    ({"argv": ["true"], "map_root": True, "flags": F.CLONE_VFORK}, portclone.InvalidFlagsError),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        ({"argv": []}, ValueError),
+        ({"argv": "ls -l"}, TypeError),
+        ({"argv": ["ls", "a\0b"]}, ValueError),
+        ({"argv": ["ls", 3]}, TypeError),
+        ({"argv": ["true"], "env": {"A=B": "x"}}, ValueError),
+        ({"argv": ["true"], "env": {"A": "x\0y"}}, ValueError),
+        ({"argv": ["true"], "env": ["A=B"]}, TypeError),
+        ({"argv": ["true"], "cwd": 42}, TypeError),
+        ({"argv": ["true"], "pass_fds": [-1]}, ValueError),
+        ({"argv": ["true"], "stderr": 987654}, OSError),
+        ({"argv": ["true"], "stderr": "file"}, TypeError),
+        ({"argv": ["true"], "exit_signal": signal.SIGUSR1}, portclone.UnsupportedFlagError),
+        ({"argv": ["true"], "uid_map": [(0, 0)]}, ValueError),
+        ({"argv": ["true"], "hostname": "x", "join": {"uts": 1}}, portclone.InvalidFlagsError),
+        ({"argv": ["true"], "map_root": True, "flags": F.CLONE_VFORK}, portclone.InvalidFlagsError),
+    ],
+)
 def test_bad_arguments_fail_before_anything_exists(kwargs: dict, exc: type) -> None:  # type: ignore[type-arg]
     argv = kwargs.pop("argv")
     with no_side_effects(), pytest.raises(exc):
@@ -136,8 +138,7 @@ def test_pass_fds_reach_the_program(portclone_backend: Backend) -> None:
     r, w = os.pipe()
     try:
         # (dash redirects only to fds 0-9: name the fd through /proc/self/fd)
-        with portclone.spawn(["sh", "-c", f"echo through >/proc/self/fd/{w}"],
-                             pass_fds=[w]) as child:
+        with portclone.spawn(["sh", "-c", f"echo through >/proc/self/fd/{w}"], pass_fds=[w]) as child:
             assert child.wait(timeout=60) == 0
         assert os.read(r, 100) == b"through\n"
     finally:
@@ -184,10 +185,21 @@ def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend,
         return
     if reason is None:
         feature = flag.name if flag.name.startswith("CLONE_NEW") else None
-        for need in (["root"] if flag & (F.CLONE_INTO_CGROUP | F.CLONE_NEWNS | F.CLONE_NEWPID |
-                                         F.CLONE_NEWNET | F.CLONE_NEWIPC | F.CLONE_NEWUTS |
-                                         F.CLONE_NEWCGROUP | F.CLONE_NEWTIME) else []) + (
-                [feature] if feature and portclone_backend.name == "linux" else []):
+        for need in (
+            ["root"]
+            if flag
+            & (
+                F.CLONE_INTO_CGROUP
+                | F.CLONE_NEWNS
+                | F.CLONE_NEWPID
+                | F.CLONE_NEWNET
+                | F.CLONE_NEWIPC
+                | F.CLONE_NEWUTS
+                | F.CLONE_NEWCGROUP
+                | F.CLONE_NEWTIME
+            )
+            else []
+        ) + ([feature] if feature and portclone_backend.name == "linux" else []):
             why = missing(need)
             if why:
                 pytest.skip(f"missing {need}: {why}")
@@ -211,8 +223,13 @@ linux = pytest.mark.requires("linux")
 @pytest.mark.requires("root", "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWUTS")
 def test_namespaces_maps_and_hostname() -> None:
     flags = F.CLONE_NEWUSER | F.CLONE_NEWPID | F.CLONE_NEWNS | F.CLONE_NEWUTS | F.CLONE_NEWIPC
-    with portclone.spawn(["sh", "-c", "echo $$ $(id -u) $(hostname); cat /proc/self/uid_map"],
-                         flags=flags, map_root=True, hostname="inside", stdout=PIPE) as child:
+    with portclone.spawn(
+        ["sh", "-c", "echo $$ $(id -u) $(hostname); cat /proc/self/uid_map"],
+        flags=flags,
+        map_root=True,
+        hostname="inside",
+        stdout=PIPE,
+    ) as child:
         out, _ = child.communicate(timeout=60)
     pid, uid, host, *uid_map = out.decode().split()
     assert (pid, uid, host) == ("1", "0", "inside")
@@ -242,8 +259,7 @@ def test_the_kernel_resets_an_execd_childs_exit_signal() -> None:
     got = []
     old = signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))
     try:
-        child = portclone.clone(os.execv, "/bin/sleep", ["sleep", "0.2"],
-                                exit_signal=signal.SIGUSR1)
+        child = portclone.clone(os.execv, "/bin/sleep", ["sleep", "0.2"], exit_signal=signal.SIGUSR1)
         # while it runs, a plain waitpid cannot see it (exit signal SIGUSR1); the reset
         # happens at its exit (exit_notify), so wait for that through the pidfd first
         assert child.pidfd is not None
@@ -270,16 +286,18 @@ def test_the_kernel_resets_an_execd_childs_exit_signal() -> None:
 @pytest.mark.requires("root", "clone3", "cgroup2")
 def test_spawn_into_a_cgroup() -> None:
     with temporary_cgroup("portclone-spawn") as (path, expected):
-        assert output("cat", "/proc/self/cgroup", cgroup=path).decode().endswith(
-            f"0::{expected}\n")
+        assert output("cat", "/proc/self/cgroup", cgroup=path).decode().endswith(f"0::{expected}\n")
 
 
 @linux
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"flags": F.CLONE_VFORK, "map_root": True}, "CLONE_VFORK"),
-    ({"flags": F.CLONE_FILES, "stdout": PIPE}, "CLONE_FILES"),
-    ({"flags": F.CLONE_FS, "cwd": "/"}, "CLONE_FS"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"flags": F.CLONE_VFORK, "map_root": True}, "CLONE_VFORK"),
+        ({"flags": F.CLONE_FILES, "stdout": PIPE}, "CLONE_FILES"),
+        ({"flags": F.CLONE_FS, "cwd": "/"}, "CLONE_FS"),
+    ],
+)
 def test_conflicts_with_sharing_flags(kwargs: dict, needle: str) -> None:  # type: ignore[type-arg]
     if kwargs.get("map_root"):
         kwargs["flags"] |= F.CLONE_NEWUSER
@@ -289,8 +307,9 @@ def test_conflicts_with_sharing_flags(kwargs: dict, needle: str) -> None:  # typ
 
 @linux
 def test_files_and_sighand_with_vm_are_honoured_for_programs() -> None:
-    with portclone.spawn(["true"], flags=F.CLONE_FILES | F.CLONE_SIGHAND | F.CLONE_FS,
-                         close_fds=False) as child:
+    with portclone.spawn(
+        ["true"], flags=F.CLONE_FILES | F.CLONE_SIGHAND | F.CLONE_FS, close_fds=False
+    ) as child:
         assert child.wait(timeout=60) == 0
     with no_side_effects(), pytest.raises(portclone.UnsupportedFlagError, match="CLONE_THREAD"):
         portclone.spawn(["true"], flags=F.CLONE_THREAD | F.CLONE_SIGHAND, exit_signal=0)
@@ -399,16 +418,27 @@ def test_spawn_falls_back_to_libc_clone(err: str) -> None:
 
 # -- the CLI ------------------------------------------------------------------------------
 
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "portclone", "run", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "portclone", "run", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.requires("proc")
 @pytest.mark.requires("linux", "CLONE_NEWUSER", "CLONE_NEWPID", "CLONE_NEWUTS")
 def test_run_is_a_flag_checked_unshare() -> None:
-    result = run_cli("--flags", "NEWUSER,NEWPID,NEWNS", "--map-root", "--hostname", "jail",
-                     "--", "sh", "-c", "echo $$ $(id -u) $(hostname); exit 3")
+    result = run_cli(
+        "--flags",
+        "NEWUSER,NEWPID,NEWNS",
+        "--map-root",
+        "--hostname",
+        "jail",
+        "--",
+        "sh",
+        "-c",
+        "echo $$ $(id -u) $(hostname); exit 3",
+    )
     assert result.returncode == 3, result.stderr
     assert result.stdout.split() == ["1", "0", "jail"]
 
@@ -425,8 +455,13 @@ def test_run_errors_and_help() -> None:
 
 
 def run_cli_env(env: dict, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]
-    return subprocess.run([sys.executable, "-m", "portclone", "run", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "portclone", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 class _FakeFile:
@@ -438,8 +473,7 @@ class _FakeFile:
 
 
 @pytest.mark.parametrize("slot", ["stdin", "stdout", "stderr"])
-def test_a_file_objects_fd_is_checked_before_anything_starts(portclone_backend: Backend,
-                                                              slot: str) -> None:
+def test_a_file_objects_fd_is_checked_before_anything_starts(portclone_backend: Backend, slot: str) -> None:
     """As an int fd is: closed is EBADF, negative is ValueError, before any child exists."""
     r, w = os.pipe()
     os.close(r)
@@ -466,8 +500,7 @@ def test_every_reason_against_a_flag_is_said() -> None:
 
 def test_process_group(portclone_backend: Backend) -> None:
     """process_group=0: the program leads a group of its own (subprocess's, 3.11)."""
-    with portclone.spawn(["sh", "-c", "ps -o pgid= -p $$"], process_group=0,
-                         stdout=PIPE) as child:
+    with portclone.spawn(["sh", "-c", "ps -o pgid= -p $$"], process_group=0, stdout=PIPE) as child:
         out = child.communicate(timeout=60)[0].decode().strip()
     assert out == str(child.pid) and child.returncode == 0
     for bad, error in ((-1, ValueError), (True, TypeError), ("0", TypeError)):

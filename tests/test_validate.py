@@ -14,18 +14,21 @@ from portclone import CloneFlags as F
 from portclone import InvalidFlagsError, UnsupportedFlagError
 
 
-@pytest.mark.parametrize("flags, exit_signal, message", [
-    (F.CLONE_SIGHAND, signal.SIGCHLD, "CLONE_SIGHAND needs CLONE_VM"),
-    (F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM, 0, None),  # valid, but unsupported
-    (F.CLONE_NEWNS | F.CLONE_FS, signal.SIGCHLD, "mount namespace"),
-    (F.CLONE_NEWUSER | F.CLONE_FS, signal.SIGCHLD, "user namespace"),
-    (F.CLONE_NEWIPC | F.CLONE_SYSVSEM, signal.SIGCHLD, "IPC namespace"),
-    (F.CLONE_PARENT, signal.SIGCHLD, "exit_signal=0"),
-    (F.CLONE_NEWPID | 0x11, signal.SIGCHLD, "exit signal, not a flag"),
-    (0, 65, "not a signal number"),
-    (0, -1, "not a signal number"),
-    (F.CLONE_INTO_CGROUP, signal.SIGCHLD, "needs cgroup="),
-])
+@pytest.mark.parametrize(
+    "flags, exit_signal, message",
+    [
+        (F.CLONE_SIGHAND, signal.SIGCHLD, "CLONE_SIGHAND needs CLONE_VM"),
+        (F.CLONE_THREAD | F.CLONE_SIGHAND | F.CLONE_VM, 0, None),  # valid, but unsupported
+        (F.CLONE_NEWNS | F.CLONE_FS, signal.SIGCHLD, "mount namespace"),
+        (F.CLONE_NEWUSER | F.CLONE_FS, signal.SIGCHLD, "user namespace"),
+        (F.CLONE_NEWIPC | F.CLONE_SYSVSEM, signal.SIGCHLD, "IPC namespace"),
+        (F.CLONE_PARENT, signal.SIGCHLD, "exit_signal=0"),
+        (F.CLONE_NEWPID | 0x11, signal.SIGCHLD, "exit signal, not a flag"),
+        (0, 65, "not a signal number"),
+        (0, -1, "not a signal number"),
+        (F.CLONE_INTO_CGROUP, signal.SIGCHLD, "needs cgroup="),
+    ],
+)
 def test_invalid_everywhere(flags: int, exit_signal: int, message: str) -> None:
     with no_side_effects():
         if message is None:
@@ -57,8 +60,7 @@ def test_unsupported_lists_every_flag_with_its_reason() -> None:
         assert str(backend.why_refused(flag)) in text
     assert "supported here instead:" in text
     assert error.supported == portclone.current_backend().supported_flags
-    assert set(error.reasons) == {"CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID",
-                                  "CLONE_PARENT_SETTID"}
+    assert set(error.reasons) == {"CLONE_VM", "CLONE_SETTLS", "CLONE_CHILD_SETTID", "CLONE_PARENT_SETTID"}
 
 
 def test_unknown_bits_are_refused_not_passed_on() -> None:
@@ -67,27 +69,30 @@ def test_unknown_bits_are_refused_not_passed_on() -> None:
     assert info.value.flags == 1 << 50
 
 
-@pytest.mark.parametrize("kwargs, exc", [
-    ({"flags": "CLONE_NEWPID"}, TypeError),
-    ({"flags": 1.5}, TypeError),
-    ({"flags": True}, TypeError),
-    ({"flags": -1}, InvalidFlagsError),
-    ({"flags": 1 << 64}, InvalidFlagsError),
-    ({"exit_signal": "SIGCHLD"}, TypeError),
-    ({"set_tid": "12"}, TypeError),
-    ({"set_tid": [1.5]}, TypeError),
-    ({"set_tid": []}, InvalidFlagsError),
-    ({"set_tid": [0]}, InvalidFlagsError),
-    ({"set_tid": list(range(1, 40))}, InvalidFlagsError),
-    ({"set_tid": [1 << 40]}, InvalidFlagsError),
-    ({"set_tid": [5, 5]}, InvalidFlagsError),  # deeper than our PID namespace nesting
-    ({"cgroup": 1.0}, TypeError),
-    ({"cgroup": -3}, InvalidFlagsError),
-    ({"cgroup": "/nonexistent/cgroup"}, FileNotFoundError),
-    ({"cgroup": "/etc/hostname"}, InvalidFlagsError),
-    ({"cgroup": "/tmp"}, InvalidFlagsError),
-    ({"cgroup": "bad\0path"}, (InvalidFlagsError, ValueError)),
-])
+@pytest.mark.parametrize(
+    "kwargs, exc",
+    [
+        ({"flags": "CLONE_NEWPID"}, TypeError),
+        ({"flags": 1.5}, TypeError),
+        ({"flags": True}, TypeError),
+        ({"flags": -1}, InvalidFlagsError),
+        ({"flags": 1 << 64}, InvalidFlagsError),
+        ({"exit_signal": "SIGCHLD"}, TypeError),
+        ({"set_tid": "12"}, TypeError),
+        ({"set_tid": [1.5]}, TypeError),
+        ({"set_tid": []}, InvalidFlagsError),
+        ({"set_tid": [0]}, InvalidFlagsError),
+        ({"set_tid": list(range(1, 40))}, InvalidFlagsError),
+        ({"set_tid": [1 << 40]}, InvalidFlagsError),
+        ({"set_tid": [5, 5]}, InvalidFlagsError),  # deeper than our PID namespace nesting
+        ({"cgroup": 1.0}, TypeError),
+        ({"cgroup": -3}, InvalidFlagsError),
+        ({"cgroup": "/nonexistent/cgroup"}, FileNotFoundError),
+        ({"cgroup": "/etc/hostname"}, InvalidFlagsError),
+        ({"cgroup": "/tmp"}, InvalidFlagsError),
+        ({"cgroup": "bad\0path"}, (InvalidFlagsError, ValueError)),
+    ],
+)
 def test_bad_arguments(kwargs: dict, exc: type) -> None:  # type: ignore[type-arg]
     with no_side_effects(), pytest.raises(exc):
         portclone.clone(never_runs, **kwargs)

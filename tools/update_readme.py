@@ -15,13 +15,17 @@ RUN_END = "<!-- end run-table -->"
 
 readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 text = readme.read_text()
-new, count = re.subn(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: availability_table(),
-                     text, flags=re.S)
+new, count = re.subn(
+    re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: availability_table(), text, flags=re.S
+)
 if count != 1:
     sys.exit("README.md has no flag-table markers")
-new, count = re.subn(re.escape(RUN_BEGIN) + ".*?" + re.escape(RUN_END),
-                     lambda m: "\n".join([RUN_BEGIN, "", run_option_table(), "", RUN_END]),
-                     new, flags=re.S)
+new, count = re.subn(
+    re.escape(RUN_BEGIN) + ".*?" + re.escape(RUN_END),
+    lambda m: "\n".join([RUN_BEGIN, "", run_option_table(), "", RUN_END]),
+    new,
+    flags=re.S,
+)
 if count != 1:
     sys.exit("README.md has no run-table markers")
 readme.write_text(new)

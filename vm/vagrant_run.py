@@ -50,15 +50,20 @@ def ensure_libvirt(start: bool) -> None:
             if subprocess.run([*VIRSH, "version"], capture_output=True).returncode == 0:
                 break
             time.sleep(0.2)
-    pools = subprocess.run([*VIRSH, "pool-list", "--all", "--name"], capture_output=True,
-                           text=True, check=True).stdout.split()
+    pools = subprocess.run(
+        [*VIRSH, "pool-list", "--all", "--name"], capture_output=True, text=True, check=True
+    ).stdout.split()
     if "default" not in pools:
         os.makedirs("/var/lib/libvirt/images", exist_ok=True)
-        subprocess.run([*VIRSH, "pool-define-as", "default", "dir", "--target",
-                        "/var/lib/libvirt/images"], check=True, capture_output=True)
+        subprocess.run(
+            [*VIRSH, "pool-define-as", "default", "dir", "--target", "/var/lib/libvirt/images"],
+            check=True,
+            capture_output=True,
+        )
         pools.append("default")
-    state = subprocess.run([*VIRSH, "pool-info", "default"], capture_output=True, text=True,
-                           check=True).stdout
+    state = subprocess.run(
+        [*VIRSH, "pool-info", "default"], capture_output=True, text=True, check=True
+    ).stdout
     if "running" not in state:
         subprocess.run([*VIRSH, "pool-start", "default"], check=True, capture_output=True)
 
@@ -68,20 +73,23 @@ def ensure_box(v: Any, guest: vmctl.Guest, env: Dict[str, str]) -> None:
     box_file = vmctl.box(guest)
     box_id = open(os.path.join(os.path.dirname(box_file), "box-id")).read().strip()
     name = f"portclone/{guest.name}"
-    added = os.path.join(env["VAGRANT_HOME"], "boxes", name.replace("/", "-VAGRANTSLASH-"),
-                         "0", "libvirt", "box-id")
+    added = os.path.join(
+        env["VAGRANT_HOME"], "boxes", name.replace("/", "-VAGRANTSLASH-"), "0", "libvirt", "box-id"
+    )
     if os.path.exists(added) and open(added).read().strip() == box_id:
         return
     # vagrant-libvirt keeps a box's disk as a volume in the pool and reuses it by name:
     # an older box's volume must go with it
-    listing = subprocess.run([*VIRSH, "vol-list", "default"], capture_output=True, text=True,
-                             check=True).stdout.splitlines()[2:]  # under the header
+    listing = subprocess.run(
+        [*VIRSH, "vol-list", "default"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[2:]  # under the header
     volumes = [line.split()[0] for line in listing if line.strip()]
     prefix = name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
     for volume in volumes:
         if volume.startswith(prefix):
-            subprocess.run([*VIRSH, "vol-delete", "--pool", "default", volume], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [*VIRSH, "vol-delete", "--pool", "default", volume], check=True, capture_output=True
+            )
     vmctl.log(f"adding {box_file} as {name}")
     v.box_add(name, box_file, provider="libvirt", force=True)
 
@@ -90,15 +98,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("machine", choices=[*vmctl.GUESTS, *BSD])
     parser.add_argument("--keep", action="store_true", help="leave the machine running")
-    parser.add_argument("--start-libvirt", action="store_true",
-                        help="start virtlogd and libvirtd if they are not running")
-    parser.add_argument("--timeout", type=int, default=3600,
-                        help="seconds for the suite in a Linux guest (then exit 124)")
+    parser.add_argument(
+        "--start-libvirt", action="store_true", help="start virtlogd and libvirtd if they are not running"
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=3600, help="seconds for the suite in a Linux guest (then exit 124)"
+    )
     argv = sys.argv[1:]
     pytest_args: List[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, pytest_args = argv[:cut], argv[cut + 1:]
+        argv, pytest_args = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args([a[8:] if a.startswith("vagrant-") else a for a in argv])
 
     import vagrant  # python-vagrant
@@ -109,8 +119,7 @@ def main() -> int:
     home = vagrant_home()
     logs = os.path.join(home, "logs")
     os.makedirs(logs, exist_ok=True)
-    env = dict(os.environ, VAGRANT_HOME=home, VAGRANT_DEFAULT_PROVIDER="libvirt",
-               PORTCLONE_VAGRANT_LOGS=logs)
+    env = dict(os.environ, VAGRANT_HOME=home, VAGRANT_DEFAULT_PROVIDER="libvirt", PORTCLONE_VAGRANT_LOGS=logs)
     v = vagrant.Vagrant(root=HERE, env=env, quiet_stdout=False, quiet_stderr=False)
     name = args.machine
     steps: Dict[str, float] = {}
@@ -134,15 +143,13 @@ def main() -> int:
             code = "vagrant up failed"
             return 1
         limit = f"timeout -k 10 {args.timeout} " if name in vmctl.GUESTS else ""
-        command = f"sudo {limit}sh /vagrant/vm/vagrant-test.sh " + " ".join(
-            map(shlex.quote, pytest_args))
+        command = f"sudo {limit}sh /vagrant/vm/vagrant-test.sh " + " ".join(map(shlex.quote, pytest_args))
         vmctl.log(f"vagrant ssh {name} -c {command!r}")
         try:
             output = timed("tests", v.ssh, vm_name=name, command=command)
             code = 0
         except subprocess.CalledProcessError as e:
-            output = e.output.decode(errors="replace") if isinstance(e.output, bytes) \
-                else (e.output or "")
+            output = e.output.decode(errors="replace") if isinstance(e.output, bytes) else (e.output or "")
             code = e.returncode
         print(output, flush=True)
         with open(os.path.join(logs, f"{name}-tests.log"), "w") as f:

@@ -40,14 +40,24 @@ from typing import Dict, List, Optional, Tuple, cast
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKOUT = os.path.dirname(HERE)
 MIRROR = os.environ.get("PORTCLONE_VM_MIRROR", "http://deb.debian.org/debian")
-INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_ccw", "virtio_mmio", "ext4",
-                     "crc32c_generic"]
+INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_ccw", "virtio_mmio", "ext4", "crc32c_generic"]
 #: host environment variables the suite in the guest sees too
 FORWARDED_ENV = ["PORTCLONE_DIFF_EXAMPLES"]
 PACKAGES = [
-    "python3", "python3-dev", "python3-setuptools", "python3-pytest", "python3-hypothesis",
-    "gcc", "libc6-dev",
-    "kmod", "procps", "iproute2", "util-linux", "mount", "hostname", "initramfs-tools",
+    "python3",
+    "python3-dev",
+    "python3-setuptools",
+    "python3-pytest",
+    "python3-hypothesis",
+    "gcc",
+    "libc6-dev",
+    "kmod",
+    "procps",
+    "iproute2",
+    "util-linux",
+    "mount",
+    "hostname",
+    "initramfs-tools",
 ]
 
 
@@ -65,29 +75,88 @@ class Guest:
     extra_suites: Tuple[str, ...] = ()
 
 
-GUESTS: Dict[str, Guest] = {g.name: g for g in [
-    Guest("bullseye-amd64", "bullseye", "amd64", "linux-image-amd64", "qemu-system-x86_64",
-          ["-machine", "q35", "-cpu", "max"], "ttyS0", "oldest kernel (5.10), oldest Python (3.9)"),
-    Guest("bookworm-amd64", "bookworm", "amd64", "linux-image-amd64", "qemu-system-x86_64",
-          ["-machine", "q35", "-cpu", "max"], "ttyS0", "baseline (6.1, 3.11)"),
-    Guest("trixie-amd64", "trixie", "amd64", "linux-image-amd64", "qemu-system-x86_64",
-          ["-machine", "q35", "-cpu", "max"], "ttyS0", "6.12, Python 3.13"),
-    Guest("sid-amd64", "sid", "amd64", "linux-image-amd64", "qemu-system-x86_64",
-          ["-machine", "q35", "-cpu", "max"], "ttyS0", "newest kernel (7.x) and Python (3.14)"),
-    Guest("bookworm-i386", "bookworm", "i386", "linux-image-686-pae", "qemu-system-i386",
-          ["-machine", "q35", "-cpu", "max"], "ttyS0",
-          "32-bit, CLONE_BACKWARDS argument order, int $0x80 trampoline"),
-    Guest("bookworm-arm64", "bookworm", "arm64", "linux-image-arm64", "qemu-system-aarch64",
-          ["-machine", "virt", "-cpu", "max"], "ttyAMA0", "arm64 numbers, CLONE_BACKWARDS order"),
-    Guest("bookworm-s390x", "bookworm", "s390x", "linux-image-s390x", "qemu-system-s390x",
-          ["-machine", "s390-ccw-virtio", "-cpu", "max"], "ttysclp0",
-          "big-endian, CLONE_BACKWARDS2 argument order", bus="ccw"),
-]}
+GUESTS: Dict[str, Guest] = {
+    g.name: g
+    for g in [
+        Guest(
+            "bullseye-amd64",
+            "bullseye",
+            "amd64",
+            "linux-image-amd64",
+            "qemu-system-x86_64",
+            ["-machine", "q35", "-cpu", "max"],
+            "ttyS0",
+            "oldest kernel (5.10), oldest Python (3.9)",
+        ),
+        Guest(
+            "bookworm-amd64",
+            "bookworm",
+            "amd64",
+            "linux-image-amd64",
+            "qemu-system-x86_64",
+            ["-machine", "q35", "-cpu", "max"],
+            "ttyS0",
+            "baseline (6.1, 3.11)",
+        ),
+        Guest(
+            "trixie-amd64",
+            "trixie",
+            "amd64",
+            "linux-image-amd64",
+            "qemu-system-x86_64",
+            ["-machine", "q35", "-cpu", "max"],
+            "ttyS0",
+            "6.12, Python 3.13",
+        ),
+        Guest(
+            "sid-amd64",
+            "sid",
+            "amd64",
+            "linux-image-amd64",
+            "qemu-system-x86_64",
+            ["-machine", "q35", "-cpu", "max"],
+            "ttyS0",
+            "newest kernel (7.x) and Python (3.14)",
+        ),
+        Guest(
+            "bookworm-i386",
+            "bookworm",
+            "i386",
+            "linux-image-686-pae",
+            "qemu-system-i386",
+            ["-machine", "q35", "-cpu", "max"],
+            "ttyS0",
+            "32-bit, CLONE_BACKWARDS argument order, int $0x80 trampoline",
+        ),
+        Guest(
+            "bookworm-arm64",
+            "bookworm",
+            "arm64",
+            "linux-image-arm64",
+            "qemu-system-aarch64",
+            ["-machine", "virt", "-cpu", "max"],
+            "ttyAMA0",
+            "arm64 numbers, CLONE_BACKWARDS order",
+        ),
+        Guest(
+            "bookworm-s390x",
+            "bookworm",
+            "s390x",
+            "linux-image-s390x",
+            "qemu-system-s390x",
+            ["-machine", "s390-ccw-virtio", "-cpu", "max"],
+            "ttysclp0",
+            "big-endian, CLONE_BACKWARDS2 argument order",
+            bus="ccw",
+        ),
+    ]
+}
 
 
 def cache_dir() -> str:
-    return os.environ.get("PORTCLONE_VM_CACHE",
-                          os.path.join(os.path.expanduser("~"), ".cache", "portclone", "vm"))
+    return os.environ.get(
+        "PORTCLONE_VM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "portclone", "vm")
+    )
 
 
 #: PID 1 in the image: mounts the checkout and runs vm/guest-init.sh from it, so the test
@@ -111,8 +180,7 @@ echo o > /proc/sysrq-trigger
 def recipe_hash(guest: Guest) -> str:
     """Everything an image is made from: rebuilt when any of it changes."""
     h = hashlib.sha256()
-    h.update(json.dumps([dataclasses.asdict(guest), PACKAGES, MIRROR, STUB_INIT,
-                         INITRAMFS_MODULES]).encode())
+    h.update(json.dumps([dataclasses.asdict(guest), PACKAGES, MIRROR, STUB_INIT, INITRAMFS_MODULES]).encode())
     return h.hexdigest()[:16]
 
 
@@ -126,14 +194,24 @@ def log(message: str) -> None:
 
 #: The tools vmctl calls, and the Debian packages that provide them (.ci/run installs them).
 TOOL_PACKAGES = {
-    "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "e2fsck": "e2fsprogs",
-    "update-binfmts": "binfmt-support", "arch-test": "arch-test", "qemu-img": "qemu-utils",
-    "ssh-keygen": "openssh-client", "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-system-i386": "qemu-system-x86", "qemu-system-aarch64": "qemu-system-arm",
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "e2fsck": "e2fsprogs",
+    "update-binfmts": "binfmt-support",
+    "arch-test": "arch-test",
+    "qemu-img": "qemu-utils",
+    "ssh-keygen": "openssh-client",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-i386": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
     "qemu-system-s390x": "qemu-system-misc",
 }
-_QEMU_USER = {"arm64": "qemu-aarch64-static", "s390x": "qemu-s390x-static",
-              "i386": "qemu-i386-static", "amd64": "qemu-x86_64-static"}
+_QEMU_USER = {
+    "arm64": "qemu-aarch64-static",
+    "s390x": "qemu-s390x-static",
+    "i386": "qemu-i386-static",
+    "amd64": "qemu-x86_64-static",
+}
 
 
 def require_tools(guest: Guest, *, building: bool, boxing: bool = False) -> None:
@@ -149,8 +227,10 @@ def require_tools(guest: Guest, *, building: bool, boxing: bool = False) -> None
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         packages = sorted({TOOL_PACKAGES.get(t, "qemu-user-static") for t in missing})
-        sys.exit(f"vmctl: {guest.name} needs {', '.join(missing)}, which this machine lacks: "
-                 f"apt-get install {' '.join(packages)} (as .ci/run does)")
+        sys.exit(
+            f"vmctl: {guest.name} needs {', '.join(missing)}, which this machine lacks: "
+            f"apt-get install {' '.join(packages)} (as .ci/run does)"
+        )
 
 
 def ensure_binfmt(guest: Guest) -> None:
@@ -158,8 +238,7 @@ def ensure_binfmt(guest: Guest) -> None:
     if guest.arch in ("amd64", "i386") and platform.machine() == "x86_64":
         return
     if not os.path.exists("/proc/sys/fs/binfmt_misc/status"):
-        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"],
-                       check=True)
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], check=True)
     subprocess.run(["update-binfmts", "--enable"], check=False, capture_output=True)
 
 
@@ -181,18 +260,27 @@ def build(guest: Guest) -> str:
     init = os.path.join(work, "portclone-init")
     with open(init, "w") as f:
         f.write(STUB_INIT)
-    subprocess.run([
-        "mmdebstrap", "--variant=apt", f"--architectures={guest.arch}",
-        "--include=" + ",".join([*PACKAGES, guest.kernel]), *aptopts,
-        # A small initramfs: the guest needs only virtio and ext4 to find its root (Debian's
-        # MODULES=most takes over ten minutes to build under qemu-user).
-        "--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && "
-        "echo MODULES=list > \"$1/etc/initramfs-tools/conf.d/portclone\" && "
-        f"printf '%s\\n' {' '.join(INITRAMFS_MODULES)} >> \"$1/etc/initramfs-tools/modules\"",
-        f"--customize-hook=copy-in {init} /",
-        "--customize-hook=chmod 755 \"$1/portclone-init\"",
-        guest.suite, root, MIRROR,
-    ], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "mmdebstrap",
+            "--variant=apt",
+            f"--architectures={guest.arch}",
+            "--include=" + ",".join([*PACKAGES, guest.kernel]),
+            *aptopts,
+            # A small initramfs: the guest needs only virtio and ext4 to find its root (Debian's
+            # MODULES=most takes over ten minutes to build under qemu-user).
+            '--essential-hook=mkdir -p "$1/etc/initramfs-tools/conf.d" && '
+            'echo MODULES=list > "$1/etc/initramfs-tools/conf.d/portclone" && '
+            f"printf '%s\\n' {' '.join(INITRAMFS_MODULES)} >> \"$1/etc/initramfs-tools/modules\"",
+            f"--customize-hook=copy-in {init} /",
+            '--customize-hook=chmod 755 "$1/portclone-init"',
+            guest.suite,
+            root,
+            MIRROR,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     boot = os.path.join(root, "boot")
     vmlinuz = sorted(glob.glob(os.path.join(boot, "vmlinu*-*")))
     initrd = sorted(glob.glob(os.path.join(boot, "initrd.img-*")))
@@ -200,10 +288,13 @@ def build(guest: Guest) -> str:
         raise RuntimeError(f"{guest.name}: no kernel or initrd in {boot}")
     shutil.copy(vmlinuz[-1], os.path.join(work, "vmlinuz"))
     shutil.copy(initrd[-1], os.path.join(work, "initrd.img"))
-    used = int(subprocess.run(["du", "-sm", root], capture_output=True, text=True,
-                              check=True).stdout.split()[0])
-    subprocess.run(["mkfs.ext4", "-q", "-L", "root", "-d", root,
-                    os.path.join(work, "rootfs.img"), f"{used + 600}M"], check=True)
+    used = int(
+        subprocess.run(["du", "-sm", root], capture_output=True, text=True, check=True).stdout.split()[0]
+    )
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-L", "root", "-d", root, os.path.join(work, "rootfs.img"), f"{used + 600}M"],
+        check=True,
+    )
     shutil.rmtree(root)
     with open(os.path.join(work, "done"), "w") as f:
         json.dump({"guest": guest.name, "seconds": round(time.monotonic() - started)}, f)
@@ -243,8 +334,9 @@ printf '127.0.0.1 localhost\\n127.0.1.1 portclone\\n::1 localhost ip6-localhost 
 
 def box_hash(guest: Guest) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([recipe_hash(guest), BOX_PACKAGES, BOX_LAYER, BOX_VAGRANTFILE,
-                         BOX_ARCH_LINES]).encode())
+    h.update(
+        json.dumps([recipe_hash(guest), BOX_PACKAGES, BOX_LAYER, BOX_VAGRANTFILE, BOX_ARCH_LINES]).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -272,10 +364,18 @@ BOX_ARCH = {"amd64": "x86_64", "i386": "i686", "arm64": "aarch64", "s390x": "s39
 BOX_ARCH_LINES = {
     "x86_64": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "qemu64"'],
     "i686": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "qemu32"'],
-    "aarch64": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "cortex-a57"', "lv.features = []",
-                'lv.input type: "keyboard", bus: "virtio"'],
-    "s390x": ['lv.cpu_mode = "custom"', 'lv.cpu_model = "max"', "lv.features = []",
-              'lv.input type: "keyboard", bus: "virtio"'],
+    "aarch64": [
+        'lv.cpu_mode = "custom"',
+        'lv.cpu_model = "cortex-a57"',
+        "lv.features = []",
+        'lv.input type: "keyboard", bus: "virtio"',
+    ],
+    "s390x": [
+        'lv.cpu_mode = "custom"',
+        'lv.cpu_model = "max"',
+        "lv.features = []",
+        'lv.input type: "keyboard", bus: "virtio"',
+    ],
 }
 
 
@@ -301,11 +401,12 @@ def box(guest: Guest) -> str:
     started = time.monotonic()
     log(f"making the {guest.name} box from {images}")
     layer = os.path.join(work, "layer.img")
-    subprocess.run(["cp", "--sparse=always", os.path.join(images, "rootfs.img"), layer],
-                   check=True)
+    subprocess.run(["cp", "--sparse=always", os.path.join(images, "rootfs.img"), layer], check=True)
     key = os.path.join(work, "vagrant_key")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
-                    f"portclone-{guest.name}-box", "-f", key], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"portclone-{guest.name}-box", "-f", key],
+        check=True,
+    )
     mnt = os.path.join(work, "mnt")
     os.makedirs(mnt)
     mounted: List[str] = []
@@ -321,9 +422,12 @@ def box(guest: Guest) -> str:
         shutil.copy("/etc/resolv.conf", resolv)
         shutil.copy(key + ".pub", os.path.join(mnt, "tmp", "vagrant_key.pub"))
         aptopt = "-o Acquire::Check-Valid-Until=false" if guest.suite == "sid" else ""
-        subprocess.run(["chroot", mnt, "/bin/sh", "-c", BOX_LAYER],
-                       env=dict(os.environ, APTOPT=aptopt, PACKAGES=" ".join(BOX_PACKAGES)),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["chroot", mnt, "/bin/sh", "-c", BOX_LAYER],
+            env=dict(os.environ, APTOPT=aptopt, PACKAGES=" ".join(BOX_PACKAGES)),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         os.remove(resolv)
         if os.path.lexists(resolv + ".portclone"):
             os.rename(resolv + ".portclone", resolv)
@@ -334,8 +438,9 @@ def box(guest: Guest) -> str:
         for path in reversed(mounted):
             subprocess.run(["umount", path], check=False)
     subprocess.run(["e2fsck", "-fy", layer], check=False, stdout=subprocess.DEVNULL)
-    subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", layer,
-                    os.path.join(work, "box.img")], check=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-c", "-O", "qcow2", layer, os.path.join(work, "box.img")], check=True
+    )
     os.remove(layer)
     os.rmdir(mnt)
     size_gib = -(-os.path.getsize(os.path.join(images, "rootfs.img")) // (1 << 30))
@@ -345,13 +450,20 @@ def box(guest: Guest) -> str:
     arch = BOX_ARCH[guest.arch]
     cpu = "".join(f"    {line}\n" for line in BOX_ARCH_LINES[arch])
     with open(os.path.join(work, "Vagrantfile"), "w") as f:
-        f.write(BOX_VAGRANTFILE.format(name=guest.name, box_id=box_hash(guest),
-                                       console=guest.console, qemu=guest.qemu, arch=arch,
-                                       machine=machine, cpu=cpu))
+        f.write(
+            BOX_VAGRANTFILE.format(
+                name=guest.name,
+                box_id=box_hash(guest),
+                console=guest.console,
+                qemu=guest.qemu,
+                arch=arch,
+                machine=machine,
+                cpu=cpu,
+            )
+        )
     with open(os.path.join(work, "box-id"), "w") as f:
         f.write(box_hash(guest) + "\n")
-    members = ["metadata.json", "Vagrantfile", "box.img", "vmlinuz", "initrd.img",
-               "vagrant_key", "box-id"]
+    members = ["metadata.json", "Vagrantfile", "box.img", "vmlinuz", "initrd.img", "vagrant_key", "box-id"]
     subprocess.run(["tar", "cf", f"{guest.name}.box", *members], cwd=work, check=True)
     for member in ("box.img",):  # the .box holds it; keep the rest to read
         os.remove(os.path.join(work, member))
@@ -377,8 +489,7 @@ def kvm_works() -> bool:
 MUTATE_CLONE_ORDER = "-DPORTCLONE_MUTATE_CLONE_ORDER"
 
 
-def run(guest: Guest, pytest_args: List[str], timeout: float,
-        cflags: str = "") -> Dict[str, object]:
+def run(guest: Guest, pytest_args: List[str], timeout: float, cflags: str = "") -> Dict[str, object]:
     """Boot ``guest``, run the suite there; the outcome as a dict.  ``cflags`` go to the
     guest's build of the extension (through the result share, not the image)."""
     images = build(guest)
@@ -393,35 +504,56 @@ def run(guest: Guest, pytest_args: List[str], timeout: float,
         for name in FORWARDED_ENV:
             if name in os.environ:
                 f.write(f"export {name}={shlex.quote(os.environ[name])}\n")
-    accel = ["-accel", "kvm"] if kvm_works() and guest.arch in ("amd64", "i386") \
-        and platform.machine() == "x86_64" else ["-accel", "tcg"]
+    accel = (
+        ["-accel", "kvm"]
+        if kvm_works() and guest.arch in ("amd64", "i386") and platform.machine() == "x86_64"
+        else ["-accel", "tcg"]
+    )
     machine = list(guest.machine)
     if accel[1] == "kvm":
         machine = [a if a != "max" else "host" for a in machine]
     dev = "virtio-9p-ccw" if guest.bus == "ccw" else "virtio-9p-pci"
     blk = "virtio-blk-ccw" if guest.bus == "ccw" else "virtio-blk-pci"
     cmd = [
-        guest.qemu, *machine, *accel, "-m", "2048", "-smp", "2", "-nographic", "-no-reboot",
-        "-kernel", os.path.join(images, "vmlinuz"),
-        "-initrd", os.path.join(images, "initrd.img"),
-        "-append", f"console={guest.console} root=/dev/vda rw init=/portclone-init panic=-1 "
-                   "quiet loglevel=3",
-        "-drive", f"file={os.path.join(images, 'rootfs.img')},format=raw,if=none,id=disk,"
-                  "snapshot=on",
-        "-device", f"{blk},drive=disk",
-        "-fsdev", f"local,id=src,path={CHECKOUT},security_model=none,readonly=on",
-        "-device", f"{dev},fsdev=src,mount_tag=src",
-        "-fsdev", f"local,id=result,path={result_dir},security_model=none",
-        "-device", f"{dev},fsdev=result,mount_tag=result",
-        "-netdev", "user,id=net0,restrict=on", "-device",
+        guest.qemu,
+        *machine,
+        *accel,
+        "-m",
+        "2048",
+        "-smp",
+        "2",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        os.path.join(images, "vmlinuz"),
+        "-initrd",
+        os.path.join(images, "initrd.img"),
+        "-append",
+        f"console={guest.console} root=/dev/vda rw init=/portclone-init panic=-1 quiet loglevel=3",
+        "-drive",
+        f"file={os.path.join(images, 'rootfs.img')},format=raw,if=none,id=disk,snapshot=on",
+        "-device",
+        f"{blk},drive=disk",
+        "-fsdev",
+        f"local,id=src,path={CHECKOUT},security_model=none,readonly=on",
+        "-device",
+        f"{dev},fsdev=src,mount_tag=src",
+        "-fsdev",
+        f"local,id=result,path={result_dir},security_model=none",
+        "-device",
+        f"{dev},fsdev=result,mount_tag=result",
+        "-netdev",
+        "user,id=net0,restrict=on",
+        "-device",
         "virtio-net-ccw,netdev=net0" if guest.bus == "ccw" else "virtio-net-pci,netdev=net0",
     ]
     log(f"booting {guest.name} ({accel[1]})")
     console_log = os.path.join(result_dir, "console.log")
     with open(console_log, "wb") as out:
         try:
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout)
+            proc = subprocess.run(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout
+            )
             qemu_rc: Optional[int] = proc.returncode
         except subprocess.TimeoutExpired:
             qemu_rc = None
@@ -461,17 +593,17 @@ def run(guest: Guest, pytest_args: List[str], timeout: float,
             text = f.read()
         kernel = re.search(r"^kernel (\S+)", text, re.M)
         python = re.search(r"^Python (\S+)", text, re.M)
-        facts = {"kernel": kernel.group(1) if kernel else "?",
-                 "python": python.group(1) if python else "?"}
+        facts = {"kernel": kernel.group(1) if kernel else "?", "python": python.group(1) if python else "?"}
     outcome: Dict[str, object] = {
-        "guest": guest.name, **facts, **counts,
+        "guest": guest.name,
+        **facts,
+        **counts,
         "exit": code if code is not None else ("timeout" if qemu_rc is None else "no result"),
         "minutes": round((time.monotonic() - started) / 60, 1),
         "results": result_dir,
         "failures": failures,
         # the flags really reached the compiler (its command lines are in the build log)
-        "cflags_built": bool(cflags) and any(
-            cflags in line for line in text.splitlines() if "gcc" in line),
+        "cflags_built": bool(cflags) and any(cflags in line for line in text.splitlines() if "gcc" in line),
     }
     log(f"{guest.name}: {outcome}")
     for reason in reasons:
@@ -491,15 +623,19 @@ def mutation(guest: Guest, pytest_args: List[str], timeout: float) -> int:
         print(table([outcome]))
     failures = cast(List[str], outcome["failures"])
     if not outcome["cflags_built"]:
-        print(f"mutation check INVALID: {MUTATE_CLONE_ORDER} is not in the guest's build log "
-              f"({outcome['results']}/build.log)")
+        print(
+            f"mutation check INVALID: {MUTATE_CLONE_ORDER} is not in the guest's build log "
+            f"({outcome['results']}/build.log)"
+        )
         return 1
     if outcome["exit"] == 0:
         print(f"mutation check FAILED: {guest.name} stayed green with the wrong clone order")
         return 1
     if outcome["exit"] != 1 or not failures:
-        print(f"mutation check INVALID: the guest's suite did not report failing tests "
-              f"(exit {outcome['exit']}; {outcome['results']})")
+        print(
+            f"mutation check INVALID: the guest's suite did not report failing tests "
+            f"(exit {outcome['exit']}; {outcome['results']})"
+        )
         return 1
     # the test functions (a -k expression cannot name parametrized ids)
     names = sorted({f.rsplit("::", 1)[-1].split("[", 1)[0] for f in failures})
@@ -511,28 +647,38 @@ def mutation(guest: Guest, pytest_args: List[str], timeout: float) -> int:
     failed_clean = set(cast(List[str], clean["failures"]))
     caught = [f for f in failures if f in failed_again and f not in failed_clean]
     for name in failures:
-        why = ("the mutation's: fails again with it, passes without" if name in caught
-               else "fails without the mutation too" if name in failed_clean
-               else "not reproduced alone with the mutation (flaky?)")
+        why = (
+            "the mutation's: fails again with it, passes without"
+            if name in caught
+            else "fails without the mutation too"
+            if name in failed_clean
+            else "not reproduced alone with the mutation (flaky?)"
+        )
         print(f"  failed under the mutation: {name} -- {why}")
     if clean["exit"] not in (0, 1) or again["exit"] not in (0, 1):
-        print(f"mutation check INVALID: a confirmation run did not complete "
-              f"({again['results']}, {clean['results']})")
+        print(
+            f"mutation check INVALID: a confirmation run did not complete "
+            f"({again['results']}, {clean['results']})"
+        )
         return 1
     if caught:
-        print(f"mutation check OK: the wrong clone order failed {len(caught)} tests "
-              f"in {guest.name}")
+        print(f"mutation check OK: the wrong clone order failed {len(caught)} tests in {guest.name}")
         return 0
     print(f"mutation check FAILED: no failure in {guest.name} is the mutation's")
     return 1
 
 
 def table(outcomes: List[Dict[str, object]]) -> str:
-    rows = ["| guest | kernel | Python | passed | failed | skipped | exit | minutes |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| guest | kernel | Python | passed | failed | skipped | exit | minutes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for o in outcomes:
-        rows.append("| {guest} | {kernel} | {python} | {passed} | {failed} | {skipped} | "
-                    "{exit} | {minutes} |".format(**o))
+        rows.append(
+            "| {guest} | {kernel} | {python} | {passed} | {failed} | {skipped} | {exit} | {minutes} |".format(
+                **o
+            )
+        )
     return "\n".join(rows)
 
 
@@ -545,15 +691,21 @@ def main() -> int:
     p_run = sub.add_parser("run", help="run the suite in one guest")
     p_run.add_argument("guest", choices=sorted(GUESTS))
     p_run.add_argument("--timeout", type=float, default=3600)
-    p_run.add_argument("--mutate-clone-order", action="store_true",
-                       help=f"build the extension with {MUTATE_CLONE_ORDER} (test-only mutant: "
-                            "x86_64's legacy clone order everywhere); the guest should fail")
-    p_mut = sub.add_parser("mutation", help="the mutation check: run one guest with the wrong "
-                                            "clone order; succeeds only if its suite fails")
+    p_run.add_argument(
+        "--mutate-clone-order",
+        action="store_true",
+        help=f"build the extension with {MUTATE_CLONE_ORDER} (test-only mutant: "
+        "x86_64's legacy clone order everywhere); the guest should fail",
+    )
+    p_mut = sub.add_parser(
+        "mutation",
+        help="the mutation check: run one guest with the wrong clone order; succeeds only if its suite fails",
+    )
     p_mut.add_argument("guest", choices=sorted(GUESTS))
     p_mut.add_argument("--timeout", type=float, default=3600)
-    p_box = sub.add_parser("box", help="make (or find cached) a libvirt Vagrant box from a "
-                                       "guest's image (vm/Vagrantfile)")
+    p_box = sub.add_parser(
+        "box", help="make (or find cached) a libvirt Vagrant box from a guest's image (vm/Vagrantfile)"
+    )
     p_box.add_argument("guests", nargs="+", choices=sorted(GUESTS))
     p_all = sub.add_parser("all", help="build and run several guests, then print one table")
     p_all.add_argument("guests", nargs="*", default=[], help="default: every guest")
@@ -563,7 +715,7 @@ def main() -> int:
     pytest_args: List[str] = []
     if "--" in argv:  # what follows -- goes to pytest in the guest
         cut = argv.index("--")
-        argv, pytest_args = argv[:cut], argv[cut + 1:]
+        argv, pytest_args = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)  # tox passes its env names: vm-<guest>
     if args.command == "list":
         for g in GUESTS.values():
@@ -578,8 +730,12 @@ def main() -> int:
             print(box(GUESTS[name]))
         return 0
     if args.command == "run":
-        outcome = run(GUESTS[args.guest], pytest_args, args.timeout,
-                      cflags=MUTATE_CLONE_ORDER if args.mutate_clone_order else "")
+        outcome = run(
+            GUESTS[args.guest],
+            pytest_args,
+            args.timeout,
+            cflags=MUTATE_CLONE_ORDER if args.mutate_clone_order else "",
+        )
         print(table([outcome]))
         return 0 if outcome["exit"] == 0 else 1
     if args.command == "mutation":

@@ -23,9 +23,22 @@ Join = Optional[Mapping[str, JoinTarget]]
 MountProc = Union[bool, StrOrBytesPath]
 
 #: clone()'s own keywords: a keyword fn cannot take is compared with these
-_CLONE_KEYWORDS = ("flags", "exit_signal", "cgroup", "set_tid", "uid_map", "gid_map",
-                   "map_root", "setgroups", "hostname", "time_offsets", "join", "pdeathsig",
-                   "mount_proc", "propagation")
+_CLONE_KEYWORDS = (
+    "flags",
+    "exit_signal",
+    "cgroup",
+    "set_tid",
+    "uid_map",
+    "gid_map",
+    "map_root",
+    "setgroups",
+    "hostname",
+    "time_offsets",
+    "join",
+    "pdeathsig",
+    "mount_proc",
+    "propagation",
+)
 
 
 def clone(
@@ -85,15 +98,32 @@ def clone(
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
     _check_call(fn, args, kwargs)
     backend = current_backend()
-    if (uid_map is None and gid_map is None and map_root is False and setgroups is None
-            and hostname is None and time_offsets is None and join is None
-            and pdeathsig is None and mount_proc is False and propagation is None):
+    if (
+        uid_map is None
+        and gid_map is None
+        and map_root is False
+        and setgroups is None
+        and hostname is None
+        and time_offsets is None
+        and join is None
+        and pdeathsig is None
+        and mount_proc is False
+        and propagation is None
+    ):
         options = NO_OPTIONS  # the common case stays a few calls (see Backend.__init__)
     else:
-        options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
-                                setgroups=setgroups, hostname=hostname,
-                                time_offsets=time_offsets, join=join, pdeathsig=pdeathsig,
-                                mount_proc=mount_proc, propagation=propagation)
+        options = parse_options(
+            uid_map=uid_map,
+            gid_map=gid_map,
+            map_root=map_root,
+            setgroups=setgroups,
+            hostname=hostname,
+            time_offsets=time_offsets,
+            join=join,
+            pdeathsig=pdeathsig,
+            mount_proc=mount_proc,
+            propagation=propagation,
+        )
     request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
@@ -108,8 +138,7 @@ def clone(
         setup.close()
 
 
-def _check_call(fn: Callable[..., object], args: Tuple[Any, ...],
-                kwargs: Dict[str, Any]) -> None:
+def _check_call(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
     """TypeError now if ``fn(*args, **kwargs)`` cannot bind, rather than in the child;
     a stray keyword is compared with clone()'s own."""
     import inspect
@@ -130,8 +159,10 @@ def _check_call(fn: Callable[..., object], args: Tuple[Any, ...],
                 if close:
                     hints.append(f"{key}= is not a clone() option: did you mean {close[0]}=?")
         name = getattr(fn, "__qualname__", repr(fn))
-        raise TypeError(f"clone(): {name}() cannot take these arguments ({e})"
-                        + ("; " + "; ".join(hints) if hints else "")) from None
+        raise TypeError(
+            f"clone(): {name}() cannot take these arguments ({e})"
+            + ("; " + "; ".join(hints) if hints else "")
+        ) from None
 
 
 def check(
@@ -157,24 +188,37 @@ def check(
     setup option the namespace it implies (``hostname=`` CLONE_NEWUTS...).  Raises
     exactly what clone() would raise before creating the child.
     """
-    options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
-                            setgroups=setgroups, hostname=hostname, time_offsets=time_offsets,
-                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc,
-                            propagation=propagation)
+    options = parse_options(
+        uid_map=uid_map,
+        gid_map=gid_map,
+        map_root=map_root,
+        setgroups=setgroups,
+        hostname=hostname,
+        time_offsets=time_offsets,
+        join=join,
+        pdeathsig=pdeathsig,
+        mount_proc=mount_proc,
+        propagation=propagation,
+    )
     return _request(current_backend(), flags, exit_signal, cgroup, set_tid, options).flags
 
 
-def _request(backend: Backend, flags: int, exit_signal: int, cgroup: Optional[CgroupArg],
-             set_tid: SetTid, options: Options) -> Request:
+def _request(
+    backend: Backend,
+    flags: int,
+    exit_signal: int,
+    cgroup: Optional[CgroupArg],
+    set_tid: SetTid,
+    options: Options,
+) -> Request:
     """The checked request, and (never remembered: dispositions change) an exit signal
     whose default action would end the caller refused."""
-    request = backend.request(flags, exit_signal, cgroup, set_tid, options=options.names,
-                              implied=int(options.implied))
+    request = backend.request(
+        flags, exit_signal, cgroup, set_tid, options=options.names, implied=int(options.implied)
+    )
     if options.names:
-        check_conflicts(options, int(request.flags), backend.name,
-                        implied=int(request.implied))
-        check_options(int(request.flags), options.conditions() | {"clone_setup"},
-                      backend.name)
+        check_conflicts(options, int(request.flags), backend.name, implied=int(request.implied))
+        check_options(int(request.flags), options.conditions() | {"clone_setup"}, backend.name)
     if request.exit_signal != SIGCHLD:
         hazard = exit_signal_hazard(request.exit_signal)
         if hazard is not None:
@@ -233,14 +277,28 @@ def spawn(
     backend = current_backend()
     if isinstance(flags, int) and not isinstance(flags, bool):
         flags |= CloneFlags.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
-    options = parse_options(uid_map=uid_map, gid_map=gid_map, map_root=map_root,
-                            setgroups=setgroups, hostname=hostname, time_offsets=time_offsets,
-                            join=join, pdeathsig=pdeathsig, mount_proc=mount_proc,
-                            propagation=propagation)
-    request = backend.request(flags, exit_signal, cgroup, set_tid, exec_child=True,
-                              options=options.names, implied=int(options.implied))
-    check_conflicts(options, int(request.flags), backend.name, exec_child=True,
-                    implied=int(request.implied))
+    options = parse_options(
+        uid_map=uid_map,
+        gid_map=gid_map,
+        map_root=map_root,
+        setgroups=setgroups,
+        hostname=hostname,
+        time_offsets=time_offsets,
+        join=join,
+        pdeathsig=pdeathsig,
+        mount_proc=mount_proc,
+        propagation=propagation,
+    )
+    request = backend.request(
+        flags,
+        exit_signal,
+        cgroup,
+        set_tid,
+        exec_child=True,
+        options=options.names,
+        implied=int(options.implied),
+    )
+    check_conflicts(options, int(request.flags), backend.name, exec_child=True, implied=int(request.implied))
     reap_orphans()
     # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
@@ -250,11 +308,22 @@ def spawn(
     plan: Optional[SpawnPlan] = None
     try:
         try:
-            plan = prepare(argv, executable=executable, env=env, cwd=cwd, pass_fds=pass_fds,
-                           stdin=stdin, stdout=stdout, stderr=stderr, close_fds=close_fds,
-                           options=options, flags=int(request.flags), backend=backend.name,
-                           process_group=process_group,
-                           restore_signals=restore_signals)
+            plan = prepare(
+                argv,
+                executable=executable,
+                env=env,
+                cwd=cwd,
+                pass_fds=pass_fds,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                close_fds=close_fds,
+                options=options,
+                flags=int(request.flags),
+                backend=backend.name,
+                process_group=process_group,
+                restore_signals=restore_signals,
+            )
         finally:
             if mask is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
@@ -263,4 +332,3 @@ def spawn(
         if plan is not None:
             plan.close_all()  # what finish() had not yet handed to the child
         raise
-

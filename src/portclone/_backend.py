@@ -39,8 +39,10 @@ class Backend:
     def why_unusable(cls) -> Optional[str]:
         """Why this backend cannot work in this process, or None."""
         if not hasattr(os, "fork"):
-            return (f"{sys.platform} has neither fork nor clone; use subprocess or "
-                    "multiprocessing's spawn start method")
+            return (
+                f"{sys.platform} has neither fork nor clone; use subprocess or "
+                "multiprocessing's spawn start method"
+            )
         return None
 
     def __init__(self) -> None:
@@ -52,20 +54,39 @@ class Backend:
         # is small and built beforehand (python bench/bench_clone.py --breakdown).
         self._checked: Dict[Tuple[int, int, bool], Request] = {}
 
-    def request(self, flags: object, exit_signal: object, cgroup: object,
-                set_tid: object, exec_child: bool = False,
-                options: FrozenSet[str] = frozenset(), implied: int = 0) -> Request:
+    def request(
+        self,
+        flags: object,
+        exit_signal: object,
+        cgroup: object,
+        set_tid: object,
+        exec_child: bool = False,
+        options: FrozenSet[str] = frozenset(),
+        implied: int = 0,
+    ) -> Request:
         """make_request() and check(), remembering requests that passed.  ``options``: the
         setup options given (portclone._setup), which add the ``implied`` flags."""
-        simple = (cgroup is None and set_tid is None and type(flags) in _INT_TYPES
-                  and type(exit_signal) in _INT_TYPES and not options)
+        simple = (
+            cgroup is None
+            and set_tid is None
+            and type(flags) in _INT_TYPES
+            and type(exit_signal) in _INT_TYPES
+            and not options
+        )
         if simple:
             hit = self._checked.get((flags, exit_signal, exec_child))  # type: ignore[arg-type]
             if hit is not None:
                 return hit
-        request = make_request(flags, exit_signal=exit_signal, cgroup=cgroup, set_tid=set_tid,
-                               backend=self.name, has_feature=self.has_feature,
-                               options=options, implied=implied)
+        request = make_request(
+            flags,
+            exit_signal=exit_signal,
+            cgroup=cgroup,
+            set_tid=set_tid,
+            backend=self.name,
+            has_feature=self.has_feature,
+            options=options,
+            implied=implied,
+        )
         self.check(request, exec_child)
         # CLONE_PARENT's validity depends on being a namespace's init: never remembered
         if simple and not request.flags & _PARENT and len(self._checked) < 256:
@@ -82,8 +103,11 @@ class Backend:
     def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
         """Everything in ``request`` this backend (or its kernel) cannot honour."""
         found = []
-        if exec_child and request.exit_signal != SIGCHLD and not (
-                request.exit_signal == 0 and request.flags & _PARENT):  # PARENT needs 0
+        if (
+            exec_child
+            and request.exit_signal != SIGCHLD
+            and not (request.exit_signal == 0 and request.flags & _PARENT)
+        ):  # PARENT needs 0
             found.append(Refusal(EXEC_SIGNAL_REASON, field="exit_signal"))
         refused_options = set()
         for name in sorted(request.options):
@@ -112,8 +136,7 @@ class Backend:
         if invalid:
             raise InvalidFlagsError(self.name, invalid)
         if found:
-            raise UnsupportedFlagError(self.name, found,
-                                       supported=int(self._supported(exec_child)))
+            raise UnsupportedFlagError(self.name, found, supported=int(self._supported(exec_child)))
 
     def _supported(self, exec_child: bool) -> CloneFlags:
         value = CloneFlags(0)
@@ -137,9 +160,14 @@ class Backend:
         the linux backend probes; the others refuse the flags such rules concern anyway."""
         return True
 
-    def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any],
-               setup: Optional[ChildSetup] = None) -> Child:
+    def launch(
+        self,
+        request: Request,
+        fn: Callable[..., object],
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+        setup: Optional[ChildSetup] = None,
+    ) -> Child:
         """Start ``fn(*args, **kwargs)`` in a fork-like child (see portclone._child), set up
         by ``setup`` first (only backends that honour the options get one)."""
         raise NotImplementedError

@@ -19,8 +19,18 @@ from ._communicate import communicate as _communicate
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
 
-__all__ = ["Child", "run_child", "exit_child", "flush_std_streams", "hold_signals",
-           "FdGroup", "close_fds", "reap_orphans", "register", "reset_caught_handlers"]
+__all__ = [
+    "Child",
+    "run_child",
+    "exit_child",
+    "flush_std_streams",
+    "hold_signals",
+    "FdGroup",
+    "close_fds",
+    "reap_orphans",
+    "register",
+    "reset_caught_handlers",
+]
 
 #: Wait for children whatever their exit signal: a child whose exit signal is not
 #: SIGCHLD is invisible to a plain waitpid.  Linux's __WALL; NetBSD's WALLSIG
@@ -226,14 +236,17 @@ class Child:
         self.stderr: Optional[IO[bytes]] = None
 
     def __repr__(self) -> str:
-        return (f"<portclone.Child pid={self.pid} returncode={self.returncode} "
-                f"flags={self.flags} backend={self.backend}>")
+        return (
+            f"<portclone.Child pid={self.pid} returncode={self.returncode} "
+            f"flags={self.flags} backend={self.backend}>"
+        )
 
     # -- reaping ---------------------------------------------------------
     def _not_reapable(self) -> ChildProcessError:
         return ChildProcessError(
             f"child {self.pid} was created with CLONE_PARENT: it is a child of pid "
-            f"{os.getppid()}, which receives its exit status; watch child.pidfd for its exit")
+            f"{os.getppid()}, which receives its exit status; watch child.pidfd for its exit"
+        )
 
     def _reap(self, block: bool) -> bool:
         """Try to collect the exit status; True once returncode is set.
@@ -285,10 +298,15 @@ class Child:
                 return os.waitstatus_to_exitcode(status)
         self._forget()
         raise ChildProcessError(
-            errno.ECHILD, f"child {self.pid} was reaped by something else (SIGCHLD ignored, "
+            errno.ECHILD,
+            f"child {self.pid} was reaped by something else (SIGCHLD ignored, "
             "or another waitpid/waitid) and its exit status is lost: "
-            + ("the kernel keeps it for a pidfd only since Linux 6.15" if owner is not None
-               else "without a pidfd nothing keeps it"))
+            + (
+                "the kernel keeps it for a pidfd only since Linux 6.15"
+                if owner is not None
+                else "without a pidfd nothing keeps it"
+            ),
+        )
 
     def poll(self) -> Optional[int]:
         """The returncode if the child has exited, else None; never blocks."""
@@ -368,8 +386,7 @@ class Child:
             kq = select.kqueue()
             sel: Any = select  # kevent and its constants exist where kqueue does
             try:
-                kq.control([sel.kevent(self.pid, sel.KQ_FILTER_PROC, sel.KQ_EV_ADD,
-                                       sel.KQ_NOTE_EXIT)], 0, 0)
+                kq.control([sel.kevent(self.pid, sel.KQ_FILTER_PROC, sel.KQ_EV_ADD, sel.KQ_NOTE_EXIT)], 0, 0)
             except OSError:  # exited and reaped already: _reap() sees it
                 kq.close()
                 return None
@@ -406,8 +423,10 @@ class Child:
         if self.returncode is not None:
             return
         if self._closed:
-            raise ValueError(f"child {self.pid} is closed: its pid may have been reused, "
-                             "so it cannot be signalled any more")
+            raise ValueError(
+                f"child {self.pid} is closed: its pid may have been reused, "
+                "so it cannot be signalled any more"
+            )
         owner = self._pidfd_owner
         if owner is not None:
             # one C step: a close() meanwhile (another thread, a handler) cannot leave a
@@ -415,8 +434,10 @@ class Child:
             owner.send_signal(sig)
             return
         if not self.reapable:
-            raise ValueError(f"child {self.pid} was created with CLONE_PARENT and has no "
-                             "pidfd: its pid may have been reused by now")
+            raise ValueError(
+                f"child {self.pid} was created with CLONE_PARENT and has no "
+                "pidfd: its pid may have been reused by now"
+            )
         with self._lock:  # portclone does not reap it meanwhile (see _reap)
             if self.returncode is None:  # unreaped: the pid is still this child's
                 os.kill(self.pid, sig)
@@ -428,8 +449,9 @@ class Child:
         self.send_signal(signal.SIGKILL)
 
     # -- resources -----------------------------------------------------------
-    def communicate(self, input: Optional[bytes] = None,
-                    timeout: Optional[float] = None) -> Tuple[Optional[bytes], Optional[bytes]]:
+    def communicate(
+        self, input: Optional[bytes] = None, timeout: Optional[float] = None
+    ) -> Tuple[Optional[bytes], Optional[bytes]]:
         """Send ``input`` to stdin=PIPE, read stdout/stderr=PIPE to EOF, wait for the exit.
 
         Returns ``(stdout, stderr)`` (None for streams that are not pipes).  ``input``
@@ -467,8 +489,7 @@ class Child:
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         # A copy would share the pidfd and the pipes, and close them when collected.
-        raise TypeError("a portclone.Child cannot be copied or pickled: it owns the child's "
-                        "pidfd and pipes")
+        raise TypeError("a portclone.Child cannot be copied or pickled: it owns the child's pidfd and pipes")
 
     def __enter__(self) -> Child:
         return self
@@ -489,8 +510,13 @@ class Child:
     def __del__(self) -> None:
         try:
             # stderr first: __init__ sets it last, so reading it tells whether it finished
-            if (self.stderr is None and self.stdout is None and self.stdin is None
-                    and self.pidfd is None and self.returncode is not None):
+            if (
+                self.stderr is None
+                and self.stdout is None
+                and self.stdin is None
+                and self.pidfd is None
+                and self.returncode is not None
+            ):
                 return  # waited for and closed: the common case, nothing to do
         except AttributeError:
             return  # __init__ did not finish: nothing was opened
@@ -499,8 +525,12 @@ class Child:
         if self.returncode is None and self.reapable and self.pid > 0:
             try:
                 if not self._reap(block=False):  # else reap_orphans() will (see _live)
-                    warnings.warn(f"child process {self.pid} is still running",
-                                  ResourceWarning, source=self, stacklevel=2)
+                    warnings.warn(
+                        f"child process {self.pid} is still running",
+                        ResourceWarning,
+                        source=self,
+                        stacklevel=2,
+                    )
             except Exception:
                 pass
         self.close()
@@ -529,8 +559,13 @@ def exit_code(value: object) -> int:
     return 1
 
 
-def run_child(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: dict,  # type: ignore[type-arg]
-              unblock: Callable[[], object], prepare: Optional[Callable[[], None]] = None) -> int:
+def run_child(
+    fn: Callable[..., object],
+    args: Tuple[Any, ...],
+    kwargs: dict,  # type: ignore[type-arg]
+    unblock: Callable[[], object],
+    prepare: Optional[Callable[[], None]] = None,
+) -> int:
     """Run ``fn`` in the new child and return its exit status, as ``sys.exit`` would give.
 
     Called with every signal blocked, so that no signal handler can raise before this

@@ -29,9 +29,11 @@ from ._validate import broken_rules
 PROG = "portclone"
 #: Signals run forwards to its program (as well as a terminal's, which the program gets
 #: itself: see _Forwarder).
-FORWARDED = tuple(getattr(signal, name) for name in
-                  ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
-                  if hasattr(signal, name))
+FORWARDED = tuple(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+    if hasattr(signal, name)
+)
 _NO_FLAGS = CloneFlags(0)
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's ^C), Linux
 
@@ -71,71 +73,151 @@ F = CloneFlags
 RUN_OPTIONS: Tuple[RunOption, ...] = (
     RunOption(("-U", "--user"), "unshare -U, --user", "new user namespace", F.CLONE_NEWUSER),
     RunOption(("-p", "--pid"), "unshare -p, --pid", "new PID namespace", F.CLONE_NEWPID),
-    RunOption(("-m", "--mount"), "unshare -m, --mount", "new mount namespace (every mount "
-              "made private, as unshare does, unless --propagation says otherwise)",
-              F.CLONE_NEWNS),
+    RunOption(
+        ("-m", "--mount"),
+        "unshare -m, --mount",
+        "new mount namespace (every mount "
+        "made private, as unshare does, unless --propagation says otherwise)",
+        F.CLONE_NEWNS,
+    ),
     RunOption(("-u", "--uts"), "unshare -u, --uts", "new UTS namespace", F.CLONE_NEWUTS),
     RunOption(("-i", "--ipc"), "unshare -i, --ipc", "new IPC namespace", F.CLONE_NEWIPC),
     RunOption(("-n", "--net"), "unshare -n, --net", "new network namespace", F.CLONE_NEWNET),
-    RunOption(("-C", "--cgroup"), "unshare -C, --cgroup", "new cgroup namespace",
-              F.CLONE_NEWCGROUP),
+    RunOption(("-C", "--cgroup"), "unshare -C, --cgroup", "new cgroup namespace", F.CLONE_NEWCGROUP),
     RunOption(("-T", "--time"), "unshare -T, --time", "new time namespace", F.CLONE_NEWTIME),
-    RunOption(("-r", "--map-root", "--map-root-user"), "unshare -r, --map-root-user",
-              "map our uid and gid to root (implies --user)", option="map_root"),
-    RunOption(("--map-user",), "unshare --map-user=UID", "map our uid to UID (a number or a "
-              "name; implies --user)", option="uid_map", metavar="UID"),
-    RunOption(("--map-group",), "unshare --map-group=GID", "map our gid to GID (a number or a "
-              "name; implies --user and --setgroups=deny)", option="gid_map", metavar="GID"),
-    RunOption(("--setgroups",), "unshare --setgroups=allow|deny", "the user namespace's "
-              "setgroups (deny by default with a gid map)", option="setgroups",
-              metavar="allow|deny", choices=("allow", "deny")),
-    RunOption(("--mount-proc",), "unshare --mount-proc[=DIR]", "mount a fresh /proc (or at "
-              "DIR) in a new mount namespace", option="mount_proc", metavar="DIR",
-              optional=True),
-    RunOption(("--monotonic",), "unshare --monotonic=SECS", "CLOCK_MONOTONIC offset in a new "
-              "time namespace", option="time_offsets", metavar="SECS"),
-    RunOption(("--boottime",), "unshare --boottime=SECS", "CLOCK_BOOTTIME offset in a new time "
-              "namespace", option="time_offsets", metavar="SECS"),
-    RunOption(("--kill-child",), "unshare --kill-child[=SIGNAL]", "the program gets SIGNAL "
-              "(default SIGKILL) when run dies", option="pdeathsig", metavar="SIGNAL",
-              optional=True),
-    RunOption(("--propagation",), "unshare --propagation=MODE", "every mount's propagation in "
-              "the new mount namespace", option="propagation",
-              metavar="private|shared|slave|unchanged",
-              choices=("private", "shared", "slave", "unchanged")),
-    RunOption(("-w", "--wd"), "unshare -w, --wd=DIR", "the program's working directory",
-              metavar="DIR"),
-    RunOption(("-f", "--fork"), "unshare -f, --fork", "accepted: run always starts the program "
-              "as its child"),
-    RunOption(("--join",), "nsenter -t PID -a", "enter every namespace of PID that differs "
-              "from ours", option="join", metavar="PID"),
-    RunOption(("--join-ns",), "nsenter -t PID --NS, --NS=PATH", "enter one namespace: NAME=PID "
-              "or NAME=PATH (user, mnt, pid, net, uts, ipc, cgroup, time; repeatable)",
-              option="join", metavar="NAME=PID|PATH", repeat=True),
-    RunOption(("--hostname",), "", "the hostname, in a new UTS namespace", option="hostname",
-              metavar="NAME"),
-    RunOption(("--flags",), "", "clone flags by name, with or without CLONE_ (see "
-              "`python -m portclone flags`)", metavar="NEWUSER,NEWPID,..."),
+    RunOption(
+        ("-r", "--map-root", "--map-root-user"),
+        "unshare -r, --map-root-user",
+        "map our uid and gid to root (implies --user)",
+        option="map_root",
+    ),
+    RunOption(
+        ("--map-user",),
+        "unshare --map-user=UID",
+        "map our uid to UID (a number or a name; implies --user)",
+        option="uid_map",
+        metavar="UID",
+    ),
+    RunOption(
+        ("--map-group",),
+        "unshare --map-group=GID",
+        "map our gid to GID (a number or a name; implies --user and --setgroups=deny)",
+        option="gid_map",
+        metavar="GID",
+    ),
+    RunOption(
+        ("--setgroups",),
+        "unshare --setgroups=allow|deny",
+        "the user namespace's setgroups (deny by default with a gid map)",
+        option="setgroups",
+        metavar="allow|deny",
+        choices=("allow", "deny"),
+    ),
+    RunOption(
+        ("--mount-proc",),
+        "unshare --mount-proc[=DIR]",
+        "mount a fresh /proc (or at DIR) in a new mount namespace",
+        option="mount_proc",
+        metavar="DIR",
+        optional=True,
+    ),
+    RunOption(
+        ("--monotonic",),
+        "unshare --monotonic=SECS",
+        "CLOCK_MONOTONIC offset in a new time namespace",
+        option="time_offsets",
+        metavar="SECS",
+    ),
+    RunOption(
+        ("--boottime",),
+        "unshare --boottime=SECS",
+        "CLOCK_BOOTTIME offset in a new time namespace",
+        option="time_offsets",
+        metavar="SECS",
+    ),
+    RunOption(
+        ("--kill-child",),
+        "unshare --kill-child[=SIGNAL]",
+        "the program gets SIGNAL (default SIGKILL) when run dies",
+        option="pdeathsig",
+        metavar="SIGNAL",
+        optional=True,
+    ),
+    RunOption(
+        ("--propagation",),
+        "unshare --propagation=MODE",
+        "every mount's propagation in the new mount namespace",
+        option="propagation",
+        metavar="private|shared|slave|unchanged",
+        choices=("private", "shared", "slave", "unchanged"),
+    ),
+    RunOption(("-w", "--wd"), "unshare -w, --wd=DIR", "the program's working directory", metavar="DIR"),
+    RunOption(("-f", "--fork"), "unshare -f, --fork", "accepted: run always starts the program as its child"),
+    RunOption(
+        ("--join",),
+        "nsenter -t PID -a",
+        "enter every namespace of PID that differs from ours",
+        option="join",
+        metavar="PID",
+    ),
+    RunOption(
+        ("--join-ns",),
+        "nsenter -t PID --NS, --NS=PATH",
+        "enter one namespace: NAME=PID "
+        "or NAME=PATH (user, mnt, pid, net, uts, ipc, cgroup, time; repeatable)",
+        option="join",
+        metavar="NAME=PID|PATH",
+        repeat=True,
+    ),
+    RunOption(("--hostname",), "", "the hostname, in a new UTS namespace", option="hostname", metavar="NAME"),
+    RunOption(
+        ("--flags",),
+        "",
+        "clone flags by name, with or without CLONE_ (see `python -m portclone flags`)",
+        metavar="NEWUSER,NEWPID,...",
+    ),
 )
 
 
 def run_option_table() -> str:
     """Markdown: unshare/nsenter option -> portclone run option -> backends that honour it."""
     notes: Dict[str, int] = {}
-    rows = ["| unshare / nsenter | portclone run | " + " | ".join(BACKENDS) + " | sets |",
-            "| --- | --- | " + " | ".join("---" for _ in BACKENDS) + " | --- |"]
+    rows = [
+        "| unshare / nsenter | portclone run | " + " | ".join(BACKENDS) + " | sets |",
+        "| --- | --- | " + " | ".join("---" for _ in BACKENDS) + " | --- |",
+    ]
     for opt in RUN_OPTIONS:
         cells = []
         for backend in BACKENDS:
             why = opt.reason(backend)
             cells.append("yes" if why is None else f"no [{notes.setdefault(why, len(notes) + 1)}]")
-        sets = (describe(int(opt.flag)) if opt.flag else f"{opt.option}=" if opt.option
-                else "cwd=" if opt.dest == "wd" else "flags=" if opt.dest == "flags" else "-")
-        spelled = ", ".join(n + (f"[={opt.metavar}]" if opt.optional else
-                                 f"={opt.metavar}" if opt.metavar and n.startswith("--") else
-                                 f" {opt.metavar}" if opt.metavar else "") for n in opt.names)
-        rows.append(f"| {opt.origin or '(portclone)'} | `{spelled}` | " + " | ".join(cells)
-                    + f" | `{sets}` |")
+        sets = (
+            describe(int(opt.flag))
+            if opt.flag
+            else f"{opt.option}="
+            if opt.option
+            else "cwd="
+            if opt.dest == "wd"
+            else "flags="
+            if opt.dest == "flags"
+            else "-"
+        )
+        spelled = ", ".join(
+            n
+            + (
+                f"[={opt.metavar}]"
+                if opt.optional
+                else f"={opt.metavar}"
+                if opt.metavar and n.startswith("--")
+                else f" {opt.metavar}"
+                if opt.metavar
+                else ""
+            )
+            for n in opt.names
+        )
+        rows.append(
+            f"| {opt.origin or '(portclone)'} | `{spelled}` | " + " | ".join(cells) + f" | `{sets}` |"
+        )
     rows.append("")
     rows += [f"{n}. {why}" for why, n in notes.items()]
     return "\n".join(rows)
@@ -147,19 +229,24 @@ def run_option_table() -> str:
 _CLI_WORDS: Tuple[Tuple[str, Any], ...] = (
     (r"pass close_fds=False to accept that", "run cannot (it closes every other fd)"),
     (r"pass exit_signal=0 \(clone3 answers EINVAL\)", "run cannot set an exit signal"),
-    (r"needs cgroup= \(a cgroup v2 directory fd or path\)", "needs a cgroup, which run has "
-                                                          "no option for"),
-    (r"setgroups='allow'", "--setgroups=allow"), (r"setgroups 'deny'", "--setgroups=deny"),
-    (r"time_offsets\['(\w+)'\]", r"--\1"), (r"join\['(\w+)'\]: '([^']*)'", r"--join-ns \1=\2:"),
+    (r"needs cgroup= \(a cgroup v2 directory fd or path\)", "needs a cgroup, which run has no option for"),
+    (r"setgroups='allow'", "--setgroups=allow"),
+    (r"setgroups 'deny'", "--setgroups=deny"),
+    (r"time_offsets\['(\w+)'\]", r"--\1"),
+    (r"join\['(\w+)'\]: '([^']*)'", r"--join-ns \1=\2:"),
     (r"join\['(\w+)'\]", r"--join-ns \1="),
-    (r"pdeathsig=SIGKILL", "--kill-child=SIGKILL"), (r"; None for no signal", ""),
-    (r"(?m)^(\s*)pdeathsig:", r"\1--kill-child:"), (r"\bpdeathsig\b", "--kill-child"),
-    (r"(?m)^(\s*)join:", r"\1--join/--join-ns:"), (r"\bjoin=", "--join/--join-ns "),
+    (r"pdeathsig=SIGKILL", "--kill-child=SIGKILL"),
+    (r"; None for no signal", ""),
+    (r"(?m)^(\s*)pdeathsig:", r"\1--kill-child:"),
+    (r"\bpdeathsig\b", "--kill-child"),
+    (r"(?m)^(\s*)join:", r"\1--join/--join-ns:"),
+    (r"\bjoin=", "--join/--join-ns "),
     (r"uid_map/gid_map", "--map-user/--map-group/--map-root-user"),
-    (r"(?m)^(\s*)(uid_map|gid_map|map_root|setgroups|hostname|mount_proc|propagation):",
-     lambda m: f"{m[1]}--{m[2].replace('_', '-')}:"),
-    (r"\b(map_root|mount_proc|hostname|propagation)=(True)?",
-     lambda m: f"--{m[1].replace('_', '-')}"),
+    (
+        r"(?m)^(\s*)(uid_map|gid_map|map_root|setgroups|hostname|mount_proc|propagation):",
+        lambda m: f"{m[1]}--{m[2].replace('_', '-')}:",
+    ),
+    (r"\b(map_root|mount_proc|hostname|propagation)=(True)?", lambda m: f"--{m[1].replace('_', '-')}"),
     (r"(?m)^(\s*)time_offsets:", r"\1--monotonic/--boottime:"),
     (r"(?m)^(\s*)set_tid:", r"\1(set_tid, which run does not set):"),
 )
@@ -193,14 +280,18 @@ def parse_flags(text: str) -> CloneFlags:
     try:
         return CloneFlags.parse(text)
     except ValueError as e:
-        names = [name[len("CLONE_"):] for name in CloneFlags.__members__]
-        bad = [w for w in text.replace("|", ",").split(",") if w.strip()
-               and w.strip().upper().replace("CLONE_", "", 1) not in names]
+        names = [name[len("CLONE_") :] for name in CloneFlags.__members__]
+        bad = [
+            w
+            for w in text.replace("|", ",").split(",")
+            if w.strip() and w.strip().upper().replace("CLONE_", "", 1) not in names
+        ]
         hint = _suggest(bad[0].strip().upper().replace("CLONE_", "", 1), names) if bad else ""
         raise ValueError(f"{e}{hint}; `python -m portclone flags` lists them") from None
 
 
 # -- run ------------------------------------------------------------------------------------
+
 
 def _signal_number(text: str) -> int:
     """A signal by number or name (TERM, SIGTERM), as kill(1) takes it."""
@@ -280,8 +371,11 @@ def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
         kw["setgroups"] = args.setgroups
     if args.mount_proc is not None:
         kw["mount_proc"] = True if args.mount_proc == "" else args.mount_proc
-    offsets = {clock: _seconds(getattr(args, clock), f"--{clock}")
-               for clock in ("monotonic", "boottime") if getattr(args, clock) is not None}
+    offsets = {
+        clock: _seconds(getattr(args, clock), f"--{clock}")
+        for clock in ("monotonic", "boottime")
+        if getattr(args, clock) is not None
+    }
     if offsets:
         kw["time_offsets"] = offsets
     if args.kill_child is not None:
@@ -294,8 +388,7 @@ def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
     for name in ("uid_map", "gid_map", "setgroups", "mount_proc", "time_offsets"):
         if name in kw:
             creating |= OPTION[name].implies
-    join: Dict[str, Any] = ({} if args.join is None else
-                            _join_every_namespace(args.join, creating))
+    join: Dict[str, Any] = {} if args.join is None else _join_every_namespace(args.join, creating)
     for item in args.join_ns or ():
         name, sep, target = item.partition("=")
         if not sep or not target:
@@ -318,10 +411,13 @@ def _launch_failure(error: OSError, command: List[str], flags: CloneFlags) -> in
         print(f"{PROG} run: {command[0]}: {error.strerror}", file=sys.stderr)
         return 127 if error.errno in (errno.ENOENT, errno.ENOTDIR) else 126
     message = cli_message(error)
-    if (stage in (None, Stage.CLONE) and error.errno == errno.EPERM
-            and not flags & F.CLONE_NEWUSER and os.geteuid() != 0):
-        message += (" (add --user or --map-root-user to create namespaces without "
-                    "privilege)")
+    if (
+        stage in (None, Stage.CLONE)
+        and error.errno == errno.EPERM
+        and not flags & F.CLONE_NEWUSER
+        and os.geteuid() != 0
+    ):
+        message += " (add --user or --map-root-user to create namespaces without privilege)"
     print(f"{PROG} run: {message}", file=sys.stderr)
     return 1
 
@@ -451,6 +547,7 @@ def _run(args: argparse.Namespace, forwarder: _Forwarder) -> int:
 
 # -- info, flags, check, demo ---------------------------------------------------------------
 
+
 def _capability(available: bool, reason: Optional[str] = None) -> Dict[str, Any]:
     return {"available": available, "reason": None if available else reason}
 
@@ -470,8 +567,10 @@ def _info() -> Dict[str, Any]:
     other = f"the {backend.name} backend does not use it"
     capabilities: Dict[str, Any] = {
         "native_extension": _capability(native is not None, why),
-        "clone3": _capability(False, other), "pidfd": _capability(False, other),
-        "libc_tid_repair": _capability(False, other)}
+        "clone3": _capability(False, other),
+        "pidfd": _capability(False, other),
+        "libc_tid_repair": _capability(False, other),
+    }
     details = backend.details()
     capabilities.update(details.pop("capabilities", {}))
     facts.update(details)
@@ -480,8 +579,7 @@ def _info() -> Dict[str, Any]:
         # each namespace's line is the flag that makes a new one (CLONE_NEWNS for mnt), not
         # another flag with the same ns (CLONE_EMPTY_MNTNS)
         if info.ns and info.name.startswith("CLONE_NEW"):
-            problem = (probe(info.flag) if probe is not None
-                       else backend.why_refused(info.flag))
+            problem = probe(info.flag) if probe is not None else backend.why_refused(info.flag)
             capabilities[f"namespace {info.ns}"] = _capability(problem is None, problem)
     try:
         with open("/proc/sys/user/max_user_namespaces") as f:
@@ -530,8 +628,7 @@ def _demo(hostname: str) -> int:
         return 1
     with child:
         code = child.wait()  # the child's line first, always
-    print(f"clone() returned {child.pid} ({child.syscall}, flags {child.flags}, "
-          f"backend {child.backend})")
+    print(f"clone() returned {child.pid} ({child.syscall}, flags {child.flags}, backend {child.backend})")
     print(f"uts.nodename in parent: {os.uname().nodename}")
     print(f"child exited with status {code}")
     return code
@@ -561,8 +658,9 @@ def _check(flag_text: str, exec_child: bool) -> int:
     what = "a program (spawn)" if exec_child else "a Python child (clone)"
     asked = flags | F.CLONE_VM if exec_child else flags
     present = {"exit_signal", "no_cgroup"} | ({"close_fds"} if exec_child else set())
-    reasons = [f"{r.label}: {r.reason}" for r in broken_rules(int(asked), frozenset(present),
-                                                             backend.has_feature)]
+    reasons = [
+        f"{r.label}: {r.reason}" for r in broken_rules(int(asked), frozenset(present), backend.has_feature)
+    ]
     for bit in bits(int(asked)):
         why = backend.why_refused(F(bit), exec_child)
         if why is not None:
@@ -576,8 +674,7 @@ def _check(flag_text: str, exec_child: bool) -> int:
         except PortcloneError as e:
             reasons.append(str(e))
     if reasons:
-        print(f"{backend.name} cannot honour {describe(int(flags))} for {what}:",
-              file=sys.stderr)
+        print(f"{backend.name} cannot honour {describe(int(flags))} for {what}:", file=sys.stderr)
         for reason in dict.fromkeys(reasons):
             print(f"  {reason}", file=sys.stderr)
         return 1
@@ -590,40 +687,53 @@ def _run_epilog() -> str:
         backend = current_backend()
     except PortcloneError as e:
         return f"no backend: {cli_message(e)}"
-    usable = [describe(bit).replace("CLONE_", "") for bit in bits(int(backend.supported_exec_flags))
-              if not broken_rules(bit | int(F.CLONE_VM),
-                                  frozenset({"exit_signal", "no_cgroup", "close_fds"}))]
+    usable = [
+        describe(bit).replace("CLONE_", "")
+        for bit in bits(int(backend.supported_exec_flags))
+        if not broken_rules(bit | int(F.CLONE_VM), frozenset({"exit_signal", "no_cgroup", "close_fds"}))
+    ]
     refused = [opt.names[-1] for opt in RUN_OPTIONS if opt.reason(backend.name) is not None]
-    text = (f"The {backend.name} backend honours these --flags for run here: "
-            f"{', '.join(usable)}.")
+    text = f"The {backend.name} backend honours these --flags for run here: {', '.join(usable)}."
     if refused:
         text += f" It refuses: {', '.join(refused)}."
-    return text + (" Exit status: the program's (run dies of the program's signal); 126/127 "
-                   "when it cannot be run or found; 1 for run's own failures and usage errors. "
-                   "Example: portclone run -Urpm --mount-proc -- sh")
+    return text + (
+        " Exit status: the program's (run dies of the program's signal); 126/127 "
+        "when it cannot be run or found; 1 for run's own failures and usage errors. "
+        "Example: portclone run -Urpm --mount-proc -- sh"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=(
-        "portclone: Linux clone semantics on every POSIX system. The subcommands report what "
-        "this machine's backend honours, check requests, and run programs in new or "
-        "existing namespaces (a portable unshare and nsenter)."))
+    parser = _Parser(
+        prog=PROG,
+        description=(
+            "portclone: Linux clone semantics on every POSIX system. The subcommands report what "
+            "this machine's backend honours, check requests, and run programs in new or "
+            "existing namespaces (a portable unshare and nsenter)."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"portclone {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     p_info = sub.add_parser("info", help="backend, kernel features and capabilities, as probed")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_flags = sub.add_parser("flags", help="every clone flag and whether this backend honours it")
-    p_flags.add_argument("--markdown", action="store_true",
-                         help="the README's availability table for every backend")
-    p_check = sub.add_parser("check", help="exit 0 if this backend honours FLAGS, else say why "
-                                           "and exit 1")
+    p_flags.add_argument(
+        "--markdown", action="store_true", help="the README's availability table for every backend"
+    )
+    p_check = sub.add_parser("check", help="exit 0 if this backend honours FLAGS, else say why and exit 1")
     p_check.add_argument("check_flags", metavar="FLAGS", help="NEWPID,NEWNS,...")
-    p_check.add_argument("--exec", action="store_true", dest="exec_child",
-                         help="for a program (spawn) rather than a Python child (clone)")
-    p_run = sub.add_parser("run", help="run a program in new or joined namespaces: a portable "
-                                       "unshare/nsenter", epilog=_run_epilog(),
-                           allow_abbrev=False)
+    p_check.add_argument(
+        "--exec",
+        action="store_true",
+        dest="exec_child",
+        help="for a program (spawn) rather than a Python child (clone)",
+    )
+    p_run = sub.add_parser(
+        "run",
+        help="run a program in new or joined namespaces: a portable unshare/nsenter",
+        epilog=_run_epilog(),
+        allow_abbrev=False,
+    )
     for opt in RUN_OPTIONS:
         kwargs: Dict[str, Any] = {"help": opt.help, "dest": opt.dest}
         if not opt.metavar:
@@ -637,10 +747,17 @@ def _parser() -> argparse.ArgumentParser:
             if opt.choices:
                 kwargs["choices"] = opt.choices
         p_run.add_argument(*opt.names, **kwargs)
-    p_run.add_argument("cmd", nargs="*", metavar="PROGRAM", help="the program and its "
-                       "arguments, after the options or after --; default: $SHELL")
-    p_demo = sub.add_parser("demo", help="clone(2)'s example: a child sets its hostname in a new "
-                                         "UTS namespace; the parent's is unchanged")
+    p_run.add_argument(
+        "cmd",
+        nargs="*",
+        metavar="PROGRAM",
+        help="the program and its arguments, after the options or after --; default: $SHELL",
+    )
+    p_demo = sub.add_parser(
+        "demo",
+        help="clone(2)'s example: a child sets its hostname in a new "
+        "UTS namespace; the parent's is unchanged",
+    )
     p_demo.add_argument("--hostname", default="portclone-demo", help="the child's hostname")
     return parser
 
@@ -661,26 +778,24 @@ def _split_run(words: List[str]) -> Tuple[List[str], List[str]]:
     abbreviated to a unique prefix; optional values come only after "=" (--mount-proc[=DIR],
     --kill-child[=SIGNAL]); short switches combine (-Urpm) and -w takes its value attached
     or next.  The program starts at the first word that is not an option, or after --."""
-    longs: Dict[str, RunOption] = {n: o for o in RUN_OPTIONS for n in o.names
-                                   if n.startswith("--")}
-    shorts: Dict[str, RunOption] = {n[1]: o for o in RUN_OPTIONS for n in o.names
-                                    if not n.startswith("--")}
+    longs: Dict[str, RunOption] = {n: o for o in RUN_OPTIONS for n in o.names if n.startswith("--")}
+    shorts: Dict[str, RunOption] = {n[1]: o for o in RUN_OPTIONS for n in o.names if not n.startswith("--")}
     out: List[str] = []
     i = 0
     while i < len(words):
         word = words[i]
         if word == "--":
-            return out, words[i + 1:]
-        if word in ("-h", "--help") or (word.startswith("--h") and "--help".startswith(
-                word.split("=")[0])):
+            return out, words[i + 1 :]
+        if word in ("-h", "--help") or (word.startswith("--h") and "--help".startswith(word.split("=")[0])):
             out.append("--help")
         elif word.startswith("--"):
             name, eq, value = word.partition("=")
             matches = [n for n in longs if n == name] or [n for n in longs if n.startswith(name)]
             if len({longs[m].dest for m in matches}) != 1:
-                raise _UsageError(f"{'unknown' if not matches else 'ambiguous'} option "
-                                  f"{name}" + (f" (could be {', '.join(matches)})"
-                                               if matches else ""))
+                raise _UsageError(
+                    f"{'unknown' if not matches else 'ambiguous'} option "
+                    f"{name}" + (f" (could be {', '.join(matches)})" if matches else "")
+                )
             opt, full = longs[matches[0]], matches[0]
             if not opt.metavar:
                 if eq:
@@ -703,7 +818,7 @@ def _split_run(words: List[str]) -> Tuple[List[str], List[str]]:
                     out.append(opt_.names[-1])
                     j += 1
                     continue
-                value = word[j + 1:]
+                value = word[j + 1 :]
                 if not value:
                     if i + 1 >= len(words):
                         raise _UsageError(f"option -{word[j]} needs a value ({opt_.metavar})")

@@ -48,12 +48,15 @@ class Exchange:
         self.err: Optional[List[bytes]] = [] if self.stderr is not None else None
 
     def result(self) -> Tuple[Optional[bytes], Optional[bytes]]:
-        return (None if self.out is None else b"".join(self.out),
-                None if self.err is None else b"".join(self.err))
+        return (
+            None if self.out is None else b"".join(self.out),
+            None if self.err is None else b"".join(self.err),
+        )
 
 
-def communicate(child: Child, data: Optional[bytes],
-                timeout: Optional[float]) -> Tuple[Optional[bytes], Optional[bytes]]:
+def communicate(
+    child: Child, data: Optional[bytes], timeout: Optional[float]
+) -> Tuple[Optional[bytes], Optional[bytes]]:
     deadline = None if timeout is None else time.monotonic() + timeout
     state = child._exchange
     if state is None:
@@ -119,7 +122,7 @@ def _send(fd: int, state: Exchange) -> bool:
     written = state.written
     offset = sum(written)
     try:
-        written.extend(map(os.write, (fd,), (state.input[offset:offset + _CHUNK],)))
+        written.extend(map(os.write, (fd,), (state.input[offset : offset + _CHUNK],)))
     except BlockingIOError:
         return False  # full again already (the program shares the pipe with another writer)
     except BrokenPipeError:

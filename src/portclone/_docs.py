@@ -28,20 +28,29 @@ def availability_table() -> str:
     ]
     for info in sorted(TABLE, key=lambda i: int(i.flag)):
         cells = _cells(info.reason, notes)
-        rows.append(f"| `{info.name}` | `{int(info.flag):#x}` | {info.since} | "
-                    f"{'yes' if info.clone3_only else ''} | " + " | ".join(cells) + " |")
+        rows.append(
+            f"| `{info.name}` | `{int(info.flag):#x}` | {info.since} | "
+            f"{'yes' if info.clone3_only else ''} | " + " | ".join(cells) + " |"
+        )
     rows.append("")
     rows += [f"{n}. {reason}" for reason, n in notes.items()]
     first_option_note = len(notes)
-    rows += ["", "Setup options of `clone()` and `spawn()`, done in the child before `fn` runs "
-             "or the program execs; each implies the flags it needs:", "",
-             "| option | implies | Linux since | " + " | ".join(BACKENDS) + " | what it does |",
-             "| --- | --- | --- | " + " | ".join("---" for _ in BACKENDS) + " | --- |"]
+    rows += [
+        "",
+        "Setup options of `clone()` and `spawn()`, done in the child before `fn` runs "
+        "or the program execs; each implies the flags it needs:",
+        "",
+        "| option | implies | Linux since | " + " | ".join(BACKENDS) + " | what it does |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in BACKENDS) + " | --- |",
+    ]
     for option in OPTIONS:
         cells = _cells(option.reason, notes)
         implies = f"`{describe(int(option.implies))}`" if option.implies else ""
-        rows.append(f"| `{option.name}=` | {implies} | {option.since} | " + " | ".join(cells)
-                    + f" | {option.meaning} |")
+        rows.append(
+            f"| `{option.name}=` | {implies} | {option.since} | "
+            + " | ".join(cells)
+            + f" | {option.meaning} |"
+        )
     rows.append("")
     rows += [f"{n}. {reason}" for reason, n in notes.items() if n > first_option_note]
     rows += ["", "For a program started by `spawn()` (an exec child), these differ:", ""]
@@ -49,15 +58,20 @@ def availability_table() -> str:
         for backend in BACKENDS:
             if info.reason(backend, exec_child=True) != info.reason(backend):
                 why = info.reason(backend, exec_child=True)
-                rows.append(f"- `{info.name}` on `{backend}`: "
-                            + ("yes" if why is None else f"no: {why}"))
+                rows.append(f"- `{info.name}` on `{backend}`: " + ("yes" if why is None else f"no: {why}"))
     rows += ["", "Combinations the kernel refuses everywhere (`InvalidFlagsError`):", ""]
-    rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES
-             if not rule.lifted_by and not rule.when]
+    rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES if not rule.lifted_by and not rule.when]
     rows += ["", "Combinations refused with other arguments (`InvalidFlagsError`):", ""]
-    rows += [f"- {rule.message}: when {' or '.join(CONDITIONS[c] for c in rule.when)} "
-             f"(`{rule.source}`)" for rule in RULES if rule.when]
-    rows += ["", "Combinations older kernels refuse (the linux backend probes the feature that "
-             "lifts the rule; other backends refuse the flags anyway):", ""]
+    rows += [
+        f"- {rule.message}: when {' or '.join(CONDITIONS[c] for c in rule.when)} (`{rule.source}`)"
+        for rule in RULES
+        if rule.when
+    ]
+    rows += [
+        "",
+        "Combinations older kernels refuse (the linux backend probes the feature that "
+        "lifts the rule; other backends refuse the flags anyway):",
+        "",
+    ]
     rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES if rule.lifted_by]
     return "\n".join([BEGIN, "", *rows, "", END])

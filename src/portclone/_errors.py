@@ -30,8 +30,7 @@ __all__ = [
 
 #: Errors that say "not now", not "never": a probe that meets one raises it and remembers
 #: nothing, so the next call asks the kernel again.
-TRANSIENT_ERRNOS = frozenset({_errno.EMFILE, _errno.ENFILE, _errno.ENOMEM, _errno.EAGAIN,
-                              _errno.EINTR})
+TRANSIENT_ERRNOS = frozenset({_errno.EMFILE, _errno.ENFILE, _errno.ENOMEM, _errno.EAGAIN, _errno.EINTR})
 
 
 def platform_string() -> str:
@@ -64,8 +63,9 @@ class Refusal:
 
 
 class _FlagError(PortcloneError):
-    def __init__(self, backend: str, refusals: Sequence[Refusal], *,
-                 supported: Optional[int] = None, headline: str) -> None:
+    def __init__(
+        self, backend: str, refusals: Sequence[Refusal], *, supported: Optional[int] = None, headline: str
+    ) -> None:
         offending = 0
         reasons: Dict[str, str] = {}
         for refusal in refusals:
@@ -96,14 +96,12 @@ class UnsupportedFlagError(_FlagError, NotImplementedError):
     ``.supported`` what the backend honours instead.
     """
 
-    def __init__(self, backend: str, refusals: Sequence[Refusal], *,
-                 supported: Optional[int] = None) -> None:
+    def __init__(self, backend: str, refusals: Sequence[Refusal], *, supported: Optional[int] = None) -> None:
         flags = 0
         for refusal in refusals:
             flags |= int(refusal.flags)
         what = describe(flags) if flags else ", ".join(r.label for r in refusals)
-        super().__init__(backend, refusals, supported=supported,
-                         headline=f"{what} cannot be honoured")
+        super().__init__(backend, refusals, supported=supported, headline=f"{what} cannot be honoured")
 
 
 class InvalidFlagsError(_FlagError, ValueError):
@@ -141,20 +139,16 @@ _HINTS = {
     _errno.EPERM: "namespaces other than user namespaces, set_tid and CLONE_INTO_CGROUP need "
     "privilege (CAP_SYS_ADMIN in the owning user namespace); a new user namespace is refused "
     "inside a chroot or when the caller's uid/gid are unmapped",
-    _errno.ENOSPC: "a namespace limit was reached (nesting depth 32, or "
-    "/proc/sys/user/max_*_namespaces)",
-    _errno.EAGAIN: "a process limit was reached (RLIMIT_NPROC, pids cgroup or "
-    "/proc/sys/kernel/threads-max)",
+    _errno.ENOSPC: "a namespace limit was reached (nesting depth 32, or /proc/sys/user/max_*_namespaces)",
+    _errno.EAGAIN: "a process limit was reached (RLIMIT_NPROC, pids cgroup or /proc/sys/kernel/threads-max)",
     _errno.EUSERS: "a namespace limit was reached",
     _errno.EEXIST: "a pid asked for with set_tid is already in use",
     _errno.EBUSY: "CLONE_INTO_CGROUP: the target cgroup has controllers enabled for its "
     "children (the no-internal-process rule) or is being removed",
     _errno.EOPNOTSUPP: "CLONE_INTO_CGROUP: the target cgroup is not a valid domain",
     _errno.ENOMEM: "the kernel could not allocate the child",
-    _errno.EMFILE: "no free file descriptor for the child's pidfd (RLIMIT_NOFILE); no child "
-    "was left behind",
-    _errno.ENFILE: "the system's file table is full: no pidfd for the child; no child was "
-    "left behind",
+    _errno.EMFILE: "no free file descriptor for the child's pidfd (RLIMIT_NOFILE); no child was left behind",
+    _errno.ENFILE: "the system's file table is full: no pidfd for the child; no child was left behind",
     _errno.EINVAL: "the running kernel refused a request portclone's validation accepted; "
     "a namespace type may not be configured in this kernel",
     _errno.EBADF: "CLONE_INTO_CGROUP: the cgroup fd is not an open cgroup v2 directory",
@@ -190,14 +184,30 @@ class Stage(enum.IntEnum):
     MAPS = -1  # the parent writing the child's uid_map, gid_map or setgroups
 
 
-def translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_signal: int,
-              program: str = "", cwd: Optional[bytes] = None,
-              stage: Optional[Stage] = None) -> Exception:
+def translate(
+    error: OSError,
+    *,
+    backend: str,
+    syscall: str,
+    flags: int,
+    exit_signal: int,
+    program: str = "",
+    cwd: Optional[bytes] = None,
+    stage: Optional[Stage] = None,
+) -> Exception:
     """The exception the caller of clone() or spawn() gets for ``error`` (_translate), an
     OSError keeping ``portclone_stage``: where the start failed (the command line tells the
     program's failures from its own by it)."""
-    result = _translate(error, backend=backend, syscall=syscall, flags=flags,
-                        exit_signal=exit_signal, program=program, cwd=cwd, stage=stage)
+    result = _translate(
+        error,
+        backend=backend,
+        syscall=syscall,
+        flags=flags,
+        exit_signal=exit_signal,
+        program=program,
+        cwd=cwd,
+        stage=stage,
+    )
     where = getattr(error, "portclone_stage", stage)
     if where is None and hasattr(error, "portclone_syscall"):
         where = Stage.CLONE
@@ -206,9 +216,17 @@ def translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_si
     return result
 
 
-def _translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_signal: int,
-               program: str = "", cwd: Optional[bytes] = None,
-               stage: Optional[Stage] = None) -> Exception:
+def _translate(
+    error: OSError,
+    *,
+    backend: str,
+    syscall: str,
+    flags: int,
+    exit_signal: int,
+    program: str = "",
+    cwd: Optional[bytes] = None,
+    stage: Optional[Stage] = None,
+) -> Exception:
     """The exception the caller of clone() or spawn() gets for ``error``.
 
     ``error.portclone_stage`` (a :class:`Stage`), or else ``stage``, says where the start
@@ -223,12 +241,23 @@ def _translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_s
         stage = Stage.CLONE
     err = error.errno or 0
     if stage == Stage.CLONE:
-        if (backend == "netbsd" and err == _errno.EINVAL and flags & CloneFlags.CLONE_FILES
-                and sys.platform.startswith("netbsd")):
+        if (
+            backend == "netbsd"
+            and err == _errno.EINVAL
+            and flags & CloneFlags.CLONE_FILES
+            and sys.platform.startswith("netbsd")
+        ):
             # NetBSD's close-on-fork rule, where Python could not check it beforehand
-            return InvalidFlagsError(backend, [Refusal(
-                "NetBSD refuses to share a descriptor table that holds close-on-fork "
-                "descriptors (kern_fork.c, sys___clone)", CloneFlags.CLONE_FILES)])
+            return InvalidFlagsError(
+                backend,
+                [
+                    Refusal(
+                        "NetBSD refuses to share a descriptor table that holds close-on-fork "
+                        "descriptors (kern_fork.c, sys___clone)",
+                        CloneFlags.CLONE_FILES,
+                    )
+                ],
+            )
         return kernel_error(err, syscall, flags, exit_signal)
     if stage == Stage.EXEC:
         return OSError(err, os.strerror(err), program)
@@ -241,37 +270,49 @@ def _translate(error: OSError, *, backend: str, syscall: str, flags: int, exit_s
         if err == _errno.EPERM and hint:
             doing += f" ({hint})"
         elif err == _errno.EACCES and stage == Stage.TIME:
-            doing += (" (a process that changed its uid is not dumpable, and its children's "
-                      "/proc/self files are then root's: prctl(PR_SET_DUMPABLE, 1) first)")
+            doing += (
+                " (a process that changed its uid is not dumpable, and its children's "
+                "/proc/self files are then root's: prctl(PR_SET_DUMPABLE, 1) first)"
+            )
         return OSError(err, f"{os.strerror(err)}: {doing}")
     what = getattr(error, "portclone_map", "maps")
     if what == "go-ahead":
-        return OSError(err, f"{os.strerror(err)}: the child ended while it waited for its "
-                            "maps (killed from outside?)")
-    hint = ("the parent needs privilege over the ids it maps; unprivileged, only its own "
-            "uid and gid")
+        return OSError(
+            err, f"{os.strerror(err)}: the child ended while it waited for its maps (killed from outside?)"
+        )
+    hint = "the parent needs privilege over the ids it maps; unprivileged, only its own uid and gid"
     if what == "gid_map" and err == _errno.EPERM:
-        hint += ("; an unprivileged gid map also needs setgroups 'deny' (the default: "
-                 "setgroups='allow' makes the kernel refuse it)")
+        hint += (
+            "; an unprivileged gid map also needs setgroups 'deny' (the default: "
+            "setgroups='allow' makes the kernel refuse it)"
+        )
     if err == _errno.EACCES:
-        hint = ("the child's /proc files belong to root: a process that changed its uid is "
-                "not dumpable (prctl(PR_SET_DUMPABLE, 1) makes it so again)")
+        hint = (
+            "the child's /proc files belong to root: a process that changed its uid is "
+            "not dumpable (prctl(PR_SET_DUMPABLE, 1) makes it so again)"
+        )
     elif err == _errno.ENOENT and not os.path.isdir("/proc/self"):
         hint = f"/proc is not mounted: the maps are written to /proc/<pid>/{what}"
     return OSError(err, f"{os.strerror(err)}: writing the child's {what} ({hint})")
 
 
-_PRIVILEGE = ("it needs CAP_SYS_ADMIN over the namespace's owning user namespace: run as "
-              "root, or create a user namespace with it (map_root=True)")
+_PRIVILEGE = (
+    "it needs CAP_SYS_ADMIN over the namespace's owning user namespace: run as "
+    "root, or create a user namespace with it (map_root=True)"
+)
 #: The child's setup steps (portclone._setup): what failed, and a hint for EPERM.
 _SETUP_STEPS: Dict[Stage, tuple[str, str]] = {
     Stage.HOSTNAME: ("sethostname in the child", _PRIVILEGE),
-    Stage.JOIN: ("entering a namespace of join= (setns; a PID namespace is entered by the "
-                 "calling thread around the clone, the others by the child)",
-                 "it needs CAP_SYS_ADMIN over the namespace joined and in the child's own "
-                 "user namespace; a child in a new user namespace has none over the caller's"),
-    Stage.TIME: ("creating the child's time namespace and writing its offsets "
-                 "(/proc/self/timens_offsets)", _PRIVILEGE),
+    Stage.JOIN: (
+        "entering a namespace of join= (setns; a PID namespace is entered by the "
+        "calling thread around the clone, the others by the child)",
+        "it needs CAP_SYS_ADMIN over the namespace joined and in the child's own "
+        "user namespace; a child in a new user namespace has none over the caller's",
+    ),
+    Stage.TIME: (
+        "creating the child's time namespace and writing its offsets (/proc/self/timens_offsets)",
+        _PRIVILEGE,
+    ),
     Stage.MOUNT_PROC: ("mounting /proc in the child (mount_proc=)", _PRIVILEGE),
     Stage.PDEATHSIG: ("prctl(PR_SET_PDEATHSIG) in the child", ""),
     Stage.PROCESS_GROUP: ("setpgid() in the child (process_group=)", ""),
@@ -281,5 +322,4 @@ _SETUP_STEPS: Dict[Stage, tuple[str, str]] = {
 def not_now(error: OSError, doing: str) -> OSError:
     """A transient failure of a probe (TRANSIENT_ERRNOS), as the OSError the caller gets."""
     err = error.errno or 0
-    return OSError(err, f"{os.strerror(err)}: {doing} (nothing is remembered: the next call "
-                        "asks again)")
+    return OSError(err, f"{os.strerror(err)}: {doing} (nothing is remembered: the next call asks again)")

@@ -18,8 +18,22 @@ import signal
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Iterator, Optional, Tuple
 
-__all__ = ["BACKENDS", "CONDITIONS", "CSIGNAL", "NS_FLAGS", "OPTION", "OPTIONS", "RULES", "SIGCHLD",
-           "TABLE", "CloneFlags", "FlagInfo", "OptionInfo", "Rule", "describe"]
+__all__ = [
+    "BACKENDS",
+    "CONDITIONS",
+    "CSIGNAL",
+    "NS_FLAGS",
+    "OPTION",
+    "OPTIONS",
+    "RULES",
+    "SIGCHLD",
+    "TABLE",
+    "CloneFlags",
+    "FlagInfo",
+    "OptionInfo",
+    "Rule",
+    "describe",
+]
 
 #: The low byte of legacy clone's flags word: the exit signal, not a flag.
 CSIGNAL = 0xFF
@@ -107,7 +121,6 @@ RETIRED_NAMES = {
 BACKENDS = ("linux", "netbsd", "fork")
 
 
-
 @dataclass(frozen=True)
 class FlagInfo:
     """What portclone knows about one flag.
@@ -151,10 +164,12 @@ _FORK_NO_PASS = "os.fork cannot pass it to the kernel"
 _PY_SHARES_MEMORY = (
     "a Python child cannot share the interpreter's memory with its parent (both would run the "
     "same interpreter state at once); CLONE_VM is for exec children, or use CLONE_VFORK for a "
-    "child that suspends the parent")
+    "child that suspends the parent"
+)
 _PY_SHARES_HANDLERS = (
     "shared signal handlers need CLONE_VM (the kernel's rule), which a Python child cannot use; "
-    "CLONE_CLEAR_SIGHAND resets the child's handlers instead")
+    "CLONE_CLEAR_SIGHAND resets the child's handlers instead"
+)
 _NEW_IN_71 = "not yet honoured: portclone does not use this Linux 7.1 flag yet; "
 
 
@@ -167,88 +182,222 @@ def _ns(flag: CloneFlags, since: str, what: str, ns: str) -> FlagInfo:
 
 
 TABLE: Tuple[FlagInfo, ...] = (
-    FlagInfo(CloneFlags.CLONE_VM, "2.0", "shares the parent's memory (until an exec child execs)",
-             linux=_PY_SHARES_MEMORY, netbsd=_PY_SHARES_MEMORY, fork=_share("memory"),
-             exec_child=(("linux", YES), ("netbsd", YES),
-                         ("fork", YES))),  # os.posix_spawn: the parent is not copied either
-    FlagInfo(CloneFlags.CLONE_FS, "2.0", "shares cwd, root and umask with the parent",
-             linux=YES, netbsd=YES, fork=_share("cwd, root and umask")),
-    FlagInfo(CloneFlags.CLONE_FILES, "2.0", "shares the file descriptor table with the parent",
-             linux=YES, netbsd=YES, fork=_share("the file descriptor table")),
-    FlagInfo(CloneFlags.CLONE_SIGHAND, "2.0", "shares signal handlers with the parent (needs CLONE_VM)",
-             linux=_PY_SHARES_HANDLERS, netbsd=_PY_SHARES_HANDLERS, fork=_share("signal handlers"),
-             exec_child=(("linux", YES), ("netbsd", YES))),
-    FlagInfo(CloneFlags.CLONE_PIDFD, "5.2", "a pidfd for the child (portclone asks for one whenever it can)",
-             linux=YES, netbsd="NetBSD has no pidfds: its kernel would silently ignore the bit",
-             fork="no pidfd without the linux backend; Child.pidfd is None here"),
-    FlagInfo(CloneFlags.CLONE_PTRACE, "2.2", "the child is traced by the caller's tracer, if it has one",
-             linux=YES, netbsd="NetBSD's kernel refuses CLONE_PTRACE (EINVAL)",
-             fork="os.fork cannot start the child traced"),
-    FlagInfo(CloneFlags.CLONE_VFORK, "2.2", "the parent is suspended until the child exits or execs",
-             linux=YES, netbsd=YES, fork=YES),
-    FlagInfo(CloneFlags.CLONE_PARENT, "2.3.12", "the child's parent is the caller's parent (exit_signal=0)",
-             linux=YES, netbsd=_NB_IGNORES, fork="os.fork always makes the caller the parent"),
-    FlagInfo(CloneFlags.CLONE_THREAD, "2.4.0", "the child is a thread in the caller's thread group",
-             linux="a thread needs CLONE_VM and CLONE_SIGHAND, which a Python child cannot use; "
-                   "use the threading module for threads",
-             netbsd=_NB_IGNORES, fork="os.fork cannot make threads; use the threading module"),
+    FlagInfo(
+        CloneFlags.CLONE_VM,
+        "2.0",
+        "shares the parent's memory (until an exec child execs)",
+        linux=_PY_SHARES_MEMORY,
+        netbsd=_PY_SHARES_MEMORY,
+        fork=_share("memory"),
+        exec_child=(("linux", YES), ("netbsd", YES), ("fork", YES)),
+    ),  # os.posix_spawn: the parent is not copied either
+    FlagInfo(
+        CloneFlags.CLONE_FS,
+        "2.0",
+        "shares cwd, root and umask with the parent",
+        linux=YES,
+        netbsd=YES,
+        fork=_share("cwd, root and umask"),
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_FILES,
+        "2.0",
+        "shares the file descriptor table with the parent",
+        linux=YES,
+        netbsd=YES,
+        fork=_share("the file descriptor table"),
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_SIGHAND,
+        "2.0",
+        "shares signal handlers with the parent (needs CLONE_VM)",
+        linux=_PY_SHARES_HANDLERS,
+        netbsd=_PY_SHARES_HANDLERS,
+        fork=_share("signal handlers"),
+        exec_child=(("linux", YES), ("netbsd", YES)),
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_PIDFD,
+        "5.2",
+        "a pidfd for the child (portclone asks for one whenever it can)",
+        linux=YES,
+        netbsd="NetBSD has no pidfds: its kernel would silently ignore the bit",
+        fork="no pidfd without the linux backend; Child.pidfd is None here",
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_PTRACE,
+        "2.2",
+        "the child is traced by the caller's tracer, if it has one",
+        linux=YES,
+        netbsd="NetBSD's kernel refuses CLONE_PTRACE (EINVAL)",
+        fork="os.fork cannot start the child traced",
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_VFORK,
+        "2.2",
+        "the parent is suspended until the child exits or execs",
+        linux=YES,
+        netbsd=YES,
+        fork=YES,
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_PARENT,
+        "2.3.12",
+        "the child's parent is the caller's parent (exit_signal=0)",
+        linux=YES,
+        netbsd=_NB_IGNORES,
+        fork="os.fork always makes the caller the parent",
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_THREAD,
+        "2.4.0",
+        "the child is a thread in the caller's thread group",
+        linux="a thread needs CLONE_VM and CLONE_SIGHAND, which a Python child cannot use; "
+        "use the threading module for threads",
+        netbsd=_NB_IGNORES,
+        fork="os.fork cannot make threads; use the threading module",
+    ),
     _ns(CloneFlags.CLONE_NEWNS, "2.4.19", "mount", "mnt"),
-    FlagInfo(CloneFlags.CLONE_SYSVSEM, "2.5.10", "shares System V semaphore undo values",
-             linux=YES, netbsd=_NB_IGNORES, fork=_share("System V semaphore undo lists")),
-    FlagInfo(CloneFlags.CLONE_SETTLS, "2.5.32", "sets the child's thread-local storage pointer",
-             linux="a new TLS pointer only makes sense for a thread with its own stack; a Python "
-                   "child keeps the parent's TLS layout" + _NO_PYTHON_USE,
-             netbsd=_NB_IGNORES, fork="os.fork cannot set a TLS pointer"),
-    FlagInfo(CloneFlags.CLONE_PARENT_SETTID, "2.5.49", "stores the child's tid in the parent's memory",
-             linux="writes a tid into raw parent memory; Child.pid already carries it" + _NO_PYTHON_USE,
-             netbsd=_NB_IGNORES, fork="os.fork returns the pid; there is nothing to store"),
-    FlagInfo(CloneFlags.CLONE_CHILD_CLEARTID, "2.5.49", "clears a tid word in the child's memory at exit",
-             linux="clears and wakes a futex word in the child's memory when it exits, for thread "
-                   "libraries joining threads" + _NO_PYTHON_USE,
-             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
-    FlagInfo(CloneFlags.CLONE_DETACHED, "2.5.32", "obsolete: ignored since Linux 2.6.2, refused by clone3",
-             linux="obsolete: Linux ignores it (legacy clone) or refuses it (clone3)",
-             netbsd=_NB_IGNORES, fork="obsolete, and os.fork could not pass it on anyway"),
-    FlagInfo(CloneFlags.CLONE_UNTRACED, "2.5.46", "a tracer cannot force CLONE_PTRACE on the child",
-             linux=YES, netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
-    FlagInfo(CloneFlags.CLONE_CHILD_SETTID, "2.5.49", "stores the child's tid in the child's memory",
-             linux="portclone uses it internally to repair libc's cached thread id in the child; "
-                   "Child.pid carries the tid" + _NO_PYTHON_USE,
-             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS),
+    FlagInfo(
+        CloneFlags.CLONE_SYSVSEM,
+        "2.5.10",
+        "shares System V semaphore undo values",
+        linux=YES,
+        netbsd=_NB_IGNORES,
+        fork=_share("System V semaphore undo lists"),
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_SETTLS,
+        "2.5.32",
+        "sets the child's thread-local storage pointer",
+        linux="a new TLS pointer only makes sense for a thread with its own stack; a Python "
+        "child keeps the parent's TLS layout" + _NO_PYTHON_USE,
+        netbsd=_NB_IGNORES,
+        fork="os.fork cannot set a TLS pointer",
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_PARENT_SETTID,
+        "2.5.49",
+        "stores the child's tid in the parent's memory",
+        linux="writes a tid into raw parent memory; Child.pid already carries it" + _NO_PYTHON_USE,
+        netbsd=_NB_IGNORES,
+        fork="os.fork returns the pid; there is nothing to store",
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_CHILD_CLEARTID,
+        "2.5.49",
+        "clears a tid word in the child's memory at exit",
+        linux="clears and wakes a futex word in the child's memory when it exits, for thread "
+        "libraries joining threads" + _NO_PYTHON_USE,
+        netbsd=_NB_IGNORES,
+        fork=_FORK_NO_PASS,
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_DETACHED,
+        "2.5.32",
+        "obsolete: ignored since Linux 2.6.2, refused by clone3",
+        linux="obsolete: Linux ignores it (legacy clone) or refuses it (clone3)",
+        netbsd=_NB_IGNORES,
+        fork="obsolete, and os.fork could not pass it on anyway",
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_UNTRACED,
+        "2.5.46",
+        "a tracer cannot force CLONE_PTRACE on the child",
+        linux=YES,
+        netbsd=_NB_IGNORES,
+        fork=_FORK_NO_PASS,
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_CHILD_SETTID,
+        "2.5.49",
+        "stores the child's tid in the child's memory",
+        linux="portclone uses it internally to repair libc's cached thread id in the child; "
+        "Child.pid carries the tid" + _NO_PYTHON_USE,
+        netbsd=_NB_IGNORES,
+        fork=_FORK_NO_PASS,
+    ),
     _ns(CloneFlags.CLONE_NEWCGROUP, "4.6", "cgroup", "cgroup"),
     _ns(CloneFlags.CLONE_NEWUTS, "2.6.19", "UTS (hostname)", "uts"),
     _ns(CloneFlags.CLONE_NEWIPC, "2.6.19", "IPC", "ipc"),
     _ns(CloneFlags.CLONE_NEWUSER, "3.8", "user", "user"),
     _ns(CloneFlags.CLONE_NEWPID, "2.6.24", "PID", "pid"),
     _ns(CloneFlags.CLONE_NEWNET, "2.6.29", "network", "net"),
-    FlagInfo(CloneFlags.CLONE_IO, "2.6.25", "shares the I/O context (I/O scheduling) with the parent",
-             linux=YES, netbsd=_NB_IGNORES, fork=_share("the I/O context")),
-    FlagInfo(CloneFlags.CLONE_NEWTIME, "5.8", "new time namespace (its bit lies in the exit-signal byte)",
-             linux=YES, netbsd=_NB_NO_NS, fork=_FORK_NO_NS, clone3_only=True, ns="time"),
-    FlagInfo(CloneFlags.CLONE_CLEAR_SIGHAND, "5.5", "the child's signal handlers are reset to SIG_DFL",
-             linux=YES, netbsd="NetBSD's clone cannot reset handlers; reset them in the child "
-                               "with signal.signal",
-             fork="os.fork keeps the handlers; reset them in the child with signal.signal",
-             clone3_only=True),
-    FlagInfo(CloneFlags.CLONE_INTO_CGROUP, "5.7", "the child starts in the cgroup v2 given as cgroup=",
-             linux=YES, netbsd="NetBSD has no cgroups",
-             fork="os.fork cannot choose the child's cgroup; write its pid to cgroup.procs after "
-                  "it starts", clone3_only=True),
-    FlagInfo(CloneFlags.CLONE_AUTOREAP, "7.1", "the child is reaped automatically (no exit status)",
-             linux="Child.wait() and returncode need the exit status, which an auto-reaped child "
-                   "never leaves; set SIGCHLD to SIG_IGN to discard statuses instead",
-             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
-    FlagInfo(CloneFlags.CLONE_NNP, "7.1", "the child starts with no_new_privs set",
-             linux=_NEW_IN_71 + "call prctl(PR_SET_NO_NEW_PRIVS) in the child instead",
-             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
-    FlagInfo(CloneFlags.CLONE_PIDFD_AUTOKILL, "7.1", "the child is killed when its pidfd is closed",
-             linux=_NEW_IN_71 + "kill the child from Child.close() or a finally block instead",
-             netbsd=_NB_IGNORES, fork=_FORK_NO_PASS, clone3_only=True),
+    FlagInfo(
+        CloneFlags.CLONE_IO,
+        "2.6.25",
+        "shares the I/O context (I/O scheduling) with the parent",
+        linux=YES,
+        netbsd=_NB_IGNORES,
+        fork=_share("the I/O context"),
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_NEWTIME,
+        "5.8",
+        "new time namespace (its bit lies in the exit-signal byte)",
+        linux=YES,
+        netbsd=_NB_NO_NS,
+        fork=_FORK_NO_NS,
+        clone3_only=True,
+        ns="time",
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_CLEAR_SIGHAND,
+        "5.5",
+        "the child's signal handlers are reset to SIG_DFL",
+        linux=YES,
+        netbsd="NetBSD's clone cannot reset handlers; reset them in the child with signal.signal",
+        fork="os.fork keeps the handlers; reset them in the child with signal.signal",
+        clone3_only=True,
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_INTO_CGROUP,
+        "5.7",
+        "the child starts in the cgroup v2 given as cgroup=",
+        linux=YES,
+        netbsd="NetBSD has no cgroups",
+        fork="os.fork cannot choose the child's cgroup; write its pid to cgroup.procs after it starts",
+        clone3_only=True,
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_AUTOREAP,
+        "7.1",
+        "the child is reaped automatically (no exit status)",
+        linux="Child.wait() and returncode need the exit status, which an auto-reaped child "
+        "never leaves; set SIGCHLD to SIG_IGN to discard statuses instead",
+        netbsd=_NB_IGNORES,
+        fork=_FORK_NO_PASS,
+        clone3_only=True,
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_NNP,
+        "7.1",
+        "the child starts with no_new_privs set",
+        linux=_NEW_IN_71 + "call prctl(PR_SET_NO_NEW_PRIVS) in the child instead",
+        netbsd=_NB_IGNORES,
+        fork=_FORK_NO_PASS,
+        clone3_only=True,
+    ),
+    FlagInfo(
+        CloneFlags.CLONE_PIDFD_AUTOKILL,
+        "7.1",
+        "the child is killed when its pidfd is closed",
+        linux=_NEW_IN_71 + "kill the child from Child.close() or a finally block instead",
+        netbsd=_NB_IGNORES,
+        fork=_FORK_NO_PASS,
+        clone3_only=True,
+    ),
     # torvalds/linux "namespace: allow creating empty mount namespaces" (merged March 2026)
-    FlagInfo(CloneFlags.CLONE_EMPTY_MNTNS, "7.1", "a new mount namespace holding only an empty root "
-             "(implies CLONE_NEWNS)",
-             linux=_NEW_IN_71 + "use CLONE_NEWNS and unmount what the child must not see",
-             netbsd=_NB_NO_NS, fork=_FORK_NO_NS, clone3_only=True, ns="mnt"),
+    FlagInfo(
+        CloneFlags.CLONE_EMPTY_MNTNS,
+        "7.1",
+        "a new mount namespace holding only an empty root (implies CLONE_NEWNS)",
+        linux=_NEW_IN_71 + "use CLONE_NEWNS and unmount what the child must not see",
+        netbsd=_NB_NO_NS,
+        fork=_FORK_NO_NS,
+        clone3_only=True,
+        ns="mnt",
+    ),
 )
 
 _NAMES: Dict[int, str] = {int(m): name for name, m in CloneFlags.__members__.items()}
@@ -284,7 +433,8 @@ _NONE = CloneFlags(0)
 EXEC_SIGNAL_REASON = (
     "a program started by spawn() always reports its exit with SIGCHLD: Linux resets the exit "
     "signal of a child that has exec'd (its exec id changed: torvalds/linux:kernel/exit.c, "
-    "exit_notify), so another exit signal would silently not happen")
+    "exit_notify), so another exit signal would silently not happen"
+)
 
 
 #: The conditions a Rule can depend on besides the flags, and what they mean.  Validation
@@ -340,70 +490,144 @@ _PORTCLONE = "portclone (what the child does must stay the child's)"
 RULES: Tuple[Rule, ...] = (
     Rule(CloneFlags.CLONE_SIGHAND, "CLONE_SIGHAND needs CLONE_VM", missing=CloneFlags.CLONE_VM),
     Rule(CloneFlags.CLONE_THREAD, "CLONE_THREAD needs CLONE_SIGHAND", missing=CloneFlags.CLONE_SIGHAND),
-    Rule(CloneFlags.CLONE_NEWNS | CloneFlags.CLONE_FS,
-         "a new mount namespace cannot share cwd and root with the parent (CLONE_NEWNS with CLONE_FS)"),
-    Rule(CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_FS,
-         "a new user namespace cannot share cwd and root with the parent (CLONE_NEWUSER with CLONE_FS)"),
-    Rule(CloneFlags.CLONE_NEWIPC | CloneFlags.CLONE_SYSVSEM,
-         "a new IPC namespace cannot share System V semaphore undo lists (CLONE_NEWIPC with CLONE_SYSVSEM)"),
+    Rule(
+        CloneFlags.CLONE_NEWNS | CloneFlags.CLONE_FS,
+        "a new mount namespace cannot share cwd and root with the parent (CLONE_NEWNS with CLONE_FS)",
+    ),
+    Rule(
+        CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_FS,
+        "a new user namespace cannot share cwd and root with the parent (CLONE_NEWUSER with CLONE_FS)",
+    ),
+    Rule(
+        CloneFlags.CLONE_NEWIPC | CloneFlags.CLONE_SYSVSEM,
+        "a new IPC namespace cannot share System V semaphore undo lists (CLONE_NEWIPC with CLONE_SYSVSEM)",
+    ),
     Rule(CloneFlags.CLONE_NEWPID | CloneFlags.CLONE_THREAD, "a thread cannot start a new PID namespace"),
     Rule(CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_THREAD, "a thread cannot start a new user namespace"),
-    Rule(CloneFlags.CLONE_PIDFD | CloneFlags.CLONE_THREAD,
-         "a thread cannot have a pidfd on this kernel (CLONE_PIDFD with CLONE_THREAD; Linux 6.9 "
-         "allows it, with pidfd_open's PIDFD_THREAD)", lifted_by="thread_pidfds"),
+    Rule(
+        CloneFlags.CLONE_PIDFD | CloneFlags.CLONE_THREAD,
+        "a thread cannot have a pidfd on this kernel (CLONE_PIDFD with CLONE_THREAD; Linux 6.9 "
+        "allows it, with pidfd_open's PIDFD_THREAD)",
+        lifted_by="thread_pidfds",
+    ),
     Rule(CloneFlags.CLONE_PIDFD | CloneFlags.CLONE_DETACHED, "CLONE_PIDFD with CLONE_DETACHED"),
-    Rule(CloneFlags.CLONE_DETACHED, "CLONE_DETACHED is obsolete: clone3 refuses it (EINVAL) and legacy "
-         "clone has ignored it since Linux 2.6.2", source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    Rule(
+        CloneFlags.CLONE_DETACHED,
+        "CLONE_DETACHED is obsolete: clone3 refuses it (EINVAL) and legacy "
+        "clone has ignored it since Linux 2.6.2",
+        source="torvalds/linux:kernel/fork.c (clone3_args_valid)",
+    ),
     # Linux 7.1's clone3 refuses these (EINVAL); older kernels refuse the flags themselves
-    Rule(CloneFlags.CLONE_AUTOREAP | CloneFlags.CLONE_THREAD,
-         "a thread cannot be auto-reaped (CLONE_AUTOREAP with CLONE_THREAD)"),
-    Rule(CloneFlags.CLONE_AUTOREAP | CloneFlags.CLONE_PARENT, "the caller's parent would have to reap it: "
-         "not with CLONE_PARENT (CLONE_AUTOREAP with CLONE_PARENT)"),
-    Rule(CloneFlags.CLONE_NNP | CloneFlags.CLONE_THREAD, "no_new_privs is per thread group: not with "
-         "CLONE_THREAD (CLONE_NNP with CLONE_THREAD)"),
+    Rule(
+        CloneFlags.CLONE_AUTOREAP | CloneFlags.CLONE_THREAD,
+        "a thread cannot be auto-reaped (CLONE_AUTOREAP with CLONE_THREAD)",
+    ),
+    Rule(
+        CloneFlags.CLONE_AUTOREAP | CloneFlags.CLONE_PARENT,
+        "the caller's parent would have to reap it: not with CLONE_PARENT (CLONE_AUTOREAP with CLONE_PARENT)",
+    ),
+    Rule(
+        CloneFlags.CLONE_NNP | CloneFlags.CLONE_THREAD,
+        "no_new_privs is per thread group: not with CLONE_THREAD (CLONE_NNP with CLONE_THREAD)",
+    ),
     # the pidfd series' selftests (tools/testing/selftests/pidfd/pidfd_autoreap_test.c:
     # autokill_requires_pidfd, autokill_requires_autoreap) and the empty-mount-namespace ones
     # (tools/testing/selftests/filesystems: CLONE_EMPTY_MNTNS | CLONE_FS is EINVAL)
-    Rule(CloneFlags.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL kills through the clone's pidfd: it "
-         "needs CLONE_PIDFD", missing=CloneFlags.CLONE_PIDFD),
-    Rule(CloneFlags.CLONE_PIDFD_AUTOKILL, "CLONE_PIDFD_AUTOKILL needs CLONE_AUTOREAP",
-         missing=CloneFlags.CLONE_AUTOREAP),
-    Rule(CloneFlags.CLONE_EMPTY_MNTNS | CloneFlags.CLONE_FS, "a new mount namespace cannot share "
-         "cwd and root with the parent (CLONE_EMPTY_MNTNS, which implies CLONE_NEWNS, with CLONE_FS)"),
-    Rule(CloneFlags.CLONE_SIGHAND | CloneFlags.CLONE_CLEAR_SIGHAND,
-         "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
-         source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    Rule(
+        CloneFlags.CLONE_PIDFD_AUTOKILL,
+        "CLONE_PIDFD_AUTOKILL kills through the clone's pidfd: it needs CLONE_PIDFD",
+        missing=CloneFlags.CLONE_PIDFD,
+    ),
+    Rule(
+        CloneFlags.CLONE_PIDFD_AUTOKILL,
+        "CLONE_PIDFD_AUTOKILL needs CLONE_AUTOREAP",
+        missing=CloneFlags.CLONE_AUTOREAP,
+    ),
+    Rule(
+        CloneFlags.CLONE_EMPTY_MNTNS | CloneFlags.CLONE_FS,
+        "a new mount namespace cannot share "
+        "cwd and root with the parent (CLONE_EMPTY_MNTNS, which implies CLONE_NEWNS, with CLONE_FS)",
+    ),
+    Rule(
+        CloneFlags.CLONE_SIGHAND | CloneFlags.CLONE_CLEAR_SIGHAND,
+        "handlers cannot be both shared and reset (CLONE_SIGHAND with CLONE_CLEAR_SIGHAND)",
+        source="torvalds/linux:kernel/fork.c (clone3_args_valid)",
+    ),
     # the exit signal
-    Rule(CloneFlags.CLONE_PARENT, "CLONE_PARENT takes the exit signal from the caller: pass "
-         "exit_signal=0 (clone3 answers EINVAL)", when=("exit_signal",), field="exit_signal",
-         source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
-    Rule(CloneFlags.CLONE_THREAD, "CLONE_THREAD takes the exit signal from the caller: pass "
-         "exit_signal=0 (clone3 answers EINVAL)", when=("exit_signal",), field="exit_signal",
-         source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
-    Rule(CloneFlags.CLONE_AUTOREAP, "an auto-reaped child signals nobody: pass exit_signal=0 (clone3 "
-         "answers EINVAL)", when=("exit_signal",), field="exit_signal"),
-    Rule(CloneFlags.CLONE_PARENT, "the init process of a PID namespace has no parent to share",
-         when=("caller_is_init",)),
-    Rule(CloneFlags.CLONE_INTO_CGROUP, "CLONE_INTO_CGROUP needs cgroup= (a cgroup v2 directory fd or "
-         "path)", when=("no_cgroup",), source="torvalds/linux:kernel/fork.c (clone3_args_valid)"),
+    Rule(
+        CloneFlags.CLONE_PARENT,
+        "CLONE_PARENT takes the exit signal from the caller: pass exit_signal=0 (clone3 answers EINVAL)",
+        when=("exit_signal",),
+        field="exit_signal",
+        source="torvalds/linux:kernel/fork.c (clone3_args_valid)",
+    ),
+    Rule(
+        CloneFlags.CLONE_THREAD,
+        "CLONE_THREAD takes the exit signal from the caller: pass exit_signal=0 (clone3 answers EINVAL)",
+        when=("exit_signal",),
+        field="exit_signal",
+        source="torvalds/linux:kernel/fork.c (clone3_args_valid)",
+    ),
+    Rule(
+        CloneFlags.CLONE_AUTOREAP,
+        "an auto-reaped child signals nobody: pass exit_signal=0 (clone3 answers EINVAL)",
+        when=("exit_signal",),
+        field="exit_signal",
+    ),
+    Rule(
+        CloneFlags.CLONE_PARENT,
+        "the init process of a PID namespace has no parent to share",
+        when=("caller_is_init",),
+    ),
+    Rule(
+        CloneFlags.CLONE_INTO_CGROUP,
+        "CLONE_INTO_CGROUP needs cgroup= (a cgroup v2 directory fd or path)",
+        when=("no_cgroup",),
+        source="torvalds/linux:kernel/fork.c (clone3_args_valid)",
+    ),
     # spawn(): what the child does to itself must not happen to the parent
-    Rule(CloneFlags.CLONE_FILES, "the child shares the parent's fd table: redirecting stdio, pass_fds or "
-         "the maps' handshake would change the parent's", when=("stdio", "pass_fds", "maps"),
-         source=_PORTCLONE),
-    Rule(CloneFlags.CLONE_FILES, "the child shares the parent's fd table, so close_fds=True cannot be "
-         "honoured (marking fds close-on-exec there would mark the parent's) and the program "
-         "would get every inheritable fd; pass close_fds=False to accept that",
-         when=("close_fds",), source=_PORTCLONE),
-    Rule(CloneFlags.CLONE_FS, "the child shares the parent's cwd: cwd= would move the parent too",
-         when=("cwd",), source=_PORTCLONE),
-    Rule(CloneFlags.CLONE_VFORK, "with uid_map/gid_map the parent writes the maps while the child "
-         "waits, which a vfork-suspended parent cannot do", when=("maps",), source=_PORTCLONE),
-    Rule(CloneFlags.CLONE_FILES, "the child shares the parent's fd table, where the pipes that "
-         "carry its setup's report would be closed under the parent", when=("clone_setup",),
-         source=_PORTCLONE),
-    Rule(CloneFlags.CLONE_PARENT, "a child whose setup fails is reaped by its parent, and with "
-         "CLONE_PARENT that is the caller's parent, which may never do it", when=("setup",),
-         source=_PORTCLONE),
+    Rule(
+        CloneFlags.CLONE_FILES,
+        "the child shares the parent's fd table: redirecting stdio, pass_fds or "
+        "the maps' handshake would change the parent's",
+        when=("stdio", "pass_fds", "maps"),
+        source=_PORTCLONE,
+    ),
+    Rule(
+        CloneFlags.CLONE_FILES,
+        "the child shares the parent's fd table, so close_fds=True cannot be "
+        "honoured (marking fds close-on-exec there would mark the parent's) and the program "
+        "would get every inheritable fd; pass close_fds=False to accept that",
+        when=("close_fds",),
+        source=_PORTCLONE,
+    ),
+    Rule(
+        CloneFlags.CLONE_FS,
+        "the child shares the parent's cwd: cwd= would move the parent too",
+        when=("cwd",),
+        source=_PORTCLONE,
+    ),
+    Rule(
+        CloneFlags.CLONE_VFORK,
+        "with uid_map/gid_map the parent writes the maps while the child "
+        "waits, which a vfork-suspended parent cannot do",
+        when=("maps",),
+        source=_PORTCLONE,
+    ),
+    Rule(
+        CloneFlags.CLONE_FILES,
+        "the child shares the parent's fd table, where the pipes that "
+        "carry its setup's report would be closed under the parent",
+        when=("clone_setup",),
+        source=_PORTCLONE,
+    ),
+    Rule(
+        CloneFlags.CLONE_PARENT,
+        "a child whose setup fails is reaped by its parent, and with "
+        "CLONE_PARENT that is the caller's parent, which may never do it",
+        when=("setup",),
+        source=_PORTCLONE,
+    ),
 )
 
 
@@ -431,38 +655,95 @@ class OptionInfo:
 
 
 def _needs_ns(what: str) -> Tuple[str, str]:
-    return (f"NetBSD has no {what} namespaces", f"os.fork cannot create {what} namespaces"
-            + _FORK_NEEDS)
+    return (f"NetBSD has no {what} namespaces", f"os.fork cannot create {what} namespaces" + _FORK_NEEDS)
 
 
 _USER = _needs_ns("user")
 OPTIONS: Tuple[OptionInfo, ...] = (
-    OptionInfo("uid_map", CloneFlags.CLONE_NEWUSER, "the child's uid map, written by the parent "
-               "before the child runs", "3.8", YES, *_USER),
-    OptionInfo("gid_map", CloneFlags.CLONE_NEWUSER, "the child's gid map, written by the parent "
-               "before the child runs", "3.8", YES, *_USER),
-    OptionInfo("map_root", CloneFlags.CLONE_NEWUSER, "maps the caller's uid and gid to root in "
-               "the child", "3.8", YES, *_USER),
-    OptionInfo("setgroups", CloneFlags.CLONE_NEWUSER, '"deny" or "allow" in the child\'s '
-               '/proc/PID/setgroups ("deny" by default whenever a gid map is written)', "3.19",
-               YES, *_USER),
-    OptionInfo("hostname", CloneFlags.CLONE_NEWUTS, "the child's hostname, in a new UTS "
-               "namespace", "2.6.19", YES, *_needs_ns("UTS")),
-    OptionInfo("time_offsets", CloneFlags.CLONE_NEWTIME, "CLOCK_MONOTONIC and CLOCK_BOOTTIME "
-               "offsets of a new time namespace, set before the child enters it", "5.6", YES,
-               *_needs_ns("time")),
-    OptionInfo("mount_proc", CloneFlags.CLONE_NEWNS, "a fresh /proc in a new mount namespace, "
-               "every mount made private first", "2.4.19", YES, *_needs_ns("mount")),
-    OptionInfo("propagation", CloneFlags.CLONE_NEWNS, "every mount made private, shared or "
-               "slave (recursively) in the child's new mount namespace, or left unchanged",
-               "2.6.15", YES, *_needs_ns("mount")),
-    OptionInfo("join", _NONE, "enters existing namespaces (setns) before the child runs", "3.8",
-               YES, "NetBSD has no namespaces to join",
-               "os.fork cannot enter namespaces" + _FORK_NEEDS),
-    OptionInfo("pdeathsig", _NONE, "the signal the child gets when its parent thread ends "
-               "(PR_SET_PDEATHSIG)", "2.1.57", YES,
-               "NetBSD has no parent-death signal (no prctl(PR_SET_PDEATHSIG))",
-               "os.fork cannot set a parent-death signal" + _FORK_NEEDS),
+    OptionInfo(
+        "uid_map",
+        CloneFlags.CLONE_NEWUSER,
+        "the child's uid map, written by the parent before the child runs",
+        "3.8",
+        YES,
+        *_USER,
+    ),
+    OptionInfo(
+        "gid_map",
+        CloneFlags.CLONE_NEWUSER,
+        "the child's gid map, written by the parent before the child runs",
+        "3.8",
+        YES,
+        *_USER,
+    ),
+    OptionInfo(
+        "map_root",
+        CloneFlags.CLONE_NEWUSER,
+        "maps the caller's uid and gid to root in the child",
+        "3.8",
+        YES,
+        *_USER,
+    ),
+    OptionInfo(
+        "setgroups",
+        CloneFlags.CLONE_NEWUSER,
+        '"deny" or "allow" in the child\'s '
+        '/proc/PID/setgroups ("deny" by default whenever a gid map is written)',
+        "3.19",
+        YES,
+        *_USER,
+    ),
+    OptionInfo(
+        "hostname",
+        CloneFlags.CLONE_NEWUTS,
+        "the child's hostname, in a new UTS namespace",
+        "2.6.19",
+        YES,
+        *_needs_ns("UTS"),
+    ),
+    OptionInfo(
+        "time_offsets",
+        CloneFlags.CLONE_NEWTIME,
+        "CLOCK_MONOTONIC and CLOCK_BOOTTIME offsets of a new time namespace, set before the child enters it",
+        "5.6",
+        YES,
+        *_needs_ns("time"),
+    ),
+    OptionInfo(
+        "mount_proc",
+        CloneFlags.CLONE_NEWNS,
+        "a fresh /proc in a new mount namespace, every mount made private first",
+        "2.4.19",
+        YES,
+        *_needs_ns("mount"),
+    ),
+    OptionInfo(
+        "propagation",
+        CloneFlags.CLONE_NEWNS,
+        "every mount made private, shared or "
+        "slave (recursively) in the child's new mount namespace, or left unchanged",
+        "2.6.15",
+        YES,
+        *_needs_ns("mount"),
+    ),
+    OptionInfo(
+        "join",
+        _NONE,
+        "enters existing namespaces (setns) before the child runs",
+        "3.8",
+        YES,
+        "NetBSD has no namespaces to join",
+        "os.fork cannot enter namespaces" + _FORK_NEEDS,
+    ),
+    OptionInfo(
+        "pdeathsig",
+        _NONE,
+        "the signal the child gets when its parent thread ends (PR_SET_PDEATHSIG)",
+        "2.1.57",
+        YES,
+        "NetBSD has no parent-death signal (no prctl(PR_SET_PDEATHSIG))",
+        "os.fork cannot set a parent-death signal" + _FORK_NEEDS,
+    ),
 )
 OPTION: Dict[str, OptionInfo] = {o.name: o for o in OPTIONS}
 

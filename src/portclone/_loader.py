@@ -40,16 +40,20 @@ def native_status() -> Tuple[Any, Optional[str]]:
         except ImportError as e:
             err = _transient_errno(e)
             if err:
-                raise OSError(err, f"{os.strerror(err)}: portclone._native could not be loaded "
-                                   f"now ({e}); nothing is remembered: the next call tries "
-                                   "again") from e
+                raise OSError(
+                    err,
+                    f"{os.strerror(err)}: portclone._native could not be loaded "
+                    f"now ({e}); nothing is remembered: the next call tries "
+                    "again",
+                ) from e
             _native_error = f"portclone._native could not be imported ({e}); build it with a C compiler"
         else:
             if getattr(module, "ABI", None) != NATIVE_ABI:
                 raise ImportError(
                     f"portclone._native at {module.__file__} is a stale build (ABI "
                     f"{getattr(module, 'ABI', None)}, this portclone needs {NATIVE_ABI}): "
-                    "reinstall portclone")
+                    "reinstall portclone"
+                )
             _native = module
     return _native, _native_error
 
@@ -71,7 +75,8 @@ def _transient_errno(error: ImportError) -> int:
         if os.strerror(err) in text:
             return err
     if "failed to map segment" in text and not any(
-            os.strerror(err) in text for err in (errno.EPERM, errno.EACCES)):
+        os.strerror(err) in text for err in (errno.EPERM, errno.EACCES)
+    ):
         return errno.ENOMEM
     return 0
 
@@ -110,4 +115,7 @@ def threaded_warning(name: str, stacklevel: int) -> None:
     if thread_count() > 1:  # clone() asks first; other callers rely on this test
         warnings.warn(
             f"This process (pid={os.getpid()}) is multi-threaded, use of {name}() may lead "
-            "to deadlocks in the child.", DeprecationWarning, stacklevel=stacklevel + 1)
+            "to deadlocks in the child.",
+            DeprecationWarning,
+            stacklevel=stacklevel + 1,
+        )

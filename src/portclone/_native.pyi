@@ -30,20 +30,42 @@ class PidfdOwner:
 # ``child`` receives pid, pidfd and syscall (a portclone.Child, or any object with those
 # attributes); in the new child, ``runner()`` runs and its int is the _exit status.
 def clone(
-    child: Any, runner: Callable[[], int], mode: int, flags: int, exit_signal: int,
-    cgroup_fd: int, set_tid: Optional[Sequence[int]], legacy_ok: bool, /,
+    child: Any,
+    runner: Callable[[], int],
+    mode: int,
+    flags: int,
+    exit_signal: int,
+    cgroup_fd: int,
+    set_tid: Optional[Sequence[int]],
+    legacy_ok: bool,
+    /,
 ) -> None: ...
 def unblock_signals() -> None: ...
 def probe_clone3() -> int: ...
 def tid_offset() -> int: ...
 def thread_count() -> int: ...
+
 HAVE_CLONE3_SPAWN: int
+
 def libc_clone(child: Any, runner: Callable[[], int], flags: int, /) -> None: ...
 def spawn(
-    child: Any, /, *, mode: int, flags: int, exit_signal: int, cgroup_fd: int,
-    set_tid: Optional[Sequence[int]], legacy_ok: bool, paths: Tuple[bytes, ...],
-    argv: Tuple[bytes, ...], envp: Optional[Tuple[bytes, ...]], cwd: Optional[bytes],
-    fds: Tuple[int, int, int], keep: Tuple[int, ...], close_fds: bool,
-    maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]], hostname: Optional[bytes],
+    child: Any,
+    /,
+    *,
+    mode: int,
+    flags: int,
+    exit_signal: int,
+    cgroup_fd: int,
+    set_tid: Optional[Sequence[int]],
+    legacy_ok: bool,
+    paths: Tuple[bytes, ...],
+    argv: Tuple[bytes, ...],
+    envp: Optional[Tuple[bytes, ...]],
+    cwd: Optional[bytes],
+    fds: Tuple[int, int, int],
+    keep: Tuple[int, ...],
+    close_fds: bool,
+    maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]],
+    hostname: Optional[bytes],
     restore_signals: bool,
 ) -> None: ...

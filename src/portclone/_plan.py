@@ -107,8 +107,9 @@ def _fsencode(value: object, what: str) -> bytes:
     return data
 
 
-def _environment(env: Optional[Mapping[Any, Any]]) -> Tuple[Optional[Tuple[bytes, ...]],
-                                                             Optional[Mapping[bytes, bytes]]]:
+def _environment(
+    env: Optional[Mapping[Any, Any]],
+) -> Tuple[Optional[Tuple[bytes, ...]], Optional[Mapping[bytes, bytes]]]:
     if env is None:
         return None, None
     if not isinstance(env, Mapping):
@@ -156,11 +157,23 @@ def _checked_fd(value: object, what: str) -> int:
     return value
 
 
-def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPath],
-            env: Optional[Mapping[Any, Any]], cwd: Optional[StrOrBytesPath],
-            pass_fds: Sequence[int], stdin: StdArg, stdout: StdArg, stderr: StdArg,
-            close_fds: bool, options: Options, flags: int, backend: str,
-            restore_signals: bool = True, process_group: Optional[int] = None) -> SpawnPlan:
+def prepare(
+    argv: Sequence[StrOrBytesPath],
+    *,
+    executable: Optional[StrOrBytesPath],
+    env: Optional[Mapping[Any, Any]],
+    cwd: Optional[StrOrBytesPath],
+    pass_fds: Sequence[int],
+    stdin: StdArg,
+    stdout: StdArg,
+    stderr: StdArg,
+    close_fds: bool,
+    options: Options,
+    flags: int,
+    backend: str,
+    restore_signals: bool = True,
+    process_group: Optional[int] = None,
+) -> SpawnPlan:
     """Check everything and build the plan; fds are opened last, and only on success."""
     if isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
@@ -172,14 +185,20 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
     name = os.fsdecode(program)
     paths = _candidates(program, env_dict)
     workdir = _fsencode(cwd, "cwd") if cwd is not None else None
-    keep = tuple(sorted({_checked_fd(fd, 'pass_fds') for fd in pass_fds}))
+    keep = tuple(sorted({_checked_fd(fd, "pass_fds") for fd in pass_fds}))
     fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
 
     present = set(options.conditions())
-    present.update(name for name, given in (
-        ("cwd", workdir is not None), ("pass_fds", bool(keep)), ("close_fds", close_fds),
-        ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
-    ) if given)
+    present.update(
+        name
+        for name, given in (
+            ("cwd", workdir is not None),
+            ("pass_fds", bool(keep)),
+            ("close_fds", close_fds),
+            ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
+        )
+        if given
+    )
     check_options(flags, frozenset(present), backend)
 
     if flags & CloneFlags.CLONE_SIGHAND:
@@ -189,12 +208,25 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
     elif isinstance(process_group, bool) or not isinstance(process_group, int):
         raise TypeError(f"process_group must be an int, not {type(process_group).__name__}")
     elif not 0 <= process_group < 2**31:
-        raise ValueError(f"process_group must be 0 (a group of its own) or a process group id, "
-                         f"not {process_group}")
+        raise ValueError(
+            f"process_group must be 0 (a group of its own) or a process group id, not {process_group}"
+        )
     else:
         pgid = int(process_group)
-    plan = SpawnPlan(args, paths, name, envp, env_dict, workdir, fds, keep, close_fds,
-                     restore_signals, pgid, ChildSetup(options))
+    plan = SpawnPlan(
+        args,
+        paths,
+        name,
+        envp,
+        env_dict,
+        workdir,
+        fds,
+        keep,
+        close_fds,
+        restore_signals,
+        pgid,
+        ChildSetup(options),
+    )
     # Now the fds: the setup's, pipes and /dev/null, closed again on any failure.
     try:
         plan.setup.open(flags)
@@ -217,5 +249,3 @@ def prepare(argv: Sequence[StrOrBytesPath], *, executable: Optional[StrOrBytesPa
         plan.close_all()
         raise
     return plan
-
-

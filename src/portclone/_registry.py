@@ -19,8 +19,15 @@ from typing import Dict, Iterator, List, Optional, Type
 from ._backend import Backend
 from ._errors import TRANSIENT_ERRNOS, BackendUnavailableError, not_now
 
-__all__ = ["BACKENDS", "ENV_VAR", "available_backends", "current_backend", "get_backend",
-           "use_backend", "why_unusable"]
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "available_backends",
+    "current_backend",
+    "get_backend",
+    "use_backend",
+    "why_unusable",
+]
 
 #: Every backend, in order of preference: name -> "module:class".
 BACKENDS: Dict[str, str] = {
@@ -56,8 +63,7 @@ def available_backends() -> List[str]:
 
 _instances: Dict[str, Backend] = {}
 _default: Optional[str] = None
-_override: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
-    "portclone_backend", default=None)
+_override: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("portclone_backend", default=None)
 
 
 def get_backend(name: str) -> Backend:

@@ -36,8 +36,10 @@ __all__ = ["JOIN_ORDER", "ChildSetup", "JoinTarget", "NO_OPTIONS", "Options", "p
 #: (util-linux:sys-utils/nsenter.c), the mount namespace late, as it changes root and cwd.
 JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
 #: The clocks a time namespace offsets (time_namespaces(7)), and their clock ids.
-CLOCKS = {"monotonic": time.CLOCK_MONOTONIC,
-          "boottime": getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)}
+CLOCKS = {
+    "monotonic": time.CLOCK_MONOTONIC,
+    "boottime": getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC),
+}
 #: KTIME_SEC_MAX / 2: the kernel keeps an offset clock below it (ERANGE otherwise;
 #: torvalds/linux:kernel/time/namespace.c, proc_timens_set_offset).
 _TIME_LIMIT = (2**63 - 1) // 10**9 // 2
@@ -84,13 +86,19 @@ class Options:
 NO_OPTIONS = Options()
 
 
-def parse_options(*, uid_map: IdMap = None, gid_map: IdMap = None, map_root: bool = False,
-                  setgroups: Optional[str] = None, hostname: Optional[str] = None,
-                  time_offsets: Optional[Mapping[str, float]] = None,
-                  join: Optional[Mapping[str, JoinTarget]] = None,
-                  pdeathsig: Optional[int] = None,
-                  mount_proc: Union[bool, StrOrBytesPath] = False,
-                  propagation: Optional[str] = None) -> Options:
+def parse_options(
+    *,
+    uid_map: IdMap = None,
+    gid_map: IdMap = None,
+    map_root: bool = False,
+    setgroups: Optional[str] = None,
+    hostname: Optional[str] = None,
+    time_offsets: Optional[Mapping[str, float]] = None,
+    join: Optional[Mapping[str, JoinTarget]] = None,
+    pdeathsig: Optional[int] = None,
+    mount_proc: Union[bool, StrOrBytesPath] = False,
+    propagation: Optional[str] = None,
+) -> Options:
     """Every option checked, as :class:`Options`; TypeError or ValueError naming the
     option otherwise.  Nothing is opened or changed."""
     names = []
@@ -114,44 +122,83 @@ def parse_options(*, uid_map: IdMap = None, gid_map: IdMap = None, map_root: boo
     joined = _join(join)
     sig = _pdeathsig(pdeathsig)
     if propagation is not None and propagation not in PROPAGATION:
-        raise ValueError(f"propagation is one of {', '.join(map(repr, PROPAGATION))}, not "
-                         f"{propagation!r}")
-    names += [n for n, v in (("hostname", host), ("time_offsets", offsets),
-                             ("mount_proc", proc), ("propagation", propagation)) if v is not None]
+        raise ValueError(f"propagation is one of {', '.join(map(repr, PROPAGATION))}, not {propagation!r}")
+    names += [
+        n
+        for n, v in (
+            ("hostname", host),
+            ("time_offsets", offsets),
+            ("mount_proc", proc),
+            ("propagation", propagation),
+        )
+        if v is not None
+    ]
     names += [n for n, v in (("join", joined), ("pdeathsig", sig)) if v]
     implied = CloneFlags(0)
     for name in names:
         implied |= OPTION[name].implies
-    return Options(frozenset(names), implied, uid, gid, groups, host, offsets, proc, joined, sig,
-                   PROPAGATION.get(propagation or "", 0))
+    return Options(
+        frozenset(names),
+        implied,
+        uid,
+        gid,
+        groups,
+        host,
+        offsets,
+        proc,
+        joined,
+        sig,
+        PROPAGATION.get(propagation or "", 0),
+    )
 
 
-def check_conflicts(options: Options, flags: int, backend: str,
-                    exec_child: bool = False, implied: int = -1) -> None:
+def check_conflicts(
+    options: Options, flags: int, backend: str, exec_child: bool = False, implied: int = -1
+) -> None:
     """InvalidFlagsError for a namespace both created (a flag, or one an option implies)
     and joined, and for what the options rule out with the flags.  ``implied``: the flags
     only the options asked for (Request.implied), named as theirs."""
     found = []
-    if exec_child and flags & CloneFlags.CLONE_SIGHAND and (
-            options.time_offsets is not None or any(name == "time" for name, _ in options.join)):
-        found.append(Refusal(
-            "entering a time namespace needs a child with memory of its own (Linux refuses "
-            "setns to a process sharing its memory: EUSERS), and CLONE_SIGHAND needs shared "
-            "memory", CloneFlags.CLONE_SIGHAND, "join", invalid=True))
+    if (
+        exec_child
+        and flags & CloneFlags.CLONE_SIGHAND
+        and (options.time_offsets is not None or any(name == "time" for name, _ in options.join))
+    ):
+        found.append(
+            Refusal(
+                "entering a time namespace needs a child with memory of its own (Linux refuses "
+                "setns to a process sharing its memory: EUSERS), and CLONE_SIGHAND needs shared "
+                "memory",
+                CloneFlags.CLONE_SIGHAND,
+                "join",
+                invalid=True,
+            )
+        )
     for name, _ in options.join:
         flag = NS_FLAGS[name]
         if flags & flag:
-            by = [o for o in sorted(options.names) if OPTION[o].implies & flag
-                  and implied & flag]  # only when the caller did not ask for it too
+            by = [
+                o for o in sorted(options.names) if OPTION[o].implies & flag and implied & flag
+            ]  # only when the caller did not ask for it too
             made = f"{describe(int(flag))}" + (f", implied by {by[0]}=" if by else "")
-            found.append(Refusal(f"the child cannot both create a new {name} namespace "
-                                 f"({made}) and join one", flag, "join", invalid=True))
-    if (options.pdeathsig and options.pdeathsig != signal.SIGKILL
-            and flags & CloneFlags.CLONE_NEWPID):
-        found.append(Refusal(
-            "the child is the init of a new PID namespace, which gets no signal from outside "
-            "at its default action but SIGKILL (pid_namespaces(7)): use pdeathsig=SIGKILL",
-            CloneFlags.CLONE_NEWPID, "pdeathsig", invalid=True))
+            found.append(
+                Refusal(
+                    f"the child cannot both create a new {name} namespace ({made}) and join one",
+                    flag,
+                    "join",
+                    invalid=True,
+                )
+            )
+    if options.pdeathsig and options.pdeathsig != signal.SIGKILL and flags & CloneFlags.CLONE_NEWPID:
+        found.append(
+            Refusal(
+                "the child is the init of a new PID namespace, which gets no signal from outside "
+                "at its default action but SIGKILL (pid_namespaces(7)): use pdeathsig=SIGKILL",
+                CloneFlags.CLONE_NEWPID,
+                "pdeathsig",
+                invalid=True,
+            )
+        )
     if found:
         raise InvalidFlagsError(backend, found)
 
@@ -181,18 +228,22 @@ def _time_offsets(value: object) -> Optional[bytes]:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise TypeError(f"time_offsets must be a mapping like {{'monotonic': 3600}}, not "
-                        f"{type(value).__name__}")
+        raise TypeError(
+            f"time_offsets must be a mapping like {{'monotonic': 3600}}, not {type(value).__name__}"
+        )
     if not value:
         raise ValueError("time_offsets is empty: give 'monotonic' and/or 'boottime' seconds")
     lines = []
     for clock, seconds in value.items():
         if clock not in CLOCKS:
-            raise ValueError(f"time_offsets: {clock!r} is not a clock a time namespace offsets "
-                             f"(only {' and '.join(map(repr, CLOCKS))})")
+            raise ValueError(
+                f"time_offsets: {clock!r} is not a clock a time namespace offsets "
+                f"(only {' and '.join(map(repr, CLOCKS))})"
+            )
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"time_offsets[{clock!r}] must be seconds (int or float), not "
-                            f"{type(seconds).__name__}")
+            raise TypeError(
+                f"time_offsets[{clock!r}] must be seconds (int or float), not {type(seconds).__name__}"
+            )
         if not math.isfinite(seconds):
             raise ValueError(f"time_offsets[{clock!r}] must be finite, not {seconds}")
         whole = math.floor(seconds)
@@ -201,9 +252,11 @@ def _time_offsets(value: object) -> Optional[bytes]:
             whole, nanos = whole + 1, nanos - 10**9
         now = time.clock_gettime(CLOCKS[clock])
         if not 0 <= now + seconds < _TIME_LIMIT:
-            raise ValueError(f"time_offsets[{clock!r}] = {seconds} would put {clock} at "
-                             f"{now + seconds:.0f} s; a clock stays between 0 and {_TIME_LIMIT} "
-                             f"s (it reads {now:.0f} s now)")
+            raise ValueError(
+                f"time_offsets[{clock!r}] = {seconds} would put {clock} at "
+                f"{now + seconds:.0f} s; a clock stays between 0 and {_TIME_LIMIT} "
+                f"s (it reads {now:.0f} s now)"
+            )
         lines.append(f"{clock} {whole} {nanos}\n")
     return "".join(lines).encode("ascii")
 
@@ -227,8 +280,9 @@ def _pdeathsig(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"pdeathsig must be a signal number, not {type(value).__name__}")
     if not 0 < value < signal.NSIG:
-        raise ValueError(f"pdeathsig must be a signal (1 to {signal.NSIG - 1}), not {value}; "
-                         "None for no signal")
+        raise ValueError(
+            f"pdeathsig must be a signal (1 to {signal.NSIG - 1}), not {value}; None for no signal"
+        )
     return int(value)
 
 
@@ -236,13 +290,14 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        raise TypeError(f"join must be a mapping of namespace name to target, like "
-                        f"{{'net': pid}}, not {type(value).__name__}")
+        raise TypeError(
+            f"join must be a mapping of namespace name to target, like "
+            f"{{'net': pid}}, not {type(value).__name__}"
+        )
     entries = []
     for name, target in value.items():
         if name not in JOIN_ORDER:
-            raise ValueError(f"join: {name!r} is not a namespace (one of "
-                             f"{', '.join(JOIN_ORDER)})")
+            raise ValueError(f"join: {name!r} is not a namespace (one of {', '.join(JOIN_ORDER)})")
         if isinstance(target, bool):
             raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not bool")
         if isinstance(target, int):
@@ -252,8 +307,7 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
             if b"\0" in os.fsencode(target):
                 raise ValueError(f"embedded null byte in join[{name!r}]")
         elif not (hasattr(target, "pid") and hasattr(target, "poll")):
-            raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not "
-                            f"{type(target).__name__}")
+            raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not {type(target).__name__}")
         entries.append((name, target))
     return tuple(sorted(entries, key=lambda e: JOIN_ORDER.index(e[0])))
 
@@ -363,8 +417,9 @@ class ChildSetup:
             return None if _same_ns(name, os.fstat(fd)) else fd
         if not isinstance(target, int):  # a Child
             if target.poll() is not None:
-                raise ProcessLookupError(errno.ESRCH, f"{what}: the child {target.pid} has "
-                                                      "exited: it has no namespaces left")
+                raise ProcessLookupError(
+                    errno.ESRCH, f"{what}: the child {target.pid} has exited: it has no namespaces left"
+                )
             target = target.pid
         try:
             st = os.stat(f"/proc/{target}/ns/{name}")
@@ -393,13 +448,15 @@ class ChildSetup:
             kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
         except OSError as e:
             if e.errno in (errno.ENOTTY, errno.EINVAL):
-                raise ValueError(f"join[{name!r}]: {path!r} is not a namespace file (like "
-                                 f"/proc/PID/ns/{name})") from None
+                raise ValueError(
+                    f"join[{name!r}]: {path!r} is not a namespace file (like /proc/PID/ns/{name})"
+                ) from None
             raise
         if kind != NS_FLAGS[name]:
             other = [n for n, f in NS_FLAGS.items() if f == kind]
-            raise ValueError(f"join[{name!r}]: {path!r} is a {other[0] if other else kind} "
-                             f"namespace, not a {name} one")
+            raise ValueError(
+                f"join[{name!r}]: {path!r} is a {other[0] if other else kind} namespace, not a {name} one"
+            )
 
     def _restore_fd(self) -> int:
         """This thread's namespace for its children, to return to after the clone."""
@@ -415,7 +472,18 @@ class ChildSetup:
         o = self.options
         if not o.names:
             return None
-        return (o.uid_map, o.gid_map, o.setgroups, o.hostname, o.time_offsets, o.mount_proc,
-                tuple(self.join), o.pdeathsig, self.parent_pidfd, self.parent_pid,
-                self.pid_ns, self.pid_restore, o.propagation)
-
+        return (
+            o.uid_map,
+            o.gid_map,
+            o.setgroups,
+            o.hostname,
+            o.time_offsets,
+            o.mount_proc,
+            tuple(self.join),
+            o.pdeathsig,
+            self.parent_pidfd,
+            self.parent_pid,
+            self.pid_ns,
+            self.pid_restore,
+            o.propagation,
+        )

@@ -18,8 +18,16 @@ from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tupl
 from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags
 
-__all__ = ["CgroupArg", "IdMap", "Request", "broken_rules", "check_options", "exit_signal_hazard",
-           "make_request", "parse_id_map"]
+__all__ = [
+    "CgroupArg",
+    "IdMap",
+    "Request",
+    "broken_rules",
+    "check_options",
+    "exit_signal_hazard",
+    "make_request",
+    "parse_id_map",
+]
 
 CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 #: a user namespace's uid_map/gid_map: (inside, outside, count) triples, or their text
@@ -46,14 +54,32 @@ class Request:
     implied: CloneFlags = _NO_FLAGS
 
     @classmethod
-    def make(cls, flags: int, exit_signal: int, cgroup: Optional[CgroupArg] = None,
-             set_tid: Optional[Tuple[int, ...]] = None, options: FrozenSet[str] = frozenset(),
-             implied: int = 0) -> Request:
+    def make(
+        cls,
+        flags: int,
+        exit_signal: int,
+        cgroup: Optional[CgroupArg] = None,
+        set_tid: Optional[Tuple[int, ...]] = None,
+        options: FrozenSet[str] = frozenset(),
+        implied: int = 0,
+    ) -> Request:
         needs_clone3 = bool(flags & CLONE3_ONLY) or set_tid is not None or cgroup is not None
-        plain_fork = (not flags & ~CloneFlags.CLONE_PIDFD and exit_signal == SIGCHLD
-                      and not needs_clone3 and not options)
-        return cls(CloneFlags(flags), exit_signal, cgroup, set_tid, needs_clone3, plain_fork,
-                   options, CloneFlags(implied))
+        plain_fork = (
+            not flags & ~CloneFlags.CLONE_PIDFD
+            and exit_signal == SIGCHLD
+            and not needs_clone3
+            and not options
+        )
+        return cls(
+            CloneFlags(flags),
+            exit_signal,
+            cgroup,
+            set_tid,
+            needs_clone3,
+            plain_fork,
+            options,
+            CloneFlags(implied),
+        )
 
 
 def _as_int(value: object, what: str) -> int:
@@ -128,8 +154,10 @@ def cgroup_problem(cgroup: CgroupArg) -> Optional[str]:
     if not stat.S_ISDIR(st.st_mode):
         return f"{path!r} is not a directory"
     if not os.path.exists(os.path.join(path, "cgroup.controllers")):
-        return (f"{path!r} is not a cgroup v2 directory (no cgroup.controllers); "
-                "CLONE_INTO_CGROUP refuses cgroup v1")
+        return (
+            f"{path!r} is not a cgroup v2 directory (no cgroup.controllers); "
+            "CLONE_INTO_CGROUP refuses cgroup v1"
+        )
     return None
 
 
@@ -159,14 +187,19 @@ def make_request(
     cg = _cgroup(cgroup)
 
     if value < 0 or value >= 1 << 64:
-        raise InvalidFlagsError(backend, [Refusal(f"{value:#x} is not a 64-bit flag word",
-                                                  field="flags")])
+        raise InvalidFlagsError(backend, [Refusal(f"{value:#x} is not a 64-bit flag word", field="flags")])
     unknown = value & ~KNOWN_BITS & ~CSIGNAL
     if unknown:
-        raise UnsupportedFlagError(backend, [Refusal(
-            "not a clone flag portclone knows (newer kernels may define it); portclone never "
-            "passes unknown bits on (legacy clone would ignore them silently)",
-            CloneFlags(unknown))])
+        raise UnsupportedFlagError(
+            backend,
+            [
+                Refusal(
+                    "not a clone flag portclone knows (newer kernels may define it); portclone never "
+                    "passes unknown bits on (legacy clone would ignore them silently)",
+                    CloneFlags(unknown),
+                )
+            ],
+        )
     if cg is not None:
         value |= CloneFlags.CLONE_INTO_CGROUP
     implied &= ~value  # what the options add beyond what was asked
@@ -175,11 +208,15 @@ def make_request(
     invalid: List[Refusal] = []
     bad_low = int(value & CSIGNAL & ~CloneFlags.CLONE_NEWTIME)
     if bad_low:
-        invalid.append(Refusal(f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
-                               "not a flag: pass exit_signal= instead", field="flags"))
+        invalid.append(
+            Refusal(
+                f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
+                "not a flag: pass exit_signal= instead",
+                field="flags",
+            )
+        )
     if not 0 <= sig < signal.NSIG:
-        invalid.append(Refusal(f"{sig} is not a signal number (0 to {signal.NSIG - 1})",
-                               field="exit_signal"))
+        invalid.append(Refusal(f"{sig} is not a signal number (0 to {signal.NSIG - 1})", field="exit_signal"))
     present = set()
     if sig:
         present.add("exit_signal")
@@ -209,9 +246,12 @@ def make_request(
     return Request.make(value, sig, cg, tids, options, implied)
 
 
-def broken_rules(flags: int, present: FrozenSet[str] = frozenset(),
-                 has_feature: Callable[[str], bool] = _lifted,
-                 conditional_only: bool = False) -> List[Refusal]:
+def broken_rules(
+    flags: int,
+    present: FrozenSet[str] = frozenset(),
+    has_feature: Callable[[str], bool] = _lifted,
+    conditional_only: bool = False,
+) -> List[Refusal]:
     """The RULES ``flags`` breaks, given the conditions ``present`` (see _flags.CONDITIONS)
     and the kernel features that lift a rule.  ``conditional_only``: only rules that depend
     on a condition (the unconditional ones were checked with the flags already)."""
@@ -221,8 +261,7 @@ def broken_rules(flags: int, present: FrozenSet[str] = frozenset(),
             continue
         if rule.broken_by(flags, present) and not (rule.lifted_by and has_feature(rule.lifted_by)):
             # the flags at fault: those set, or (a rule about an option) the one it lacks
-            found.append(Refusal(rule.message, rule.all_of or rule.missing,
-                                 rule.field or rule.label))
+            found.append(Refusal(rule.message, rule.all_of or rule.missing, rule.field or rule.label))
     return found
 
 
@@ -239,12 +278,13 @@ def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
     pid_max = _pid_max()
     for i, tid in enumerate(tids):
         if not 0 < tid < pid_max:  # pid_max itself is not a pid (alloc_pid: tid >= pid_max)
-            return (f"set_tid[{i}] = {tid} is outside 1..{pid_max - 1} "
-                    f"(/proc/sys/kernel/pid_max is {pid_max})")
+            return f"set_tid[{i}] = {tid} is outside 1..{pid_max - 1} (/proc/sys/kernel/pid_max is {pid_max})"
     levels = _pid_ns_levels() + (1 if flags & CloneFlags.CLONE_NEWPID else 0)
     if len(tids) > levels:
-        return (f"{len(tids)} pids given, but the child lives in {levels} PID namespace(s) "
-                "(one pid per level, innermost first)")
+        return (
+            f"{len(tids)} pids given, but the child lives in {levels} PID namespace(s) "
+            "(one pid per level, innermost first)"
+        )
     if flags & CloneFlags.CLONE_NEWPID and tids[0] != 1:
         return "with CLONE_NEWPID the child is the new namespace's init: set_tid[0] must be 1"
     return None
@@ -252,8 +292,10 @@ def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
 
 #: Signals whose default action neither ends nor stops a process (signal(7)).
 _HARMLESS_BY_DEFAULT = frozenset(
-    getattr(signal, name) for name in ("SIGCHLD", "SIGURG", "SIGWINCH", "SIGCONT", "SIGINFO")
-    if hasattr(signal, name))
+    getattr(signal, name)
+    for name in ("SIGCHLD", "SIGURG", "SIGWINCH", "SIGCONT", "SIGINFO")
+    if hasattr(signal, name)
+)
 
 
 def exit_signal_hazard(sig: int) -> Optional[str]:
@@ -273,14 +315,20 @@ def exit_signal_hazard(sig: int) -> Optional[str]:
     except ValueError:
         name = str(sig)
     if handler is None:  # not Python's: glibc reserves 32 and 33, C code may own others
-        return (f"signal {name}'s disposition is not Python's to see or set (libc reserves "
-                "32 and 33), so portclone cannot tell whether the child's exit would end "
-                "this process: use SIGCHLD or a signal Python handles")
+        return (
+            f"signal {name}'s disposition is not Python's to see or set (libc reserves "
+            "32 and 33), so portclone cannot tell whether the child's exit would end "
+            "this process: use SIGCHLD or a signal Python handles"
+        )
     if handler != signal.SIG_DFL:
         return None  # a handler, or SIG_IGN
-    return (f"{name} is at its default action here, which would end (or stop) this process "
-            f"when the child exits: install a handler with signal.signal({name}, ...) or "
-            "ignore it first, or use SIGCHLD")
+    return (
+        f"{name} is at its default action here, which would end (or stop) this process "
+        f"when the child exits: install a handler with signal.signal({name}, ...) or "
+        "ignore it first, or use SIGCHLD"
+    )
+
+
 # What /proc/PID/[ug]id_map accepts (torvalds/linux:kernel/user_namespace.c, map_write and
 # mappings_overlap; include/linux/user_namespace.h): ids are u32 and (u32)-1 is the invalid
 # id, so a start is at most 2**32 - 2 and start + count may not wrap past 2**32 - 1; count is
@@ -301,11 +349,12 @@ def parse_id_map(value: IdMap, what: str) -> Optional[bytes]:
     if value is None:
         return None
     if isinstance(value, str):
-        triples: Iterable[object] = [_text_line(line, what)
-                                     for line in value.splitlines() if line.strip()]
+        triples: Iterable[object] = [_text_line(line, what) for line in value.splitlines() if line.strip()]
     elif isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
-        raise TypeError(f"{what} must be a str or a sequence of (inside, outside, count) "
-                        f"triples, not {type(value).__name__}")
+        raise TypeError(
+            f"{what} must be a str or a sequence of (inside, outside, count) "
+            f"triples, not {type(value).__name__}"
+        )
     else:
         triples = value
     extents = [_extent(entry, what) for entry in triples]
@@ -317,13 +366,11 @@ def parse_id_map(value: IdMap, what: str) -> Optional[bytes]:
         ranges = sorted((e[side], e[side] + e[2]) for e in extents)
         for (_, end), (start, _) in zip(ranges, ranges[1:]):
             if start < end:
-                raise ValueError(f"{what}: two lines map {name} id {start}; ranges may not "
-                                 f"overlap")
+                raise ValueError(f"{what}: two lines map {name} id {start}; ranges may not overlap")
     text = "".join(f"{a} {b} {c}\n" for a, b, c in extents).encode("ascii")
     page = os.sysconf("SC_PAGE_SIZE")
     if len(text) >= page:
-        raise ValueError(f"{what} is {len(text)} bytes as text; the kernel takes less than "
-                         f"a page ({page})")
+        raise ValueError(f"{what} is {len(text)} bytes as text; the kernel takes less than a page ({page})")
     return text
 
 
@@ -336,8 +383,7 @@ def _text_line(line: str, what: str) -> Tuple[int, ...]:
 
 def _extent(entry: object, what: str) -> Tuple[int, int, int]:
     if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence):
-        raise TypeError(f"{what} entries are (inside, outside, count) triples, not "
-                        f"{type(entry).__name__}")
+        raise TypeError(f"{what} entries are (inside, outside, count) triples, not {type(entry).__name__}")
     if len(entry) != 3:
         raise ValueError(f"{what} entries are (inside, outside, count) triples, not {entry!r}")
     numbers: List[int] = []
@@ -347,9 +393,11 @@ def _extent(entry: object, what: str) -> Tuple[int, int, int]:
         numbers.append(int(n))
     inside, outside, count = numbers
     if not (0 <= inside < _ID_LIMIT and 0 <= outside < _ID_LIMIT):
-        raise ValueError(f"{what}: ids are 0 to {_ID_LIMIT - 1} ({_ID_LIMIT} is the invalid "
-                         f"id), not {entry!r}")
+        raise ValueError(
+            f"{what}: ids are 0 to {_ID_LIMIT - 1} ({_ID_LIMIT} is the invalid id), not {entry!r}"
+        )
     if count < 1 or inside + count > _ID_LIMIT or outside + count > _ID_LIMIT:
-        raise ValueError(f"{what}: count must be at least 1 and keep both ranges below "
-                         f"{_ID_LIMIT}, not {entry!r}")
+        raise ValueError(
+            f"{what}: count must be at least 1 and keep both ranges below {_ID_LIMIT}, not {entry!r}"
+        )
     return inside, outside, count

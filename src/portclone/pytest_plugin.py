@@ -26,10 +26,14 @@ from ._registry import BACKENDS, ENV_VAR
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("portclone")
     group.addoption(
-        "--portclone-backend", action="append", default=[], metavar="NAME",
+        "--portclone-backend",
+        action="append",
+        default=[],
+        metavar="NAME",
         choices=list(BACKENDS),
         help="run portclone_backend tests under this backend only (repeatable; default: "
-             "every backend available here)")
+        "every backend available here)",
+    )
 
 
 def _chosen(config: pytest.Config) -> List[str]:
@@ -39,8 +43,7 @@ def _chosen(config: pytest.Config) -> List[str]:
         names, where = [os.environ[ENV_VAR]], ENV_VAR
     for name in names:
         if name not in BACKENDS:
-            raise pytest.UsageError(f"{where}={name}: unknown backend; portclone has "
-                                    f"{', '.join(BACKENDS)}")
+            raise pytest.UsageError(f"{where}={name}: unknown backend; portclone has {', '.join(BACKENDS)}")
         why = why_unusable(name)
         if why is not None:
             raise pytest.UsageError(f"{where}={name}: {why}")

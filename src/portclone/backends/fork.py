@@ -68,13 +68,22 @@ class ForkBackend(Backend):
             fields["set_tid"] = "os.fork cannot choose the child's pid; set_tid"
         for name, why in fields.items():  # these replace the base class's reasons
             found = [r for r in found if r.field != name]
-            found.append(Refusal(f"fork fallback on {sys.platform}: {why} needs the linux "
-                                 f"backend{self._why_not_native()}", field=name))
+            found.append(
+                Refusal(
+                    f"fork fallback on {sys.platform}: {why} needs the linux backend{self._why_not_native()}",
+                    field=name,
+                )
+            )
         return found
 
-    def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any],
-               setup: Optional[ChildSetup] = None) -> Child:
+    def launch(
+        self,
+        request: Request,
+        fn: Callable[..., object],
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+        setup: Optional[ChildSetup] = None,
+    ) -> Child:
         if setup is not None and setup.options.names:  # refused by the flag table first
             raise ValueError(f"the {self.name} backend sets no child up: {setup.options.names}")
         child = Child(0, None, request.flags, request.exit_signal, self.name, "fork", True)
@@ -95,10 +104,16 @@ class ForkBackend(Backend):
                 child.pid = _fork(request)
                 if child.pid == 0:
                     try:
-                        exit_child(functools.partial(
-                            run_child, fn, args, kwargs,
-                            functools.partial(signal.pthread_sigmask, signal.SIG_SETMASK, mask),
-                            functools.partial(os.close, done[0]) if vfork else None))
+                        exit_child(
+                            functools.partial(
+                                run_child,
+                                fn,
+                                args,
+                                kwargs,
+                                functools.partial(signal.pthread_sigmask, signal.SIG_SETMASK, mask),
+                                functools.partial(os.close, done[0]) if vfork else None,
+                            )
+                        )
                     finally:
                         os._exit(1)
                 register(child)
@@ -195,25 +210,34 @@ def _posix_spawn_fits(plan: SpawnPlan) -> bool:
 def _posix_spawn(plan: SpawnPlan, mask: Any) -> int:
     """os.posix_spawn; the program starts with ``mask``, the caller's signal mask (spawn()
     blocks every signal around this call)."""
-    actions = [(os.POSIX_SPAWN_DUP2, src, i) for i, src in enumerate(plan.fds)
-               if src >= 0 and src != i]
+    actions = [(os.POSIX_SPAWN_DUP2, src, i) for i, src in enumerate(plan.fds) if src >= 0 and src != i]
     env: Mapping[Any, Any] = plan.env_dict if plan.env_dict is not None else os.environ
     last: Optional[OSError] = None
     for path in plan.paths:
         try:
-            group: Dict[str, Any] = ({"setpgroup": plan.process_group}
-                                     if plan.process_group >= 0 else {})
-            return os.posix_spawn(path, list(plan.argv), env, file_actions=actions,
-                                  setsigmask=mask,
-                                  setsigdef=_RESTORED if plan.restore_signals else (), **group)
+            group: Dict[str, Any] = {"setpgroup": plan.process_group} if plan.process_group >= 0 else {}
+            return os.posix_spawn(
+                path,
+                list(plan.argv),
+                env,
+                file_actions=actions,
+                setsigmask=mask,
+                setsigdef=_RESTORED if plan.restore_signals else (),
+                **group,
+            )
         except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
             last = e if last is None or not isinstance(last, PermissionError) else last
         except OSError as e:
             if e.errno in (errno.EAGAIN, errno.ENOMEM):
                 # no process could be made (a process limit, memory): as a fork failure
-                raise translate(e, backend="fork", syscall="posix_spawn",
-                                flags=int(CloneFlags.CLONE_VM), exit_signal=SIGCHLD,
-                                stage=Stage.CLONE) from None
+                raise translate(
+                    e,
+                    backend="fork",
+                    syscall="posix_spawn",
+                    flags=int(CloneFlags.CLONE_VM),
+                    exit_signal=SIGCHLD,
+                    stage=Stage.CLONE,
+                ) from None
             raise
     assert last is not None
     raise OSError(last.errno, last.strerror, plan.name) from None
@@ -226,8 +250,9 @@ def _fork(request: Optional[Request], child: Optional[Child] = None) -> int:
         return os.fork()
     except OSError as e:
         flags = int(request.flags) if request is not None else int(child.flags) if child else 0
-        raise translate(e, backend="fork", syscall="fork", flags=flags, exit_signal=SIGCHLD,
-                        stage=Stage.CLONE) from None
+        raise translate(
+            e, backend="fork", syscall="fork", flags=flags, exit_signal=SIGCHLD, stage=Stage.CLONE
+        ) from None
 
 
 def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
@@ -240,8 +265,9 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
     try:
         err_r, err_w = os.pipe()
     except OSError as e:
-        raise OSError(e.errno, f"{e.strerror}: creating portclone's internal pipe for "
-                               f"spawn (before the fork)") from None
+        raise OSError(
+            e.errno, f"{e.strerror}: creating portclone's internal pipe for spawn (before the fork)"
+        ) from None
     try:
         pid = child.pid = _fork(None, child)
     except BaseException:
@@ -311,6 +337,13 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
             pass  # reaped by the kernel (SIGCHLD ignored): its status is the report's
         where, err = (int(x) for x in report.split(b":"))
         failure = OSError(err, os.strerror(err))
-        raise translate(failure, backend="fork", syscall="fork", flags=int(child.flags),
-                        exit_signal=child.exit_signal, program=plan.name, cwd=plan.cwd,
-                        stage=Stage(where))
+        raise translate(
+            failure,
+            backend="fork",
+            syscall="fork",
+            flags=int(child.flags),
+            exit_signal=child.exit_signal,
+            program=plan.name,
+            cwd=plan.cwd,
+            stage=Stage(where),
+        )

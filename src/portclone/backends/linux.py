@@ -63,8 +63,10 @@ class LinuxBackend(Backend):
         if err == errno.EINVAL:
             return None
         if err == errno.ENOSYS:
-            return ("this needs clone3, which the running kernel lacks (ENOSYS: Linux older "
-                    "than 5.3, or a seccomp filter hiding it)")
+            return (
+                "this needs clone3, which the running kernel lacks (ENOSYS: Linux older "
+                "than 5.3, or a seccomp filter hiding it)"
+            )
         if err == errno.EPERM:
             return "this needs clone3, which a seccomp filter refuses here (EPERM)"
         return f"this needs clone3, which answers {errno.errorcode.get(err, err)} here"
@@ -89,8 +91,10 @@ class LinuxBackend(Backend):
         if info.clone3_only:
             missing = self.clone3_missing()
             if missing is None and exec_child and not self._native.HAVE_CLONE3_SPAWN:
-                missing = (f"exec children need clone3 with a new stack, which portclone "
-                           f"does not do on {self._native.ARCH} (libc's clone is used)")
+                missing = (
+                    f"exec children need clone3 with a new stack, which portclone "
+                    f"does not do on {self._native.ARCH} (libc's clone is used)"
+                )
             return missing
         if flag == CloneFlags.CLONE_PIDFD and not self.pidfd_available():
             return "the running kernel gives no pidfds (Linux 5.3 or later does)"
@@ -105,25 +109,40 @@ class LinuxBackend(Backend):
         if not exec_child and not self._native.LEGACY_CLONE_ORDER and not request.needs_clone3:
             missing = self.clone3_missing()
             if missing and not request.plain_fork:
-                found.append(Refusal(f"{missing}, and portclone does not know legacy clone's "
-                                     f"argument order on {self._native.ARCH}",
-                                     field="architecture"))
+                found.append(
+                    Refusal(
+                        f"{missing}, and portclone does not know legacy clone's "
+                        f"argument order on {self._native.ARCH}",
+                        field="architecture",
+                    )
+                )
         return found
 
     # -- launching ---------------------------------------------------------------
-    def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any],
-               setup: Optional[ChildSetup] = None) -> Child:
+    def launch(
+        self,
+        request: Request,
+        fn: Callable[..., object],
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+        setup: Optional[ChildSetup] = None,
+    ) -> Child:
         cgroup = request.cgroup
         if cgroup is None or isinstance(cgroup, int):  # the common case: nothing to open
-            return self._launch(request, fn, args, kwargs, -1 if cgroup is None else cgroup,
-                                False, setup)
+            return self._launch(request, fn, args, kwargs, -1 if cgroup is None else cgroup, False, setup)
         with _cgroup_fd(cgroup) as cgroup_fd:
             return self._launch(request, fn, args, kwargs, cgroup_fd, True, setup)
 
-    def _launch(self, request: Request, fn: Callable[..., object], args: Tuple[Any, ...],
-                kwargs: Dict[str, Any], cgroup_fd: int, own_fd: bool,
-                setup: Optional[ChildSetup]) -> Child:
+    def _launch(
+        self,
+        request: Request,
+        fn: Callable[..., object],
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+        cgroup_fd: int,
+        own_fd: bool,
+        setup: Optional[ChildSetup],
+    ) -> Child:
         native = self._native
         flags = _kernel_flags(request, setup)
         # libc's fork() for plain requests: its malloc/stdio protections make the safest child
@@ -131,20 +150,28 @@ class LinuxBackend(Backend):
         legacy_ok = bool(native.LEGACY_CLONE_ORDER) and not request.needs_clone3
         # Everything the parent needs afterwards is built before the fork (see
         # Backend.__init__ on page faults).
-        child = Child(0, None, request.flags, request.exit_signal, self.name, "",
-                      not flags & _PARENT)
+        child = Child(0, None, request.flags, request.exit_signal, self.name, "", not flags & _PARENT)
         prepare = None
         if own_fd or flags & _CLEAR_SIGHAND:
             close_in_child = own_fd and not flags & _FILES
-            prepare = functools.partial(_child_setup, cgroup_fd if close_in_child else -1,
-                                        bool(flags & _CLEAR_SIGHAND))
+            prepare = functools.partial(
+                _child_setup, cgroup_fd if close_in_child else -1, bool(flags & _CLEAR_SIGHAND)
+            )
         runner = functools.partial(run_child, fn, args, kwargs, native.unblock_signals, prepare)
         try:
             flush_std_streams()
             # the child runs runner() and _exits in C; the parent's child is filled in
-            native.clone(child, runner, mode, flags | (_PIDFD if _pidfd_available() else 0),
-                         request.exit_signal, cgroup_fd, request.set_tid, legacy_ok,
-                         setup.native() if setup is not None else None)
+            native.clone(
+                child,
+                runner,
+                mode,
+                flags | (_PIDFD if _pidfd_available() else 0),
+                request.exit_signal,
+                cgroup_fd,
+                request.set_tid,
+                legacy_ok,
+                setup.native() if setup is not None else None,
+            )
         except OSError as e:
             raise self._failure(e, request) from None
         return child
@@ -156,53 +183,90 @@ class LinuxBackend(Backend):
         # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
         maps = plan.setup.options.maps
         flags = _kernel_flags(request, plan.setup) | _VM | (0 if maps else _VFORK)
-        if (plan.setup.options.time_offsets is not None
-                or any(name == "time" for name, _ in plan.setup.options.join)):
+        if plan.setup.options.time_offsets is not None or any(
+            name == "time" for name, _ in plan.setup.options.join
+        ):
             # Linux lets no process that shares its memory enter a time namespace (setns:
             # EUSERS), so this child gets a copy, as from fork, and enters it before the
             # exec (an exec enters the one for children only on newer kernels than 6.1)
             flags &= ~_VM
         # what the child got: the request's namespaces (a time namespace the child makes
         # itself included) and the sharing flags the clone used
-        child = Child(0, None, CloneFlags(flags | (int(request.flags) & _NEWTIME)),
-                      request.exit_signal, self.name, "", not flags & _PARENT)
+        child = Child(
+            0,
+            None,
+            CloneFlags(flags | (int(request.flags) & _NEWTIME)),
+            request.exit_signal,
+            self.name,
+            "",
+            not flags & _PARENT,
+        )
         if _pidfd_available():
             flags |= _PIDFD
         with _cgroup_fd(request.cgroup) as cgroup_fd:
             try:
                 native.spawn(
-                    child, mode=native.MODE_CLONE3, flags=flags, exit_signal=request.exit_signal,
-                    cgroup_fd=cgroup_fd, set_tid=request.set_tid,
-                    legacy_ok=not request.needs_clone3, paths=plan.paths, argv=plan.argv,
-                    envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
-                    close_fds=plan.close_fds, setup=plan.setup.native(),
-                    restore_signals=plan.restore_signals, process_group=plan.process_group)
+                    child,
+                    mode=native.MODE_CLONE3,
+                    flags=flags,
+                    exit_signal=request.exit_signal,
+                    cgroup_fd=cgroup_fd,
+                    set_tid=request.set_tid,
+                    legacy_ok=not request.needs_clone3,
+                    paths=plan.paths,
+                    argv=plan.argv,
+                    envp=plan.envp,
+                    cwd=plan.cwd,
+                    fds=plan.fds,
+                    keep=plan.keep,
+                    close_fds=plan.close_fds,
+                    setup=plan.setup.native(),
+                    restore_signals=plan.restore_signals,
+                    process_group=plan.process_group,
+                )
             except OSError as e:
                 raise self._failure(e, request, plan) from None
         return child
 
-    def _failure(self, error: OSError, request: Request,
-                 plan: Optional[SpawnPlan] = None) -> Exception:
+    def _failure(self, error: OSError, request: Request, plan: Optional[SpawnPlan] = None) -> Exception:
         """A failed start as the caller's exception: a clone3 the kernel or a seccomp
         filter refuses is this backend's refusal; the rest is translate()'s."""
         used = getattr(error, "portclone_syscall", 1)
         at_clone = plan is None or hasattr(error, "portclone_syscall")
-        if (at_clone and used == 1 and getattr(error, "portclone_stage", Stage.CLONE) == Stage.CLONE
-                and error.errno in (errno.ENOSYS, errno.EPERM) and request.needs_clone3):
+        if (
+            at_clone
+            and used == 1
+            and getattr(error, "portclone_stage", Stage.CLONE) == Stage.CLONE
+            and error.errno in (errno.ENOSYS, errno.EPERM)
+            and request.needs_clone3
+        ):
             missing = self.clone3_missing()  # EPERM may be real; ask clone3 itself
             if missing:
                 needs = request.flags & CLONE3_ONLY
-                return UnsupportedFlagError(self.name, [Refusal(
-                    missing, needs, "" if needs else "set_tid/cgroup")],
-                    supported=int(self.supported_flags))
+                return UnsupportedFlagError(
+                    self.name,
+                    [Refusal(missing, needs, "" if needs else "set_tid/cgroup")],
+                    supported=int(self.supported_flags),
+                )
         if plan is None:  # clone(): a system call's failure is the start's; the
             # preparation's (its pipes: no portclone_syscall) already says what failed
-            return translate(error, backend=self.name, syscall=self._native.SYSCALL_NAMES[used],
-                             flags=int(request.flags), exit_signal=request.exit_signal,
-                             stage=Stage.CLONE if hasattr(error, "portclone_syscall") else None)
-        return translate(error, backend=self.name, syscall=self._native.SYSCALL_NAMES[used],
-                         flags=int(request.flags), exit_signal=request.exit_signal,
-                         program=plan.name, cwd=plan.cwd)
+            return translate(
+                error,
+                backend=self.name,
+                syscall=self._native.SYSCALL_NAMES[used],
+                flags=int(request.flags),
+                exit_signal=request.exit_signal,
+                stage=Stage.CLONE if hasattr(error, "portclone_syscall") else None,
+            )
+        return translate(
+            error,
+            backend=self.name,
+            syscall=self._native.SYSCALL_NAMES[used],
+            flags=int(request.flags),
+            exit_signal=request.exit_signal,
+            program=plan.name,
+            cwd=plan.cwd,
+        )
 
     # -- information -------------------------------------------------------------
     def details(self) -> Dict[str, Any]:
@@ -213,18 +277,23 @@ class LinuxBackend(Backend):
             "arch": native.ARCH,
             "syscalls": {"clone": native.SYS_CLONE, "clone3": native.SYS_CLONE3},
             "legacy_clone_order": native.LEGACY_CLONE_ORDER or "unknown (clone3 only)",
-            "spawn": ("clone3 with CLONE_VM, the child on its own stack"
-                      if native.HAVE_CLONE3_SPAWN else
-                      "libc clone() with CLONE_VM (no clone3 trampoline for this architecture)"),
+            "spawn": (
+                "clone3 with CLONE_VM, the child on its own stack"
+                if native.HAVE_CLONE3_SPAWN
+                else "libc clone() with CLONE_VM (no clone3 trampoline for this architecture)"
+            ),
             "capabilities": {
                 "clone3": _capability(c3 == errno.EINVAL, self.clone3_missing()),
-                "pidfd": _capability(self.pidfd_available(),
-                                     "the running kernel gives no pidfds (Linux 5.3 does)"),
+                "pidfd": _capability(
+                    self.pidfd_available(), "the running kernel gives no pidfds (Linux 5.3 does)"
+                ),
                 "libc_tid_repair": _capability(
                     offset >= 0,
                     "libc's cached thread id stays the parent's in raw-cloned children"
-                    if offset == -1 else "not known yet: the search for it could not start a "
-                    "thread now (memory or thread limits); it runs again at the next clone"),
+                    if offset == -1
+                    else "not known yet: the search for it could not start a "
+                    "thread now (memory or thread limits); it runs again at the next clone",
+                ),
             },
         }
 
@@ -235,6 +304,7 @@ class LinuxBackend(Backend):
 
 # The probes below are functools.cache'd, which remembers only what returns: a transient
 # failure (TRANSIENT_ERRNOS: EMFILE, ENOMEM...) raises and the next call asks again.
+
 
 @functools.cache
 def _pidfd_available() -> bool:
@@ -284,8 +354,7 @@ def _thread_pidfds() -> bool:
         return False
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
-            raise not_now(e, "pidfd_open(PIDFD_THREAD), asking whether threads get pidfds") \
-                from None
+            raise not_now(e, "pidfd_open(PIDFD_THREAD), asking whether threads get pidfds") from None
         return False
     os.close(fd)
     return True
@@ -311,8 +380,16 @@ def _exit_zero() -> int:
 
 #: The pidfd ioctls that open a process's namespaces (Linux 6.11,
 #: torvalds/linux:include/uapi/linux/pidfd.h), by their names under /proc/self/ns.
-_PIDFD_GET_NAMESPACE = {"cgroup": 0xFF01, "ipc": 0xFF02, "mnt": 0xFF03, "net": 0xFF04,
-                        "pid": 0xFF05, "time": 0xFF07, "user": 0xFF09, "uts": 0xFF0A}
+_PIDFD_GET_NAMESPACE = {
+    "cgroup": 0xFF01,
+    "ipc": 0xFF02,
+    "mnt": 0xFF03,
+    "net": 0xFF04,
+    "pid": 0xFF05,
+    "time": 0xFF07,
+    "user": 0xFF09,
+    "uts": 0xFF0A,
+}
 
 
 def _ns_missing(ns: str) -> Optional[str]:
@@ -321,15 +398,15 @@ def _ns_missing(ns: str) -> Optional[str]:
     if os.path.exists(f"/proc/self/ns/{ns}"):
         return None
     if os.path.isdir("/proc/self/ns"):
-        return (f"the running kernel has no {ns} namespaces "
-                f"(no /proc/self/ns/{ns}: not configured)")
+        return f"the running kernel has no {ns} namespaces (no /proc/self/ns/{ns}: not configured)"
     has = _kernel_has_ns(ns)
     if has is None:
-        return (f"/proc is not mounted, so portclone cannot tell whether the running kernel "
-                f"has {ns} namespaces (mount /proc; Linux 6.11 or later tells without it)")
+        return (
+            f"/proc is not mounted, so portclone cannot tell whether the running kernel "
+            f"has {ns} namespaces (mount /proc; Linux 6.11 or later tells without it)"
+        )
     if not has:
-        return (f"the running kernel has no {ns} namespaces (not configured: it answers "
-                f"EOPNOTSUPP for them)")
+        return f"the running kernel has no {ns} namespaces (not configured: it answers EOPNOTSUPP for them)"
     return None
 
 
@@ -348,8 +425,7 @@ def _kernel_has_ns(ns: str) -> Optional[bool]:
         pidfd = os.pidfd_open(os.getpid())
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
-            raise not_now(e, f"pidfd_open(), asking whether the kernel has {ns} namespaces") \
-                from None
+            raise not_now(e, f"pidfd_open(), asking whether the kernel has {ns} namespaces") from None
         return None
     try:
         nsfd = fcntl.ioctl(pidfd, request)

@@ -57,8 +57,7 @@ class NetBSDBackend(Backend):
     def why_unusable(cls) -> Optional[str]:
         why = super().why_unusable()
         if why is None and not sys.platform.startswith(("netbsd", "linux")):
-            why = (f"the netbsd backend needs NetBSD (or Linux, to test its rules), this is "
-                   f"{sys.platform}")
+            why = f"the netbsd backend needs NetBSD (or Linux, to test its rules), this is {sys.platform}"
         if why is None:
             native, why = native_status()
             if why is None and not hasattr(native, "libc_clone"):
@@ -77,22 +76,36 @@ class NetBSDBackend(Backend):
     def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
         found = super().refusals(request, exec_child)
         if not 0 <= request.exit_signal < NETBSD_NSIG:
-            found.append(Refusal(f"NetBSD's exit signals are 0 to {NETBSD_NSIG - 1} (its kernel "
-                                 "answers EINVAL)", field="exit_signal", invalid=True))
+            found.append(
+                Refusal(
+                    f"NetBSD's exit signals are 0 to {NETBSD_NSIG - 1} (its kernel answers EINVAL)",
+                    field="exit_signal",
+                    invalid=True,
+                )
+            )
         if request.flags & _FILES:
             held = close_on_fork_fds()
             if held:
-                found.append(Refusal(
-                    "NetBSD refuses to share a descriptor table that holds close-on-fork "
-                    f"descriptors (kern_fork.c rev. 1.234): fds {', '.join(map(str, held))}",
-                    CloneFlags.CLONE_FILES, invalid=True))
+                found.append(
+                    Refusal(
+                        "NetBSD refuses to share a descriptor table that holds close-on-fork "
+                        f"descriptors (kern_fork.c rev. 1.234): fds {', '.join(map(str, held))}",
+                        CloneFlags.CLONE_FILES,
+                        invalid=True,
+                    )
+                )
         if request.set_tid is not None:
             found.append(Refusal("NetBSD's clone cannot choose the child's pid", field="set_tid"))
         return found
 
-    def launch(self, request: Request, fn: Callable[..., object],
-               args: Tuple[Any, ...], kwargs: Dict[str, Any],
-               setup: Optional[ChildSetup] = None) -> Child:
+    def launch(
+        self,
+        request: Request,
+        fn: Callable[..., object],
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+        setup: Optional[ChildSetup] = None,
+    ) -> Child:
         if setup is not None and setup.options.names:  # refused by the flag table first
             raise ValueError(f"the {self.name} backend sets no child up: {setup.options.names}")
         child = Child(0, None, request.flags, request.exit_signal, self.name, "clone", True)
@@ -102,8 +115,14 @@ class NetBSDBackend(Backend):
             # the child runs runner() and _exits in C; the parent's child is filled in
             self._native.libc_clone(child, runner, int(request.flags) | request.exit_signal)
         except OSError as e:
-            raise translate(e, backend=self.name, syscall="clone", flags=int(request.flags),
-                            exit_signal=request.exit_signal, stage=Stage.CLONE) from None
+            raise translate(
+                e,
+                backend=self.name,
+                syscall="clone",
+                flags=int(request.flags),
+                exit_signal=request.exit_signal,
+                stage=Stage.CLONE,
+            ) from None
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
@@ -113,23 +132,46 @@ class NetBSDBackend(Backend):
         native = self._native
         try:
             native.spawn(
-                child, mode=native.MODE_LEGACY, flags=flags, exit_signal=request.exit_signal,
-                cgroup_fd=-1, set_tid=None, legacy_ok=True, paths=plan.paths, argv=plan.argv,
-                envp=plan.envp, cwd=plan.cwd, fds=plan.fds, keep=plan.keep,
-                close_fds=plan.close_fds, setup=None,
-                restore_signals=plan.restore_signals, process_group=plan.process_group)
+                child,
+                mode=native.MODE_LEGACY,
+                flags=flags,
+                exit_signal=request.exit_signal,
+                cgroup_fd=-1,
+                set_tid=None,
+                legacy_ok=True,
+                paths=plan.paths,
+                argv=plan.argv,
+                envp=plan.envp,
+                cwd=plan.cwd,
+                fds=plan.fds,
+                keep=plan.keep,
+                close_fds=plan.close_fds,
+                setup=None,
+                restore_signals=plan.restore_signals,
+                process_group=plan.process_group,
+            )
         except OSError as e:
-            raise translate(e, backend=self.name, syscall="clone", flags=flags,
-                            exit_signal=request.exit_signal, program=plan.name,
-                            cwd=plan.cwd) from None
+            raise translate(
+                e,
+                backend=self.name,
+                syscall="clone",
+                flags=flags,
+                exit_signal=request.exit_signal,
+                program=plan.name,
+                cwd=plan.cwd,
+            ) from None
         return child
 
     def details(self) -> Dict[str, Any]:
         return {
-            "libc_clone": ("glibc clone() checked against NetBSD's rules (NetBSD emulated on Linux)"
-                           if self.emulated else "NetBSD libc clone()"),
-            "close_on_fork_rule": "checked" if _CLOFORK is not None else
-                                  "not applicable (no close-on-fork descriptors here)",
+            "libc_clone": (
+                "glibc clone() checked against NetBSD's rules (NetBSD emulated on Linux)"
+                if self.emulated
+                else "NetBSD libc clone()"
+            ),
+            "close_on_fork_rule": "checked"
+            if _CLOFORK is not None
+            else "not applicable (no close-on-fork descriptors here)",
         }
 
 
