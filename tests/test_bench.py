@@ -46,3 +46,9 @@ def test_bench_clone_breakdown_goes_from_the_floor_to_clone() -> None:
 def test_bench_spawn_runs() -> None:
     out = run_bench("bench_spawn.py", "--sizes", "1M", "--rounds", "2")
     assert "spawn" in out and "| 1M |" in out
+
+
+def test_bench_import_compares_with_subprocess() -> None:
+    out = run_bench("bench_import.py", "--rounds", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| 3.")]
+    assert len(rows) == 2 and all(row.rstrip(" |").endswith("x") for row in rows), out

@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.requires("linux", "proc", "root"), pytest.mark.host_on
 
 
 def run(name: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    env = dict(os.environ)
+    # unbuffered (-u), print() writes a line's text and its newline apart, and a child's
+    # line can fall between them: the examples run as a user runs them
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     src = str(pathlib.Path(portclone.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(

@@ -7,67 +7,63 @@
     0
 
 See the README for the flag availability table and the backends.
+
+Importing the package loads none of its modules: each public name is loaded on first
+use (PEP 562), so that a program that imports portclone and does not use it pays
+nothing for it.  ``bench/bench_import.py`` measures what it costs.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from ._api import check, clone, spawn
-from ._backend import Backend
-from ._child import Child
-from ._errors import (
-    BackendUnavailableError,
-    InvalidFlagsError,
-    PortcloneError,
-    TimeoutExpired,
-    UnsupportedFlagError,
-)
-from ._flags import NS_FLAGS, RETIRED_NAMES, CloneFlags
-from ._plan import DEVNULL, PIPE, STDOUT
-from ._registry import available_backends, current_backend, get_backend, use_backend, why_unusable
 
 __version__ = "0.1.0"
 
-# Module-level CLONE_* constants, for code ported from C.
-CLONE_NEWTIME = CloneFlags.CLONE_NEWTIME
-CLONE_VM = CloneFlags.CLONE_VM
-CLONE_FS = CloneFlags.CLONE_FS
-CLONE_FILES = CloneFlags.CLONE_FILES
-CLONE_SIGHAND = CloneFlags.CLONE_SIGHAND
-CLONE_PIDFD = CloneFlags.CLONE_PIDFD
-CLONE_PTRACE = CloneFlags.CLONE_PTRACE
-CLONE_VFORK = CloneFlags.CLONE_VFORK
-CLONE_PARENT = CloneFlags.CLONE_PARENT
-CLONE_THREAD = CloneFlags.CLONE_THREAD
-CLONE_NEWNS = CloneFlags.CLONE_NEWNS
-CLONE_SYSVSEM = CloneFlags.CLONE_SYSVSEM
-CLONE_SETTLS = CloneFlags.CLONE_SETTLS
-CLONE_PARENT_SETTID = CloneFlags.CLONE_PARENT_SETTID
-CLONE_CHILD_CLEARTID = CloneFlags.CLONE_CHILD_CLEARTID
-CLONE_DETACHED = CloneFlags.CLONE_DETACHED
-CLONE_UNTRACED = CloneFlags.CLONE_UNTRACED
-CLONE_CHILD_SETTID = CloneFlags.CLONE_CHILD_SETTID
-CLONE_NEWCGROUP = CloneFlags.CLONE_NEWCGROUP
-CLONE_NEWUTS = CloneFlags.CLONE_NEWUTS
-CLONE_NEWIPC = CloneFlags.CLONE_NEWIPC
-CLONE_NEWUSER = CloneFlags.CLONE_NEWUSER
-CLONE_NEWPID = CloneFlags.CLONE_NEWPID
-CLONE_NEWNET = CloneFlags.CLONE_NEWNET
-CLONE_IO = CloneFlags.CLONE_IO
-CLONE_CLEAR_SIGHAND = CloneFlags.CLONE_CLEAR_SIGHAND
-CLONE_INTO_CGROUP = CloneFlags.CLONE_INTO_CGROUP
-CLONE_AUTOREAP = CloneFlags.CLONE_AUTOREAP
-CLONE_NNP = CloneFlags.CLONE_NNP
-CLONE_PIDFD_AUTOKILL = CloneFlags.CLONE_PIDFD_AUTOKILL
-CLONE_EMPTY_MNTNS = CloneFlags.CLONE_EMPTY_MNTNS
+# typing.TYPE_CHECKING without importing typing: type checkers take this name as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._api import check, clone, spawn
+    from ._backend import Backend
+    from ._child import Child
+    from ._errors import (
+        BackendUnavailableError,
+        InvalidFlagsError,
+        PortcloneError,
+        TimeoutExpired,
+        UnsupportedFlagError,
+    )
+    from ._flags import NS_FLAGS, CloneFlags
+    from ._plan import DEVNULL, PIPE, STDOUT
+    from ._registry import available_backends, current_backend, get_backend, use_backend, why_unusable
 
-
-def __getattr__(name: str) -> Any:
-    if name in RETIRED_NAMES:
-        raise AttributeError(f"module 'portclone' has no attribute {name!r}: {RETIRED_NAMES[name]}")
-    raise AttributeError(f"module 'portclone' has no attribute {name!r}")
-
+    # Module-level CLONE_* constants, for code ported from C.
+    CLONE_NEWTIME = CloneFlags.CLONE_NEWTIME
+    CLONE_VM = CloneFlags.CLONE_VM
+    CLONE_FS = CloneFlags.CLONE_FS
+    CLONE_FILES = CloneFlags.CLONE_FILES
+    CLONE_SIGHAND = CloneFlags.CLONE_SIGHAND
+    CLONE_PIDFD = CloneFlags.CLONE_PIDFD
+    CLONE_PTRACE = CloneFlags.CLONE_PTRACE
+    CLONE_VFORK = CloneFlags.CLONE_VFORK
+    CLONE_PARENT = CloneFlags.CLONE_PARENT
+    CLONE_THREAD = CloneFlags.CLONE_THREAD
+    CLONE_NEWNS = CloneFlags.CLONE_NEWNS
+    CLONE_SYSVSEM = CloneFlags.CLONE_SYSVSEM
+    CLONE_SETTLS = CloneFlags.CLONE_SETTLS
+    CLONE_PARENT_SETTID = CloneFlags.CLONE_PARENT_SETTID
+    CLONE_CHILD_CLEARTID = CloneFlags.CLONE_CHILD_CLEARTID
+    CLONE_DETACHED = CloneFlags.CLONE_DETACHED
+    CLONE_UNTRACED = CloneFlags.CLONE_UNTRACED
+    CLONE_CHILD_SETTID = CloneFlags.CLONE_CHILD_SETTID
+    CLONE_NEWCGROUP = CloneFlags.CLONE_NEWCGROUP
+    CLONE_NEWUTS = CloneFlags.CLONE_NEWUTS
+    CLONE_NEWIPC = CloneFlags.CLONE_NEWIPC
+    CLONE_NEWUSER = CloneFlags.CLONE_NEWUSER
+    CLONE_NEWPID = CloneFlags.CLONE_NEWPID
+    CLONE_NEWNET = CloneFlags.CLONE_NEWNET
+    CLONE_IO = CloneFlags.CLONE_IO
+    CLONE_CLEAR_SIGHAND = CloneFlags.CLONE_CLEAR_SIGHAND
+    CLONE_INTO_CGROUP = CloneFlags.CLONE_INTO_CGROUP
+    CLONE_AUTOREAP = CloneFlags.CLONE_AUTOREAP
+    CLONE_NNP = CloneFlags.CLONE_NNP
+    CLONE_PIDFD_AUTOKILL = CloneFlags.CLONE_PIDFD_AUTOKILL
+    CLONE_EMPTY_MNTNS = CloneFlags.CLONE_EMPTY_MNTNS
 
 __all__ = [
     "Backend",
@@ -122,3 +118,60 @@ __all__ = [
     "CLONE_PIDFD_AUTOKILL",
     "CLONE_EMPTY_MNTNS",
 ]
+
+#: Where each public name lives (the constants: portclone._flags.CloneFlags).
+_HOMES = {
+    "check": "_api",
+    "clone": "_api",
+    "spawn": "_api",
+    "Backend": "_backend",
+    "Child": "_child",
+    "BackendUnavailableError": "_errors",
+    "InvalidFlagsError": "_errors",
+    "PortcloneError": "_errors",
+    "TimeoutExpired": "_errors",
+    "UnsupportedFlagError": "_errors",
+    "NS_FLAGS": "_flags",
+    "CloneFlags": "_flags",
+    "DEVNULL": "_plan",
+    "PIPE": "_plan",
+    "STDOUT": "_plan",
+    "available_backends": "_registry",
+    "current_backend": "_registry",
+    "get_backend": "_registry",
+    "use_backend": "_registry",
+    "why_unusable": "_registry",
+}
+
+if not TYPE_CHECKING:  # to a type checker, a misspelt name must stay an error, not Any
+
+    def __getattr__(name: str) -> object:
+        import importlib
+
+        if name.startswith("CLONE_"):
+            flags = importlib.import_module("portclone._flags")
+            if name in flags.CloneFlags.__members__:
+                value = flags.CloneFlags[name]
+            elif name in flags.RETIRED_NAMES:
+                raise AttributeError(
+                    f"module 'portclone' has no attribute {name!r}: {flags.RETIRED_NAMES[name]}"
+                )
+            else:
+                raise AttributeError(f"module 'portclone' has no attribute {name!r}")
+        elif name in _HOMES:
+            try:
+                module = importlib.import_module(f"portclone.{_HOMES[name]}")
+            except OSError as e:  # EMFILE, ENOMEM: not now, rather than not ever
+                raise OSError(
+                    e.errno,
+                    f"{e.strerror}: portclone.{name} could not be loaded now ({e}); "
+                    "nothing is remembered: the next use tries again",
+                ) from e
+            value = getattr(module, name)
+        else:
+            raise AttributeError(f"module 'portclone' has no attribute {name!r}")
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

@@ -10,7 +10,7 @@ from ._child import Child, hold_signals, reap_orphans
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
-from ._plan import DEVNULL, PIPE, SpawnPlan, StdArg, StrOrBytesPath, prepare
+from ._plan import DEVNULL, PIPE, Env, SpawnPlan, StdArg, StrOrBytesPath, prepare
 from ._registry import current_backend
 from ._setup import NO_OPTIONS, ChildSetup, JoinTarget, Options, check_conflicts, parse_options
 from ._validate import CgroupArg, IdMap, Request, check_options, exit_signal_hazard
@@ -233,7 +233,7 @@ def spawn(
     flags: int = 0,
     exit_signal: int = SIGCHLD,
     executable: Optional[StrOrBytesPath] = None,
-    env: Optional[Mapping[Any, Any]] = None,
+    env: Optional[Env] = None,
     cwd: Optional[StrOrBytesPath] = None,
     pass_fds: Sequence[int] = (),
     stdin: StdArg = None,

@@ -451,10 +451,12 @@ class Child:
     # -- resources -----------------------------------------------------------
     def communicate(
         self, input: Optional[bytes] = None, timeout: Optional[float] = None
-    ) -> Tuple[Optional[bytes], Optional[bytes]]:
+    ) -> Tuple[Any, Any]:
         """Send ``input`` to stdin=PIPE, read stdout/stderr=PIPE to EOF, wait for the exit.
 
-        Returns ``(stdout, stderr)`` (None for streams that are not pipes).  ``input``
+        Returns ``(stdout, stderr)``: bytes, or None for streams that are not pipes.  It is
+        typed as ``subprocess.Popen.communicate`` is, so that code written for subprocess
+        type-checks unchanged.  ``input``
         without stdin=PIPE is a ValueError (subprocess would drop it silently).  As with
         subprocess, :class:`TimeoutExpired` leaves the child running, and so does an
         exception from a signal handler (KeyboardInterrupt): call ``communicate()`` again,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import errno as _errno
 import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,8 +33,11 @@ TRANSIENT_ERRNOS = frozenset({_errno.EMFILE, _errno.ENFILE, _errno.ENOMEM, _errn
 
 
 def platform_string() -> str:
-    """``Linux 6.18.44 x86_64``: where a refusal happened."""
-    return f"{platform.system()} {platform.release()} {platform.machine()}"
+    """``Linux 6.18.44 x86_64``: where a refusal happened (uname(2); sys.platform elsewhere)."""
+    if not hasattr(os, "uname"):
+        return sys.platform
+    u = os.uname()
+    return f"{u.sysname} {u.release} {u.machine}"
 
 
 class PortcloneError(Exception):

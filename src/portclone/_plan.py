@@ -27,6 +27,8 @@ STDOUT = subprocess.STDOUT
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 StdArg = Union[None, int, IO[Any]]
+#: subprocess's ``env`` type (typeshed's ``subprocess._ENV``)
+Env = Union[Mapping[bytes, StrOrBytesPath], Mapping[str, StrOrBytesPath]]
 
 
 @dataclass
@@ -108,7 +110,7 @@ def _fsencode(value: object, what: str) -> bytes:
 
 
 def _environment(
-    env: Optional[Mapping[Any, Any]],
+    env: Optional[Env],
 ) -> Tuple[Optional[Tuple[bytes, ...]], Optional[Mapping[bytes, bytes]]]:
     if env is None:
         return None, None
@@ -161,7 +163,7 @@ def prepare(
     argv: Sequence[StrOrBytesPath],
     *,
     executable: Optional[StrOrBytesPath],
-    env: Optional[Mapping[Any, Any]],
+    env: Optional[Env],
     cwd: Optional[StrOrBytesPath],
     pass_fds: Sequence[int],
     stdin: StdArg,

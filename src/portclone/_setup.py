@@ -16,7 +16,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import platform
 import signal
 import time
 from dataclasses import dataclass
@@ -315,7 +314,7 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
 def _pidfd_setns() -> bool:
     """setns() takes pidfds since Linux 5.8."""
     try:
-        major, minor = (int(x) for x in platform.release().split(".")[:2])
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
     except ValueError:
         return False
     return hasattr(os, "pidfd_open") and (major, minor) >= (5, 8)

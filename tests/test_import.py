@@ -1,0 +1,68 @@
+"""What ``import portclone`` loads, and that every public name still arrives on first use.
+
+The package loads its modules lazily (PEP 562 ``__getattr__``); the figures live in
+``bench/bench_import.py`` and ``bench/results-import.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_python
+
+import portclone
+
+#: what the package must not load at import (its weight, ``bench/bench_import.py``)
+HEAVY = ["typing", "dataclasses", "inspect", "traceback", "platform", "subprocess", "enum"]
+
+
+def test_import_loads_none_of_its_modules_nor_their_weight() -> None:
+    result = run_python(
+        f"""
+        import json, sys
+        before = set(sys.modules)
+        import portclone
+        new = sorted(set(sys.modules) - before)
+        print(json.dumps({{"new": new, "heavy": [m for m in {HEAVY!r} if m in new]}}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["new"] == ["portclone"], report
+    assert report["heavy"] == []
+
+
+def test_every_public_name_arrives_on_first_use() -> None:
+    result = run_python(
+        """
+        import json, portclone
+        missing = [n for n in portclone.__all__ if getattr(portclone, n, None) is None]
+        star = {}
+        exec("from portclone import *", star)
+        print(json.dumps({"missing": missing, "star": sorted(set(portclone.__all__) - set(star)),
+                          "dir": sorted(set(portclone.__all__) - set(dir(portclone)))}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"missing": [], "star": [], "dir": []}
+
+
+def test_public_names_are_the_objects_of_their_home_modules() -> None:
+    from portclone import _api, _child, _errors, _flags
+
+    assert portclone.clone is _api.clone and portclone.Child is _child.Child
+    assert portclone.PortcloneError is _errors.PortcloneError
+    assert portclone.CLONE_NEWPID is _flags.CloneFlags.CLONE_NEWPID
+    assert isinstance(portclone.CLONE_NEWPID, portclone.CloneFlags)
+
+
+@pytest.mark.parametrize("name", ["CLONE_NEWPDI", "clon", "_HOMES_", "CLONE_"])
+def test_a_misspelt_name_is_an_attribute_error(name: str) -> None:
+    with pytest.raises(AttributeError, match=f"no attribute {name!r}"):
+        getattr(portclone, name)
+
+
+def test_a_retired_name_says_why() -> None:
+    with pytest.raises(AttributeError, match=r"CLONE_PIDFD since Linux 5\.2"):
+        portclone.CLONE_PID  # noqa: B018
