@@ -449,9 +449,7 @@ class Child:
         self.send_signal(signal.SIGKILL)
 
     # -- resources -----------------------------------------------------------
-    def communicate(
-        self, input: Optional[bytes] = None, timeout: Optional[float] = None
-    ) -> Tuple[Any, Any]:
+    def communicate(self, input: Optional[bytes] = None, timeout: Optional[float] = None) -> Tuple[Any, Any]:
         """Send ``input`` to stdin=PIPE, read stdout/stderr=PIPE to EOF, wait for the exit.
 
         Returns ``(stdout, stderr)``: bytes, or None for streams that are not pipes.  It is
