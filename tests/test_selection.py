@@ -186,3 +186,27 @@ def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(tmp_pat
     assert bogus.returncode == 4 and "unknown backend" in bogus.stderr, bogus.stdout + bogus.stderr
     option = pytest_run("--portclone-backend", "bogus", env={})
     assert option.returncode == 4, option.stdout + option.stderr
+
+
+def test_pytest_plugin_probes_nothing_in_a_session_that_does_not_use_it(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
+    """The plugin loads in every pytest session where portclone is installed: a session
+    whose tests do not take the fixture must not load the extension or probe backends."""
+    path = os.path.join(str(tmp_path), "test_other.py")
+    with open(path, "w") as f:
+        f.write(
+            "import sys\n"
+            "def test_other():\n"
+            "    assert 'portclone._native' not in sys.modules\n"
+            "    assert not [m for m in sys.modules if m.startswith('portclone.backends')]\n"
+        )
+    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
+    env = {k: v for k, v in os.environ.items() if k != "PORTCLONE_BACKEND"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *load, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

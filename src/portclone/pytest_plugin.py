@@ -36,7 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _chosen(config: pytest.Config) -> List[str]:
+def _named(config: pytest.Config) -> List[str]:
+    """The backends the command line or the environment names, checked: [] for none."""
     names: List[str] = config.getoption("portclone_backend")
     where = "--portclone-backend"
     if not names and os.environ.get(ENV_VAR):
@@ -47,11 +48,17 @@ def _chosen(config: pytest.Config) -> List[str]:
         why = why_unusable(name)
         if why is not None:
             raise pytest.UsageError(f"{where}={name}: {why}")
-    return names or available_backends()
+    return names
+
+
+def _chosen(config: pytest.Config) -> List[str]:
+    return _named(config) or available_backends()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _chosen(config)  # a bad name is a usage error before anything is collected
+    # a bad name is a usage error before anything is collected; with no name, nothing is
+    # probed until a test asks for the fixture (the plugin loads in every pytest session)
+    _named(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
