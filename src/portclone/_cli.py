@@ -215,9 +215,10 @@ def run_option_table() -> str:
             )
             for n in opt.names
         )
-        rows.append(
-            f"| {opt.origin or '(portclone)'} | `{spelled}` | " + " | ".join(cells) + f" | `{sets}` |"
-        )
+        origin = opt.origin or "(portclone)"
+        # a "|" inside a cell (allow|deny) would end it: GitHub and MyST read "\\|" as "|"
+        origin, spelled, sets = (cell.replace("|", "\\|") for cell in (origin, spelled, sets))
+        rows.append(f"| {origin} | `{spelled}` | " + " | ".join(cells) + f" | `{sets}` |")
     rows.append("")
     rows += [f"{n}. {why}" for why, n in notes.items()]
     return "\n".join(rows)
