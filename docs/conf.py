@@ -12,14 +12,15 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# the checkout's sources, when portclone is not installed (tox installs it)
-sys.path.insert(0, str(ROOT / "src"))
-
-import portclone  # noqa: E402
+try:  # autodoc documents the installed portclone (tox -e docs installs it) ...
+    import portclone
+except ImportError:  # ... or the checkout's sources (without the C extension, if unbuilt)
+    sys.path.insert(0, str(ROOT / "src"))
+    import portclone
 
 project = "portclone"
 author = "the portclone developers"
-copyright = "the portclone developers"  # noqa: A001
+copyright = "the portclone developers"
 release = portclone.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -27,6 +28,9 @@ extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode", "myst_parser"]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "requirements.txt"]
+
+# "--propagation" in a docstring is an option, not an en dash
+smartquotes = False
 
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
