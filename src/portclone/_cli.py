@@ -719,7 +719,7 @@ def _parser() -> argparse.ArgumentParser:
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_flags = sub.add_parser("flags", help="every clone flag and whether this backend honours it")
     p_flags.add_argument(
-        "--markdown", action="store_true", help="the README's availability table for every backend"
+        "--markdown", action="store_true", help="the docs' availability table (docs/flags.md)"
     )
     p_check = sub.add_parser("check", help="exit 0 if this backend honours FLAGS, else say why and exit 1")
     p_check.add_argument("check_flags", metavar="FLAGS", help="NEWPID,NEWNS,...")
