@@ -56,5 +56,7 @@ if os.environ.get("READTHEDOCS") == "True":
 
 html_theme = "furo"
 html_title = f"portclone {release}"
+html_static_path = ["_static"]
+html_css_files = ["portclone.css"]
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
