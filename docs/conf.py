@@ -36,7 +36,9 @@ myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+autodoc_typehints = "signature"
+# a long signature (clone(), spawn()) gets one parameter a line, with its type and default
+python_maximum_signature_line_length = 90
 autodoc_preserve_defaults = True
 
 nitpicky = True
