@@ -215,9 +215,10 @@ def run_option_table() -> str:
             )
             for n in opt.names
         )
-        rows.append(
-            f"| {opt.origin or '(portclone)'} | `{spelled}` | " + " | ".join(cells) + f" | `{sets}` |"
-        )
+        origin = opt.origin or "(portclone)"
+        # a "|" inside a cell (allow|deny) would end it: GitHub and MyST read "\\|" as "|"
+        origin, spelled, sets = (cell.replace("|", "\\|") for cell in (origin, spelled, sets))
+        rows.append(f"| {origin} | `{spelled}` | " + " | ".join(cells) + f" | `{sets}` |")
     rows.append("")
     rows += [f"{n}. {why}" for why, n in notes.items()]
     return "\n".join(rows)
@@ -718,7 +719,7 @@ def _parser() -> argparse.ArgumentParser:
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_flags = sub.add_parser("flags", help="every clone flag and whether this backend honours it")
     p_flags.add_argument(
-        "--markdown", action="store_true", help="the README's availability table for every backend"
+        "--markdown", action="store_true", help="the docs' availability table (docs/flags.md)"
     )
     p_check = sub.add_parser("check", help="exit 0 if this backend honours FLAGS, else say why and exit 1")
     p_check.add_argument("check_flags", metavar="FLAGS", help="NEWPID,NEWNS,...")

@@ -1,4 +1,4 @@
-"""Documentation generated from the flag table (the README's availability table)."""
+"""Documentation generated from the flag table (the availability table of docs/flags.md)."""
 
 from __future__ import annotations
 

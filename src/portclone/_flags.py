@@ -1,7 +1,7 @@
 """The one table of clone-flag knowledge.
 
 Validation (:mod:`portclone._validate`), error messages, ``python -m portclone
-info`` and the README's availability table are all derived from ``TABLE`` and
+info`` and the docs' availability table (docs/flags.md) are all derived from ``TABLE`` and
 ``RULES`` below; nothing else in portclone spells out what a flag means or
 where it works.
 
