@@ -6,7 +6,8 @@
     >>> child.wait()
     0
 
-See the README for the flag availability table and the backends.
+The documentation (docs/, https://portclone.readthedocs.io) has the flag availability
+table, the backends and the API reference.
 
 Importing the package loads none of its modules: each public name is loaded on first
 use (PEP 562), so that a program that imports portclone and does not use it pays

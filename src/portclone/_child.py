@@ -206,8 +206,11 @@ class Child:
         syscall: str = "",
         reapable: bool = True,
     ) -> None:
+        #: the child's process id
         self.pid = pid
+        #: the clone flags the child was made with
         self.flags = flags if type(flags) is CloneFlags else CloneFlags(flags)
+        #: the signal the parent gets when the child ends (SIGCHLD unless asked otherwise)
         self.exit_signal = exit_signal
         #: the backend that made the child
         self.backend = backend
@@ -228,7 +231,9 @@ class Child:
         self._exchange: Optional[Exchange] = None  # communicate()'s progress, between calls
         # Last: __del__ reads these first, so an __init__ interrupted before them (a signal
         # handler can raise between any two lines) leaves nothing for __del__ to do.
+        #: None while the child runs; its exit code once reaped, ``-N`` if signal N killed it
         self.returncode: Optional[int] = None
+        #: a close-on-exec pidfd where the kernel gives one, else None; None after close()
         self.pidfd = pidfd
         #: spawn() children: our ends of stdin/stdout/stderr=PIPE (binary file objects)
         self.stdin: Optional[IO[bytes]] = None
