@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ._flags import CloneFlags, describe
 
@@ -40,8 +40,23 @@ def platform_string() -> str:
     return f"{u.sysname} {u.release} {u.machine}"
 
 
+def _rebuild_error(cls: type[BaseException], args: Tuple[Any, ...], state: Dict[str, Any]) -> BaseException:
+    """Unpickle a portclone error without calling its ``__init__`` (see __reduce__)."""
+    error: BaseException = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class PortcloneError(Exception):
     """Base class of portclone's own errors."""
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # BaseException's own reduce calls cls(*self.args), which our constructors (backend,
+        # refusals, ...) do not take: pickling (multiprocessing, concurrent.futures,
+        # pytest-xdist) and copy.copy would fail, and a ProcessPoolExecutor would break.
+        # The message and every attribute travel as they are.
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
 
 
 _NO_FLAGS = CloneFlags(0)
