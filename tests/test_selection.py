@@ -210,3 +210,49 @@ def test_pytest_plugin_probes_nothing_in_a_session_that_does_not_use_it(tmp_path
         env=env,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_pytest_plugin_leaves_a_test_its_own_backend_choice(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
+    """A test that parametrizes portclone_backend itself (indirect=True) keeps its choice;
+    before the fix the plugin parametrized it again and collection failed ("duplicate
+    parametrization of 'portclone_backend'").  A backend named twice runs once."""
+    path = os.path.join(str(tmp_path), "test_own_choice.py")
+    with open(path, "w") as f:
+        f.write(
+            "import pytest\n"
+            "import portclone\n"
+            "@pytest.mark.parametrize('portclone_backend', ['fork'], indirect=True)\n"
+            "def test_only_fork(portclone_backend):\n"
+            "    assert portclone.current_backend().name == 'fork'\n"
+            "@pytest.mark.parametrize('n, portclone_backend', [(1, 'fork')],\n"
+            "                         indirect=['portclone_backend'])\n"
+            "def test_pair(n, portclone_backend):\n"
+            "    assert portclone_backend.name == 'fork'\n"
+            "def test_each(portclone_backend):\n"
+            "    pass\n"
+        )
+    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            *load,
+            "--portclone-backend",
+            "fork",
+            "--portclone-backend",
+            "fork",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "test_only_fork[fork] PASSED" in out.stdout
+    assert "test_pair[1-fork] PASSED" in out.stdout
+    assert "test_each[fork] PASSED" in out.stdout and "test_each[fork0]" not in out.stdout

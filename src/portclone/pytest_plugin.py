@@ -52,7 +52,20 @@ def _named(config: pytest.Config) -> List[str]:
 
 
 def _chosen(config: pytest.Config) -> List[str]:
-    return _named(config) or available_backends()
+    # a name given twice runs once
+    return list(dict.fromkeys(_named(config))) or available_backends()
+
+
+def _parametrized_by_test(metafunc: pytest.Metafunc) -> bool:
+    """The test parametrizes portclone_backend itself (``indirect=True``): its own
+    choice stands, rather than a "duplicate parametrization" collection error."""
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0] if marker.args else marker.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = names.split(",")
+        if "portclone_backend" in (str(name).strip() for name in names):
+            return True
+    return False
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,7 +75,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "portclone_backend" in metafunc.fixturenames:
+    if "portclone_backend" in metafunc.fixturenames and not _parametrized_by_test(metafunc):
         metafunc.parametrize("portclone_backend", _chosen(metafunc.config), indirect=True)
 
 
