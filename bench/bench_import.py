@@ -29,11 +29,26 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 MODULES = ["subprocess", "portclone"]
 
 
+def bench_env(python: str) -> Dict[str, str]:
+    """The environment of each measured run: bytecode cached, as installed; the checkout's
+    ``src`` on PYTHONPATH only when ``python`` has no portclone installed (PYTHONPATH comes
+    before site-packages, so adding it always would measure the checkout instead)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    installed = (
+        subprocess.run(
+            [python, "-c", "import portclone"], env=env, capture_output=True, check=False
+        ).returncode
+        == 0
+    )
+    if not installed:
+        env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def import_us(python: str, module: str) -> int:
     """Microseconds the importtime line of ``module`` reports, in a fresh ``python``."""
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode cached
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env = bench_env(python)
     out = subprocess.run(
         [python, "-X", "importtime", "-c", f"import {module}"],
         capture_output=True,
@@ -50,9 +65,7 @@ def import_us(python: str, module: str) -> int:
 
 def first_use_us(python: str, code: str) -> int:
     """Microseconds ``code`` takes in a fresh ``python`` (bytecode cached)."""
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env = bench_env(python)
     timed = f"import time\nt = time.perf_counter_ns()\n{code}\nprint((time.perf_counter_ns() - t) // 1000)"
     out = subprocess.run([python, "-c", timed], capture_output=True, text=True, env=env, check=True)
     return int(out.stdout)

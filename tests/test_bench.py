@@ -52,3 +52,19 @@ def test_bench_import_compares_with_subprocess() -> None:
     out = run_bench("bench_import.py", "--rounds", "1")
     rows = [line for line in out.splitlines() if line.startswith("| 3.")]
     assert len(rows) == 2 and all(row.rstrip(" |").endswith("x") for row in rows), out
+
+
+def test_bench_import_measures_the_installed_package_when_there_is_one() -> None:
+    """Its docstring says the checkout's src is used only when portclone is not installed;
+    before the fix it always put src first on PYTHONPATH, so it measured the checkout."""
+    sys.path.insert(0, os.path.join(os.path.dirname(TESTS_DIR), "bench"))
+    try:
+        import bench_import  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    probe = subprocess.run([sys.executable, "-c", "import portclone"], capture_output=True)
+    env = bench_import.bench_env(sys.executable)
+    if probe.returncode == 0:
+        assert bench_import.SRC not in env.get("PYTHONPATH", "").split(os.pathsep)
+    else:
+        assert env["PYTHONPATH"].split(os.pathsep)[0] == bench_import.SRC
