@@ -1,0 +1,52 @@
+"""The GitHub workflow only asks for what exists: every tox environment it runs is defined
+in tox.ini, and it does not load the pytest plugin a second time with ``-p`` (the
+``pytest11`` entry point already loads it: pluggy refuses the same module under a second
+name, "Plugin already registered under a different name", and pytest exits 3).  Before the
+fix the checks job asked for ``package`` and the wheels job for ``wheels``, neither in
+tox.ini, and the NetBSD and FreeBSD jobs ran ``pytest -p portclone.pytest_plugin``."""
+
+from __future__ import annotations
+
+import configparser
+import pathlib
+import re
+import subprocess
+import sys
+from typing import Set
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+WORKFLOW = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+
+
+def _tox_envs() -> Set[str]:
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    envs = {e.strip() for e in ini["tox"]["env_list"].split(",")}
+    envs |= {s[len("testenv:") :] for s in ini.sections() if s.startswith("testenv:")}
+    return envs
+
+
+def test_every_tox_env_the_workflow_runs_is_defined() -> None:
+    asked: Set[str] = set()
+    for match in re.finditer(r"tox\S*\"? -e \"?([A-Za-z0-9_,.$()\"{} -]+)", WORKFLOW):
+        for name in match.group(1).split('"')[0].split(","):
+            name = name.strip()
+            if name and "$" not in name:  # py$(...) comes from the Python matrix
+                asked.add(name)
+    assert asked, "no tox -e in the workflow?"
+    assert asked <= _tox_envs(), sorted(asked - _tox_envs())
+
+
+def test_workflow_does_not_load_the_plugin_twice() -> None:
+    assert "-p portclone.pytest_plugin" not in WORKFLOW
+
+
+def test_plugin_named_twice_is_what_the_workflow_must_avoid(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "portclone", "test_x.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr  # by its entry-point name: fine
