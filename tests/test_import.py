@@ -66,3 +66,43 @@ def test_a_misspelt_name_is_an_attribute_error(name: str) -> None:
 def test_a_retired_name_says_why() -> None:
     with pytest.raises(AttributeError, match=r"CLONE_PIDFD since Linux 5\.2"):
         portclone.CLONE_PID  # noqa: B018
+
+
+@pytest.mark.parametrize("name", ["CLONE_NEWPID", "spawn"])
+def test_emfile_at_first_use_says_so_and_is_not_remembered(name: str) -> None:
+    """At EMFILE the module behind a name cannot be opened: that is an OSError saying
+    nothing is remembered (the constants' path included), and the next use loads it."""
+    result = run_python(
+        f"""
+        import errno, json, os, resource
+        import portclone
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        held = []
+        try:
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            getattr(portclone, {name!r})
+            first = "loaded"
+        except OSError as e:
+            first = [errno.errorcode[e.errno], str(e)]
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        print(json.dumps({{"first": first, "then": repr(getattr(portclone, {name!r}))}}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["first"][0] == "EMFILE", report
+    assert f"portclone.{name} could not be loaded now" in report["first"][1]
+    assert "nothing is remembered" in report["first"][1]
+    assert name in report["then"]
+
+
+def test_dir_shows_the_public_names_only() -> None:
+    names = [n for n in dir(portclone) if not n.startswith("__")]
+    assert names == sorted(portclone.__all__)

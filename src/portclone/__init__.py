@@ -144,13 +144,27 @@ _HOMES = {
     "why_unusable": "_registry",
 }
 
+
+def _load(home: str, what: str) -> object:
+    """``portclone.<home>``, imported now.  An OSError (EMFILE, ENOMEM: the module's file
+    could not be opened now) says that nothing is remembered: the next use imports again.
+    """
+    try:
+        # the builtin, not importlib: nothing is imported before the module itself
+        return __import__(f"portclone.{home}", fromlist=["_"])
+    except OSError as e:
+        raise OSError(
+            e.errno,
+            f"{e.strerror}: portclone.{what} could not be loaded now ({e}); "
+            "nothing is remembered: the next use tries again",
+        ) from e
+
+
 if not TYPE_CHECKING:  # to a type checker, a misspelt name must stay an error, not Any
 
     def __getattr__(name: str) -> object:
-        import importlib
-
         if name.startswith("CLONE_"):
-            flags = importlib.import_module("portclone._flags")
+            flags = _load("_flags", name)
             if name in flags.CloneFlags.__members__:
                 value = flags.CloneFlags[name]
             elif name in flags.RETIRED_NAMES:
@@ -160,19 +174,14 @@ if not TYPE_CHECKING:  # to a type checker, a misspelt name must stay an error, 
             else:
                 raise AttributeError(f"module 'portclone' has no attribute {name!r}")
         elif name in _HOMES:
-            try:
-                module = importlib.import_module(f"portclone.{_HOMES[name]}")
-            except OSError as e:  # EMFILE, ENOMEM: not now, rather than not ever
-                raise OSError(
-                    e.errno,
-                    f"{e.strerror}: portclone.{name} could not be loaded now ({e}); "
-                    "nothing is remembered: the next use tries again",
-                ) from e
-            value = getattr(module, name)
+            value = getattr(_load(_HOMES[name], name), name)
         else:
             raise AttributeError(f"module 'portclone' has no attribute {name!r}")
         globals()[name] = value  # once loaded, a plain attribute
         return value
 
     def __dir__() -> list[str]:
-        return sorted(set(globals()) | set(__all__))
+        return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})
+
+
+del TYPE_CHECKING  # not a public name
