@@ -182,6 +182,9 @@ def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(tmp_pat
         assert narrowed.returncode == 0, narrowed.stdout + narrowed.stderr
         assert "test_each[netbsd] PASSED" in narrowed.stdout
         assert "test_each[fork]" not in narrowed.stdout
+    if "netbsd" in portclone.available_backends():  # read as portclone reads it
+        spaced = pytest_run(env={"PORTCLONE_BACKEND": " netbsd "})
+        assert spaced.returncode == 0 and "test_each[netbsd] PASSED" in spaced.stdout
     bogus = pytest_run(env={"PORTCLONE_BACKEND": "bogus"})
     assert bogus.returncode == 4 and "unknown backend" in bogus.stderr, bogus.stdout + bogus.stderr
     option = pytest_run("--portclone-backend", "bogus", env={})
@@ -198,6 +201,7 @@ def test_pytest_plugin_probes_nothing_in_a_session_that_does_not_use_it(tmp_path
             "def test_other():\n"
             "    assert 'portclone._native' not in sys.modules\n"
             "    assert not [m for m in sys.modules if m.startswith('portclone.backends')]\n"
+            "    assert 'portclone._child' not in sys.modules  # nor the library's bulk\n"
         )
     load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
     env = {k: v for k, v in os.environ.items() if k != "PORTCLONE_BACKEND"}

@@ -14,10 +14,12 @@ import contextvars
 import importlib
 import os
 import sys
-from typing import Dict, Iterator, List, Optional, Type
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Type
 
-from ._backend import Backend
 from ._errors import TRANSIENT_ERRNOS, BackendUnavailableError, not_now
+
+if TYPE_CHECKING:  # the backends' modules import _backend when one is asked for
+    from ._backend import Backend
 
 __all__ = [
     "BACKENDS",

@@ -15,12 +15,16 @@ name in either is a usage error.
 from __future__ import annotations
 
 import os
-from typing import Iterator, List
+from typing import TYPE_CHECKING, Iterator, List
 
 import pytest
 
-from . import Backend, available_backends, use_backend, why_unusable
+# Only the registry's names here: the plugin loads in every pytest session where portclone
+# is installed, and the rest of portclone loads when a test asks for the fixture.
 from ._registry import BACKENDS, ENV_VAR
+
+if TYPE_CHECKING:
+    from ._backend import Backend
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,10 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _named(config: pytest.Config) -> List[str]:
     """The backends the command line or the environment names, checked: [] for none."""
+    from ._registry import why_unusable
+
     names: List[str] = config.getoption("portclone_backend")
     where = "--portclone-backend"
-    if not names and os.environ.get(ENV_VAR):
-        names, where = [os.environ[ENV_VAR]], ENV_VAR
+    if not names and os.environ.get(ENV_VAR, "").strip():
+        names, where = [os.environ[ENV_VAR].strip()], ENV_VAR  # as portclone reads it
     for name in names:
         if name not in BACKENDS:
             raise pytest.UsageError(f"{where}={name}: unknown backend; portclone has {', '.join(BACKENDS)}")
@@ -52,6 +58,8 @@ def _named(config: pytest.Config) -> List[str]:
 
 
 def _chosen(config: pytest.Config) -> List[str]:
+    from ._registry import available_backends
+
     # a name given twice runs once
     return list(dict.fromkeys(_named(config))) or available_backends()
 
@@ -82,5 +90,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def portclone_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """The backend this test runs under (it is in force for clone())."""
+    from ._registry import use_backend
+
     with use_backend(request.param) as backend:
         yield backend
