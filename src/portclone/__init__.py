@@ -1,8 +1,11 @@
 """portclone: Linux clone semantics for Python children, on every POSIX system.
 
+On Linux, a child in a new UTS namespace, root in a new user namespace (so that no
+privilege is needed):
+
     >>> import portclone
     >>> child = portclone.clone(print, "hello from the child",
-    ...                         flags=portclone.CLONE_NEWUTS)
+    ...                         flags=portclone.CLONE_NEWUTS, map_root=True)
     >>> child.wait()
     0
 
