@@ -93,3 +93,11 @@ def test_console_script_entry_point_runs_the_cli() -> None:
 
 def test_package_ships_py_typed() -> None:
     assert os.path.exists(os.path.join(os.path.dirname(portclone.__file__), "py.typed"))
+
+
+@pytest.mark.parametrize("text", ["", ",", " | "])
+def test_check_with_no_flags_is_a_usage_error(text: str) -> None:
+    """A CI gate written as ``check "$FLAGS"`` must not pass when $FLAGS is empty."""
+    out = cli("check", text)
+    assert out.returncode == 1 and "no flags given" in out.stderr, out
+    assert "Traceback" not in out.stderr

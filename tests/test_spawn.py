@@ -485,6 +485,12 @@ def test_a_file_objects_fd_is_checked_before_anything_starts(portclone_backend: 
         portclone.spawn(["true"], **{slot: _FakeFile(-5)})
 
 
+@pytest.mark.parametrize("fd", [2**31, 2**40, -(2**40)])
+def test_an_fd_beyond_a_c_int_is_a_value_error(fd: int) -> None:
+    with no_side_effects(), pytest.raises(ValueError, match="invalid file descriptor"):
+        portclone.spawn(["true"], pass_fds=[fd])
+
+
 def test_every_reason_against_a_flag_is_said() -> None:
     """CLONE_FILES with stdout=PIPE and close_fds=True breaks two rules: both are said;
     a rule about a missing flag names that flag."""

@@ -257,6 +257,9 @@ def spawn(
 ) -> Child:
     """Start ``argv`` as a new program in a child created with clone ``flags``.
 
+    ``argv`` is the program and its arguments, ``["ls", "-l"]``.  A single string is a
+    TypeError here, though type checkers accept it (a ``str`` is a ``Sequence[str]``).
+
     Like ``subprocess.Popen`` for the process part (PATH lookup, ``env``,
     ``cwd``, ``pass_fds``, ``close_fds``, ``restore_signals``, ``process_group``
     (3.11's: 0 for a group of its own), stdio as fds,

@@ -654,6 +654,11 @@ def _flags(markdown: bool) -> int:
 def _check(flag_text: str, exec_child: bool) -> int:
     """Exit 0 when this backend honours the request; else every reason against it
     (the kernel's rules and this backend's refusals alike), exit 1."""
+    if not any(c.isalnum() for c in flag_text):
+        # a gate written as `check "$FLAGS"` must not pass when $FLAGS is empty
+        raise ValueError(
+            "no flags given: name at least one (NEWPID,NEWNS); `python -m portclone flags` lists them"
+        )
     flags = parse_flags(flag_text)
     backend = current_backend()
     what = "a program (spawn)" if exec_child else "a Python child (clone)"

@@ -153,7 +153,7 @@ def _checked_fd(value: object, what: str) -> int:
     """``value`` as an open fd: TypeError, ValueError or EBADF now, not in the child."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{what} takes file descriptors (ints), not {type(value).__name__}")
-    if value < 0:
+    if not 0 <= value <= 0x7FFFFFFF:  # an fd is a C int
         raise ValueError(f"invalid file descriptor {value} in {what}")
     os.fstat(value)
     return value
