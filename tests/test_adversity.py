@@ -1070,6 +1070,7 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     out = run_python(
         f"""
         import ctypes, os, threading, time, portclone
+        from portclone import clone, spawn  # loaded now: the loop times the calls only
         portclone.current_backend()
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE again after the uid change
