@@ -7,6 +7,7 @@ The package loads its modules lazily (PEP 562 ``__getattr__``); the figures live
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 from conftest import run_python
@@ -106,3 +107,22 @@ def test_emfile_at_first_use_says_so_and_is_not_remembered(name: str) -> None:
 def test_dir_shows_the_public_names_only() -> None:
     names = [n for n in dir(portclone) if not n.startswith("__")]
     assert names == sorted(portclone.__all__)
+
+
+@pytest.mark.requires("linux", "root")
+def test_the_documented_preload_survives_a_chroot(tmp_path: pathlib.Path) -> None:
+    """docs/backends.md: after the from-import and current_backend(), a program whose
+    root no longer holds Python or portclone can still clone, wait and check."""
+    result = run_python(
+        f"""
+        import os, portclone
+        from portclone import check, clone, spawn
+        portclone.current_backend()
+        os.chroot({str(tmp_path)!r})
+        os.chdir("/")
+        child = clone(lambda a, b=2: a + b, 1, flags=portclone.CLONE_NEWUTS, hostname="x")
+        print(child.wait(timeout=30), int(check(portclone.CLONE_NEWPID)))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", str(int(portclone.CLONE_NEWPID))]
