@@ -10,6 +10,9 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+#: Py_LIMITED_API for Python 3.9 (the oldest supported): the wheel is tagged cp39-abi3
+LIMITED_API = "0x03090000"
+
 
 class OptionalBuildExt(build_ext):
     def run(self) -> None:
@@ -43,9 +46,20 @@ setup(
                 "src/portclone/_setup.c",
             ],
             depends=["src/portclone/_native.h", "src/portclone/_clone3.h", "src/portclone/_constants.h"],
-            extra_compile_args=["-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            # the stable ABI of Python 3.9: one cp39-abi3 wheel per architecture serves 3.9+
+            py_limited_api=True,
+            define_macros=[("Py_LIMITED_API", LIMITED_API)],
+            extra_compile_args=[
+                "-std=gnu99",
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                # under the limited API a non-stable function is an undeclared one: an error
+                "-Werror=implicit-function-declaration",
+            ],
             extra_link_args=["-pthread"],
         )
     ],
     cmdclass={"build_ext": OptionalBuildExt},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

@@ -29,6 +29,21 @@
 #endif
 #include "_clone3.h"
 
+/* fcntl() through the system call on Linux.  With _FILE_OFFSET_BITS=64 (pyconfig.h)
+ * glibc 2.28+ headers bind fcntl to the symbol fcntl64@GLIBC_2.28
+ * (bminor/glibc:io/fcntl.h), which would make the wheel manylinux_2_28; the
+ * commands used here (F_GETFL/F_SETFL/F_GETFD/F_SETFD/F_DUPFD_CLOEXEC) take an
+ * int and mean the same through SYS_fcntl on every architecture. */
+static inline int
+pc_fcntl(int fd, int cmd, long arg)
+{
+#if defined(__linux__)
+    return (int)syscall(SYS_fcntl, fd, cmd, arg);
+#else
+    return fcntl(fd, cmd, (int)arg);
+#endif
+}
+
 #if defined(__linux__) || defined(__NetBSD__)
 #include <sched.h>
 #define PC_HAVE_LIBC_CLONE 1
