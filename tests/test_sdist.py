@@ -45,6 +45,13 @@ def _setuptools_version() -> tuple:  # type: ignore[type-arg]
     return tuple(int(p) for p in out.split(".")[:2] if p.isdigit()) if out else (0,)
 
 
+def _version() -> str:
+    """``__version__`` as src/portclone/__init__.py states it (not the imported package's,
+    which may be another checkout's)."""
+    text = (ROOT / "src" / "portclone" / "__init__.py").read_text()
+    return text.split("__version__ = ", 1)[1].splitlines()[0].strip("\"'")
+
+
 def _files(top: pathlib.Path) -> set:  # type: ignore[type-arg]
     found = set()
     for tree in TREES:
@@ -80,6 +87,14 @@ def test_the_sdist_holds_what_its_tests_need(tmp_path: pathlib.Path) -> None:
     with tarfile.open(tmp_path / name) as tar:
         tar.extractall(tmp_path / "unpacked")
     (top,) = (tmp_path / "unpacked").iterdir()
+
+    # the metadata: one version (portclone.__version__, read by setuptools), SPDX license,
+    # the project's addresses
+    info = (top / "PKG-INFO").read_text()
+    assert f"\nVersion: {_version()}\n" in info
+    assert "\nLicense-Expression: MIT\n" in info and "\nLicense-File: LICENSE\n" in info
+    for label in ("Homepage", "Documentation", "Source", "Issues", "Changelog"):
+        assert f"\nProject-URL: {label}, https://" in info, label
 
     missing = sorted(_files(ROOT) - _files(top))
     assert not missing, f"not in the sdist: {missing}"

@@ -897,8 +897,13 @@ def wheels(arches: List[str], pytest_args: List[str], timeout: float, jobs: int,
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         rows = list(pool.map(one, arches))
-    with open(os.path.join(WHEELHOUSE, "wheels.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    record = os.path.join(WHEELHOUSE, "wheels.json")  # one row per architecture, the latest
+    earlier: List[Dict[str, object]] = []
+    if os.path.exists(record):
+        with open(record) as f:
+            earlier = [r for r in json.load(f) if r.get("arch") not in arches]
+    with open(record, "w") as f:
+        json.dump(earlier + rows, f, indent=1)
     lines = [
         "| arch | built in | tag | tested in | passed | failed | skipped | exit | minutes (build + test) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
