@@ -75,6 +75,8 @@ class Guest:
     why: str
     bus: str = "pci"  # virtio devices: -pci, or -ccw on s390x
     extra_suites: Tuple[str, ...] = ()
+    #: no C compiler or Python headers: where a wheel must install without building
+    compiler: bool = True
 
 
 GUESTS: Dict[str, Guest] = {
@@ -161,15 +163,16 @@ GUESTS: Dict[str, Guest] = {
             "wheel builder: glibc 2.31 (vmctl.py wheels); 5.10, Python 3.9, arm64",
         ),
         Guest(
-            "trixie-s390x",
-            "trixie",
+            "bookworm-s390x-nocc",
+            "bookworm",
             "s390x",
             "linux-image-s390x",
             "qemu-system-s390x",
             ["-machine", "s390-ccw-virtio", "-cpu", "max"],
             "ttysclp0",
-            "installs and tests the s390x wheel built in bookworm-s390x (vmctl.py wheels); 6.12, 3.13",
+            "no compiler: installs and tests the s390x wheel built in bookworm-s390x (vmctl.py wheels)",
             bus="ccw",
+            compiler=False,
         ),
         Guest(
             "bookworm-s390x",
@@ -212,9 +215,20 @@ echo o > /proc/sysrq-trigger
 
 def recipe_hash(guest: Guest) -> str:
     """Everything an image is made from: rebuilt when any of it changes."""
+    recipe = dataclasses.asdict(guest)
+    if recipe["compiler"]:  # the default: left out, so the images made before it keep their hash
+        del recipe["compiler"]
     h = hashlib.sha256()
-    h.update(json.dumps([dataclasses.asdict(guest), PACKAGES, MIRROR, STUB_INIT, INITRAMFS_MODULES]).encode())
+    h.update(json.dumps([recipe, packages(guest), MIRROR, STUB_INIT, INITRAMFS_MODULES]).encode())
     return h.hexdigest()[:16]
+
+
+#: what a guest without a compiler leaves out of PACKAGES
+COMPILER_PACKAGES = ["gcc", "libc6-dev", "python3-dev"]
+
+
+def packages(guest: Guest) -> List[str]:
+    return [p for p in PACKAGES if guest.compiler or p not in COMPILER_PACKAGES]
 
 
 def image_dir(guest: Guest) -> str:
@@ -284,7 +298,8 @@ def build(guest: Guest) -> str:
     ensure_binfmt(guest)
     os.makedirs(cache_dir(), exist_ok=True)
     for stale in glob.glob(os.path.join(cache_dir(), f"{guest.name}-*")):
-        shutil.rmtree(stale, ignore_errors=True)  # an older recipe
+        if "-" not in os.path.basename(stale)[len(guest.name) + 1 :]:  # not bookworm-s390x-nocc's
+            shutil.rmtree(stale, ignore_errors=True)  # an older recipe
     work = tempfile.mkdtemp(prefix=f"{guest.name}-", dir=cache_dir())
     root = os.path.join(work, "root")
     started = time.monotonic()
@@ -298,7 +313,7 @@ def build(guest: Guest) -> str:
             "mmdebstrap",
             "--variant=apt",
             f"--architectures={guest.arch}",
-            "--include=" + ",".join([*PACKAGES, guest.kernel]),
+            "--include=" + ",".join([*packages(guest), guest.kernel]),
             *aptopts,
             # A small initramfs: the guest needs only virtio and ext4 to find its root (Debian's
             # MODULES=most takes over ten minutes to build under qemu-user).
@@ -429,7 +444,8 @@ def box(guest: Guest) -> str:
         return box_file
     ensure_binfmt(guest)
     for stale in glob.glob(os.path.join(cache_dir(), f"box-{guest.name}-*")):
-        shutil.rmtree(stale, ignore_errors=True)
+        if "-" not in os.path.basename(stale)[len(guest.name) + 5 :]:
+            shutil.rmtree(stale, ignore_errors=True)
     work = tempfile.mkdtemp(prefix=f"box-{guest.name}-", dir=cache_dir())
     started = time.monotonic()
     log(f"making the {guest.name} box from {images}")
@@ -783,9 +799,10 @@ WHEEL_GUESTS = {
     "x86_64": ("bullseye-amd64", "bookworm-amd64"),
     "aarch64": ("bullseye-arm64", "bookworm-arm64"),
     "i686": ("bullseye-i386", "bookworm-i386"),
-    # bullseye's s390x left deb.debian.org with its move to LTS (amd64, arm64, armhf, i386):
-    # built in bookworm (glibc 2.36), the oldest s390x userland obtainable here
-    "s390x": ("bookworm-s390x", "trixie-s390x"),
+    # bullseye's s390x left deb.debian.org with its move to LTS (amd64, arm64, armhf, i386),
+    # and this machine's mirror has no trixie s390x: built in bookworm (glibc 2.36), tested in
+    # a second bookworm image without gcc, libc6-dev and python3-dev
+    "s390x": ("bookworm-s390x", "bookworm-s390x-nocc"),
 }
 WHEELHOUSE = os.path.join(CHECKOUT, "wheelhouse")
 #: the host-side tools for the wheels (PyPI): auditwheel repairs and names the wheel's tag
