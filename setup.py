@@ -5,10 +5,25 @@ support) portclone installs anyway and serves through the fork fallback;
 ``python -m portclone info`` says why.
 """
 
+import platform
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+#: Py_LIMITED_API for Python 3.9 (the oldest supported): the wheel is tagged cp39-abi3
+LIMITED_API = "0x03090000"
+
+
+#: With glibc, libpthread.so.0 stays a dependency (DT_NEEDED) where it is an empty stub
+#: too (2.34+, where -lpthread finds only an empty libpthread.a): _native.h binds
+#: pthread_create and friends to their original symbol versions, which glibc before 2.34
+#: defines in libpthread.so.0 only.
+KEEP_LIBPTHREAD = (
+    ["-Wl,--push-state,--no-as-needed", "-l:libpthread.so.0", "-Wl,--pop-state"]
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    else []
+)
 
 
 class OptionalBuildExt(build_ext):
@@ -43,9 +58,20 @@ setup(
                 "src/portclone/_setup.c",
             ],
             depends=["src/portclone/_native.h", "src/portclone/_clone3.h", "src/portclone/_constants.h"],
-            extra_compile_args=["-std=gnu99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            extra_link_args=["-pthread"],
+            # the stable ABI of Python 3.9: one cp39-abi3 wheel per architecture serves 3.9+
+            py_limited_api=True,
+            define_macros=[("Py_LIMITED_API", LIMITED_API)],
+            extra_compile_args=[
+                "-std=gnu99",
+                "-Wall",
+                "-Wextra",
+                "-Wno-unused-parameter",
+                # under the limited API a non-stable function is an undeclared one: an error
+                "-Werror=implicit-function-declaration",
+            ],
+            extra_link_args=["-pthread", *KEEP_LIBPTHREAD],
         )
     ],
     cmdclass={"build_ext": OptionalBuildExt},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

@@ -62,8 +62,101 @@ def test_info_says_why(pure_copy: pathlib.Path) -> None:
         cwd=str(pure_copy),
     )
     facts = json.loads(result.stdout)
+    assert "Warning" not in result.stderr  # the CLI says it in its output instead
     assert facts["backend"] == "fork"
     native = facts["capabilities"]["native_extension"]
     assert native["available"] is False
     assert native["reason"].startswith("portclone._native could not be imported")
     assert facts["supported_flags"] == ["CLONE_VFORK"]  # emulated with a close-on-exec pipe
+
+
+#: Every first use, with every warning recorded ("always": a second warning would show), and
+#: nothing at import.  ``PLATFORM`` is set before portclone is imported.
+WARN_SCRIPT = """
+import json, sys, warnings
+PLATFORM
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as at_import:
+    import portclone
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    backend = portclone.current_backend().name
+    portclone.check()
+    for _ in range(3):
+        with portclone.clone(lambda: 0) as child:
+            child.wait(timeout=30)
+    with portclone.spawn(["/bin/true"]) as child:
+        child.wait(timeout=30)
+print(json.dumps({
+    "backend": backend,
+    "at_import": [str(w.message) for w in at_import],
+    "warnings": [[w.category.__name__, str(w.message), w.filename] for w in seen],
+}))
+"""
+
+
+def _warnings(pure_copy: pathlib.Path, platform: str = "", backend: str = "") -> dict:  # type: ignore[type-arg]
+    code = WARN_SCRIPT.replace("PLATFORM", f"sys.platform = {platform!r}" if platform else "pass")
+    result = run_python(
+        code, env={"PYTHONPATH": str(pure_copy), "PORTCLONE_BACKEND": backend}, cwd=str(pure_copy)
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the extension is expected on Linux")
+def test_missing_extension_warns_once_at_first_use(pure_copy: pathlib.Path) -> None:
+    """On Linux without the extension: one RuntimeWarning, at the first backend selection
+    (not at import, not per call), naming why and the fork fallback, pointing at the caller."""
+    report = _warnings(pure_copy)
+    assert report["backend"] == "fork"
+    assert report["at_import"] == []
+    assert len(report["warnings"]) == 1, report["warnings"]
+    category, message, filename = report["warnings"][0]
+    assert category == "RuntimeWarning"
+    assert "the linux backend is unusable" in message and "fork fallback serves" in message
+    assert "portclone._native could not be imported" in message
+    assert filename == "<string>"  # the caller's line, not portclone's
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a system that has fork and /bin/true")
+def test_no_warning_where_fork_is_the_design(pure_copy: pathlib.Path) -> None:
+    """SIMULATED macOS (sys.platform = "darwin" before import, on Linux): the fork backend
+    is the platform's own, so nothing warns; nor when PORTCLONE_BACKEND=fork asks for it."""
+    darwin = _warnings(pure_copy, platform="darwin")
+    assert darwin["backend"] == "fork" and darwin["warnings"] == [] and darwin["at_import"] == []
+    chosen = _warnings(pure_copy, backend="fork")
+    assert chosen["backend"] == "fork" and chosen["warnings"] == []
+
+
+@pytest.mark.skipif(portclone.current_backend().name != "linux", reason="needs the extension built")
+def test_no_warning_with_the_extension() -> None:
+    source = str(pathlib.Path(portclone.__file__).resolve().parent.parent)
+    code = WARN_SCRIPT.replace("PLATFORM", "pass")
+    result = run_python(code, env={"PYTHONPATH": source, "PORTCLONE_BACKEND": ""})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["backend"] == "linux" and report["warnings"] == [] and report["at_import"] == []
+
+
+def test_a_warning_turned_error_raises_once(pure_copy: pathlib.Path) -> None:
+    """With -W error the first use raises the warning; the fallback is chosen all the same
+    and the next call works without raising again."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the extension is expected on Linux")
+    result = run_python(
+        """
+        import warnings, portclone
+        warnings.simplefilter("error")
+        try:
+            portclone.current_backend()
+        except RuntimeWarning as e:
+            print("raised:", "fork fallback" in str(e))
+        with portclone.clone(lambda: 5) as child:
+            print("then:", child.wait(timeout=30), child.backend)
+        """,
+        env={"PYTHONPATH": str(pure_copy), "PORTCLONE_BACKEND": ""},
+        cwd=str(pure_copy),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["raised: True", "then: 5 fork"]

@@ -29,7 +29,15 @@ rm -rf "$src" "$build" && mkdir -p "$src" || exit 90
     | (cd "$src" && tar xf -) || exit 91
 cd "$src" || exit 91
 echo "== $(uname -srm), $("$PYTHON" --version 2>&1), backend ${PORTCLONE_BACKEND:-default}"
-"$PYTHON" setup.py -q build_ext --build-lib "$build" 2>&1 | tail -20
+# setuptools>=77 (pyproject.toml) from the wheel vagrant_run.py put in vm/.buildtools, unpacked
+# onto PYTHONPATH with its vendored packages (Python 3.9 would take an older system
+# importlib_metadata over them)
+buildpath=
+for w in "$src"/vm/.buildtools/setuptools-*.whl; do
+    [ -f "$w" ] && "$PYTHON" -m zipfile -e "$w" /tmp/portclone-buildtools \
+        && buildpath=/tmp/portclone-buildtools:/tmp/portclone-buildtools/setuptools/_vendor
+done
+PYTHONPATH=$buildpath "$PYTHON" setup.py -q build_ext --build-lib "$build" 2>&1 | tail -20
 cp "$build"/portclone/_native*.so src/portclone/ 2>/dev/null  # none: the fork fallback
 PYTHONPATH=$src/src "$PYTHON" -m portclone info
 PYTHONPATH=$src/src exec "$PYTHON" -m pytest -p portclone.pytest_plugin -q -rs \

@@ -116,6 +116,13 @@ def main() -> int:
     if shutil.which("vagrant") is None:
         raise SystemExit("vagrant is not installed (Debian: vagrant vagrant-libvirt)")
     ensure_libvirt(args.start_libvirt)
+    # setuptools>=77 for the machine's build (pyproject.toml), which its Debian or pkgsrc
+    # setuptools may be too old for: the cached wheels go along with the rsynced checkout
+    # (vm/.buildtools, gitignored), and vagrant-test.sh unpacks them onto PYTHONPATH
+    tools = os.path.join(HERE, ".buildtools")
+    os.makedirs(tools, exist_ok=True)
+    for wheel in vmctl.build_tools():
+        shutil.copy(wheel, tools)
     home = vagrant_home()
     logs = os.path.join(home, "logs")
     os.makedirs(logs, exist_ok=True)

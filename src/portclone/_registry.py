@@ -102,11 +102,34 @@ def current_backend() -> Backend:
                 chosen = _platform_default()
                 # no native extension: the fork backend serves, and info says why.  (A
                 # transient failure to load it raises, and nothing is chosen.)
-                if chosen != "fork" and why_unusable(chosen) is not None:
+                why = why_unusable(chosen) if chosen != "fork" else None
+                if why is not None:
+                    _default = "fork"  # first: a warning filter set to "error" raises here
+                    _warn_fallback(chosen, why)
                     chosen = "fork"
             _default = chosen
         name = _default
     return get_backend(name)
+
+
+def _warn_fallback(expected: str, why: str) -> None:
+    """Once per process, at the first backend selection (never at import): on Linux and
+    NetBSD, where the extension is expected, the fork fallback is a degraded install."""
+    import warnings
+
+    # the warning points at the first caller outside portclone (clone, spawn, check, the CLI
+    # and current_backend itself reach here through different depths)
+    package = os.path.dirname(__file__) + os.sep  # the form co_filename has too
+    level, frame = 2, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(
+        f"portclone: the {expected} backend is unusable ({why}); the fork fallback serves, "
+        "without the clone flags it cannot honour. Reinstall portclone with a C compiler and "
+        "Python's headers, or from a wheel; `python -m portclone info` says more",
+        RuntimeWarning,
+        stacklevel=level,
+    )
 
 
 @contextlib.contextmanager

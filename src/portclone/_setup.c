@@ -40,13 +40,13 @@ setup_bytes(PyObject *value, const char **data, size_t *len)
 static int
 setup_join(struct pc_setup *s, PyObject *join)
 {
-    Py_ssize_t n = PyTuple_GET_SIZE(join);
+    Py_ssize_t n = PyTuple_Size(join);
     if (n > PC_MAX_JOIN) {
         PyErr_Format(PyExc_ValueError, "at most %d namespaces can be joined", PC_MAX_JOIN);
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PyTuple_GET_ITEM(join, i);
+        PyObject *pair = PyTuple_GetItem(join, i);
         if (!PyTuple_Check(pair) || !PyArg_ParseTuple(pair, "ii", &s->join_fd[i],
                                                       &s->join_type[i])) {
             if (!PyErr_Occurred())

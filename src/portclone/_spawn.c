@@ -111,7 +111,7 @@ mark_cloexec_from_3(const struct spawn_child *c)
                     fd = fd * 10 + (*p - '0');
                 if (digits && d->d_name[digits] == '\0' && fd >= 3 && fd != dir &&
                     !is_kept(c, fd))
-                    fcntl(fd, F_SETFD, FD_CLOEXEC);
+                    pc_fcntl(fd, F_SETFD, FD_CLOEXEC);
                 off += d->d_reclen;
             }
         }
@@ -119,10 +119,10 @@ mark_cloexec_from_3(const struct spawn_child *c)
         return n < 0 ? -1 : 0;
     }
 #elif defined(__NetBSD__)
-    int top = fcntl(0, F_MAXFD); /* NetBSD: the highest open descriptor */
+    int top = pc_fcntl(0, F_MAXFD, 0); /* NetBSD: the highest open descriptor */
     for (int fd = 3; fd <= top; fd++)
         if (!is_kept(c, fd))
-            fcntl(fd, F_SETFD, FD_CLOEXEC);
+            pc_fcntl(fd, F_SETFD, FD_CLOEXEC);
     return 0;
 #else
     return -1;
@@ -174,7 +174,7 @@ spawn_child_main(void *arg)
         for (int i = 0; i < 3; i++) {
             if (src[i] >= 0 && src[i] < 3 && src[i] != i) {
                 int old = src[i];
-                int moved = fcntl(old, F_DUPFD_CLOEXEC, 3);
+                int moved = pc_fcntl(old, F_DUPFD_CLOEXEC, 3);
                 if (moved < 0)
                     child_fail(c, PC_STAGE_FDS, errno);
                 for (int j = 0; j < 3; j++)
@@ -186,7 +186,7 @@ spawn_child_main(void *arg)
             if (src[i] < 0)
                 continue;
             if (src[i] == i) {
-                if (fcntl(i, F_SETFD, 0) != 0) /* keep it across exec */
+                if (pc_fcntl(i, F_SETFD, 0) != 0) /* keep it across exec */
                     child_fail(c, PC_STAGE_FDS, errno);
             }
             else if (dup2(src[i], i) < 0) { /* dup2 clears close-on-exec on i */
@@ -196,7 +196,7 @@ spawn_child_main(void *arg)
         if (c->close_fds && mark_cloexec_from_3(c) != 0)
             child_fail(c, PC_STAGE_FDS, errno);
         for (int i = 0; i < c->nkeep; i++)
-            if (fcntl(c->keep[i], F_SETFD, 0) != 0)
+            if (pc_fcntl(c->keep[i], F_SETFD, 0) != 0)
                 child_fail(c, PC_STAGE_FDS, errno);
     }
     if (c->cwd != NULL && chdir(c->cwd) != 0)
@@ -230,8 +230,8 @@ free_strings(char **list)
 {
     if (list != NULL) {
         for (char **p = list; *p != NULL; p++)
-            PyMem_RawFree(*p);
-        PyMem_RawFree(list);
+            free(*p);
+        free(list);
     }
 }
 
@@ -249,14 +249,14 @@ to_strings(PyObject *seq, char ***out)
         PyErr_SetString(PyExc_TypeError, "expected a tuple of bytes");
         return -1;
     }
-    n = PyTuple_GET_SIZE(seq);
-    list = PyMem_RawCalloc((size_t)n + 1, sizeof(char *));
+    n = PyTuple_Size(seq);
+    list = calloc((size_t)n + 1, sizeof(char *));
     if (list == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(seq, i);
+        PyObject *item = PyTuple_GetItem(seq, i);
         char *data;
         Py_ssize_t len;
         /* bytes with a NUL inside are taken: the copy's string ends there */
@@ -264,7 +264,7 @@ to_strings(PyObject *seq, char ***out)
             free_strings(list);
             return -1;
         }
-        list[i] = PyMem_RawMalloc((size_t)len + 1);
+        list[i] = malloc((size_t)len + 1);
         if (list[i] == NULL) {
             free_strings(list);
             PyErr_NoMemory();
@@ -332,14 +332,14 @@ parse_keep(struct spawn_child *c, PyObject *keep)
         PyErr_SetString(PyExc_TypeError, "keep must be a tuple");
         return -1;
     }
-    c->nkeep = (int)PyTuple_GET_SIZE(keep);
-    c->keep = PyMem_RawCalloc((size_t)c->nkeep + 1, sizeof(int));
+    c->nkeep = (int)PyTuple_Size(keep);
+    c->keep = calloc((size_t)c->nkeep + 1, sizeof(int));
     if (c->keep == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (int i = 0; i < c->nkeep; i++) {
-        long v = PyLong_AsLong(PyTuple_GET_ITEM(keep, i));
+        long v = PyLong_AsLong(PyTuple_GetItem(keep, i));
         if (v == -1 && PyErr_Occurred())
             return -1;
         if (v < 0 || v > INT_MAX) {
@@ -529,9 +529,9 @@ static void
 spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
 {
     if (s->rq.flags & PC_CLONE_VFORK) {
-        int fl = fcntl(s->errpipe[0], F_GETFL);
+        int fl = pc_fcntl(s->errpipe[0], F_GETFL, 0);
         if (fl >= 0)
-            (void)fcntl(s->errpipe[0], F_SETFL, fl | O_NONBLOCK);
+            (void)pc_fcntl(s->errpipe[0], F_SETFL, fl | O_NONBLOCK);
     }
     for (;;) {
         struct pc_report r;
@@ -613,7 +613,7 @@ spawn_free(struct spawn_call *s)
     free_strings(s->c.paths);
     free_strings(s->c.argv);
     free_strings(s->c.envp);
-    PyMem_RawFree(s->c.keep);
+    free(s->c.keep);
 }
 
 /*
