@@ -57,7 +57,9 @@ def _files(top: pathlib.Path) -> set:  # type: ignore[type-arg]
     for tree in TREES:
         for path in (top / tree).rglob("*"):
             rel = path.relative_to(top)
-            if path.is_file() and "__pycache__" not in rel.parts and not rel.name.startswith("."):
+            # not caches: __pycache__, .mypy_cache and other dot-directories, dot-files
+            hidden = any(part.startswith(".") for part in rel.parts)
+            if path.is_file() and "__pycache__" not in rel.parts and not hidden:
                 if path.suffix not in (".pyc", ".so"):
                     found.add(rel.as_posix())
     return found
