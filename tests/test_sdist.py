@@ -16,7 +16,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 #: what the tests import, run or read, besides the package (tools/gen_constants.py,
 #: examples/ and bench/ are run by tests; tests/kernel_verdict.c is compiled by one)
-TREES = ("tests", "tools", "examples", "bench")
+TREES = ("tests", "tools", "examples", "bench", "docs")
 
 #: left out of the copy the sdist is built from: a stale egg-info's SOURCES.txt would be read
 #: back into the sdist (setuptools' manifest_maker) and hide what MANIFEST.in lacks
@@ -57,8 +57,8 @@ def _files(top: pathlib.Path) -> set:  # type: ignore[type-arg]
     for tree in TREES:
         for path in (top / tree).rglob("*"):
             rel = path.relative_to(top)
-            # not caches: __pycache__, .mypy_cache and other dot-directories, dot-files
-            hidden = any(part.startswith(".") for part in rel.parts)
+            # not caches or builds: .mypy_cache and other dot-directories, dot-files, docs/_build
+            hidden = any(part.startswith(".") or part == "_build" for part in rel.parts)
             if path.is_file() and "__pycache__" not in rel.parts and not hidden:
                 if path.suffix not in (".pyc", ".so"):
                     found.add(rel.as_posix())
@@ -117,3 +117,15 @@ def test_the_sdist_holds_what_its_tests_need(tmp_path: pathlib.Path) -> None:
     collected = {line.split("::", 1)[0] for line in collect.stdout.splitlines() if "::" in line}
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").glob("test_*.py")}
     assert collected == modules, f"not collected: {sorted(modules - collected)}"
+
+    # the tests that read the project's files, rather than exercise the package, pass there
+    readers = ["tests/test_docs.py", "tests/test_ci_definitions.py", "tests/test_layering.py"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *readers],
+        cwd=top,
+        env=dict(os.environ, PYTHONPATH=str(top / "src")),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
