@@ -111,17 +111,20 @@ def test_dir_shows_the_public_names_only() -> None:
 
 @pytest.mark.requires("linux", "root")
 def test_the_documented_preload_survives_a_chroot(tmp_path: pathlib.Path) -> None:
-    """docs/backends.md: after the from-import and current_backend(), a program whose
-    root no longer holds Python or portclone can still clone, wait and check."""
+    """docs/backends.md: after current_backend(), a program whose root no longer holds
+    Python or portclone can still clone, wait, check and spawn."""
     result = run_python(
         f"""
         import os, portclone
-        from portclone import check, clone, spawn
         portclone.current_backend()
         os.chroot({str(tmp_path)!r})
         os.chdir("/")
-        child = clone(lambda a, b=2: a + b, 1, flags=portclone.CLONE_NEWUTS, hostname="x")
-        print(child.wait(timeout=30), int(check(portclone.CLONE_NEWPID)))
+        child = portclone.clone(lambda a, b=2: a + b, 1, flags=portclone.CLONE_NEWUTS, hostname="x")
+        print(child.wait(timeout=30), int(portclone.check(portclone.CLONE_NEWPID)))
+        try:
+            portclone.spawn(["/bin/true"])  # not in the new root: the OSError subprocess gives
+        except FileNotFoundError:
+            pass
         """
     )
     assert result.returncode == 0, result.stderr

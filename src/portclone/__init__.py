@@ -148,40 +148,43 @@ _HOMES = {
 }
 
 
-def _load(home: str, what: str) -> object:
-    """``portclone.<home>``, imported now.  An OSError (EMFILE, ENOMEM: the module's file
-    could not be opened now) says that nothing is remembered: the next use imports again.
+def _load_all(what: str) -> object:
+    """Import every module behind the public names and bind the names here.
+
+    All at once, at the first use of any name: a program that changes its root or drops
+    privileges after that first use (``portclone.current_backend()``, which also loads the
+    backend and the C extension) finds nothing left to load.  An OSError (EMFILE, ENOMEM: a
+    module's file could not be opened now) says that nothing is remembered: the next use
+    imports again.
     """
     try:
-        # the builtin, not importlib: nothing is imported before the module itself
-        return __import__(f"portclone.{home}", fromlist=["_"])
+        # the builtin, not importlib: nothing is imported before the modules themselves
+        homes = {
+            home: __import__(f"portclone.{home}", fromlist=["_"]) for home in sorted(set(_HOMES.values()))
+        }
     except OSError as e:
         raise OSError(
             e.errno,
             f"{e.strerror}: portclone.{what} could not be loaded now ({e}); "
             "nothing is remembered: the next use tries again",
         ) from e
+    found = {name: getattr(homes[home], name) for name, home in _HOMES.items()}
+    found.update({n: m for n, m in homes["_flags"].CloneFlags.__members__.items() if n in __all__})
+    globals().update(found)  # plain attributes from now on
+    return homes["_flags"]
 
 
 if not TYPE_CHECKING:  # to a type checker, a misspelt name must stay an error, not Any
 
     def __getattr__(name: str) -> object:
+        if name in __all__:
+            _load_all(name)
+            return globals()[name]
         if name.startswith("CLONE_"):
-            flags = _load("_flags", name)
-            if name in flags.CloneFlags.__members__:
-                value = flags.CloneFlags[name]
-            elif name in flags.RETIRED_NAMES:
-                raise AttributeError(
-                    f"module 'portclone' has no attribute {name!r}: {flags.RETIRED_NAMES[name]}"
-                )
-            else:
-                raise AttributeError(f"module 'portclone' has no attribute {name!r}")
-        elif name in _HOMES:
-            value = getattr(_load(_HOMES[name], name), name)
-        else:
-            raise AttributeError(f"module 'portclone' has no attribute {name!r}")
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
+            retired = _load_all(name).RETIRED_NAMES
+            if name in retired:
+                raise AttributeError(f"module 'portclone' has no attribute {name!r}: {retired[name]}")
+        raise AttributeError(f"module 'portclone' has no attribute {name!r}")
 
     def __dir__() -> list[str]:
         return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import signal
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -138,11 +139,19 @@ def clone(
         setup.close()
 
 
+def _nearest_keyword(key: str) -> Optional[str]:
+    """The clone() keyword ``key`` resembles, if any."""
+    try:
+        import difflib  # for an error's hint only: loaded when one is needed
+    except ImportError:  # a root changed since portclone was loaded: no hint
+        return None
+    close = difflib.get_close_matches(key, _CLONE_KEYWORDS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def _check_call(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
     """TypeError now if ``fn(*args, **kwargs)`` cannot bind, rather than in the child;
     a stray keyword is compared with clone()'s own."""
-    import inspect
-
     try:
         signature = inspect.signature(fn)
     except Exception:  # a builtin without one, a broken __signature__: the child will tell
@@ -150,14 +159,12 @@ def _check_call(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: Dict[s
     try:
         signature.bind(*args, **kwargs)
     except TypeError as e:
-        import difflib
-
         hints = []
         for key in kwargs:
             if key not in signature.parameters:
-                close = difflib.get_close_matches(key, _CLONE_KEYWORDS, n=1, cutoff=0.6)
+                close = _nearest_keyword(key)
                 if close:
-                    hints.append(f"{key}= is not a clone() option: did you mean {close[0]}=?")
+                    hints.append(f"{key}= is not a clone() option: did you mean {close}=?")
         name = getattr(fn, "__qualname__", repr(fn))
         raise TypeError(
             f"clone(): {name}() cannot take these arguments ({e})"

@@ -17,9 +17,13 @@ import errno
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
+
+if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
+    import fcntl
 
 from ._child import FdGroup, close_fds, hold_signals
 from ._errors import InvalidFlagsError, Refusal
@@ -441,8 +445,6 @@ class ChildSetup:
 
     @staticmethod
     def _check_nstype(fd: int, name: str, path: str) -> None:
-        import fcntl
-
         try:
             kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
         except OSError as e:

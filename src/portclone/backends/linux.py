@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
 import os
 import signal
@@ -416,8 +417,6 @@ def _kernel_has_ns(ns: str) -> Optional[bool]:
     opens this process's ``ns`` namespace succeeds, or fails with EOPNOTSUPP when the kernel
     is built without them (torvalds/linux:fs/pidfs.c, pidfd_ioctl).  None: this kernel cannot
     say (before Linux 6.11 the ioctl is unknown, ENOTTY)."""
-    import fcntl
-
     request = _PIDFD_GET_NAMESPACE.get(ns)
     if sys.platform != "linux" or request is None or not hasattr(os, "pidfd_open"):
         return None

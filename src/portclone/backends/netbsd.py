@@ -33,6 +33,9 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
+    import fcntl
+
 from .._backend import Backend
 from .._child import Child, flush_std_streams, run_child
 from .._errors import Refusal, Stage, translate
@@ -187,8 +190,6 @@ def close_on_fork_fds() -> Tuple[int, ...]:
     """The open descriptors marked close-on-fork, where such a mark exists."""
     if _CLOFORK is None:
         return ()
-    import fcntl
-
     held = []
     for name in os.listdir("/dev/fd"):
         fd = int(name)
