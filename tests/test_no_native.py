@@ -160,3 +160,36 @@ def test_a_warning_turned_error_raises_once(pure_copy: pathlib.Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["raised: True", "then: 5 fork"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the extension is expected on Linux")
+def test_first_use_from_many_threads_warns_once(pure_copy: pathlib.Path) -> None:
+    """Eight threads released together into their first use (check, current_backend,
+    clone), with the "always" filter so that the warnings registry cannot hide a second
+    warning: exactly one RuntimeWarning per process.  (Before the fix: 2-8 in most runs.)"""
+    code = """
+        import threading, warnings, portclone
+        warnings.simplefilter("always")
+        gate = threading.Barrier(8)
+        calls = [lambda: portclone.check(0), portclone.current_backend,
+                 lambda: portclone.clone(lambda: 0).wait(timeout=30)]
+        def first_use(i):
+            gate.wait()
+            calls[i % len(calls)]()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threads = [threading.Thread(target=first_use, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        print(sum(issubclass(w.category, RuntimeWarning) for w in caught))
+        """
+    counts = []
+    for _ in range(5):  # bounded: five fresh interpreters
+        result = run_python(
+            code, env={"PYTHONPATH": str(pure_copy), "PORTCLONE_BACKEND": ""}, cwd=str(pure_copy)
+        )
+        assert result.returncode == 0, result.stderr
+        counts.append(int(result.stdout))
+    assert counts == [1] * 5

@@ -112,10 +112,21 @@ def current_backend() -> Backend:
     return get_backend(name)
 
 
+#: One token: the thread that pops it warns (list.pop is atomic, and no lock is held that a
+#: signal handler or finalizer re-entering portclone could wait for).  Threads racing through
+#: the first selection would otherwise each warn.
+_warning_token: List[None] = [None]
+
+
 def _warn_fallback(expected: str, why: str) -> None:
     """Once per process, at the first backend selection (never at import): on Linux and
     NetBSD, where the extension is expected, the fork fallback is a degraded install."""
     import warnings
+
+    try:
+        _warning_token.pop()
+    except IndexError:
+        return  # another thread warned
 
     # the warning points at the first caller outside portclone (clone, spawn, check, the CLI
     # and current_backend itself reach here through different depths)
