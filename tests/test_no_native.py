@@ -193,3 +193,17 @@ def test_first_use_from_many_threads_warns_once(pure_copy: pathlib.Path) -> None
         assert result.returncode == 0, result.stderr
         counts.append(int(result.stdout))
     assert counts == [1] * 5
+
+
+def test_info_refuses_a_stale_extension_without_a_traceback(pure_copy: pathlib.Path) -> None:
+    """A stale _native (another ABI: an old in-place build) makes `info` say so and exit 1,
+    as clone() refuses it: no traceback (the CLI's promise).  (Before the fix: a traceback.)"""
+    (pure_copy / "portclone" / "_native.py").write_text("ABI = -1\n")
+    result = run_python(
+        "import sys; from portclone._cli import main; sys.exit(main(['info']))",
+        env={"PYTHONPATH": str(pure_copy), "PORTCLONE_BACKEND": ""},
+        cwd=str(pure_copy),
+    )
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "stale build (ABI -1" in result.stderr and "reinstall portclone" in result.stderr

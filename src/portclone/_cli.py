@@ -24,7 +24,7 @@ from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 from . import __version__, available_backends, check, clone, current_backend, spawn
 from ._errors import PortcloneError, Stage
 from ._flags import BACKENDS, INFO, NS_FLAGS, OPTION, TABLE, CloneFlags, bits, describe
-from ._loader import native_status
+from ._loader import StaleExtensionError, native_status
 from ._validate import broken_rules
 
 PROG = "portclone"
@@ -849,7 +849,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     # in force and why (`info`), and the warning would point into runpy
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "portclone: the .* backend is unusable", RuntimeWarning)
-        return _main(argv)
+        try:
+            return _main(argv)
+        except StaleExtensionError as e:  # any command (the parser's epilog asks the backend)
+            print(f"portclone: {e}", file=sys.stderr)
+            return 1
 
 
 def _main(argv: Optional[List[str]]) -> int:

@@ -14,11 +14,16 @@ from typing import Any, Callable, Optional, Tuple
 
 from ._errors import TRANSIENT_ERRNOS
 
-__all__ = ["NATIVE_ABI", "native_status", "thread_count", "threaded_warning"]
+__all__ = ["NATIVE_ABI", "StaleExtensionError", "native_status", "thread_count", "threaded_warning"]
 
 #: The ABI of portclone._native this Python code was written for (PORTCLONE_NATIVE_ABI in
 #: _native.h); a stale build is refused.
 NATIVE_ABI = 7
+
+
+class StaleExtensionError(ImportError):
+    """portclone._native is there but built for another portclone (its ABI differs)."""
+
 
 _native: Any = None
 _native_error: Optional[str] = None
@@ -49,7 +54,7 @@ def native_status() -> Tuple[Any, Optional[str]]:
             _native_error = f"portclone._native could not be imported ({e}); build it with a C compiler"
         else:
             if getattr(module, "ABI", None) != NATIVE_ABI:
-                raise ImportError(
+                raise StaleExtensionError(
                     f"portclone._native at {module.__file__} is a stale build (ABI "
                     f"{getattr(module, 'ABI', None)}, this portclone needs {NATIVE_ABI}): "
                     "reinstall portclone"
