@@ -116,6 +116,9 @@ def test_missing_extension_warns_once_at_first_use(pure_copy: pathlib.Path) -> N
     assert category == "RuntimeWarning"
     assert "the linux backend is unusable" in message and "fork fallback serves" in message
     assert "portclone._native could not be imported" in message
+    # pip caches the extension-less wheel it built from the sdist and reuses it after a
+    # compiler is installed: a plain reinstall changes nothing
+    assert "--no-cache-dir" in message
     assert filename == "<string>"  # the caller's line, not portclone's
 
 

@@ -137,7 +137,8 @@ def _warn_fallback(expected: str, why: str) -> None:
     warnings.warn(
         f"portclone: the {expected} backend is unusable ({why}); the fork fallback serves, "
         "without the clone flags it cannot honour. Reinstall portclone with a C compiler and "
-        "Python's headers, or from a wheel; `python -m portclone info` says more",
+        "Python's headers (pip install --force-reinstall --no-cache-dir portclone: pip reuses the "
+        "wheel it built without them), or from a wheel; `python -m portclone info` says more",
         RuntimeWarning,
         stacklevel=level,
     )
