@@ -8,8 +8,21 @@ support) portclone installs anyway and serves through the fork fallback;
 import platform
 import sys
 
+import setuptools
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+#: pyproject.toml's build-system: an older setuptools rejects its SPDX `license` with an
+#: opaque schema error (65, 66), or ignores [project] and [tool.setuptools] altogether (58:
+#: `build_ext --inplace` then fails to write portclone/_native.abi3.so, and OptionalBuildExt
+#: blamed the compiler).  pip, build and tox bring their own; `setup.py build_ext` does not.
+MIN_SETUPTOOLS = 77
+if int(setuptools.__version__.split(".")[0]) < MIN_SETUPTOOLS:
+    sys.exit(
+        f"portclone needs setuptools>={MIN_SETUPTOOLS} to build (pyproject.toml); this is "
+        f"setuptools {setuptools.__version__} at {setuptools.__file__}: "
+        f"{sys.executable} -m pip install 'setuptools>={MIN_SETUPTOOLS}' (CONTRIBUTING.md)"
+    )
 
 #: Py_LIMITED_API for Python 3.9 (the oldest supported): the wheel is tagged cp39-abi3
 LIMITED_API = "0x03090000"
