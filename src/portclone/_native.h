@@ -10,6 +10,11 @@
 #if defined(__NetBSD__) && !defined(_NETBSD_SOURCE)
 #define _NETBSD_SOURCE 1 /* __clone() and the CLONE_* flags in <sched.h> */
 #endif
+/* The wheel is tagged cp39-abi3 (setup.py): without Python 3.9's limited API the extension
+ * would still be named _native.abi3.so and tagged abi3, and tox -e packaging could not tell. */
+#if !defined(Py_LIMITED_API) || Py_LIMITED_API != 0x03090000
+#error "portclone._native is built with Py_LIMITED_API=0x03090000 only (setup.py)"
+#endif
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
