@@ -14,13 +14,19 @@ STAGE_CHDIR: int
 STAGE_FDS: int
 STAGE_HOSTNAME: int
 STAGE_MAPS: int
+STAGE_TIME: int
+STAGE_JOIN: int
+STAGE_MOUNT_PROC: int
+STAGE_PDEATHSIG: int
+STAGE_PROCESS_GROUP: int
 SYSCALL_NAMES: Tuple[str, str, str]
 ARCH: str
 LEGACY_CLONE_ORDER: str
 SYS_CLONE: int
 SYS_CLONE3: int
 
-class PidfdOwner:
+# not a module attribute: a Child's _pidfd_owner is one (portclone._native.PidfdOwner)
+class _PidfdOwner:
     """Owns a Child's pidfd (``Child._pidfd_owner``): closes it once, in C."""
 
     def close(self) -> None: ...
@@ -38,6 +44,7 @@ def clone(
     cgroup_fd: int,
     set_tid: Optional[Sequence[int]],
     legacy_ok: bool,
+    setup: Optional[Tuple[Any, ...]] = None,
     /,
 ) -> None: ...
 def unblock_signals() -> None: ...
@@ -65,7 +72,7 @@ def spawn(
     fds: Tuple[int, int, int],
     keep: Tuple[int, ...],
     close_fds: bool,
-    maps: Optional[Tuple[Optional[bytes], Optional[bytes], bool]],
-    hostname: Optional[bytes],
+    setup: Optional[Tuple[Any, ...]],
     restore_signals: bool,
+    process_group: int = -1,
 ) -> None: ...
