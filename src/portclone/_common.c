@@ -28,7 +28,7 @@ parse_set_tid(struct pc_request *rq, PyObject *set_tid)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PySequence_GetItem(seq, i);
-        long v = item == NULL ? -1 : PyLong_AsLong(item);
+        long long v = item == NULL ? -1 : PyLong_AsLongLong(item); /* 32-bit long too */
         Py_XDECREF(item);
         if (v == -1 && PyErr_Occurred()) {
             Py_DECREF(seq);
@@ -36,7 +36,7 @@ parse_set_tid(struct pc_request *rq, PyObject *set_tid)
         }
         if (v <= 0 || v > INT32_MAX) {
             Py_DECREF(seq);
-            PyErr_Format(PyExc_ValueError, "set_tid[%zd] = %ld is not a valid pid", i, v);
+            PyErr_Format(PyExc_ValueError, "set_tid[%zd] = %lld is not a valid pid", i, v);
             return -1;
         }
         rq->set_tid[i] = (pid_t)v;

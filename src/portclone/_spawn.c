@@ -339,11 +339,12 @@ parse_keep(struct spawn_child *c, PyObject *keep)
         return -1;
     }
     for (int i = 0; i < c->nkeep; i++) {
-        long v = PyLong_AsLong(PyTuple_GetItem(keep, i));
+        /* long long: 1 << 32 is a ValueError on 32-bit systems too, not an OverflowError */
+        long long v = PyLong_AsLongLong(PyTuple_GetItem(keep, i));
         if (v == -1 && PyErr_Occurred())
             return -1;
         if (v < 0 || v > INT_MAX) {
-            PyErr_Format(PyExc_ValueError, "keep[%d] = %ld is not a file descriptor", i, v);
+            PyErr_Format(PyExc_ValueError, "keep[%d] = %lld is not a file descriptor", i, v);
             return -1;
         }
         c->keep[i] = (int)v;
