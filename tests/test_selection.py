@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from typing import Dict, Optional
 
 import pytest
 from conftest import run_python
@@ -110,6 +111,19 @@ def _registered() -> bool:
     return any(ep.value == "portclone.pytest_plugin" for ep in group)
 
 
+def _pytest(path: str, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """``pytest -v`` on the downstream test file ``path``, with the plugin loaded once."""
+    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load, *args, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(path),
+        env=env,
+    )
+
+
 def test_plugin_entry_point_names_the_plugin() -> None:
     """pyproject.toml's pytest11 entry point is the plugin module, with pytest's hooks; an
     installed portclone (not the VM guests' source tree) has it registered."""
@@ -126,35 +140,11 @@ def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.Pa
     path = os.path.join(str(tmp_path), "test_downstream.py")
     with open(path, "w") as f:
         f.write(DOWNSTREAM)
-    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load, path],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
-    )
+    out = _pytest(path)
     assert out.returncode == 0, out.stdout + out.stderr
     for name in portclone.available_backends():
         assert f"test_each[{name}] PASSED" in out.stdout
-    one = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-v",
-            "-p",
-            "no:cacheprovider",
-            *load,
-            "--portclone-backend",
-            "fork",
-            path,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
-    )
+    one = _pytest(path, "--portclone-backend", "fork")
     assert one.returncode == 0 and "test_each[fork] PASSED" in one.stdout
     assert "test_each[linux]" not in one.stdout
 
@@ -165,17 +155,9 @@ def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(tmp_pat
     path = os.path.join(str(tmp_path), "test_downstream.py")
     with open(path, "w") as f:
         f.write(DOWNSTREAM)
-    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
 
-    def pytest_run(*args: str, env: dict) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-        return subprocess.run(
-            [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load, *args, path],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=str(tmp_path),
-            env={**os.environ, **env},
-        )
+    def pytest_run(*args: str, env: Dict[str, str]) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+        return _pytest(path, *args, env={**os.environ, **env})
 
     if "netbsd" in portclone.available_backends():
         narrowed = pytest_run(env={"PORTCLONE_BACKEND": "netbsd"})
@@ -203,16 +185,7 @@ def test_pytest_plugin_probes_nothing_in_a_session_that_does_not_use_it(tmp_path
             "    assert not [m for m in sys.modules if m.startswith('portclone.backends')]\n"
             "    assert 'portclone._child' not in sys.modules  # nor the library's bulk\n"
         )
-    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
-    env = {k: v for k, v in os.environ.items() if k != "PORTCLONE_BACKEND"}
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *load, path],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
-        env=env,
-    )
+    out = _pytest(path, env={k: v for k, v in os.environ.items() if k != "PORTCLONE_BACKEND"})
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -235,27 +208,7 @@ def test_pytest_plugin_leaves_a_test_its_own_backend_choice(tmp_path: os.PathLik
             "def test_each(portclone_backend):\n"
             "    pass\n"
         )
-    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-v",
-            "-p",
-            "no:cacheprovider",
-            *load,
-            "--portclone-backend",
-            "fork",
-            "--portclone-backend",
-            "fork",
-            path,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
-    )
+    out = _pytest(path, "--portclone-backend", "fork", "--portclone-backend", "fork")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "test_only_fork[fork] PASSED" in out.stdout
     assert "test_pair[1-fork] PASSED" in out.stdout
