@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 
 import pytest
 from conftest import run_python
@@ -112,7 +113,17 @@ def test_dir_shows_the_public_names_only() -> None:
 @pytest.mark.requires("linux", "root")
 def test_the_documented_preload_survives_a_chroot(tmp_path: pathlib.Path) -> None:
     """docs/backends.md: after current_backend(), a program whose root no longer holds
-    Python or portclone can still clone, wait, check and spawn."""
+    Python or portclone can still clone, wait, check and spawn.  The new root has a /proc
+    (as docs/backends.md says it needs before Linux 6.11, for the namespace flags)."""
+    (tmp_path / "proc").mkdir()
+    subprocess.run(["mount", "-t", "proc", "proc", str(tmp_path / "proc")], check=True)
+    try:
+        _chrooted(tmp_path)
+    finally:
+        subprocess.run(["umount", str(tmp_path / "proc")], check=True)
+
+
+def _chrooted(tmp_path: pathlib.Path) -> None:
     result = run_python(
         f"""
         import os, portclone
