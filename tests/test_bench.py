@@ -48,12 +48,14 @@ def test_bench_spawn_runs() -> None:
     assert "spawn" in out and "| 1M |" in out
 
 
+@pytest.mark.host_only  # interpreters' start-up, the same on every kernel
 def test_bench_import_compares_with_subprocess() -> None:
     out = run_bench("bench_import.py", "--rounds", "1")
     rows = [line for line in out.splitlines() if line.startswith("| 3.")]
     assert len(rows) == 2 and all(row.rstrip(" |").endswith("x") for row in rows), out
 
 
+@pytest.mark.host_only  # interpreters' start-up, the same on every kernel
 def test_bench_import_measures_the_installed_package_when_there_is_one() -> None:
     """Its docstring says the checkout's src is used only when portclone is not installed;
     before the fix it always put src first on PYTHONPATH, so it measured the checkout."""

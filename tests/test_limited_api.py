@@ -10,6 +10,11 @@ import sysconfig
 
 import pytest
 
+#: the build, packaging and CI definitions are the same on every kernel and architecture:
+#: the emulated guests deselect these (vm/guest-init.sh)
+pytestmark = pytest.mark.host_only
+
+
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "portclone"
 
 

@@ -12,6 +12,11 @@ import pytest
 import portclone
 from portclone._loader import native_status
 
+#: the build, packaging and CI definitions are the same on every kernel and architecture:
+#: the emulated guests deselect these (vm/guest-init.sh)
+pytestmark = pytest.mark.host_only
+
+
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "portclone"
 
 

@@ -136,6 +136,7 @@ def test_plugin_entry_point_names_the_plugin() -> None:
         assert _registered()
 
 
+@pytest.mark.host_only  # a pytest run in a fresh interpreter: seconds under emulation
 def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
     path = os.path.join(str(tmp_path), "test_downstream.py")
     with open(path, "w") as f:
@@ -149,6 +150,7 @@ def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.Pa
     assert "test_each[linux]" not in one.stdout
 
 
+@pytest.mark.host_only  # a pytest run in a fresh interpreter: seconds under emulation
 def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
     """PORTCLONE_BACKEND=netbsd pytest narrows the fixture to netbsd, as the README says;
     an unknown name there or in --portclone-backend is a usage error, not ignored."""
@@ -173,6 +175,7 @@ def test_pytest_plugin_follows_the_environment_and_refuses_unknown_names(tmp_pat
     assert option.returncode == 4, option.stdout + option.stderr
 
 
+@pytest.mark.host_only  # a pytest run in a fresh interpreter: seconds under emulation
 def test_pytest_plugin_probes_nothing_in_a_session_that_does_not_use_it(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
     """The plugin loads in every pytest session where portclone is installed: a session
     whose tests do not take the fixture must not load the extension or probe backends."""
@@ -189,6 +192,7 @@ def test_pytest_plugin_probes_nothing_in_a_session_that_does_not_use_it(tmp_path
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.host_only  # a pytest run in a fresh interpreter: seconds under emulation
 def test_pytest_plugin_leaves_a_test_its_own_backend_choice(tmp_path: os.PathLike) -> None:  # type: ignore[type-arg]
     """A test that parametrizes portclone_backend itself (indirect=True) keeps its choice;
     before the fix the plugin parametrized it again and collection failed ("duplicate

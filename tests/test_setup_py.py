@@ -6,6 +6,11 @@ import pathlib
 import pytest
 from conftest import run_python
 
+#: the build, packaging and CI definitions are the same on every kernel and architecture:
+#: the emulated guests deselect these (vm/guest-init.sh)
+pytestmark = pytest.mark.host_only
+
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
