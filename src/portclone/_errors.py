@@ -297,6 +297,18 @@ def _translate(
         return OSError(
             err, f"{os.strerror(err)}: the child ended while it waited for its maps (killed from outside?)"
         )
+    if what == "proc":
+        if err == _errno.ESRCH:
+            why = "the child ended before its maps were written (killed from outside?)"
+        elif err == _errno.ENOENT:
+            why = "/proc is not mounted: the maps are written in the child's /proc directory"
+        else:
+            why = (
+                "no directory of the mounted /proc can be proved to be the child's: that /proc "
+                "belongs to a PID namespace which does not show it (mount a /proc for this "
+                "namespace, as unshare --mount-proc does)"
+            )
+        return OSError(err, f"{os.strerror(err)}: finding the child's /proc directory ({why})")
     hint = "the parent needs privilege over the ids it maps; unprivileged, only its own uid and gid"
     if what == "gid_map" and err == _errno.EPERM:
         hint += (

@@ -698,6 +698,7 @@ child_setup(struct pc_setup *s)
     close(s->errpipe[1]);
     if (s->syncpipe[0] >= 0)
         close(s->syncpipe[0]);
+    pc_setup_close_child_fds(s); /* fn gets none of portclone's: a namespace fd pins it */
 }
 
 /* What the parent learns of a clone() child's setup. */
@@ -712,14 +713,14 @@ struct setup_outcome {
  * child waits, then read its report.  With CLONE_VFORK the child has exited by now and
  * its report is in the pipe; otherwise it comes before the caller's function runs. */
 static void
-await_setup(struct pc_setup *s, pid_t pid, int vfork, struct setup_outcome *o)
+await_setup(struct pc_setup *s, pid_t pid, int pidfd, int vfork, struct setup_outcome *o)
 {
     struct pc_report r;
     ssize_t n;
 
     memset(o, 0, sizeof *o);
     if (s->have_maps)
-        pc_setup_parent(s, pid, &o->map_what, &o->err);
+        pc_setup_parent(s, pid, pidfd, &o->map_what, &o->err);
     if (o->map_what != NULL)
         kill(pid, SIGKILL); /* EOF may never come: another process may hold the pipe */
     if (vfork) {
@@ -828,7 +829,7 @@ native_clone(PyObject *module, PyObject *args)
          * meanwhile and hold a copy of the report's write end */
         pc_setup_close_one(&setup, PC_ERR_W);
         Py_BEGIN_ALLOW_THREADS
-        await_setup(&setup, out.pid, (rq.flags & PC_CLONE_VFORK) != 0, &so);
+        await_setup(&setup, out.pid, out.pidfd, (rq.flags & PC_CLONE_VFORK) != 0, &so);
         Py_END_ALLOW_THREADS
         if (so.map_what != NULL || (so.reported && so.err != 0)) {
             setup_failed(&so, &out, rq.flags);

@@ -182,8 +182,9 @@ int pc_setup_open(struct pc_setup *s, int report);
 void pc_setup_close(struct pc_setup *s);
 void pc_setup_close_one(struct pc_setup *s, int which);
 int pc_setup_child(const struct pc_setup *s, int *stage);
-void pc_setup_parent(struct pc_setup *s, pid_t pid, const char **what, int *err);
+void pc_setup_parent(struct pc_setup *s, pid_t pid, int pidfd, const char **what, int *err);
 void pc_report(int fd, int stage, int err);
+void pc_setup_close_child_fds(const struct pc_setup *s);
 int pc_setup_enter_pid(const struct pc_setup *s);
 int pc_setup_leave_pid(const struct pc_setup *s);
 

@@ -156,10 +156,11 @@ pc_report(int fd, int stage, int err)
 }
 
 #if defined(__linux__)
+/* Write ``data`` to ``name`` (relative to the directory ``dir``, or AT_FDCWD) in one write. */
 static int
-write_file(const char *path, const char *data, size_t len)
+write_file(int dir, const char *name, const char *data, size_t len)
 {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int fd = openat(dir, name, O_WRONLY | O_CLOEXEC);
     ssize_t n;
     if (fd < 0)
         return -1;
@@ -199,6 +200,23 @@ setup_pdeathsig(const struct pc_setup *s)
     return 0;
 }
 
+/* The namespaces of join=, in nsenter's two passes (util-linux:sys-utils/nsenter.c):
+ * every one but the user namespace, failures left for later; then the user namespace
+ * and those that failed, in order (user first), failures reported.  A privileged caller
+ * so enters a target's older namespaces while it still has its privilege, and an
+ * unprivileged one enters them once the user namespace has given it some. */
+static int
+enter_joined(const struct pc_setup *s)
+{
+    int done[PC_MAX_JOIN] = {0};
+    for (int i = 0; i < s->njoin; i++)
+        done[i] = s->join_type[i] != PC_CLONE_NEWUSER && setns(s->join_fd[i], s->join_type[i]) == 0;
+    for (int i = 0; i < s->njoin; i++)
+        if (!done[i] && setns(s->join_fd[i], s->join_type[i]) != 0)
+            return -1;
+    return 0;
+}
+
 /* A new time namespace with its offsets: unshare makes it this process's namespace for
  * children, whose offsets can be written until a process enters it; then enter it.  Only
  * a child with memory of its own can (setns answers EUSERS to one sharing it), so spawn()
@@ -210,7 +228,7 @@ setup_time(const struct pc_setup *s)
 {
     int fd, r;
     if (unshare(PC_CLONE_NEWTIME) != 0 ||
-        write_file("/proc/self/timens_offsets", s->time_offsets, s->time_len) != 0)
+        write_file(AT_FDCWD, "/proc/self/timens_offsets", s->time_offsets, s->time_len) != 0)
         return -1;
     if (!s->own_mm)
         return 0;
@@ -293,9 +311,8 @@ pc_setup_child(const struct pc_setup *s, int *stage)
     if (s->pdeathsig && setup_pdeathsig(s) != 0)
         return -1;
     *stage = PC_STAGE_JOIN;
-    for (int i = 0; i < s->njoin; i++)
-        if (setns(s->join_fd[i], s->join_type[i]) != 0)
-            return -1;
+    if (enter_joined(s) != 0)
+        return -1;
     *stage = PC_STAGE_TIME;
     if (s->time_offsets != NULL && setup_time(s) != 0)
         return -1;
@@ -319,36 +336,169 @@ pc_setup_child(const struct pc_setup *s, int *stage)
     return 0;
 }
 
-/* The parent's part, while the child waits: uid_map, setgroups, gid_map, then the byte
- * that lets it go on.  The first failure stops (its file in *what, errno in *err);
- * closing the go-ahead's pipe without a byte then ends the child. */
+#if defined(__linux__)
+/* The "Pid:" line of /proc/self/fdinfo/<pidfd>: the process's pid as the mounted /proc
+ * numbers it, whatever PID namespace this process is in (torvalds/linux:fs/pidfs.c,
+ * pidfd_show_fdinfo: 0 when that /proc's namespace cannot see the process, -1 once it
+ * has exited).  -2 with errno set when it cannot be read. */
+static long
+pidfd_proc_pid(int pidfd)
+{
+    char path[48], buf[2048];
+    ssize_t n, got = 0;
+    const char *line;
+    int fd;
+
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -2;
+    while (got < (ssize_t)sizeof buf - 1) {
+        n = read(fd, buf + got, sizeof buf - 1 - (size_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    line = strstr(buf, "\nPid:");
+    if (line == NULL) {
+        errno = ENOSYS; /* a kernel before 5.3 shows no Pid: line */
+        return -2;
+    }
+    return strtol(line + 6, NULL, 10);
+}
+
+/* Whether the mounted /proc belongs to this process's own PID namespace: its NSpid
+ * line there then has one field (a /proc of an ancestor namespace shows one per level). */
+static int
+proc_is_ours(void)
+{
+    char buf[4096];
+    ssize_t n, got = 0;
+    const char *line;
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    while (got < (ssize_t)sizeof buf - 1) {
+        n = read(fd, buf + got, sizeof buf - 1 - (size_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    line = strstr(buf, "\nNSpid:");
+    if (line == NULL)
+        return 0;
+    line += 7;
+    while (*line == '\t' || *line == ' ')
+        line++;
+    while (*line >= '0' && *line <= '9')
+        line++;
+    return *line == '\n';
+}
+
+/* The child's /proc directory, proved to be the child's: the mounted /proc may belong to
+ * another PID namespace (unshare -pf without --mount-proc), where /proc/<pid> of the pid
+ * clone returned names another process.  With a pidfd, the directory of the pid its
+ * fdinfo gives, checked again once open (a live process keeps its pid, so the directory
+ * opened between two equal answers is its own); without one, /proc/<pid> only when /proc
+ * is this namespace's.  -1 with errno set otherwise: ESRCH, the child has exited; EXDEV,
+ * no directory of the mounted /proc can be proved to be the child's. */
+static int
+open_child_dir(pid_t pid, int pidfd)
+{
+    char path[32];
+    long seen = pid, again;
+    int dir;
+
+    if (pidfd >= 0) {
+        seen = pidfd_proc_pid(pidfd);
+        if (seen == -2 && errno == ENOENT && access("/proc/self", F_OK) != 0) {
+            errno = ENOENT; /* no /proc at all */
+            return -1;
+        }
+        if (seen < -1 || seen == 0) {
+            errno = EXDEV;
+            return -1;
+        }
+        if (seen == -1) {
+            errno = ESRCH;
+            return -1;
+        }
+    }
+    else if (!proc_is_ours()) {
+        errno = access("/proc/self", F_OK) == 0 ? EXDEV : ENOENT;
+        return -1;
+    }
+    snprintf(path, sizeof path, "/proc/%ld", seen);
+    dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return -1;
+    if (pidfd >= 0 && (again = pidfd_proc_pid(pidfd)) != seen) {
+        close(dir);
+        errno = again == -1 ? ESRCH : EXDEV;
+        return -1;
+    }
+    return dir;
+}
+
+#endif
+
+/* In a clone() child whose setup is done: close the fds the setup used (the parent's
+ * pidfd, the namespaces joined), which the caller's function must not inherit. */
 void
-pc_setup_parent(struct pc_setup *s, pid_t pid, const char **what, int *err)
+pc_setup_close_child_fds(const struct pc_setup *s)
+{
+    if (s->parent_pidfd >= 0)
+        close(s->parent_pidfd);
+    for (int i = 0; i < s->njoin; i++)
+        close(s->join_fd[i]);
+    if (s->pid_ns >= 0)
+        close(s->pid_ns);
+    if (s->pid_restore >= 0)
+        close(s->pid_restore);
+}
+
+/* The parent's part, while the child waits: uid_map, setgroups, gid_map, written in the
+ * child's /proc directory (open_child_dir), then the byte that lets it go on.  The first
+ * failure stops (its file, or "proc" for the directory, in *what, errno in *err); closing
+ * the go-ahead's pipe without a byte then ends the child. */
+void
+pc_setup_parent(struct pc_setup *s, pid_t pid, int pidfd, const char **what, int *err)
 {
 #if defined(__linux__)
-    char path[64];
     const char *files[3] = {"uid_map", "setgroups", "gid_map"};
     const char *data[3] = {s->uid_map, s->setgroups, s->gid_map};
     size_t len[3] = {s->uid_len, s->setgroups_len, s->gid_len};
+    int dir;
 
     *what = NULL;
     pc_setup_close_one(s, PC_SYNC_R);
+    dir = open_child_dir(pid, pidfd);
+    if (dir < 0)
+        *what = "proc";
     for (int i = 0; i < 3 && *what == NULL; i++) {
-        if (data[i] == NULL)
-            continue;
-        snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, files[i]);
-        if (write_file(path, data[i], len[i]) != 0)
+        if (data[i] != NULL && write_file(dir, files[i], data[i], len[i]) != 0)
             *what = files[i];
     }
     if (*what == NULL && s->syncpipe[1] >= 0 && write(s->syncpipe[1], "g", 1) != 1)
         *what = "go-ahead"; /* EPIPE: the child is gone */
     if (*what != NULL)
         *err = errno;
+    if (dir >= 0)
+        close(dir);
     pc_setup_close_one(s, PC_SYNC_W); /* without a byte, the child just exits */
 #else
     *what = NULL;
     (void)s;
     (void)pid;
+    (void)pidfd;
     (void)err;
 #endif
 }

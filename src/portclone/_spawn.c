@@ -576,7 +576,7 @@ static void
 spawn_await(struct spawn_call *s, struct spawn_outcome *o)
 {
     if (s->setup.have_maps)
-        pc_setup_parent(&s->setup, o->pid, &o->map_what, &o->map_err);
+        pc_setup_parent(&s->setup, o->pid, o->pidfd, &o->map_what, &o->map_err);
     if (o->map_what != NULL)
         kill(o->pid, SIGKILL); /* EOF may never come: another process may hold the pipe */
     spawn_read_report(s, o);
