@@ -207,7 +207,14 @@ def check(
         mount_proc=mount_proc,
         propagation=propagation,
     )
-    return _request(current_backend(), flags, exit_signal, cgroup, set_tid, options).flags
+    request = _request(current_backend(), flags, exit_signal, cgroup, set_tid, options)
+    if options.join:  # the targets, opened and checked as clone() does, then closed
+        setup = ChildSetup(options)
+        try:
+            setup.open(int(request.flags))
+        finally:
+            setup.close()
+    return request.flags
 
 
 def _request(

@@ -321,31 +321,17 @@ def _id(text: str, database: str) -> int:
 
 
 def _join_every_namespace(pid_text: str, creating: CloneFlags) -> Dict[str, Any]:
-    """nsenter -a: every namespace of PID that differs from ours, but those run creates
-    anew; an error when one cannot be looked at (as nsenter's)."""
-    if not pid_text.isdecimal():
+    """nsenter -a: every namespace of PID this kernel has, but those run creates anew.
+    spawn() reaches them through PID's pidfd and skips those that are ours already."""
+    if not pid_text.isdecimal() or not 0 < int(pid_text) < 2**31:
         raise ValueError(f"--join takes a pid, not {pid_text!r}")
     pid = int(pid_text)
-    try:
-        names = os.listdir(f"/proc/{pid}/ns")
-    except OSError as e:
-        raise OSError(e.errno, f"--join {pid}: {e.strerror}") from None
-    join: Dict[str, Any] = {}
-    for ns in ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time"):
-        if ns not in names or creating & NS_FLAGS[ns]:
-            continue
-        try:
-            theirs = os.stat(f"/proc/{pid}/ns/{ns}")
-        except OSError as e:
-            raise OSError(e.errno, f"--join {pid}: its {ns} namespace: {e.strerror}") from None
-        own = f"{ns}_for_children" if ns in ("pid", "time") else ns
-        try:
-            ours = os.stat(f"/proc/thread-self/ns/{own}")
-        except OSError:
-            ours = None
-        if ours is None or (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino):
-            join[ns] = pid
-    return join
+    have = os.path.isdir("/proc/self/ns")  # else: every name, and the kernel answers
+    return {
+        ns: pid
+        for ns in NS_FLAGS
+        if not creating & NS_FLAGS[ns] and (not have or os.path.exists(f"/proc/self/ns/{ns}"))
+    }
 
 
 def _seconds(text: str, option: str) -> float:

@@ -17,6 +17,7 @@ import errno
 import math
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
 from ._child import FdGroup, close_fds, hold_signals
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
+from ._procns import children_pid_ns, ns_of, own_ns
 from ._validate import IdMap, parse_id_map
 
 if TYPE_CHECKING:
@@ -124,6 +126,8 @@ def parse_options(
     proc = _mount_proc(mount_proc)
     joined = _join(join)
     sig = _pdeathsig(pdeathsig)
+    if propagation is not None and not isinstance(propagation, str):
+        raise TypeError(f"propagation must be a str, not {type(propagation).__name__}")
     if propagation is not None and propagation not in PROPAGATION:
         raise ValueError(f"propagation is one of {', '.join(map(repr, PROPAGATION))}, not {propagation!r}")
     names += [
@@ -192,6 +196,45 @@ def check_conflicts(
                     invalid=True,
                 )
             )
+    joined = [name for name, _ in options.join]
+    if flags & CloneFlags.CLONE_FS and ("mnt" in joined or "user" in joined):
+        found.append(
+            Refusal(
+                "entering a mount or user namespace needs a child with a filesystem context "
+                "of its own (Linux refuses setns to a process sharing it: EINVAL), and "
+                "CLONE_FS shares the caller's",
+                CloneFlags.CLONE_FS,
+                "join",
+                invalid=True,
+            )
+        )
+    if "user" in joined:
+        for option in ("hostname", "mount_proc", "propagation"):
+            if option in options.names:
+                found.append(
+                    Refusal(
+                        f"{option}= acts in a namespace the clone creates, which the caller's "
+                        f"user namespace owns; after joining another user namespace the child "
+                        f"has no privilege there (user_namespaces(7)): join first and create "
+                        f"the namespace from inside (nsenter, then unshare)",
+                        field=option,
+                        invalid=True,
+                    )
+                )
+    foreign = [name for name in joined if name not in ("user", "pid")]
+    if flags & CloneFlags.CLONE_NEWUSER and foreign:
+        made = "map_root=/uid_map=/gid_map=" if implied & CloneFlags.CLONE_NEWUSER else "CLONE_NEWUSER"
+        found.append(
+            Refusal(
+                f"the child is in its new user namespace ({made}) from the clone on, and has no "
+                f"privilege over namespaces owned outside it, so it cannot join "
+                f"{', '.join(foreign)} (user_namespaces(7)): join first and create the user "
+                f"namespace from inside (nsenter, then unshare)",
+                CloneFlags.CLONE_NEWUSER,
+                "join",
+                invalid=True,
+            )
+        )
     if options.pdeathsig and options.pdeathsig != signal.SIGKILL and flags & CloneFlags.CLONE_NEWPID:
         found.append(
             Refusal(
@@ -209,6 +252,8 @@ def check_conflicts(
 def _setgroups(value: object, gid_map: bool) -> Optional[bytes]:
     if value is None:
         return b"deny" if gid_map else None  # as unshare --map-root-user and user_namespaces(7)
+    if not isinstance(value, str):
+        raise TypeError(f"setgroups must be a str ('deny' or 'allow'), not {type(value).__name__}")
     if value not in ("deny", "allow"):
         raise ValueError(f"setgroups is 'deny' or 'allow', not {value!r}")
     return str(value).encode()
@@ -237,6 +282,7 @@ def _time_offsets(value: object) -> Optional[bytes]:
     if not value:
         raise ValueError("time_offsets is empty: give 'monotonic' and/or 'boottime' seconds")
     lines = []
+    own_offsets = _own_time_offsets()
     for clock, seconds in value.items():
         if clock not in CLOCKS:
             raise ValueError(
@@ -253,15 +299,32 @@ def _time_offsets(value: object) -> Optional[bytes]:
         nanos = round((seconds - whole) * 1e9) if isinstance(seconds, float) else 0
         if nanos >= 10**9:
             whole, nanos = whole + 1, nanos - 10**9
-        now = time.clock_gettime(CLOCKS[clock])
+        # the kernel adds an offset to the initial time namespace's clock, not ours
+        now = time.clock_gettime(CLOCKS[clock]) - own_offsets.get(clock, 0.0)
         if not 0 <= now + seconds < _TIME_LIMIT:
             raise ValueError(
                 f"time_offsets[{clock!r}] = {seconds} would put {clock} at "
                 f"{now + seconds:.0f} s; a clock stays between 0 and {_TIME_LIMIT} "
-                f"s (it reads {now:.0f} s now)"
+                f"s (offsets count from the host's clock, which reads {now:.0f} s now)"
             )
         lines.append(f"{clock} {whole} {nanos}\n")
     return "".join(lines).encode("ascii")
+
+
+def _own_time_offsets() -> Dict[str, float]:
+    """The offsets of the caller's own time namespace from the host's clocks
+    (/proc/self/timens_offsets; none without a time namespace or /proc)."""
+    try:
+        with open("/proc/self/timens_offsets", "rb") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    found = {}
+    for line in text.decode("ascii", "replace").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].lstrip("-").isdigit() and parts[2].isdigit():
+            found[parts[0]] = int(parts[1]) + int(parts[2]) / 1e9
+    return found
 
 
 def _mount_proc(value: object) -> Optional[bytes]:
@@ -315,13 +378,16 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
     return tuple(sorted(entries, key=lambda e: JOIN_ORDER.index(e[0])))
 
 
-def _pidfd_setns() -> bool:
-    """setns() takes pidfds since Linux 5.8."""
+def _open_ns_file(path: str, what: str) -> int:
+    """``path`` opened for setns, refused first unless it is a regular file (namespace
+    files are): a FIFO, a device or a socket is never opened, so nothing blocks."""
     try:
-        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    except ValueError:
-        return False
-    return hasattr(os, "pidfd_open") and (major, minor) >= (5, 8)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{what}: {path!r} is not a namespace file (like /proc/PID/ns/NAME)")
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise OSError(e.errno, f"{what}: {e.strerror}", path) from None
 
 
 def _pidfd_open(pid: int) -> int:
@@ -334,14 +400,10 @@ def _pidfd_open(pid: int) -> int:
 def _same_ns(name: str, st: os.stat_result) -> bool:
     """Whether ``st`` is the namespace a child of this thread would be in anyway: this
     thread's own, or for "pid" and "time" its namespace for children."""
-    own = f"{name}_for_children" if name in ("pid", "time") else name
-    for where in ("/proc/thread-self/ns", "/proc/self/ns"):
-        try:
-            ours = os.stat(f"{where}/{own}")
-        except OSError:
-            continue
-        return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
-    return False  # no /proc: cannot tell, so join
+    ours = own_ns(name)
+    if ours is None:
+        return False  # cannot tell: join
+    return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
 
 
 class ChildSetup:
@@ -407,41 +469,39 @@ class ChildSetup:
                 self.pid_restore = self._restore_fd()
             else:
                 self.join.append((fd, int(NS_FLAGS[name])))
+        for pidfd in pidfds.values():  # the namespaces are open: the targets' pidfds are done
+            self._drop(pidfd)
 
     def _target_fd(self, name: str, target: Any, pidfds: Dict[int, int]) -> Optional[int]:
+        """An fd of the namespace to join, None when it is the child's anyway.  A pid or
+        a Child is reached through its pidfd (portclone._procns), never /proc/<pid>."""
         what = f"join[{name!r}]"
         if isinstance(target, (str, bytes, os.PathLike)):
             path = os.fsdecode(target)
-            try:
-                fd = self._keep(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-            except OSError as e:
-                raise OSError(e.errno, f"{what}: {e.strerror}", path) from None
+            fd = self._keep(_open_ns_file(path, what))
             self._check_nstype(fd, name, path)
-            return None if _same_ns(name, os.fstat(fd)) else fd
-        if not isinstance(target, int):  # a Child
-            if target.poll() is not None:
-                raise ProcessLookupError(
-                    errno.ESRCH, f"{what}: the child {target.pid} has exited: it has no namespaces left"
-                )
-            target = target.pid
-        try:
-            st = os.stat(f"/proc/{target}/ns/{name}")
-        except OSError:
-            st = None
-        if st is not None and _same_ns(name, st):
-            return None
-        if _pidfd_setns():
+        else:
+            if not isinstance(target, int):  # a Child
+                if target.poll() is not None:
+                    raise ProcessLookupError(
+                        errno.ESRCH, f"{what}: the child {target.pid} has exited: it has no namespaces left"
+                    )
+                target = target.pid
             if target not in pidfds:
                 try:
                     pidfds[target] = self._keep(_pidfd_open(target))
                 except OSError as e:
                     raise OSError(e.errno, f"{what}: pid {target}: {e.strerror}") from None
-            return pidfds[target]
-        path = f"/proc/{target}/ns/{name}"
-        try:
-            return self._keep(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-        except OSError as e:
-            raise OSError(e.errno, f"{what}: pid {target}: {e.strerror}", path) from None
+            fd = self._keep(ns_of(pidfds[target], name, f"{what}: pid {target}"))
+        if not _same_ns(name, os.fstat(fd)):
+            return fd
+        self._drop(fd)
+        return None
+
+    def _drop(self, fd: int) -> None:
+        """Close one of our fds now (signals are held: see open())."""
+        self.fds.remove(fd)
+        os.close(fd)
 
     @staticmethod
     def _check_nstype(fd: int, name: str, path: str) -> None:
@@ -461,12 +521,7 @@ class ChildSetup:
 
     def _restore_fd(self) -> int:
         """This thread's namespace for its children, to return to after the clone."""
-        for path in ("/proc/thread-self/ns/pid_for_children", "/proc/self/ns/pid"):
-            try:
-                return self._keep(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-            except FileNotFoundError:
-                continue
-        return self._keep(_pidfd_open(os.getpid()))
+        return self._keep(children_pid_ns())
 
     def native(self) -> Optional[Tuple[Any, ...]]:
         """What ``_native.clone``/``spawn`` take as ``setup``; None for no setup."""
