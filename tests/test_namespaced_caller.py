@@ -1,0 +1,342 @@
+"""A caller that is itself namespaced: each test builds its setting with unshare(1) and
+runs a fresh interpreter in it.
+
+- ``unshare -pf`` without ``--mount-proc``: the caller is pid 1 of a new PID namespace
+  and ``/proc`` is still the outer one, where ``/proc/2`` is kthreadd, not its pid 2;
+- a ``/proc`` that belongs to another PID namespace altogether;
+- a caller inside a time namespace with offsets.
+
+Every path from a pid to ``/proc/<pid>`` must be proved to name the right process or be
+refused: these tests fail where portclone read or wrote through a guess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import List
+
+import pytest
+
+import portclone
+from portclone import CloneFlags, InvalidFlagsError
+
+pytestmark = [
+    pytest.mark.requires("root", "linux", "pidfd"),
+    pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux's unshare(1)"),
+]
+
+
+def _run(setting: List[str], code: str, tmp_path: object, timeout: float = 120) -> str:
+    """``code`` in a fresh interpreter under the unshare(1) command line ``setting``; its
+    stdout, asserting exit 0.  A hang is killed with its process group and fails."""
+    script = os.path.join(str(tmp_path), "caller.py")
+    with open(script, "w") as f:
+        f.write(textwrap.dedent(code))
+    proc = subprocess.Popen(
+        [*setting, sys.executable, script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"hung for {timeout} s under {setting}:\n{out}\n{err}")
+    assert proc.returncode == 0, f"exit {proc.returncode} under {setting}:\n{out}\n{err}"
+    return out
+
+
+OUTER_PROC = ["unshare", "--pid", "--fork", "--kill-child"]  # /proc stays the outer one
+
+
+def test_maps_are_written_to_the_child_not_to_the_outer_procs_namesake(tmp_path: object) -> None:
+    out = _run(
+        OUTER_PROC,
+        """
+        import glob, os, subprocess, portclone
+
+        def maps():
+            found = {}
+            for path in glob.glob("/proc/[0-9]*/uid_map") + glob.glob("/proc/[0-9]*/gid_map"):
+                try:
+                    with open(path) as f:
+                        found[path] = f.read()
+                except OSError:
+                    pass
+            return found
+
+        # inner pids 2..4 taken, so the children get pids whose outer namesakes exist
+        sleepers = [subprocess.Popen(["sleep", "300"]) for _ in range(3)]
+        assert os.getpid() == 1
+        before = maps()
+        child = portclone.spawn(
+            ["sh", "-c", "id -u; cat /proc/self/uid_map"], map_root=True, stdout=portclone.PIPE
+        )
+        out, _ = child.communicate()
+        print("spawn", child.returncode, " ".join(out.decode().split()))
+
+        def fn():
+            with open("/proc/self/gid_map") as f:
+                return 0 if os.getuid() == 0 and f.read().split() == ["0", "0", "1"] else 1
+
+        with portclone.clone(fn, uid_map=[(0, 0, 1)], gid_map=[(0, 0, 1)]) as c:
+            print("clone", c.wait())
+        after = {p: v for p, v in maps().items() if p in before}
+        changed = sorted(p for p in after if after[p] != before[p])
+        print("changed", changed)
+        for s in sleepers:
+            s.kill()
+            s.wait()
+        """,
+        tmp_path,
+    )
+    assert "spawn 0 0 0 0 1" in out
+    assert "clone 0\n" in out, out
+    assert "changed []" in out
+
+
+def test_cli_map_root_inside_a_pid_namespace_that_sees_the_outer_proc(tmp_path: object) -> None:
+    out = _run(
+        OUTER_PROC,
+        """
+        import subprocess, sys
+        r = subprocess.run([sys.executable, "-m", "portclone", "run", "-r", "--", "id", "-u"],
+                           capture_output=True, text=True)
+        print("run", r.returncode, r.stdout.strip(), r.stderr.strip())
+        """,
+        tmp_path,
+    )
+    assert "run 0 0" in out
+
+
+def test_maps_through_a_proc_that_does_not_show_the_child_are_refused(tmp_path: object) -> None:
+    # /proc is replaced by one of a PID namespace that has ended: it shows no process
+    setting = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'unshare --pid --fork mount -t proc proc /proc && exec "$0" "$1"',
+    ]
+    out = _run(
+        setting,
+        """
+        import portclone
+        try:
+            portclone.spawn(["true"], map_root=True)
+        except OSError as e:
+            print("refused", e)
+        else:
+            print("spawned")
+        """,
+        tmp_path,
+    )
+    assert "refused" in out and "finding the child's /proc directory" in out, out
+
+
+_TARGET = """
+    import os, subprocess, sys, portclone
+    # an inner pid whose outer namesake (kthreadd, pid 2) is in our UTS namespace
+    target = subprocess.Popen(
+        ["unshare", "--uts", "sh", "-c", "hostname inner-host && echo ready && exec sleep 300"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert target.stdout.readline() == "ready\\n"
+"""
+
+
+def test_join_by_pid_uses_the_targets_own_namespaces(tmp_path: object) -> None:
+    out = _run(
+        OUTER_PROC,
+        _TARGET
+        + """
+    child = portclone.spawn(["hostname"], join={"uts": target.pid}, stdout=portclone.PIPE)
+    print("api", child.communicate()[0].decode().strip())
+    r = subprocess.run([sys.executable, "-m", "portclone", "run", "--join", str(target.pid), "--",
+                        "hostname"], capture_output=True, text=True)
+    print("cli", r.returncode, r.stdout.strip(), r.stderr.strip())
+    target.kill()
+    target.wait()
+    """,
+        tmp_path,
+    )
+    assert "api inner-host" in out
+    assert "cli 0 inner-host" in out
+
+
+def test_a_fifo_as_a_join_path_is_refused_without_blocking(tmp_path: object) -> None:
+    out = _run(
+        [],
+        f"""
+        import os, subprocess, sys, portclone
+        fifo = os.path.join({str(tmp_path)!r}, "fifo")
+        os.mkfifo(fifo)
+        for call in (portclone.check, lambda **kw: portclone.spawn(["true"], **kw)):
+            try:
+                call(join={{"net": fifo}})
+            except ValueError as e:
+                print("refused", "not a namespace file" in str(e))
+        r = subprocess.run([sys.executable, "-m", "portclone", "run", "--join-ns", "net=" + fifo,
+                            "--", "true"], capture_output=True, text=True)
+        print("cli", r.returncode != 0)
+        """,
+        tmp_path,
+        timeout=60,
+    )
+    assert out.split("\n").count("refused True") == 2, out
+    assert "cli True" in out
+
+
+def test_join_enters_a_targets_older_namespaces_before_its_user_namespace(tmp_path: object) -> None:
+    # the target's mount and net namespaces belong to the initial user namespace, its user
+    # namespace is newer: root must enter those first (nsenter's order), then the user one
+    out = _run(
+        [],
+        """
+        import os, subprocess, portclone
+        target = subprocess.Popen(
+            ["unshare", "--mount", "--net", "unshare", "--user", "--map-root-user",
+             "sh", "-c", "echo ready && exec sleep 300"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert target.stdout.readline() == "ready\\n"
+        want = [os.stat(f"/proc/{target.pid}/ns/{n}").st_ino for n in ("user", "mnt", "net")]
+        child = portclone.spawn(
+            ["sh", "-c", "stat -L -c %i /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/net"],
+            join={"user": target.pid, "mnt": target.pid, "net": target.pid},
+            stdout=portclone.PIPE,
+        )
+        got = [int(x) for x in child.communicate()[0].split()]
+        print("same", got == want, child.returncode)
+        target.kill()
+        target.wait()
+        """,
+        tmp_path,
+    )
+    assert "same True 0" in out
+
+
+def test_join_pid_keeps_the_callers_own_pending_pid_namespace(tmp_path: object) -> None:
+    out = _run(
+        [],
+        """
+        import ctypes, os, portclone
+        target = portclone.spawn(["sleep", "300"], flags=portclone.CLONE_NEWPID)
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.unshare(int(portclone.CLONE_NEWPID)) == 0, ctypes.get_errno()
+        try:
+            with portclone.spawn(["true"], join={"pid": target}) as c:
+                c.wait()
+        except OSError as e:  # the namespace cannot be saved: refused, nothing changed
+            print("refused", e)
+        child = portclone.spawn(["sh", "-c", "echo $$"], stdout=portclone.PIPE)
+        print("first child pid", child.communicate()[0].decode().strip())
+        target.kill()
+        target.wait()
+        """,
+        tmp_path,
+    )
+    assert "first child pid 1\n" in out, out
+
+
+def test_time_offsets_are_checked_against_the_hosts_clock(tmp_path: object) -> None:
+    out = _run(
+        ["unshare", "--time", "--fork", "--boottime", "10000", "--monotonic", "10000"],
+        """
+        import time, portclone
+        host = time.clock_gettime(time.CLOCK_BOOTTIME) - 10000
+        # the caller's clock reads host + 10000: an offset of -(host + 5000) leaves it at
+        # 5000 s, but the kernel adds it to the host's clock (-5000 s): refused
+        try:
+            portclone.check(time_offsets={"boottime": -(host + 5000)})
+        except ValueError as e:
+            print("refused", e)
+        else:
+            print("accepted")
+        with portclone.spawn(["cat", "/proc/uptime"], time_offsets={"boottime": 5},
+                             stdout=portclone.PIPE) as c:
+            up = float(c.communicate()[0].split()[0])
+        print("near host", abs(up - (host + 5)) < 1000)
+        """,
+        tmp_path,
+    )
+    assert "refused" in out and "host" in out
+    assert "near host True" in out
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"hostname": "h", "join": {"user": "USER"}},
+        {"mount_proc": True, "join": {"user": "USER"}},
+        {"map_root": True, "join": {"net": "NET"}},
+    ],
+    ids=["user+hostname", "user+mount_proc", "map_root+net"],
+)
+def test_join_with_a_namespace_the_child_cannot_act_in_is_refused_by_check(kw: dict) -> None:  # type: ignore[type-arg]
+    target = portclone.spawn(["sleep", "300"], flags=CloneFlags.CLONE_NEWUSER | CloneFlags.CLONE_NEWNET)
+    try:
+        join = {name: target for name in kw["join"]}
+        with pytest.raises(InvalidFlagsError):
+            portclone.check(**{**kw, "join": join})
+        with pytest.raises(InvalidFlagsError):
+            portclone.spawn(["true"], **{**kw, "join": join})
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_join_mnt_with_clone_fs_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidFlagsError, match="CLONE_FS"):
+        portclone.check(CloneFlags.CLONE_FS, join={"mnt": "/proc/1/ns/mnt"})
+
+
+def test_check_join_raises_what_clone_raises(tmp_path: object) -> None:
+    regular = os.path.join(str(tmp_path), "plain")
+    open(regular, "w").close()
+    gone = portclone.spawn(["true"])
+    gone.wait()
+    cases = [
+        ({"net": "/proc/self/ns/uts"}, ValueError),
+        ({"net": regular}, ValueError),
+        ({"net": os.path.join(str(tmp_path), "missing")}, FileNotFoundError),
+        ({"net": 2**31 - 1}, ProcessLookupError),
+        ({"net": gone}, ProcessLookupError),
+    ]
+    for join, error in cases:
+        with pytest.raises(error):
+            portclone.clone(lambda: 0, join=join)
+        with pytest.raises(error):
+            portclone.check(join=join)
+
+
+@pytest.mark.parametrize("kw", [{"propagation": 1}, {"setgroups": 1}, {"propagation": b"private"}])
+def test_option_of_the_wrong_type_is_a_type_error(kw: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(TypeError):
+        portclone.check(**kw)
+
+
+def test_the_callers_function_inherits_none_of_the_setups_fds() -> None:
+    target = portclone.spawn(["sleep", "300"], flags=CloneFlags.CLONE_NEWUTS)
+    ours = set(os.listdir("/proc/self/fd"))  # the caller's own, target's pidfd among them
+
+    def fn() -> int:
+        extra = set(os.listdir("/proc/self/fd")) - ours
+        return len(extra)  # listdir's own fd reuses a number portclone closed, or is new
+
+    try:
+        with portclone.clone(fn, join={"uts": target}, pdeathsig=signal.SIGKILL) as child:
+            assert child.wait() <= 1
+    finally:
+        target.kill()
+        target.wait()
