@@ -136,7 +136,11 @@ def _chrooted(tmp_path: pathlib.Path) -> None:
             portclone.spawn(["/bin/true"])  # not in the new root: the OSError subprocess gives
         except FileNotFoundError:
             pass
+        print(portclone.available_backends() == ["linux", "netbsd", "fork"])
+        print(portclone.why_unusable("fork"))
+        with portclone.use_backend("fork") as backend:
+            print(backend.name)
         """
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["3", str(int(portclone.CLONE_NEWPID))]
+    assert result.stdout.split() == ["3", str(int(portclone.CLONE_NEWPID)), "True", "None", "fork"]

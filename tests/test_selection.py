@@ -93,12 +93,22 @@ def test_windows_import_works_and_clone_explains() -> None:
 
 
 DOWNSTREAM = textwrap.dedent("""
+    import concurrent.futures
     import portclone
 
     def test_each(portclone_backend):
         with portclone.clone(lambda: 7) as child:
             assert child.wait(timeout=30) == 7
         assert child.backend == portclone_backend.name
+
+    def test_each_from_a_worker_thread(portclone_backend):
+        def work():
+            with portclone.spawn(["true"]) as child:
+                child.wait(timeout=30)
+            return child.backend
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert pool.submit(work).result() == portclone_backend.name
 """)
 
 
@@ -145,6 +155,7 @@ def test_pytest_plugin_runs_a_downstream_test_under_each_backend(tmp_path: os.Pa
     assert out.returncode == 0, out.stdout + out.stderr
     for name in portclone.available_backends():
         assert f"test_each[{name}] PASSED" in out.stdout
+        assert f"test_each_from_a_worker_thread[{name}] PASSED" in out.stdout
     one = _pytest(path, "--portclone-backend", "fork")
     assert one.returncode == 0 and "test_each[fork] PASSED" in one.stdout
     assert "test_each[linux]" not in one.stdout

@@ -28,6 +28,7 @@ __all__ = [
     "current_backend",
     "get_backend",
     "use_backend",
+    "use_backend_everywhere",
     "why_unusable",
 ]
 
@@ -66,6 +67,8 @@ def available_backends() -> List[str]:
 _instances: Dict[str, Backend] = {}
 _default: Optional[str] = None
 _override: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("portclone_backend", default=None)
+#: use_backend_everywhere's choices, innermost last: in force in every thread and task
+_everywhere: List[str] = []
 
 
 def get_backend(name: str) -> Backend:
@@ -91,8 +94,12 @@ def current_backend() -> Backend:
     """The backend clone() and spawn() use here and now (see the module's docstring)."""
     global _default
     name = _override.get()
+    if name is None and _everywhere:
+        name = _everywhere[-1]
     if name is None:
         if _default is None:
+            for other in BACKENDS:  # loaded now: a chroot or privilege drop may follow
+                _class(other)
             chosen = os.environ.get(ENV_VAR, "").strip()
             if chosen:
                 why = why_unusable(chosen)
@@ -154,3 +161,16 @@ def use_backend(name: str) -> Iterator[Backend]:
         yield backend
     finally:
         _override.reset(token)
+
+
+@contextlib.contextmanager
+def use_backend_everywhere(name: str) -> Iterator[Backend]:
+    """Use backend ``name`` inside the ``with`` block in every thread and task of the
+    process, as ``PORTCLONE_BACKEND`` would (the pytest plugin's fixture: code under test
+    may make children from worker threads); :func:`use_backend` still wins where used."""
+    backend = get_backend(name)
+    _everywhere.append(name)
+    try:
+        yield backend
+    finally:
+        del _everywhere[len(_everywhere) - 1 - _everywhere[::-1].index(name)]  # this block's

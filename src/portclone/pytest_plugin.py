@@ -90,7 +90,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def portclone_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """The backend this test runs under (it is in force for clone())."""
-    from ._registry import use_backend
+    from ._registry import use_backend_everywhere
 
-    with use_backend(request.param) as backend:
+    with use_backend_everywhere(request.param) as backend:
         yield backend
