@@ -50,6 +50,7 @@
 #define PC_STAGE_MOUNT_PROC     7
 #define PC_STAGE_PDEATHSIG      8
 #define PC_STAGE_PROCESS_GROUP  9
+#define PC_STAGE_PROPAGATION    10
 #define PC_STAGE_MAPS           (-1)
 
 #endif /* PORTCLONE_CONSTANTS_H */

@@ -163,8 +163,10 @@ _HINTS = {
     _errno.EBUSY: "CLONE_INTO_CGROUP: the target cgroup has controllers enabled for its "
     "children (the no-internal-process rule) or is being removed",
     _errno.EOPNOTSUPP: "CLONE_INTO_CGROUP: the target cgroup is not a valid domain",
-    _errno.ENOMEM: "the kernel could not allocate the child",
-    _errno.EMFILE: "no free file descriptor for the child's pidfd (RLIMIT_NOFILE); no child was left behind",
+    _errno.ENOMEM: "the kernel could not allocate the child, or the PID namespace it would be "
+    "created in has no init any more (its pid 1 has exited: pid_namespaces(7))",
+    _errno.EMFILE: "the process is at its descriptor limit (RLIMIT_NOFILE), which the child's pidfd or "
+    "its copy of the descriptor table needs; no child was left behind",
     _errno.ENFILE: "the system's file table is full: no pidfd for the child; no child was left behind",
     _errno.EINVAL: "the running kernel refused a request portclone's validation accepted; "
     "a namespace type may not be configured in this kernel",
@@ -175,6 +177,12 @@ _HINTS = {
 def kernel_error(err: int, syscall: str, flags: int, exit_signal: int) -> OSError:
     """The OSError subclass for ``err`` with the request in its message."""
     hint = _HINTS.get(err)
+    if err == _errno.EINVAL and flags & (CloneFlags.CLONE_NEWPID | CloneFlags.CLONE_NEWUSER):
+        hint = (
+            "Linux refuses CLONE_NEWPID and CLONE_NEWUSER while this thread's PID namespace for "
+            "children is not its own (after its own unshare(CLONE_NEWPID) or setns into one); "
+            "otherwise a namespace type may not be configured in this kernel"
+        )
     text = f"{os.strerror(err)}: {syscall}(flags={describe(flags)}, exit_signal={exit_signal})"
     if hint:
         text += f": {hint}"
@@ -198,6 +206,7 @@ class Stage(enum.IntEnum):
     MOUNT_PROC = 7
     PDEATHSIG = 8
     PROCESS_GROUP = 9  # setpgid() for process_group=
+    PROPAGATION = 10  # every mount's propagation, for propagation= or before mount_proc=
     MAPS = -1  # the parent writing the child's uid_map, gid_map or setgroups
 
 
@@ -284,7 +293,24 @@ def _translate(
         return OSError(err, f"{os.strerror(err)}: setting up the child's file descriptors")
     if stage in _SETUP_STEPS:
         doing, hint = _SETUP_STEPS[Stage(stage)]
-        if err == _errno.EPERM and hint:
+        if (
+            stage == Stage.MOUNT_PROC
+            and err == _errno.EPERM
+            and flags & CloneFlags.CLONE_NEWUSER
+            and not flags & CloneFlags.CLONE_NEWPID
+        ):
+            hint = (
+                "a /proc is mounted only by a process with privilege over its PID namespace, "
+                "which the caller's user namespace owns: add CLONE_NEWPID, whose new namespace "
+                "the child's new user namespace then owns"
+            )
+        elif stage == Stage.JOIN and err == _errno.EINVAL:
+            hint = (
+                "Linux enters a PID namespace only if it is the caller's own or a descendant of "
+                "it, never an ancestor; a user namespace only if it is not the caller's own; "
+                "a mount or user namespace only for a child with a filesystem context of its own"
+            )
+        if hint and (err == _errno.EPERM or (stage == Stage.JOIN and err == _errno.EINVAL)):
             doing += f" ({hint})"
         elif err == _errno.EACCES and stage == Stage.TIME:
             doing += (
@@ -343,6 +369,7 @@ _SETUP_STEPS: Dict[Stage, tuple[str, str]] = {
         _PRIVILEGE,
     ),
     Stage.MOUNT_PROC: ("mounting /proc in the child (mount_proc=)", _PRIVILEGE),
+    Stage.PROPAGATION: ("changing every mount's propagation in the child (propagation=)", _PRIVILEGE),
     Stage.PDEATHSIG: ("prctl(PR_SET_PDEATHSIG) in the child", ""),
     Stage.PROCESS_GROUP: ("setpgid() in the child (process_group=)", ""),
 }

@@ -653,6 +653,9 @@ make_child(int mode, const struct pc_request *rq, struct outcome *out)
                 pc_clone3_enosys = 1;
             if (rq->legacy_ok)
                 do_legacy_clone(rq, &pidfd, tid_field, out);
+            if (out->pid < 0 && errno == EPERM && out->clone3_err == EPERM)
+                out->used = USED_CLONE3; /* both refused it: the privilege is missing, and
+                                          * clone3 is the call the caller asked for */
         }
     }
     else if (mode == MODE_CLONE3 && !rq->legacy_ok) {
@@ -1032,6 +1035,7 @@ static const struct {
     {"STAGE_MOUNT_PROC", PC_STAGE_MOUNT_PROC},
     {"STAGE_PDEATHSIG", PC_STAGE_PDEATHSIG},
     {"STAGE_PROCESS_GROUP", PC_STAGE_PROCESS_GROUP},
+    {"STAGE_PROPAGATION", PC_STAGE_PROPAGATION},
     {"STAGE_MAPS", PC_STAGE_MAPS},
 };
 

@@ -319,9 +319,10 @@ pc_setup_child(const struct pc_setup *s, int *stage)
     *stage = PC_STAGE_HOSTNAME;
     if (s->hostname != NULL && sethostname(s->hostname, s->hostname_len) != 0)
         return -1;
-    *stage = PC_STAGE_MOUNT_PROC;
+    *stage = PC_STAGE_PROPAGATION;
     if (setup_propagation(s) != 0)
         return -1;
+    *stage = PC_STAGE_MOUNT_PROC;
     if (s->mount_proc != NULL &&
         mount("proc", s->mount_proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
         return -1;

@@ -507,14 +507,18 @@ spawn_libc_clone(struct spawn_call *s, struct spawn_outcome *o)
 static void
 spawn_launch(struct spawn_call *s, struct spawn_outcome *o)
 {
-    int legacy = s->mode == MODE_LEGACY;
+    int legacy = s->mode == MODE_LEGACY, clone3_err = 0;
 
     if (s->mode == MODE_CLONE3) {
         spawn_clone3(s, o);
         legacy = o->pid < 0 && s->rq.legacy_ok && (o->clone_err == ENOSYS || o->clone_err == EPERM);
+        clone3_err = o->clone_err;
     }
-    if (legacy)
+    if (legacy) {
         spawn_libc_clone(s, o);
+        if (o->pid < 0 && o->clone_err == EPERM && clone3_err == EPERM)
+            o->used = USED_CLONE3; /* both refused it: the privilege is missing */
+    }
 }
 
 /* The child's report, until EOF: the exec closed the pipe, or the child is gone
