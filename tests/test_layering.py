@@ -20,7 +20,14 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "portclone"
 LAYERS: List[List[str]] = [
     ["portclone._flags"],
     ["portclone._errors"],
-    ["portclone._validate", "portclone._loader", "portclone._communicate", "portclone._docs", "portclone._procns"],
+    [
+        "portclone._validate",
+        "portclone._loader",
+        "portclone._communicate",
+        "portclone._docs",
+        "portclone._procns",
+        "portclone._caller",
+    ],
     ["portclone._child"],
     ["portclone._setup"],
     ["portclone._plan"],

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import signal
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import Backend
+from ._caller import causes
 from ._child import Child, hold_signals, reap_orphans
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
@@ -74,12 +76,15 @@ def clone(
     needs: ``uid_map``/``gid_map`` (``[(inside, outside, count)]`` or /proc text) or
     ``map_root=True``, written by the parent while the child waits, with ``setgroups``
     ("deny" by default with a gid map, or "allow"); ``hostname``; ``time_offsets``
-    (``{"monotonic": s, "boottime": s}``); ``mount_proc`` (True or a directory: a fresh
+    (``{"monotonic": s, "boottime": s}``, counted from the host's clocks, those of the
+    initial time namespace, even when the caller is in a time namespace of its own);
+    ``mount_proc`` (True or a directory: a fresh
     /proc, every mount made private first unless ``propagation`` says otherwise);
     ``propagation`` ("private", "shared", "slave" or "unchanged": every mount's, as
     unshare --propagation); ``join`` (``{"net": pid, "uts": child,
-    "mnt": "/proc/PID/ns/mnt"}``: existing namespaces to enter; those already ours are
-    skipped); ``pdeathsig`` (the signal the child gets when the calling *thread* ends).
+    "mnt": "/proc/PID/ns/mnt"}``: existing namespaces to enter, in nsenter's two passes;
+    a pid or a Child is reached through its pidfd, never through ``/proc/<pid>``, and
+    those already ours are skipped); ``pdeathsig`` (the signal the child gets when the calling *thread* ends).
     A failure of the setup raises here, and no child is left.
 
     ``args`` and ``kwargs`` must fit ``fn``'s signature (TypeError otherwise, before any
@@ -188,12 +193,20 @@ def check(
     pdeathsig: Optional[int] = None,
     mount_proc: MountProc = False,
     propagation: Optional[str] = None,
+    probe: bool = False,
 ) -> CloneFlags:
     """Validate a clone request without creating anything.
 
     Returns the flags clone() would use: ``cgroup=`` adds CLONE_INTO_CGROUP, and each
     setup option the namespace it implies (``hostname=`` CLONE_NEWUTS...).  Raises
     exactly what clone() would raise before creating the child.
+
+    That answer is for the request, whoever makes it.  With ``probe=True`` the answer is
+    for this caller, here and now: the request is then tried in a throwaway child that
+    exits at once, and what the kernel refuses (no privilege, user namespaces disabled or
+    restricted, a seccomp filter, a chroot) is raised as clone() would raise it, naming
+    the cause where it can be told.  The trial is a real clone (``set_tid`` takes its pid
+    for a moment; ``cgroup`` gets a member that leaves at once).
     """
     options = parse_options(
         uid_map=uid_map,
@@ -207,7 +220,12 @@ def check(
         mount_proc=mount_proc,
         propagation=propagation,
     )
+    if not isinstance(probe, bool):
+        raise TypeError(f"probe must be True or False, not {type(probe).__name__}")
     request = _request(current_backend(), flags, exit_signal, cgroup, set_tid, options)
+    if probe:
+        _trial(request, options)
+        return request.flags
     if options.join:  # the targets, opened and checked as clone() does, then closed
         setup = ChildSetup(options)
         try:
@@ -215,6 +233,33 @@ def check(
         finally:
             setup.close()
     return request.flags
+
+
+def _exit_zero() -> int:
+    return 0
+
+
+def _trial(request: Request, options: Options) -> None:
+    """check(probe=True): ``request`` made for real, by a child that exits at once."""
+    backend = current_backend()
+    setup = ChildSetup(options) if options.names else None
+    try:
+        if setup is not None:
+            setup.open(int(request.flags))
+        try:
+            child = backend.launch(request, _exit_zero, (), {}, setup)
+        except OSError as e:
+            found = causes(int(request.flags), e.errno or 0)
+            if found and e.errno in (errno.EPERM, errno.ENOSPC, errno.EACCES):
+                raise type(e)(e.errno, f"{e.strerror}; here: {'; '.join(found)}") from None
+            raise
+    finally:
+        if setup is not None:
+            setup.close()
+    with child:
+        code = child.wait()
+    if code != 0:  # the setup succeeded, so only a signal from outside gets here
+        raise ChildProcessError(errno.ECHILD, f"the trial child ended with {code}")
 
 
 def _request(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from . import __version__, available_backends, check, clone, current_backend, spawn
+from ._caller import causes
 from ._errors import PortcloneError, Stage
 from ._flags import BACKENDS, INFO, NS_FLAGS, OPTION, TABLE, CloneFlags, bits, describe
 from ._loader import StaleExtensionError, native_status
@@ -568,6 +569,9 @@ def _info() -> Dict[str, Any]:
         # another flag with the same ns (CLONE_EMPTY_MNTNS)
         if info.ns and info.name.startswith("CLONE_NEW"):
             problem = probe(info.flag) if probe is not None else backend.why_refused(info.flag)
+            if problem is not None and probe is not None:
+                found = causes(int(info.flag))
+                problem += f"; here: {'; '.join(found)}" if found else ""
             capabilities[f"namespace {info.ns}"] = _capability(problem is None, problem)
     try:
         with open("/proc/sys/user/max_user_namespaces") as f:
@@ -575,8 +579,24 @@ def _info() -> Dict[str, Any]:
     except (OSError, ValueError):
         pass
     facts["capabilities"] = capabilities
-    facts["supported_flags"] = describe(int(backend.supported_flags)).split("|")
+    # what the backend and kernel honour, and of that what this caller may use now: the
+    # namespace lines above are this caller's trials
+    supported = backend.supported_flags
+    refused = [
+        NS_FLAGS[key.split()[1]]
+        for key, cap in capabilities.items()
+        if key.startswith("namespace ") and not cap["available"]
+    ]
+    usable = supported & ~F(sum(int(flag) for flag in refused))
+    facts["supported_flags"] = describe(int(supported)).split("|")
+    facts["usable_flags"] = describe(int(usable)).split("|") if usable else []
     return facts
+
+
+_LIST_NOTES = {
+    "supported_flags": "what the backend and kernel honour, for a caller they let",
+    "usable_flags": "of those, what this caller may use now: see the namespace lines",
+}
 
 
 def _print_info(as_json: bool) -> int:
@@ -587,7 +607,7 @@ def _print_info(as_json: bool) -> int:
     width = max(len(k) for k in [*facts, *facts["capabilities"]]) + 2
     for key, value in facts.items():
         if key == "capabilities":
-            print("capabilities:")
+            print("capabilities (namespaces: tried by this caller now):")
             for name, cap in value.items():
                 state = "yes" if cap["available"] else f"no: {cap['reason']}"
                 print(f"  {name:<{width - 2}} {state}")
@@ -597,6 +617,8 @@ def _print_info(as_json: bool) -> int:
                 print(f"  {k:<{width - 2}} {v}")
         elif isinstance(value, list):
             print(f"{key:<{width}} {', '.join(map(str, value))}")
+            if key in _LIST_NOTES:
+                print(f"{'':<{width}} ({_LIST_NOTES[key]})")
         else:
             print(f"{key:<{width}} {value}")
     return 0
@@ -638,9 +660,14 @@ def _flags(markdown: bool) -> int:
     return 0
 
 
-def _check(flag_text: str, exec_child: bool) -> int:
-    """Exit 0 when this backend honours the request; else every reason against it
-    (the kernel's rules and this backend's refusals alike), exit 1."""
+#: the bits a --exec check tries in a clone() child: what a caller may lack is a namespace
+_NAMESPACES = F(sum(int(flag) for flag in NS_FLAGS.values()))
+
+
+def _check(flag_text: str, exec_child: bool, static: bool = False) -> int:
+    """Exit 0 when this backend honours the request, for this caller now (tried in a
+    throwaway child) unless ``static``; else every reason against it (the kernel's rules,
+    this backend's refusals, what the trial met), exit 1."""
     if not any(c.isalnum() for c in flag_text):
         # a gate written as `check "$FLAGS"` must not pass when $FLAGS is empty
         raise ValueError(
@@ -666,12 +693,19 @@ def _check(flag_text: str, exec_child: bool) -> int:
                 check(flags)
         except PortcloneError as e:
             reasons.append(str(e))
+    if not reasons and not static:
+        try:  # the namespaces are what a caller may lack: tried in a child that exits
+            check(flags & _NAMESPACES if exec_child else flags, probe=True)
+        except (PortcloneError, OSError) as e:
+            reasons.append(cli_message(e))
     if reasons:
-        print(f"{backend.name} cannot honour {describe(int(flags))} for {what}:", file=sys.stderr)
+        whom = "" if static else " here"
+        print(f"{backend.name} cannot honour {describe(int(flags))} for {what}{whom}:", file=sys.stderr)
         for reason in dict.fromkeys(reasons):
             print(f"  {reason}", file=sys.stderr)
         return 1
-    print(f"{backend.name} honours {describe(int(flags))} for {what}")
+    whom = " (for any caller it lets: --static)" if static else " here, for this caller"
+    print(f"{backend.name} honours {describe(int(flags))} for {what}{whom}")
     return 0
 
 
@@ -721,6 +755,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="exec_child",
         help="for a program (spawn) rather than a Python child (clone)",
     )
+    p_check.add_argument(
+        "--static",
+        action="store_true",
+        help="answer for the request alone (whoever makes it), without trying it: by default "
+        "the request is tried in a throwaway child, so the answer is for this caller now",
+    )
     p_run = sub.add_parser(
         "run",
         help="run a program in new or joined namespaces: a portable unshare/nsenter",
@@ -759,7 +799,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "info":
         return _print_info(args.json)
     if args.command == "check":
-        return _check(args.check_flags, args.exec_child)
+        return _check(args.check_flags, args.exec_child, args.static)
     if args.command == "demo":
         return _demo(args.hostname)
     return _flags(args.markdown)
