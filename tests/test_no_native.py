@@ -7,9 +7,11 @@ temporary directory without it, and a fresh interpreter imports that copy.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 import sys
+from typing import Optional
 
 import pytest
 from conftest import run_python
@@ -210,3 +212,52 @@ def test_info_refuses_a_stale_extension_without_a_traceback(pure_copy: pathlib.P
     assert result.returncode == 1, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
     assert "stale build (ABI -1" in result.stderr and "reinstall portclone" in result.stderr
+
+
+class _FakeDist:
+    """A distribution as importlib.metadata gives it, installed at ``where``."""
+
+    def __init__(self, where: str, direct_url: Optional[str]) -> None:
+        self.where, self.direct_url = where, direct_url
+
+    def locate_file(self, name: str) -> str:
+        return os.path.join(self.where, name)
+
+    def read_text(self, name: str) -> Optional[str]:
+        return self.direct_url if name == "direct_url.json" else None
+
+
+@pytest.mark.parametrize(
+    "direct_url, advice",
+    [
+        (None, "pip install --force-reinstall --no-cache-dir portclone"),
+        ('{"url": "file:///home/u/src/portclone", "dir_info": {}}', "--no-cache-dir /home/u/src/portclone"),
+        ('{"url": "file:///home/u/pc", "dir_info": {"editable": true}}', "--no-cache-dir -e /home/u/pc"),
+        (
+            '{"url": "https://example.org/pc.git", "vcs_info": {"vcs": "git", "commit_id": "0"}}',
+            "--no-cache-dir git+https://example.org/pc.git",
+        ),
+    ],
+    ids=["index", "path", "editable", "vcs"],
+)
+def test_the_reinstall_advice_fits_how_portclone_was_installed(
+    monkeypatch: pytest.MonkeyPatch, direct_url: Optional[str], advice: str
+) -> None:
+    from importlib import metadata
+
+    from portclone import _registry
+
+    site = os.path.dirname(os.path.dirname(os.path.realpath(_registry.__file__)))
+    monkeypatch.setattr(metadata, "distribution", lambda name: _FakeDist(site, direct_url))
+    assert advice in _registry._reinstall_advice()
+
+
+def test_the_reinstall_advice_for_a_copy_on_sys_path_names_the_copy(pure_copy: pathlib.Path) -> None:
+    result = run_python(
+        "from portclone._registry import _reinstall_advice; print(_reinstall_advice())",
+        env={"PYTHONPATH": str(pure_copy)},
+        cwd=str(pure_copy),
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(pure_copy) in result.stdout
+    assert "--force-reinstall --no-cache-dir portclone" not in result.stdout

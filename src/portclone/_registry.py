@@ -143,12 +143,51 @@ def _warn_fallback(expected: str, why: str) -> None:
         level, frame = level + 1, frame.f_back
     warnings.warn(
         f"portclone: the {expected} backend is unusable ({why}); the fork fallback serves, "
-        "without the clone flags it cannot honour. Reinstall portclone with a C compiler and "
-        "Python's headers (pip install --force-reinstall --no-cache-dir portclone: pip reuses the "
-        "wheel it built without them), or from a wheel; `python -m portclone info` says more",
+        f"without the clone flags it cannot honour. With a C compiler and Python's headers, "
+        f"{_reinstall_advice()}; `python -m portclone info` says more",
         RuntimeWarning,
         stacklevel=level,
     )
+
+
+def _reinstall_advice() -> str:
+    """How to get the extension, for the way this copy of portclone was installed: from
+    an index, from a path or a VCS (pip's direct_url.json, PEP 610), or not at all (a
+    checkout or a copy on sys.path)."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    here = os.path.realpath(os.path.dirname(__file__))
+    dist = None
+    try:
+        found = metadata.distribution("portclone")
+        if os.path.realpath(str(found.locate_file("portclone"))) == here:
+            dist = found
+    except (metadata.PackageNotFoundError, OSError, ValueError):
+        pass
+    if dist is None:  # not installed: this directory was put on sys.path
+        for root in (os.path.dirname(os.path.dirname(here)), os.path.dirname(here)):  # src/ or flat
+            if os.path.exists(os.path.join(root, "setup.py")):
+                return (
+                    f"build it in place (cd {root} && python setup.py build_ext --inplace) or "
+                    f"install the checkout (pip install --no-cache-dir {root})"
+                )
+        return f"install portclone (pip install --no-cache-dir portclone) rather than use the copy in {here}"
+    command = "pip install --force-reinstall --no-cache-dir"
+    why = "pip reuses the wheel it built without them"
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "null")
+    except ValueError:
+        direct = None
+    if isinstance(direct, dict) and isinstance(direct.get("url"), str):
+        url = direct["url"]
+        editable = bool((direct.get("dir_info") or {}).get("editable"))
+        source = unquote(urlparse(url).path) if url.startswith("file:") else url
+        if "vcs_info" in direct:
+            source = f"{direct['vcs_info'].get('vcs', 'git')}+{url}"
+        return f"reinstall it from where it came ({command} {'-e ' if editable else ''}{source}: {why})"
+    return f"reinstall it ({command} portclone: {why}), or install a wheel"
 
 
 @contextlib.contextmanager
