@@ -83,6 +83,35 @@ def test_python_block_runs_as_written(where: str, code: str) -> None:
     assert "Traceback" not in result.stdout + result.stderr, f"{where}:\n{result.stderr}"
 
 
+@pytest.mark.requires("linux", "root")
+@pytest.mark.host_only
+@pytest.mark.parametrize("privileged", [True, False], ids=["root", "without-CAP_SYS_ADMIN"])
+def test_the_plugin_example_passes_with_and_without_privilege(
+    tmp_path: pathlib.Path, privileged: bool
+) -> None:
+    """docs/backends.md's pytest example, run by pytest under every backend: as root, and
+    as root without CAP_SYS_ADMIN (setpriv drops it from the bounding set), the caller a
+    hosted CI runner's unprivileged user is for namespaces."""
+    (code,) = [c for w, c in python_blocks() if "test_degrades_cleanly" in c]
+    (tmp_path / "test_example.py").write_text(code)
+    drop = [] if privileged else ["setpriv", "--bounding-set", "-sys_admin"]
+    env = dict(os.environ)
+    env.pop("PORTCLONE_BACKEND", None)
+    src = str(pathlib.Path(portclone.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    from test_selection import _registered  # the plugin is loaded once: by its entry point, or -p
+
+    load = [] if _registered() else ["-p", "portclone.pytest_plugin"]
+    result = subprocess.run(
+        [*drop, sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *load,
+         str(tmp_path / "test_example.py")],
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in portclone.available_backends():
+        assert f"test_degrades_cleanly[{name}] PASSED" in result.stdout, result.stdout
+
+
 # -- every public name is documented ---------------------------------------------------
 
 DIRECTIVE = re.compile(r"^\.\. (?:auto)?(?:function|class|exception|data)::[ \t]+(.*(?:\n {10}\S.*)*)", re.M)

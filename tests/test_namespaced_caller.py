@@ -340,3 +340,105 @@ def test_the_callers_function_inherits_none_of_the_setups_fds() -> None:
     finally:
         target.kill()
         target.wait()
+
+
+def test_an_ancestor_pid_namespace_is_named_as_the_cause(tmp_path: object) -> None:
+    out = _run(
+        OUTER_PROC,
+        """
+        import os, portclone
+        # /proc is the outer one: unshare(1), our parent there, is in the ancestor namespace
+        outer = os.readlink("/proc/self")
+        with open(f"/proc/{outer}/stat") as f:
+            parent = f.read().rsplit(")", 1)[1].split()[1]
+        try:
+            portclone.spawn(["true"], join={"pid": f"/proc/{parent}/ns/pid"})
+        except OSError as e:
+            print("refused", e)
+        """,
+        tmp_path,
+    )
+    assert "refused" in out and "never an ancestor" in out, out
+
+
+def test_clone_newpid_after_the_callers_own_unshare_names_the_cause(tmp_path: object) -> None:
+    out = _run(
+        [],
+        """
+        import ctypes, portclone
+        assert ctypes.CDLL(None, use_errno=True).unshare(int(portclone.CLONE_NEWPID)) == 0
+        try:
+            portclone.spawn(["true"], flags=portclone.CLONE_NEWPID)
+        except OSError as e:
+            print("refused", e)
+        """,
+        tmp_path,
+    )
+    assert "refused" in out and "PID namespace for children is not its own" in out, out
+    assert "clone3(" in out or "clone(" in out
+
+
+def test_mount_proc_in_a_user_namespace_without_a_pid_namespace_names_clone_newpid() -> None:
+    with pytest.raises(PermissionError, match="add CLONE_NEWPID"):
+        portclone.spawn(["true"], map_root=True, mount_proc=True)
+
+
+def _without_cap_sys_admin(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m portclone ARGS`` as root without CAP_SYS_ADMIN (setpriv drops it from
+    the bounding set, so the exec'd interpreter has none): a caller that may create user
+    namespaces but no other without one."""
+    return subprocess.run(
+        ["setpriv", "--bounding-set", "-sys_admin", sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux's setpriv(1)")
+def test_check_answers_for_this_caller_unless_static() -> None:
+    denied = _without_cap_sys_admin("-m", "portclone", "check", "NEWPID")
+    assert denied.returncode == 1, denied.stdout + denied.stderr
+    assert "CAP_SYS_ADMIN" in denied.stderr and "here" in denied.stderr
+    static = _without_cap_sys_admin("-m", "portclone", "check", "--static", "NEWPID")
+    assert static.returncode == 0, static.stderr
+    with_user = _without_cap_sys_admin("-m", "portclone", "check", "NEWPID,NEWUSER")
+    assert with_user.returncode == 0, with_user.stderr
+    api = _without_cap_sys_admin(
+        "-c",
+        "import portclone\n"
+        "portclone.check(portclone.CLONE_NEWNET)\n"
+        "try:\n"
+        "    portclone.check(portclone.CLONE_NEWNET, probe=True)\n"
+        "except PermissionError as e:\n"
+        "    print('refused', e)\n",
+    )
+    assert api.returncode == 0, api.stderr
+    assert "refused" in api.stdout and "CAP_SYS_ADMIN" in api.stdout
+    assert (
+        "linux honours CLONE_NEWPID"
+        in subprocess.run(
+            [sys.executable, "-m", "portclone", "check", "NEWPID"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux's setpriv(1)")
+def test_info_does_not_contradict_itself_for_a_caller_without_privilege() -> None:
+    import json
+
+    out = _without_cap_sys_admin("-m", "portclone", "info", "--json")
+    assert out.returncode == 0, out.stderr
+    facts = json.loads(out.stdout)
+    caps = facts["capabilities"]
+    assert not caps["namespace pid"]["available"]
+    assert "CAP_SYS_ADMIN" in caps["namespace pid"]["reason"]
+    assert "CLONE_NEWPID" in facts["supported_flags"]
+    assert "CLONE_NEWPID" not in facts["usable_flags"]
+    for name, cap in caps.items():
+        if name.startswith("namespace ") and cap["available"]:
+            flag = {"mnt": "CLONE_NEWNS"}.get(name.split()[1], "CLONE_NEW" + name.split()[1].upper())
+            assert flag in facts["usable_flags"], name
