@@ -442,3 +442,20 @@ def test_info_does_not_contradict_itself_for_a_caller_without_privilege() -> Non
         if name.startswith("namespace ") and cap["available"]:
             flag = {"mnt": "CLONE_NEWNS"}.get(name.split()[1], "CLONE_NEW" + name.split()[1].upper())
             assert flag in facts["usable_flags"], name
+
+
+def test_set_tid_for_each_level_of_a_joined_pid_namespace_is_accepted() -> None:
+    # the kernel takes one pid per level of the namespace the child is created in: a
+    # joined child namespace has two levels here (pid_namespaces(7), clone3 set_tid)
+    target = portclone.spawn(["sleep", "300"], flags=CloneFlags.CLONE_NEWPID)
+    outer = next(n for n in range(2000, 3000) if not os.path.exists(f"/proc/{n}"))  # free now
+    try:
+        portclone.check(set_tid=[2, outer], join={"pid": target})
+        with portclone.spawn(
+            ["sh", "-c", "echo $$"], set_tid=[2, outer], join={"pid": target}, stdout=portclone.PIPE
+        ) as child:
+            assert child.communicate()[0].split() == [b"2"]
+            assert child.pid == outer
+    finally:
+        target.kill()
+        target.wait()

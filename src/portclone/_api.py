@@ -273,7 +273,13 @@ def _request(
     """The checked request, and (never remembered: dispositions change) an exit signal
     whose default action would end the caller refused."""
     request = backend.request(
-        flags, exit_signal, cgroup, set_tid, options=options.names, implied=int(options.implied)
+        flags,
+        exit_signal,
+        cgroup,
+        set_tid,
+        options=options.names,
+        implied=int(options.implied),
+        joins_pid=options.joins_pid,
     )
     if options.names:
         check_conflicts(options, int(request.flags), backend.name, implied=int(request.implied))
@@ -359,6 +365,7 @@ def spawn(
         exec_child=True,
         options=options.names,
         implied=int(options.implied),
+        joins_pid=options.joins_pid,
     )
     check_conflicts(options, int(request.flags), backend.name, exec_child=True, implied=int(request.implied))
     reap_orphans()

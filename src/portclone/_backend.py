@@ -63,9 +63,11 @@ class Backend:
         exec_child: bool = False,
         options: FrozenSet[str] = frozenset(),
         implied: int = 0,
+        joins_pid: bool = False,
     ) -> Request:
         """make_request() and check(), remembering requests that passed.  ``options``: the
-        setup options given (portclone._setup), which add the ``implied`` flags."""
+        setup options given (portclone._setup), which add the ``implied`` flags;
+        ``joins_pid``: join= names a PID namespace (make_request)."""
         simple = (
             cgroup is None
             and set_tid is None
@@ -86,6 +88,7 @@ class Backend:
             has_feature=self.has_feature,
             options=options,
             implied=implied,
+            joins_pid=joins_pid,
         )
         self.check(request, exec_child)
         # CLONE_PARENT's validity depends on being a namespace's init: never remembered

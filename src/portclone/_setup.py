@@ -78,6 +78,10 @@ class Options:
     def maps(self) -> bool:
         return self.uid_map is not None or self.gid_map is not None or self.setgroups is not None
 
+    @property
+    def joins_pid(self) -> bool:
+        return any(name == "pid" for name, _ in self.join)
+
     def conditions(self) -> FrozenSet[str]:
         """The _flags.CONDITIONS these options make true."""
         found = {"setup"} if self.names else set()

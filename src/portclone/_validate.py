@@ -175,8 +175,11 @@ def make_request(
     has_feature: Callable[[str], bool] = _lifted,
     options: FrozenSet[str] = frozenset(),
     implied: int = 0,
+    joins_pid: bool = False,
 ) -> Request:
     """Check everything that is true on every backend; raise before any effect.
+    ``joins_pid``: the child is created in a PID namespace of join=, whose depth (what
+    set_tid may hold) the kernel checks at the clone, before any child exists.
 
     ``has_feature`` tells whether the kernel has the feature that lifts a rule
     (``Rule.lifted_by``); by default every such rule counts as lifted.
@@ -226,7 +229,7 @@ def make_request(
         present.add("no_cgroup")
     invalid += broken_rules(value, frozenset(present), has_feature)
     if tids is not None:
-        problem = _set_tid_problem(tids, value)
+        problem = _set_tid_problem(tids, value, joins_pid)
         if problem:
             invalid.append(Refusal(problem, field="set_tid"))
     unreadable: Optional[OSError] = None
@@ -272,7 +275,7 @@ def check_options(flags: int, present: FrozenSet[str], backend: str) -> None:
         raise InvalidFlagsError(backend, found)
 
 
-def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
+def _set_tid_problem(tids: Tuple[int, ...], flags: int, joins_pid: bool = False) -> Optional[str]:
     if not 1 <= len(tids) <= MAX_SET_TID:
         return f"must hold 1 to {MAX_SET_TID} pids, not {len(tids)}"
     pid_max = _pid_max()
@@ -280,7 +283,7 @@ def _set_tid_problem(tids: Tuple[int, ...], flags: int) -> Optional[str]:
         if not 0 < tid < pid_max:  # pid_max itself is not a pid (alloc_pid: tid >= pid_max)
             return f"set_tid[{i}] = {tid} is outside 1..{pid_max - 1} (/proc/sys/kernel/pid_max is {pid_max})"
     levels = _pid_ns_levels() + (1 if flags & CloneFlags.CLONE_NEWPID else 0)
-    if len(tids) > levels:
+    if len(tids) > levels and not joins_pid:
         return (
             f"{len(tids)} pids given, but the child lives in {levels} PID namespace(s) "
             "(one pid per level, innermost first)"
