@@ -459,3 +459,32 @@ def test_set_tid_for_each_level_of_a_joined_pid_namespace_is_accepted() -> None:
     finally:
         target.kill()
         target.wait()
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux's setpriv(1)")
+def test_an_unprivileged_join_of_user_and_pid_namespaces_is_refused_first(tmp_path: object) -> None:
+    # a rootless container: its user namespace and a PID namespace that it owns; the caller
+    # has no CAP_SYS_ADMIN, so its thread cannot enter the PID namespace before the clone
+    out = _run(
+        ["setpriv", "--bounding-set", "-sys_admin"],
+        """
+        import subprocess, portclone
+        target = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child",
+             "sh", "-c", "echo ready && exec sleep 300"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert target.stdout.readline() == "ready\\n"
+        with open(f"/proc/{target.pid}/task/{target.pid}/children") as f:
+            inner = int(f.read().split()[0])  # the sh that is now sleep, in the PID namespace
+        for call in (portclone.check, lambda **kw: portclone.spawn(["true"], **kw)):
+            try:
+                call(join={"user": inner, "pid": inner})
+            except PermissionError as e:
+                print("refused", "nsenter -U -p" in str(e))
+        target.kill()
+        target.wait()
+        """,
+        tmp_path,
+    )
+    assert out.split("\n").count("refused True") == 2, out

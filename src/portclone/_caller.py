@@ -20,7 +20,7 @@ from typing import List, Optional
 
 from ._flags import NS_FLAGS
 
-__all__ = ["causes"]
+__all__ = ["causes", "has_cap_sys_admin"]
 
 _CAP_SYS_ADMIN = 21
 _NEWUSER = int(NS_FLAGS["user"])
@@ -62,13 +62,19 @@ def _chrooted() -> bool:
     return (ours.st_dev, ours.st_ino) != (theirs.st_dev, theirs.st_ino)
 
 
+def has_cap_sys_admin() -> bool:
+    """Whether CAP_SYS_ADMIN is in this process's effective set (in its own user
+    namespace); True when /proc cannot tell (the kernel then answers for itself)."""
+    cap = _status_field("CapEff")
+    return cap is None or bool(int(cap, 16) >> _CAP_SYS_ADMIN & 1)
+
+
 def causes(flags: int, err: int = 0) -> List[str]:
     """What in this process's situation explains a refusal of ``flags`` (CLONE_* bits),
     ``err`` being the errno the kernel gave; [] when none of the known causes holds."""
     found = []
     new_user = bool(flags & _NEWUSER)
-    cap = _status_field("CapEff")
-    privileged = cap is not None and bool(int(cap, 16) >> _CAP_SYS_ADMIN & 1)
+    privileged = has_cap_sys_admin()
     if flags & _PRIVILEGED_NS and not new_user and not privileged:
         found.append(
             "this process has no CAP_SYS_ADMIN (not root, or root of no namespace it owns): "
