@@ -365,6 +365,15 @@ def no_side_effects() -> Iterator[None]:
         assert after[key] == before[key], f"{key} changed"
 
 
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    """Name the running test in $PORTCLONE_TEST_NOW: tools/in_setting.py says which test
+    killed the interpreter (an abort in portclone) and runs the rest again without it."""
+    now = os.environ.get("PORTCLONE_TEST_NOW")
+    if now:
+        with open(now, "w") as f:
+            f.write(nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """pytest exits 5 when no test was collected (e.g. a -k that matches nothing):
     say so loudly, but do not fail the tox environment for it."""
