@@ -59,12 +59,52 @@ def cgroup2_root() -> Optional[str]:
     return None
 
 
+def initial_user_namespace_missing() -> Optional[str]:
+    """Why this process is not in the initial user namespace (where root is host root), or None."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            whole = f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return "needs the initial user namespace: /proc/self/uid_map cannot be read"
+    return (
+        None
+        if whole
+        else (
+            "needs root of the initial user namespace (CAP_SYS_ADMIN over the host); this is "
+            "root of a user namespace (/proc/self/uid_map maps only part of the ids)"
+        )
+    )
+
+
 @functools.cache
 def missing(feature: str) -> Optional[str]:
     """Why ``feature`` is unavailable here, or None."""
     backend = portclone.current_backend()
-    if feature == "root":
+    if feature == "root":  # root of its user namespace: inside `unshare -Ur` too
         return None if os.geteuid() == 0 else "needs root (euid 0)"
+    if feature == "host-root":
+        if os.geteuid() != 0:
+            return "needs root of the initial user namespace (euid 0 with CAP_SYS_ADMIN over the host)"
+        return initial_user_namespace_missing()
+    if feature == "setgroups-allow":
+        try:
+            with open("/proc/self/setgroups") as f:
+                deny = f.read().strip() == "deny"
+        except OSError:
+            deny = False
+        return (
+            "this user namespace's /proc/self/setgroups is deny: the kernel refuses allow in "
+            "every user namespace below it"
+            if deny
+            else None
+        )
+    if feature == "not-pid1":
+        return (
+            "this process is the init (pid 1) of its PID namespace: the kernel refuses "
+            "CLONE_PARENT from it (it has no parent to share)"
+            if os.getpid() == 1
+            else None
+        )
     if feature == "proc":
         return (
             None
@@ -200,6 +240,64 @@ def broken_rules(flags: int) -> list:  # type: ignore[type-arg]
 # -- nothing happened ---------------------------------------------------------------
 
 
+# -- pids as /proc names them ---------------------------------------------------------
+# In a PID namespace that sees an outer /proc (unshare -pf without --mount-proc) the pid
+# os.getpid() or Child.pid gives and the /proc/<pid> of that process differ: /proc names
+# processes in the namespace it was mounted from.  /proc/self is always right.
+
+
+@functools.cache
+def _proc_depth() -> int:
+    """How many PID namespaces /proc/self/status lists us in: 1 when /proc is our own."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return len(line.split()) - 1
+    return 1  # a kernel before 4.1 says nothing: take /proc to be ours
+
+
+def proc_pid(pid: int) -> int:
+    """The number /proc gives process ``pid`` (a pid as this process sees pids), asked of the
+    kernel through a pidfd: ProcessLookupError if it is gone (reaped)."""
+    if _proc_depth() == 1:
+        return pid
+    fd = os.pidfd_open(pid)  # ProcessLookupError when no such process
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    seen = int(line.split()[1])
+                    if seen <= 0:
+                        raise ProcessLookupError(pid)
+                    return seen
+    finally:
+        os.close(fd)
+    raise OSError(f"/proc/self/fdinfo/{fd} has no Pid: line")
+
+
+def proc_path(pid: int, *parts: str) -> str:
+    """/proc/<pid>/<parts...> for process ``pid`` as this process sees pids."""
+    return os.path.join("/proc", str(proc_pid(pid)), *parts)
+
+
+def our_pid(seen: int) -> int:
+    """The reverse of proc_pid: a pid /proc lists (a children file, say) as we see pids."""
+    depth = _proc_depth()
+    if depth == 1:
+        return seen
+    with open(f"/proc/{seen}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[depth])
+    raise OSError(f"/proc/{seen}/status has no NSpid: line")
+
+
+def children_of(pid: int) -> List[int]:
+    """The children of process ``pid`` (its main thread's), as this process sees pids."""
+    with open(proc_path(pid, "task", str(proc_pid(pid)), "children")) as f:
+        return [our_pid(int(p)) for p in f.read().split()]
+
+
 def _children() -> set:  # type: ignore[type-arg]
     """This process's children (zombies too): from /proc, else from ps(1) (macOS, BSDs),
     else (Linux without /proc, where ps needs it) the exited ones waitid() can see."""
@@ -216,13 +314,13 @@ def _children() -> set:  # type: ignore[type-arg]
             return set()
         return {str(info.si_pid)} if info is not None else set()
     kids = set()
-    for tid in os.listdir("/proc/self/task"):
+    for tid in os.listdir("/proc/self/task"):  # /proc/self: right in any PID namespace
         try:
             with open(f"/proc/self/task/{tid}/children") as f:
                 kids.update(f.read().split())
         except OSError:
             pass
-    return kids
+    return kids  # pids as /proc names them: compared only with each other
 
 
 def _open_fds() -> List[str]:
@@ -267,6 +365,15 @@ def no_side_effects() -> Iterator[None]:
         assert after[key] == before[key], f"{key} changed"
 
 
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    """Name the running test in $PORTCLONE_TEST_NOW: tools/in_setting.py says which test
+    killed the interpreter (an abort in portclone) and runs the rest again without it."""
+    now = os.environ.get("PORTCLONE_TEST_NOW")
+    if now:
+        with open(now, "w") as f:
+            f.write(nodeid)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """pytest exits 5 when no test was collected (e.g. a -k that matches nothing):
     say so loudly, but do not fail the tox environment for it."""
@@ -288,7 +395,7 @@ def ns_inode(name: str) -> int:
 def alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (from /proc)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(proc_path(pid, "stat")) as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False

@@ -13,7 +13,7 @@ import time
 from typing import Dict, Optional
 
 import pytest
-from conftest import alive, ns_inode
+from conftest import alive, children_of, missing, ns_inode, proc_path
 
 import portclone
 from portclone._cli import RUN_OPTIONS, run_option_table
@@ -47,8 +47,8 @@ AS_NOBODY = textwrap.dedent("""
 
 
 def cli_as_nobody(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    if os.geteuid() != 0:
-        pytest.skip("needs root to become nobody")
+    if missing("host-root"):  # uid 65534 is mapped only there
+        pytest.skip(f"missing host-root: {missing('host-root')} (the CLI becomes uid 65534)")
     return subprocess.run(
         [sys.executable, "-c", AS_NOBODY, *args], capture_output=True, text=True, timeout=120
     )
@@ -106,7 +106,7 @@ def test_each_namespace_letter(letter: str, ns: str) -> None:
 
 
 @linux_root
-@pytest.mark.requires("CLONE_NEWUSER")
+@pytest.mark.requires("CLONE_NEWUSER", "setgroups-allow")
 def test_map_user_group_and_setgroups() -> None:
     result = cli(
         "run",
@@ -154,7 +154,7 @@ def test_join_and_join_ns_enter_the_targets_namespaces() -> None:
         one = cli(
             "run",
             "--join-ns",
-            f"net=/proc/{target.pid}/ns/net",
+            f"net={proc_path(target.pid, 'ns', 'net')}",
             "--",
             "stat",
             "-L",
@@ -162,7 +162,7 @@ def test_join_and_join_ns_enter_the_targets_namespaces() -> None:
             "%i",
             "/proc/self/ns/net",
         )
-        net = os.stat(f"/proc/{target.pid}/ns/net").st_ino
+        net = os.stat(proc_path(target.pid, "ns", "net")).st_ino
     finally:
         target.kill()
         target.wait()
@@ -195,7 +195,7 @@ def test_signals_to_run_reach_the_program_and_no_orphan_remains(sig: int) -> Non
         text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    children = _children(proc.pid)
+    children = children_of(proc.pid)
     assert len(children) == 1
     proc.send_signal(sig)
     code = proc.wait(timeout=60)
@@ -221,18 +221,13 @@ def test_kill_child_ends_the_program_when_run_is_killed() -> None:
         text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    child = _children(proc.pid)[0]
+    child = children_of(proc.pid)[0]
     proc.kill()
     proc.wait(timeout=60)
     deadline = time.monotonic() + 30
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not alive(child)
-
-
-def _children(pid: int) -> list:  # type: ignore[type-arg]
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
 
 
 # -- exit statuses and messages ------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, Iterator
 
 import pytest
-from conftest import alive, child_value, never_runs, no_side_effects, ns_inode, run_python
+from conftest import alive, child_value, never_runs, no_side_effects, ns_inode, proc_path, run_python
 
 import portclone
 from portclone import PIPE, Backend
@@ -74,7 +74,7 @@ def test_clone_writes_maps_before_fn_runs() -> None:
     assert groups == "deny" and uid == 0  # deny by default with a gid map, as unshare -r
 
 
-@pytest.mark.requires("linux", "proc", "root", "CLONE_NEWUSER")
+@pytest.mark.requires("linux", "proc", "host-root", "setgroups-allow", "CLONE_NEWUSER")
 @pytest.mark.parametrize("api", ["clone", "spawn"])
 def test_setgroups_allow_must_be_asked_for(api: str) -> None:
     maps = {"uid_map": [(0, 0, 1000)], "gid_map": [(0, 0, 1000)]}
@@ -88,7 +88,7 @@ def test_setgroups_allow_must_be_asked_for(api: str) -> None:
         assert got == want, (setgroups, got)
 
 
-@pytest.mark.requires("linux", "proc", "root", "CLONE_NEWUSER")
+@pytest.mark.requires("linux", "proc", "host-root", "CLONE_NEWUSER")  # becomes uid 65534
 @pytest.mark.parametrize("api", ["clone", "spawn"])
 def test_a_map_the_kernel_refuses_raises_and_leaves_no_child(api: str) -> None:
     """As nobody, mapping root is refused (EPERM): raised in the caller, no child left."""
@@ -133,7 +133,7 @@ def test_hostname_implies_a_new_uts_namespace() -> None:
     assert child.wait() == 0
 
 
-@pytest.mark.requires("linux")
+@pytest.mark.requires("linux", "CLONE_NEWUTS")
 def test_the_readme_spawn_example_runs() -> None:
     """hostname= alone used to raise: it needed CLONE_NEWUTS spelled out."""
     assert _spawn_out(["hostname"], hostname="box").strip() == "box"
@@ -203,10 +203,10 @@ def test_mount_proc_shows_only_the_new_pid_namespace() -> None:
 @pytest.mark.requires("linux", "proc", "root", "pidfd")
 @pytest.mark.parametrize("api", ["clone", "spawn"])
 def test_join_enters_the_targets_namespaces(api: str, sleeper: portclone.Child) -> None:
-    net = os.stat(f"/proc/{sleeper.pid}/ns/net").st_ino
-    uts = os.stat(f"/proc/{sleeper.pid}/ns/uts").st_ino
+    net = os.stat(proc_path(sleeper.pid, "ns", "net")).st_ino
+    uts = os.stat(proc_path(sleeper.pid, "ns", "uts")).st_ino
     assert net != ns_inode("net") and uts != ns_inode("uts")
-    join = {"uts": sleeper, "net": f"/proc/{sleeper.pid}/ns/net"}
+    join = {"uts": sleeper, "net": proc_path(sleeper.pid, "ns", "net")}
     if api == "clone":
         seen = child_value(lambda: [ns_inode("net"), ns_inode("uts"), socket.gethostname()], join=join)
     else:
@@ -224,7 +224,7 @@ def test_join_pid_puts_the_child_itself_in_the_namespace(api: str) -> None:
     the parent thread around the clone, so the child itself is in it, and goes back."""
     target = portclone.spawn(["sleep", "600"], flags=F.CLONE_NEWPID)
     try:
-        inode = os.stat(f"/proc/{target.pid}/ns/pid").st_ino
+        inode = os.stat(proc_path(target.pid, "ns", "pid")).st_ino
         own = os.readlink("/proc/thread-self/ns/pid_for_children")
         if api == "clone":
             pid, seen = child_value(lambda: (os.getpid(), ns_inode("pid")), join={"pid": target})
@@ -515,7 +515,7 @@ def test_spawn_joins_a_time_namespace() -> None:
     (EUSERS), so this exec child gets a copy."""
     target = portclone.spawn(["sleep", "600"], time_offsets={"boottime": 5})
     try:
-        want = os.stat(f"/proc/{target.pid}/ns/time").st_ino
+        want = os.stat(proc_path(target.pid, "ns", "time")).st_ino
         out = _spawn_out(["stat", "-L", "-c", "%i", "/proc/self/ns/time"], join={"time": target})
     finally:
         target.kill()
@@ -534,7 +534,9 @@ def test_setup_options_with_clone_parent_are_refused() -> None:
         portclone.spawn(["true"], flags=F.CLONE_PARENT, exit_signal=0, hostname="x")
 
 
-@pytest.mark.requires("linux", "proc", "root", "CLONE_NEWPID")
+# host-root: setns into our own PID namespace needs CAP_SYS_ADMIN over its owner, the
+# initial user namespace when it is the host's (refused to the root of `unshare -Ur`)
+@pytest.mark.requires("linux", "proc", "host-root", "CLONE_NEWPID")
 def test_joining_our_pid_namespace_after_an_unshare_is_not_skipped() -> None:
     """After unshare(CLONE_NEWPID) our children go to a new namespace: joining our own
     active one is then a real join (it was skipped as 'already ours')."""

@@ -111,8 +111,14 @@ def test_bad_arguments_fail_before_anything_exists(kwargs: dict, exc: type) -> N
 
 
 def _fds_in_child(**kwargs: object) -> list:  # type: ignore[type-arg]
-    # the shell's own fds, listed by ls (which opens one of its own, not the shell's)
-    names = output("sh", "-c", "ls /proc/$$/fd", **kwargs).split()
+    # the shell's own fds, listed by ls (which opens one of its own, not the shell's); the
+    # shell's pid as /proc names it from its own /proc/self (in a PID namespace that sees an
+    # outer /proc, $$ names another process there)
+    script = (
+        'while read -r key pid _; do [ "$key" = NSpid: ] && break; done </proc/self/status; '
+        'ls "/proc/$pid/fd"'
+    )
+    names = output("sh", "-c", script, **kwargs).split()
     return sorted(int(n) for n in names)
 
 
@@ -165,6 +171,8 @@ def test_signals_as_subprocess_leaves_them(portclone_backend: Backend) -> None:
 def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend, flag: F) -> None:
     """The contract for exec children: honoured flags start the program, the rest raise
     the documented reason before anything exists."""
+    if flag == F.CLONE_PARENT and missing("not-pid1"):
+        pytest.skip(f"missing not-pid1: {missing('not-pid1')}")
     kwargs: dict = {"flags": flag}  # type: ignore[type-arg]
     if flag in (F.CLONE_PARENT, F.CLONE_AUTOREAP):
         kwargs["exit_signal"] = 0  # the kernel's rule for these
@@ -186,20 +194,26 @@ def test_every_flag_starts_the_program_or_is_refused(portclone_backend: Backend,
     if reason is None:
         feature = flag.name if flag.name.startswith("CLONE_NEW") else None
         for need in (
-            ["root"]
-            if flag
-            & (
-                F.CLONE_INTO_CGROUP
-                | F.CLONE_NEWNS
-                | F.CLONE_NEWPID
-                | F.CLONE_NEWNET
-                | F.CLONE_NEWIPC
-                | F.CLONE_NEWUTS
-                | F.CLONE_NEWCGROUP
-                | F.CLONE_NEWTIME
+            (
+                ["root"]
+                if flag
+                & (
+                    F.CLONE_INTO_CGROUP
+                    | F.CLONE_NEWNS
+                    | F.CLONE_NEWPID
+                    | F.CLONE_NEWNET
+                    | F.CLONE_NEWIPC
+                    | F.CLONE_NEWUTS
+                    | F.CLONE_NEWCGROUP
+                    | F.CLONE_NEWTIME
+                )
+                else []
             )
-            else []
-        ) + ([feature] if feature and portclone_backend.name == "linux" else []):
+            + ([feature] if feature and portclone_backend.name == "linux" else [])
+            + (
+                ["cgroup2"] if flag == F.CLONE_INTO_CGROUP else []  # the named cgroup is written to
+            )
+        ):
             why = missing(need)
             if why:
                 pytest.skip(f"missing {need}: {why}")
@@ -325,8 +339,8 @@ ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, as a user's own proce
 
 def run_unprivileged(code: str) -> str:
     """``code`` as uid/gid 65534 in a fresh interpreter; its stdout."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop privileges in the subprocess")
+    if missing("host-root"):  # uid 65534 is mapped only there
+        pytest.skip(f"missing host-root: {missing('host-root')} (the subprocess becomes uid 65534)")
     if missing("CLONE_NEWUSER"):
         pytest.skip(f"missing CLONE_NEWUSER: {missing('CLONE_NEWUSER')}")
     result = run_python(UNPRIVILEGED + textwrap.dedent(code), timeout=300)
@@ -506,7 +520,10 @@ def test_every_reason_against_a_flag_is_said() -> None:
 
 def test_process_group(portclone_backend: Backend) -> None:
     """process_group=0: the program leads a group of its own (subprocess's, 3.11)."""
-    with portclone.spawn(["sh", "-c", "ps -o pgid= -p $$"], process_group=0, stdout=PIPE) as child:
+    # the program's own getpgrp(): ps -p $$ would read /proc/<pid>, another process's in a
+    # PID namespace that sees an outer /proc
+    group = [sys.executable, "-c", "import os; print(os.getpgrp())"]
+    with portclone.spawn(group, process_group=0, stdout=PIPE) as child:
         out = child.communicate(timeout=60)[0].decode().strip()
     assert out == str(child.pid) and child.returncode == 0
     for bad, error in ((-1, ValueError), (True, TypeError), ("0", TypeError)):
