@@ -304,13 +304,21 @@ def _translate(
                 "which the caller's user namespace owns: add CLONE_NEWPID, whose new namespace "
                 "the child's new user namespace then owns"
             )
+        elif stage == Stage.JOIN and err == _errno.EACCES:
+            hint = (
+                "the calling thread enters a PID namespace of join= around the clone and must "
+                "return to its own afterwards, which Linux allows only with CAP_SYS_ADMIN over "
+                "the user namespace that owns it; inside a user namespace this thread has none "
+                "over the namespace it came from: run the caller itself in the target's PID "
+                "namespace (nsenter -p), or create the namespace from here (CLONE_NEWPID)"
+            )
         elif stage == Stage.JOIN and err == _errno.EINVAL:
             hint = (
                 "Linux enters a PID namespace only if it is the caller's own or a descendant of "
                 "it, never an ancestor; a user namespace only if it is not the caller's own; "
                 "a mount or user namespace only for a child with a filesystem context of its own"
             )
-        if hint and (err == _errno.EPERM or (stage == Stage.JOIN and err == _errno.EINVAL)):
+        if hint and (err == _errno.EPERM or (stage == Stage.JOIN and err in (_errno.EINVAL, _errno.EACCES))):
             doing += f" ({hint})"
         elif err == _errno.EACCES and stage == Stage.TIME:
             doing += (

@@ -270,12 +270,22 @@ setup_propagation(const struct pc_setup *s)
 
 /* A PID namespace is entered at the clone: setns(CLONE_NEWPID) changes only the calling
  * thread's namespace for its next children (pid_namespaces(7)), so the parent thread
- * switches to it just around the clone, every signal blocked, and back. */
+ * switches to it just around the clone, every signal blocked, and back.  The way back is
+ * tried first: Linux lets a thread enter a PID namespace only with CAP_SYS_ADMIN over its
+ * owning user namespace (torvalds/linux:kernel/pid_namespace.c, pidns_install), which a
+ * thread in a user namespace lacks for the namespace it came from. */
 int
 pc_setup_enter_pid(const struct pc_setup *s)
 {
 #if defined(__linux__)
-    return s->pid_ns < 0 ? 0 : setns(s->pid_ns, PC_CLONE_NEWPID);
+    if (s->pid_ns < 0)
+        return 0;
+    if (setns(s->pid_restore, PC_CLONE_NEWPID) != 0) {
+        if (errno == EPERM)
+            errno = EACCES; /* the way back is closed: _errors says so */
+        return -1;
+    }
+    return setns(s->pid_ns, PC_CLONE_NEWPID);
 #else
     return s->pid_ns < 0 ? 0 : (errno = ENOSYS, -1);
 #endif
