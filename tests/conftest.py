@@ -275,6 +275,30 @@ def proc_pid(pid: int) -> int:
     raise OSError(f"/proc/self/fdinfo/{fd} has no Pid: line")
 
 
+def pid_return_closed() -> bool:
+    """Whether this thread, once in another PID namespace for its children, could not
+    return to its own: Linux needs CAP_SYS_ADMIN over the namespace's owning user
+    namespace (pidns_install), which a process of a user namespace lacks over one its
+    user namespace does not own (``unshare -Ur`` without ``-p``).  portclone then refuses
+    join={"pid": ...} before the clone."""
+    import fcntl
+
+    try:
+        fd = os.open("/proc/thread-self/ns/pid_for_children", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        owner = fcntl.ioctl(fd, 0xB701)  # NS_GET_USERNS, torvalds/linux:include/uapi/linux/nsfs.h
+    except OSError:
+        return True  # EPERM: its owner is outside this process's user namespace
+    finally:
+        os.close(fd)
+    try:
+        return os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino
+    finally:
+        os.close(owner)
+
+
 def proc_path(pid: int, *parts: str) -> str:
     """/proc/<pid>/<parts...> for process ``pid`` as this process sees pids."""
     return os.path.join("/proc", str(proc_pid(pid)), *parts)

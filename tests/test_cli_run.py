@@ -291,9 +291,16 @@ def test_cli_errors_speak_in_options_not_keywords() -> None:
 
 def test_check_exit_codes() -> None:
     backend = portclone.current_backend()
-    good = cli("check", "NEWPID,NEWNS")
     honoured = not backend.why_refused(portclone.CLONE_NEWPID)
-    assert good.returncode == (0 if honoured else 1), good.stderr
+    static = cli("check", "--static", "NEWPID,NEWNS")  # the request, whoever makes it
+    assert static.returncode == (0 if honoured else 1), static.stderr
+    try:  # and for this caller, now
+        portclone.check(portclone.CLONE_NEWPID | portclone.CLONE_NEWNS, probe=True)
+        here = True
+    except (portclone.PortcloneError, OSError):
+        here = False
+    good = cli("check", "NEWPID,NEWNS")
+    assert good.returncode == (0 if here else 1), good.stderr
     bad = cli("check", "VM")  # never for a Python child
     assert bad.returncode == 1 and "CLONE_VM" in bad.stderr
     assert cli("check", "VM", "--exec").returncode == 0

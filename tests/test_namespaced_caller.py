@@ -26,7 +26,7 @@ import portclone
 from portclone import CloneFlags, InvalidFlagsError
 
 pytestmark = [
-    pytest.mark.requires("root", "linux", "pidfd"),
+    pytest.mark.requires("host-root", "linux", "pidfd"),
     pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux's unshare(1)"),
 ]
 
@@ -204,13 +204,14 @@ def test_join_enters_a_targets_older_namespaces_before_its_user_namespace(tmp_pa
         [],
         """
         import os, subprocess, portclone
+        show = "stat -L -c %i /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/net"
         target = subprocess.Popen(
             ["unshare", "--mount", "--net", "unshare", "--user", "--map-root-user",
-             "sh", "-c", "echo ready && exec sleep 300"],
+             "sh", "-c", show + " && echo ready && exec sleep 300"],
             stdout=subprocess.PIPE, text=True,
         )
+        want = [int(target.stdout.readline()) for _ in range(3)]  # /proc/self is right anywhere
         assert target.stdout.readline() == "ready\\n"
-        want = [os.stat(f"/proc/{target.pid}/ns/{n}").st_ino for n in ("user", "mnt", "net")]
         child = portclone.spawn(
             ["sh", "-c", "stat -L -c %i /proc/self/ns/user /proc/self/ns/mnt /proc/self/ns/net"],
             join={"user": target.pid, "mnt": target.pid, "net": target.pid},
@@ -468,18 +469,13 @@ def test_an_unprivileged_join_of_user_and_pid_namespaces_is_refused_first(tmp_pa
     out = _run(
         ["setpriv", "--bounding-set", "-sys_admin"],
         """
-        import subprocess, portclone
-        target = subprocess.Popen(
-            ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child",
-             "sh", "-c", "echo ready && exec sleep 300"],
-            stdout=subprocess.PIPE, text=True,
+        import portclone
+        target = portclone.spawn(  # needs no privilege: a user namespace owns the PID one
+            ["sleep", "300"], flags=portclone.CLONE_NEWUSER | portclone.CLONE_NEWPID, map_root=True
         )
-        assert target.stdout.readline() == "ready\\n"
-        with open(f"/proc/{target.pid}/task/{target.pid}/children") as f:
-            inner = int(f.read().split()[0])  # the sh that is now sleep, in the PID namespace
         for call in (portclone.check, lambda **kw: portclone.spawn(["true"], **kw)):
             try:
-                call(join={"user": inner, "pid": inner})
+                call(join={"user": target, "pid": target})
             except PermissionError as e:
                 print("refused", "nsenter -U -p" in str(e))
         target.kill()

@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: check/info and the CLI: the one place the selection is made
 MODULES = [
     "tests/test_setup_options.py",
+    "tests/test_namespaced_caller.py",
     "tests/test_linux.py",
     "tests/test_contract.py",
     "tests/test_spawn.py",
