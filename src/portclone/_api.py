@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import inspect
-import signal
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import Backend
-from ._child import Child, hold_signals, reap_orphans
+from ._child import Child, hold_signals, reap_orphans, release_signals
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
@@ -336,7 +335,7 @@ def spawn(
             )
         finally:
             if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+                release_signals(mask)  # pending handlers run here
         return plan.finish(backend.spawn(request, plan))
     except BaseException:
         if plan is not None:

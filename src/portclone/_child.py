@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
 import select
@@ -16,6 +17,7 @@ from typing import IO, Any, Callable, ClassVar, Dict, List, NoReturn, Optional, 
 
 from ._communicate import Exchange
 from ._communicate import communicate as _communicate
+from . import _loader
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
 
@@ -25,8 +27,11 @@ __all__ = [
     "exit_child",
     "flush_std_streams",
     "hold_signals",
+    "release_signals",
+    "signals_in",
     "FdGroup",
     "close_fds",
+    "close_held",
     "reap_orphans",
     "register",
     "reset_caught_handlers",
@@ -611,25 +616,54 @@ def run_child(
 #: Every signal: what a child blocks while it starts and while it ends.
 ALL_SIGNALS = frozenset(signal.valid_signals())
 
+# The signal masks below go through _signal, the C module under Lib/signal.py: the
+# wrapper there turns every mask it returns into a set of Signals enums, which cost more
+# than the rest of a spawn() did (issue 21).  Same calls, same semantics otherwise.
+_pthread_sigmask = _signal.pthread_sigmask
+_SIG_BLOCK = _signal.SIG_BLOCK
+_SIG_SETMASK = _signal.SIG_SETMASK
+
 
 def block_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+    _pthread_sigmask(_SIG_BLOCK, ALL_SIGNALS)
 
 
 def hold_signals() -> Any:
-    """Block every signal in this thread and return the mask to restore.
+    """Block every signal in this thread and return the mask to restore (opaque: give it
+    to :func:`release_signals`).
 
-    pthread_sigmask() runs the handlers of signals that arrived before it returns, so
-    one may raise after the block took effect: then the old mask is put back before the
-    exception goes on, and the caller is left as it was.
+    Blocking runs the handlers of signals that arrived before it returns, so one may
+    raise after the block took effect: then the old mask is put back before the
+    exception goes on, and the caller is left as it was.  Once portclone._native is
+    loaded this is one C call (sigmask_hold: two system calls, no Python objects but the
+    saved mask); without it, _signal.pthread_sigmask twice.
     """
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # changes nothing if it raises
+    native = _loader._native
+    if native is not None:
+        return native.sigmask_hold()
+    mask = _pthread_sigmask(_SIG_BLOCK, ())  # changes nothing if it raises
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        _pthread_sigmask(_SIG_BLOCK, ALL_SIGNALS)
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _pthread_sigmask(_SIG_SETMASK, mask)
         raise
     return mask
+
+
+def release_signals(saved: Any) -> None:
+    """Put back the mask :func:`hold_signals` returned; the handlers of signals that
+    arrived meanwhile run here (and may raise), with the mask already restored."""
+    if type(saved) is bytes:  # sigmask_hold's: the extension is loaded, and stays
+        _loader._native.sigmask_restore(saved)
+    else:
+        _pthread_sigmask(_SIG_SETMASK, saved)
+
+
+def signals_in(saved: Any) -> Any:
+    """The signal numbers in a mask :func:`hold_signals` returned."""
+    if type(saved) is bytes:
+        return _loader._native.sigmask_signals(saved)
+    return saved
 
 
 class FdGroup(List[int]):
@@ -648,16 +682,23 @@ def close_fds(fds: List[int]) -> None:
     """Close and forget every fd in ``fds``, with signals held: a handler cannot raise
     between closing one and forgetting it (a leak, or a second close of a number that
     may be another file's by then), nor stop the loop half way."""
+    if not fds:
+        return  # nothing to close: nothing a handler could interrupt
     mask = hold_signals()
     try:
-        while fds:
-            try:
-                os.close(fds[-1])
-            except OSError:
-                pass
-            fds.pop()
+        close_held(fds)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+        release_signals(mask)  # pending handlers run here
+
+
+def close_held(fds: List[int]) -> None:
+    """close_fds() for a caller that holds the signals already."""
+    while fds:
+        try:
+            os.close(fds[-1])
+        except OSError:
+            pass
+        fds.pop()
 
 
 def reset_caught_handlers() -> None:
@@ -706,7 +747,7 @@ def _drain_handlers(code: int) -> int:
     what they raise as uncaught exceptions (status 1)."""
     for _ in range(2 * signal.NSIG):
         try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, ())  # runs pending handlers
+            _pthread_sigmask(_SIG_BLOCK, ())  # runs pending handlers
             return code
         except SystemExit as e:
             code = exit_code(e.code)

@@ -85,7 +85,7 @@ pc_fcntl(int fd, int cmd, long arg)
 
 /* Bumped whenever the Python side and the C must change together;
  * portclone/_loader.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 7
+#define PORTCLONE_NATIVE_ABI 8
 
 /* PC_CLONE_*, PC_CSIGNAL, PC_STAGE_*: generated from the Python side (_constants.h). */
 #include "_constants.h"

@@ -8,12 +8,11 @@ running C only; the fork fallback: os.posix_spawn or fork + exec).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ._child import Child, FdGroup, close_fds, hold_signals
+from ._child import Child, FdGroup, close_fds, close_held, hold_signals, release_signals
 from ._flags import CloneFlags
 from ._setup import NO_OPTIONS, ChildSetup, Options
 from ._validate import check_options
@@ -73,16 +72,19 @@ class SpawnPlan:
             close_fds(self.child_ends)
             self.setup.close()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)
 
     def finish(self, child: Child) -> Child:
         """After a successful start: close the child's ends, hand ours to ``child``.
         Signals are held meanwhile, so every fd is either closed, owned by ``child``, or
         still the plan's (for close_all) whatever a handler raises."""
-        close_fds(self.child_ends)
-        self.setup.close()
-        mask = hold_signals()
+        if not (self.child_ends or self.setup.fds or self.parent_ends):
+            child.args = self.argv  # no fd to close or hand over: nothing to hold for
+            return child
+        mask = hold_signals()  # one hold for all of it (the fds were closed in two before)
         try:
+            close_held(self.child_ends)
+            close_held(self.setup.fds)
             while self.parent_ends:
                 index, fd = self.parent_ends[-1]
                 stream = os.fdopen(fd, "wb" if index == 0 else "rb")
@@ -95,7 +97,7 @@ class SpawnPlan:
                 self.parent_ends.pop()  # the child owns it now
             child.args = self.argv
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)  # pending handlers run here
         return child
 
 

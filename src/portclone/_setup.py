@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional,
 if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
-from ._child import FdGroup, close_fds, hold_signals
+from ._child import FdGroup, close_fds, hold_signals, release_signals
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
 from ._validate import IdMap, parse_id_map
@@ -371,6 +371,8 @@ class ChildSetup:
     def open(self, flags: int) -> None:
         """Open what the child needs; OSError (ProcessLookupError for a dead pid...) naming
         the target, with nothing left open."""
+        if not (self.options.pdeathsig or self.options.join):
+            return  # nothing to open (see _open): no fd a handler could strand
         mask = hold_signals()
         try:
             try:
@@ -379,7 +381,7 @@ class ChildSetup:
                 close_fds(self.fds)
                 raise
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)
 
     def _keep(self, fd: int) -> int:
         self.fds.append(fd)

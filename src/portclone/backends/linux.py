@@ -13,12 +13,11 @@ import errno
 import fcntl
 import functools
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .._backend import Backend
-from .._child import Child, flush_std_streams, hold_signals, reset_caught_handlers, run_child
+from .._child import Child, flush_std_streams, hold_signals, release_signals, reset_caught_handlers, run_child
 from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now, translate
 from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
 from .._loader import native_status
@@ -451,10 +450,10 @@ def _cgroup_fd(cgroup: object) -> Iterator[int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        release_signals(mask)
         raise
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+        release_signals(mask)  # pending handlers run here
         yield fd
     finally:
         os.close(fd)
