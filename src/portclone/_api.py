@@ -96,7 +96,8 @@ def clone(
     """
     if not callable(fn):
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
-    _check_call(fn, args, kwargs)
+    if kwargs or not _binds_plainly(fn, len(args)):
+        _check_call(fn, args, kwargs)
     backend = current_backend()
     if (
         uid_map is None
@@ -124,7 +125,11 @@ def clone(
             mount_proc=mount_proc,
             propagation=propagation,
         )
-    request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
+    if options is NO_OPTIONS and exit_signal == SIGCHLD:
+        # _request() without the checks it would skip: fewer frames, fewer pages touched
+        request = backend.request(flags, exit_signal, cgroup, set_tid)
+    else:
+        request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
     reap_orphans()
@@ -148,9 +153,44 @@ def _nearest_keyword(key: str) -> Optional[str]:
     return close[0] if close else None
 
 
+#: types.FunctionType, without importing types
+_FUNCTION = type(_nearest_keyword)
+_CO_VARARGS = 0x04  # inspect.CO_VARARGS, without importing inspect
+
+
+def _binds_plainly(fn: Callable[..., object], nargs: int) -> bool:
+    """Whether ``fn(*args)`` (``nargs`` positional arguments, no keywords) binds, read off a
+    plain function's code object as inspect.signature would find it.  False means "ask
+    inspect": for anything but a plain function without __wrapped__ or __signature__, and
+    for every call that does not bind (inspect's message is the one to give).
+
+    Every clone() asks this: inspect.signature() touches ~100 pages of the parent per call
+    after a fork, each one a copy-on-write fault (bench/bench_clone.py --breakdown).
+    """
+    if type(fn) is not _FUNCTION or getattr(fn, "__wrapped__", None) is not None:
+        return False
+    if getattr(fn, "__signature__", None) is not None:
+        return False
+    code = fn.__code__  # type: ignore[attr-defined]
+    positional = code.co_argcount
+    defaults = fn.__defaults__  # type: ignore[attr-defined]
+    if nargs < positional - (len(defaults) if defaults else 0):
+        return False
+    if nargs > positional and not code.co_flags & _CO_VARARGS:
+        return False
+    if code.co_kwonlyargcount:
+        kwdefaults = fn.__kwdefaults__ or {}  # type: ignore[attr-defined]
+        names = code.co_varnames[positional : positional + code.co_kwonlyargcount]
+        if any(name not in kwdefaults for name in names):
+            return False
+    return True
+
+
 def _check_call(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
     """TypeError now if ``fn(*args, **kwargs)`` cannot bind, rather than in the child;
     a stray keyword is compared with clone()'s own."""
+    if not kwargs and _binds_plainly(fn, len(args)):
+        return
     try:
         signature = inspect.signature(fn)
     except Exception:  # a builtin without one, a broken __signature__: the child will tell
