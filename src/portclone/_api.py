@@ -17,6 +17,9 @@ from ._validate import CgroupArg, IdMap, Request, check_options, exit_signal_haz
 
 __all__ = ["check", "clone", "spawn"]
 
+#: the stdio arguments for which spawn() opens fds
+_OPENED = (PIPE, DEVNULL)
+
 SetTid = Union[int, Sequence[int], None]
 TimeOffsets = Optional[Mapping[str, float]]
 Join = Optional[Mapping[str, JoinTarget]]
@@ -188,9 +191,7 @@ def _binds_plainly(fn: Callable[..., object], nargs: int) -> bool:
 
 def _check_call(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
     """TypeError now if ``fn(*args, **kwargs)`` cannot bind, rather than in the child;
-    a stray keyword is compared with clone()'s own."""
-    if not kwargs and _binds_plainly(fn, len(args)):
-        return
+    a stray keyword is compared with clone()'s own.  (clone() asks _binds_plainly first.)"""
     try:
         signature = inspect.signature(fn)
     except Exception:  # a builtin without one, a broken __signature__: the child will tell
@@ -326,18 +327,32 @@ def spawn(
     backend = current_backend()
     if isinstance(flags, int) and not isinstance(flags, bool):
         flags |= CloneFlags.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
-    options = parse_options(
-        uid_map=uid_map,
-        gid_map=gid_map,
-        map_root=map_root,
-        setgroups=setgroups,
-        hostname=hostname,
-        time_offsets=time_offsets,
-        join=join,
-        pdeathsig=pdeathsig,
-        mount_proc=mount_proc,
-        propagation=propagation,
-    )
+    if (
+        uid_map is None
+        and gid_map is None
+        and map_root is False
+        and setgroups is None
+        and hostname is None
+        and time_offsets is None
+        and join is None
+        and pdeathsig is None
+        and mount_proc is False
+        and propagation is None
+    ):
+        options = NO_OPTIONS  # the common case stays a few calls (see Backend.__init__)
+    else:
+        options = parse_options(
+            uid_map=uid_map,
+            gid_map=gid_map,
+            map_root=map_root,
+            setgroups=setgroups,
+            hostname=hostname,
+            time_offsets=time_offsets,
+            join=join,
+            pdeathsig=pdeathsig,
+            mount_proc=mount_proc,
+            propagation=propagation,
+        )
     request = backend.request(
         flags,
         exit_signal,
@@ -352,7 +367,7 @@ def spawn(
     # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
     # thread; another thread can still trip a Python handler here).
-    opens_fds = any(v in (PIPE, DEVNULL) for v in (stdin, stdout, stderr))
+    opens_fds = stdin in _OPENED or stdout in _OPENED or stderr in _OPENED
     mask = hold_signals() if opens_fds else None
     plan: Optional[SpawnPlan] = None
     try:

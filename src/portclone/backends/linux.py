@@ -203,29 +203,36 @@ class LinuxBackend(Backend):
         )
         if _pidfd_available():
             flags |= _PIDFD
-        with _cgroup_fd(request.cgroup) as cgroup_fd:
-            try:
-                native.spawn(
-                    child,
-                    mode=native.MODE_CLONE3,
-                    flags=flags,
-                    exit_signal=request.exit_signal,
-                    cgroup_fd=cgroup_fd,
-                    set_tid=request.set_tid,
-                    legacy_ok=not request.needs_clone3,
-                    paths=plan.paths,
-                    argv=plan.argv,
-                    envp=plan.envp,
-                    cwd=plan.cwd,
-                    fds=plan.fds,
-                    keep=plan.keep,
-                    close_fds=plan.close_fds,
-                    setup=plan.setup.native(),
-                    restore_signals=plan.restore_signals,
-                    process_group=plan.process_group,
-                )
-            except OSError as e:
-                raise self._failure(e, request, plan) from None
+        cgroup = request.cgroup
+        if cgroup is None or isinstance(cgroup, int):  # the common case: nothing to open
+            return self._spawn(request, plan, child, flags, -1 if cgroup is None else cgroup)
+        with _cgroup_fd(cgroup) as cgroup_fd:
+            return self._spawn(request, plan, child, flags, cgroup_fd)
+
+    def _spawn(self, request: Request, plan: SpawnPlan, child: Child, flags: int, cgroup_fd: int) -> Child:
+        native = self._native
+        try:
+            native.spawn(
+                child,
+                mode=native.MODE_CLONE3,
+                flags=flags,
+                exit_signal=request.exit_signal,
+                cgroup_fd=cgroup_fd,
+                set_tid=request.set_tid,
+                legacy_ok=not request.needs_clone3,
+                paths=plan.paths,
+                argv=plan.argv,
+                envp=plan.envp,
+                cwd=plan.cwd,
+                fds=plan.fds,
+                keep=plan.keep,
+                close_fds=plan.close_fds,
+                setup=plan.setup.native(),
+                restore_signals=plan.restore_signals,
+                process_group=plan.process_group,
+            )
+        except OSError as e:
+            raise self._failure(e, request, plan) from None
         return child
 
     def _failure(self, error: OSError, request: Request, plan: Optional[SpawnPlan] = None) -> Exception:
