@@ -17,6 +17,7 @@ from ._validate import CgroupArg, IdMap, Request, check_options, exit_signal_haz
 
 __all__ = ["check", "clone", "spawn"]
 
+_VM = int(CloneFlags.CLONE_VM)
 #: the stdio arguments for which spawn() opens fds
 _OPENED = (PIPE, DEVNULL)
 
@@ -326,7 +327,7 @@ def spawn(
     """
     backend = current_backend()
     if isinstance(flags, int) and not isinstance(flags, bool):
-        flags |= CloneFlags.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
+        flags |= _VM  # what every backend does for a program: CLONE_SIGHAND may follow
     if (
         uid_map is None
         and gid_map is None

@@ -47,6 +47,11 @@ elif sys.platform.startswith("netbsd"):
 else:
     WALL = 0
 
+# Read once (every wait() asks): the platform cannot change under a running process.
+_DARWIN = sys.platform == "darwin"
+_LINUX = sys.platform == "linux"
+_NO_WAITID = _DARWIN or not hasattr(os, "waitid")
+
 #: pid -> (weak reference to the Child that owns it, the pidfd's owner or None), for every
 #: child not yet reaped.  The native backends add the entry in C as the child is born,
 #: before any Python code can run, so a Child that is collected at any moment (even with
@@ -87,9 +92,9 @@ def _wait_for(pid: int, owner: Any, options: int) -> Optional[Tuple[int, int]]:
     cannot reach a process that got the pid after something else reaped the child; by
     pid otherwise, and on kernels without P_PIDFD (5.3).
     """
-    if sys.platform == "darwin":  # callers check: macOS' Python has no waitid
+    if _DARWIN:  # callers check: macOS' Python has no waitid
         raise NotImplementedError("waitid")
-    if owner is not None and sys.platform == "linux":
+    if owner is not None and _LINUX:
         try:
             found: Optional[Tuple[int, int]] = owner.waitid(options)
             return found
@@ -106,7 +111,7 @@ def _peek(pid: int, block: bool, owner: Any = None) -> Optional[int]:
     """The exit status of child ``pid`` (returncode form), leaving it unreaped; None if it
     still runs (only when not ``block``).  Without waitid (macOS' Python) the status is read
     by reaping: a later send_signal by pid then relies on the reaper's lock alone."""
-    if sys.platform == "darwin" or not hasattr(os, "waitid"):
+    if _NO_WAITID:
         done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
         return os.waitstatus_to_exitcode(status) if done else None
     found = _wait_for(pid, owner, os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG))
@@ -119,7 +124,7 @@ def _peek(pid: int, block: bool, owner: Any = None) -> Optional[int]:
 def _reap_now(pid: int, owner: Any) -> bool:
     """Reap child ``pid`` if it has exited (without blocking); True once it is gone."""
     try:
-        if sys.platform == "darwin" or not hasattr(os, "waitid"):
+        if _NO_WAITID:
             return os.waitpid(pid, os.WNOHANG | WALL)[0] != 0
         return _wait_for(pid, owner, os.WEXITED | os.WNOHANG | WALL) is not None
     except ChildProcessError:
@@ -302,7 +307,7 @@ class Child:
         subprocess reports 0 there, a success the child may never have had.
         """
         owner = self._pidfd_owner  # the pidfd stays open there after close(), until the reap
-        if owner is not None and sys.platform == "linux":
+        if owner is not None and _LINUX:
             status = owner.exit_status()
             if status is not None:
                 return os.waitstatus_to_exitcode(status)

@@ -24,6 +24,8 @@ PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
 
+_SIGHAND = int(CloneFlags.CLONE_SIGHAND)
+
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 StdArg = Union[None, int, IO[Any]]
 #: subprocess's ``env`` type (typeshed's ``subprocess._ENV``)
@@ -55,9 +57,11 @@ class SpawnPlan:
     def __del__(self) -> None:
         # a handler that raised again while a failure was cleaned up left fds here; a
         # finalizer's exception is only reported, so close all the same
-        if not all(hasattr(self, f) for f in ("setup", "parent_ends", "child_ends")):
+        try:
+            child_ends, parent_ends, setup = self.child_ends, self.parent_ends, self.setup
+        except AttributeError:
             return  # __init__ was interrupted: what it set holds no fd yet
-        while self.child_ends or self.parent_ends or self.setup.fds:
+        while child_ends or parent_ends or setup.fds:
             try:
                 self.close_all()
             except BaseException:
@@ -179,7 +183,9 @@ def prepare(
     process_group: Optional[int] = None,
 ) -> SpawnPlan:
     """Check everything and build the plan; fds are opened last, and only on success."""
-    if isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence):
+    if type(argv) not in (list, tuple) and (
+        isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence)
+    ):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
     args = tuple(_fsencode(a, "argv") for a in argv)
     if not args:
@@ -205,7 +211,7 @@ def prepare(
     )
     check_options(flags, frozenset(present), backend)
 
-    if flags & CloneFlags.CLONE_SIGHAND:
+    if flags & _SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone
     if process_group is None:
         pgid = -1
