@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _signal
+import _thread
 import errno
 import os
 import select
@@ -46,6 +47,9 @@ elif sys.platform.startswith("netbsd"):
     WALL = 0x00000008
 else:
     WALL = 0
+
+#: threading.RLock() without its Python wrapper (one frame less per Child: see Child)
+_RLock: Callable[[], Any] = getattr(_thread, "RLock", None) or threading.RLock
 
 # Read once (every wait() asks): the platform cannot change under a running process.
 _DARWIN = sys.platform == "darwin"
@@ -237,7 +241,7 @@ class Child:
         self._pidfd_owner: Any = None
         # held while reaping (a quick waitpid) and while signalling by pid; reentrant,
         # because a signal handler may wait for or signal the same child meanwhile
-        self._lock = threading.RLock()
+        self._lock = _RLock()
         self._exchange: Optional[Exchange] = None  # communicate()'s progress, between calls
         # Last: __del__ reads these first, so an __init__ interrupted before them (a signal
         # handler can raise between any two lines) leaves nothing for __del__ to do.
