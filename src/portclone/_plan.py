@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -105,8 +106,23 @@ class SpawnPlan:
         return child
 
 
+#: what os.fsencode and os.fsdecode use (fixed at startup), for the common cases below:
+#: every call to them is a few more pages written after a fork (see Backend.__init__)
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+_CLOSE_FDS = frozenset(["close_fds"])
+_NO_CONDITIONS: frozenset = frozenset()  # type: ignore[type-arg]
+
+
 def _fsencode(value: object, what: str) -> bytes:
-    if isinstance(value, (str, bytes, os.PathLike)):
+    kind = type(value)
+    if kind is str:
+        data = value.encode(_FS_ENCODING, _FS_ERRORS)  # type: ignore[attr-defined]  # os.fsencode
+    elif kind is bytes:
+        data = value  # type: ignore[assignment]
+    elif isinstance(value, (str, bytes, os.PathLike)):
         data = os.fsencode(value)
     else:
         raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
@@ -187,29 +203,34 @@ def prepare(
         isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence)
     ):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
-    args = tuple(_fsencode(a, "argv") for a in argv)
+    args = tuple([_fsencode(a, "argv") for a in argv])
     if not args:
         raise ValueError("argv must not be empty")
     envp, env_dict = _environment(env)
     program = _fsencode(executable, "executable") if executable is not None else args[0]
-    name = os.fsdecode(program)
+    name = program.decode(_FS_ENCODING, _FS_ERRORS)  # os.fsdecode
     paths = _candidates(program, env_dict)
     workdir = _fsencode(cwd, "cwd") if cwd is not None else None
     keep = tuple(sorted({_checked_fd(fd, "pass_fds") for fd in pass_fds}))
     fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
 
-    present = set(options.conditions())
-    present.update(
-        name
-        for name, given in (
-            ("cwd", workdir is not None),
-            ("pass_fds", bool(keep)),
-            ("close_fds", close_fds),
-            ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
+    plain = stdin is None and stdout is None and stderr is None
+    if plain and options is NO_OPTIONS and workdir is None and not keep:
+        # the common case, as the general code below finds it (no setup, no stdio: all fds -1)
+        check_options(flags, _CLOSE_FDS if close_fds else _NO_CONDITIONS, backend)
+    else:
+        present = set(options.conditions())
+        present.update(
+            name
+            for name, given in (
+                ("cwd", workdir is not None),
+                ("pass_fds", bool(keep)),
+                ("close_fds", close_fds),
+                ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
+            )
+            if given
         )
-        if given
-    )
-    check_options(flags, frozenset(present), backend)
+        check_options(flags, frozenset(present), backend)
 
     if flags & _SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone
