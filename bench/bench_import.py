@@ -6,9 +6,11 @@ imports, beyond what the interpreter had loaded at startup, took), with bytecode
 written by a first, uncounted run, as an installed package has them.  The modules alternate,
 and the best of the rounds counts, so that a busy machine does not decide the ratio.
 
-A second table measures first use, for honesty: ``import portclone; portclone.spawn``
+Two more rows measure first use, for honesty: ``import portclone; portclone.spawn``
 loads the API (the package itself loads its modules lazily, on first use of a name),
-against ``import subprocess; subprocess.Popen``, timed with perf_counter in the process.
+against ``import subprocess; subprocess.Popen``; and the first call, ``import portclone;
+portclone.spawn(["true"]).wait()`` against ``subprocess.Popen(["true"]).wait()`` (what a
+program pays to start its first child), timed with perf_counter in the process.
 
     python bench/bench_import.py                        # this Python, best of 5
     python bench/bench_import.py --rounds 9 --python python3.9 --python python3.13
@@ -75,6 +77,10 @@ FIRST_USE = {
     "subprocess": "import subprocess\nsubprocess.Popen",
     "portclone": "import portclone\nportclone.spawn",
 }
+FIRST_CALL = {
+    "subprocess": "import subprocess\nsubprocess.Popen(['true']).wait()",
+    "portclone": "import portclone\nportclone.spawn(['true']).wait()",
+}
 
 
 def version(python: str) -> str:
@@ -94,11 +100,13 @@ def main() -> int:
     pythons: List[str] = args.python or [sys.executable]
     print(f"# best of {args.rounds} fresh interpreters each; import: python -X importtime -c 'import M';")
     print("# first use: import M; M.Popen / M.spawn, timed with perf_counter in the process")
+    print("# first call: import M; M.Popen(['true']).wait() / M.spawn(['true']).wait(), likewise")
     print("| Python | measure | subprocess ms | portclone ms | ratio |")
     print("| --- | --- | --- | --- | --- |")
     for python in pythons:
         best: Dict[str, int] = {}
         first: Dict[str, int] = {}
+        call: Dict[str, int] = {}
         for module in MODULES:
             import_us(python, module)  # writes the bytecode caches
         for _ in range(args.rounds):
@@ -107,8 +115,10 @@ def main() -> int:
                 best[module] = min(best.get(module, us), us)
                 us = first_use_us(python, FIRST_USE[module])
                 first[module] = min(first.get(module, us), us)
+                us = first_use_us(python, FIRST_CALL[module])
+                call[module] = min(call.get(module, us), us)
         v = version(python)
-        for measure, figures in (("import", best), ("first use", first)):
+        for measure, figures in (("import", best), ("first use", first), ("first call", call)):
             ratio = figures["portclone"] / figures["subprocess"]
             print(
                 f"| {v} | {measure} | {figures['subprocess'] / 1000:.2f} | "

@@ -52,7 +52,8 @@ def test_bench_spawn_runs() -> None:
 def test_bench_import_compares_with_subprocess() -> None:
     out = run_bench("bench_import.py", "--rounds", "1")
     rows = [line for line in out.splitlines() if line.startswith("| 3.")]
-    assert len(rows) == 2 and all(row.rstrip(" |").endswith("x") for row in rows), out
+    assert len(rows) == 3 and all(row.rstrip(" |").endswith("x") for row in rows), out
+    assert [row.split("|")[2].strip() for row in rows] == ["import", "first use", "first call"], out
 
 
 @pytest.mark.host_only  # interpreters' start-up, the same on every kernel

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import errno
 import inspect
-import signal
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import Backend
 from ._caller import causes
-from ._child import Child, hold_signals, reap_orphans
+from ._child import Child, hold_signals, reap_orphans, release_signals
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
@@ -19,6 +18,10 @@ from ._setup import NO_OPTIONS, ChildSetup, JoinTarget, Options, check_conflicts
 from ._validate import CgroupArg, IdMap, Request, check_options, exit_signal_hazard
 
 __all__ = ["check", "clone", "spawn"]
+
+_VM = int(CloneFlags.CLONE_VM)
+#: the stdio arguments for which spawn() opens fds
+_OPENED = (PIPE, DEVNULL)
 
 SetTid = Union[int, Sequence[int], None]
 TimeOffsets = Optional[Mapping[str, float]]
@@ -102,7 +105,8 @@ def clone(
     """
     if not callable(fn):
         raise TypeError(f"clone() needs a callable, not {type(fn).__name__}")
-    _check_call(fn, args, kwargs)
+    if kwargs or not _binds_plainly(fn, len(args)):
+        _check_call(fn, args, kwargs)
     backend = current_backend()
     if (
         uid_map is None
@@ -130,7 +134,11 @@ def clone(
             mount_proc=mount_proc,
             propagation=propagation,
         )
-    request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
+    if options is NO_OPTIONS and exit_signal == SIGCHLD:
+        # _request() without the checks it would skip: fewer frames, fewer pages touched
+        request = backend.request(flags, exit_signal, cgroup, set_tid)
+    else:
+        request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
     reap_orphans()
@@ -154,9 +162,43 @@ def _nearest_keyword(key: str) -> Optional[str]:
     return close[0] if close else None
 
 
+#: types.FunctionType, without importing types
+_FUNCTION = type(_nearest_keyword)
+_CO_VARARGS = 0x04  # inspect.CO_VARARGS, without importing inspect
+
+
+def _binds_plainly(fn: Callable[..., object], nargs: int) -> bool:
+    """Whether ``fn(*args)`` (``nargs`` positional arguments, no keywords) binds, read off a
+    plain function's code object as inspect.signature would find it.  False means "ask
+    inspect": for anything but a plain function without __wrapped__ or __signature__, and
+    for every call that does not bind (inspect's message is the one to give).
+
+    Every clone() asks this: inspect.signature() touches ~100 pages of the parent per call
+    after a fork, each one a copy-on-write fault (bench/bench_clone.py --breakdown).
+    """
+    if type(fn) is not _FUNCTION or getattr(fn, "__wrapped__", None) is not None:
+        return False
+    if getattr(fn, "__signature__", None) is not None:
+        return False
+    plain: Any = fn  # a plain function: type(fn) is FunctionType
+    code = plain.__code__
+    positional = code.co_argcount
+    defaults = plain.__defaults__
+    if nargs < positional - (len(defaults) if defaults else 0):
+        return False
+    if nargs > positional and not code.co_flags & _CO_VARARGS:
+        return False
+    if code.co_kwonlyargcount:
+        kwdefaults = plain.__kwdefaults__ or {}
+        names = code.co_varnames[positional : positional + code.co_kwonlyargcount]
+        if any(name not in kwdefaults for name in names):
+            return False
+    return True
+
+
 def _check_call(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
     """TypeError now if ``fn(*args, **kwargs)`` cannot bind, rather than in the child;
-    a stray keyword is compared with clone()'s own."""
+    a stray keyword is compared with clone()'s own.  (clone() asks _binds_plainly first.)"""
     try:
         signature = inspect.signature(fn)
     except Exception:  # a builtin without one, a broken __signature__: the child will tell
@@ -344,19 +386,33 @@ def spawn(
     """
     backend = current_backend()
     if isinstance(flags, int) and not isinstance(flags, bool):
-        flags |= CloneFlags.CLONE_VM  # what every backend does for a program: CLONE_SIGHAND may follow
-    options = parse_options(
-        uid_map=uid_map,
-        gid_map=gid_map,
-        map_root=map_root,
-        setgroups=setgroups,
-        hostname=hostname,
-        time_offsets=time_offsets,
-        join=join,
-        pdeathsig=pdeathsig,
-        mount_proc=mount_proc,
-        propagation=propagation,
-    )
+        flags |= _VM  # what every backend does for a program: CLONE_SIGHAND may follow
+    if (
+        uid_map is None
+        and gid_map is None
+        and map_root is False
+        and setgroups is None
+        and hostname is None
+        and time_offsets is None
+        and join is None
+        and pdeathsig is None
+        and mount_proc is False
+        and propagation is None
+    ):
+        options = NO_OPTIONS  # the common case stays a few calls (see Backend.__init__)
+    else:
+        options = parse_options(
+            uid_map=uid_map,
+            gid_map=gid_map,
+            map_root=map_root,
+            setgroups=setgroups,
+            hostname=hostname,
+            time_offsets=time_offsets,
+            join=join,
+            pdeathsig=pdeathsig,
+            mount_proc=mount_proc,
+            propagation=propagation,
+        )
     request = backend.request(
         flags,
         exit_signal,
@@ -372,7 +428,7 @@ def spawn(
     # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
     # thread; another thread can still trip a Python handler here).
-    opens_fds = any(v in (PIPE, DEVNULL) for v in (stdin, stdout, stderr))
+    opens_fds = stdin in _OPENED or stdout in _OPENED or stderr in _OPENED
     mask = hold_signals() if opens_fds else None
     plan: Optional[SpawnPlan] = None
     try:
@@ -395,7 +451,7 @@ def spawn(
             )
         finally:
             if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+                release_signals(mask)  # pending handlers run here
         return plan.finish(backend.spawn(request, plan))
     except BaseException:
         if plan is not None:

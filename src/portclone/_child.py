@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import select
@@ -14,6 +15,7 @@ import warnings
 import weakref
 from typing import IO, Any, Callable, ClassVar, Dict, List, NoReturn, Optional, Tuple
 
+from . import _loader
 from ._communicate import Exchange
 from ._communicate import communicate as _communicate
 from ._errors import TimeoutExpired
@@ -25,8 +27,11 @@ __all__ = [
     "exit_child",
     "flush_std_streams",
     "hold_signals",
+    "release_signals",
+    "signals_in",
     "FdGroup",
     "close_fds",
+    "close_held",
     "reap_orphans",
     "register",
     "reset_caught_handlers",
@@ -41,6 +46,14 @@ elif sys.platform.startswith("netbsd"):
     WALL = 0x00000008
 else:
     WALL = 0
+
+#: threading.RLock() without its Python wrapper (one frame less per Child: see Child)
+_RLock: Callable[[], Any] = getattr(_thread, "RLock", None) or threading.RLock
+
+# Read once (every wait() asks): the platform cannot change under a running process.
+_DARWIN = sys.platform == "darwin"
+_LINUX = sys.platform == "linux"
+_NO_WAITID = _DARWIN or not hasattr(os, "waitid")
 
 #: pid -> (weak reference to the Child that owns it, the pidfd's owner or None), for every
 #: child not yet reaped.  The native backends add the entry in C as the child is born,
@@ -84,7 +97,7 @@ def _wait_for(pid: int, owner: Any, options: int) -> Optional[Tuple[int, int]]:
     """
     if sys.platform == "darwin":  # callers check: macOS' Python has no waitid
         raise NotImplementedError("waitid")
-    if owner is not None and sys.platform == "linux":
+    if owner is not None and _LINUX:
         try:
             found: Optional[Tuple[int, int]] = owner.waitid(options)
             return found
@@ -101,7 +114,7 @@ def _peek(pid: int, block: bool, owner: Any = None) -> Optional[int]:
     """The exit status of child ``pid`` (returncode form), leaving it unreaped; None if it
     still runs (only when not ``block``).  Without waitid (macOS' Python) the status is read
     by reaping: a later send_signal by pid then relies on the reaper's lock alone."""
-    if sys.platform == "darwin" or not hasattr(os, "waitid"):
+    if _NO_WAITID:
         done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
         return os.waitstatus_to_exitcode(status) if done else None
     found = _wait_for(pid, owner, os.WEXITED | os.WNOWAIT | WALL | (0 if block else os.WNOHANG))
@@ -114,7 +127,7 @@ def _peek(pid: int, block: bool, owner: Any = None) -> Optional[int]:
 def _reap_now(pid: int, owner: Any) -> bool:
     """Reap child ``pid`` if it has exited (without blocking); True once it is gone."""
     try:
-        if sys.platform == "darwin" or not hasattr(os, "waitid"):
+        if _NO_WAITID:
             return os.waitpid(pid, os.WNOHANG | WALL)[0] != 0
         return _wait_for(pid, owner, os.WEXITED | os.WNOHANG | WALL) is not None
     except ChildProcessError:
@@ -227,7 +240,7 @@ class Child:
         self._pidfd_owner: Any = None
         # held while reaping (a quick waitpid) and while signalling by pid; reentrant,
         # because a signal handler may wait for or signal the same child meanwhile
-        self._lock = threading.RLock()
+        self._lock = _RLock()
         self._exchange: Optional[Exchange] = None  # communicate()'s progress, between calls
         # Last: __del__ reads these first, so an __init__ interrupted before them (a signal
         # handler can raise between any two lines) leaves nothing for __del__ to do.
@@ -297,7 +310,7 @@ class Child:
         subprocess reports 0 there, a success the child may never have had.
         """
         owner = self._pidfd_owner  # the pidfd stays open there after close(), until the reap
-        if owner is not None and sys.platform == "linux":
+        if owner is not None and _LINUX:
             status = owner.exit_status()
             if status is not None:
                 return os.waitstatus_to_exitcode(status)
@@ -611,25 +624,56 @@ def run_child(
 #: Every signal: what a child blocks while it starts and while it ends.
 ALL_SIGNALS = frozenset(signal.valid_signals())
 
+# The signal masks below go through _signal, the C module under Lib/signal.py: the
+# wrapper there turns every mask it returns into a set of Signals enums, which cost more
+# than the rest of a spawn() did (issue 21).  Same calls, same semantics otherwise.
+#: the C function under Lib/signal.py's wrapper, which makes every mask a set of enums
+_signal: Any = sys.modules["_signal"]  # loaded by signal; no stub names it
+_pthread_sigmask = _signal.pthread_sigmask
+_SIG_BLOCK = _signal.SIG_BLOCK
+_SIG_SETMASK = _signal.SIG_SETMASK
+
 
 def block_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+    _pthread_sigmask(_SIG_BLOCK, ALL_SIGNALS)
 
 
 def hold_signals() -> Any:
-    """Block every signal in this thread and return the mask to restore.
+    """Block every signal in this thread and return the mask to restore (opaque: give it
+    to :func:`release_signals`).
 
-    pthread_sigmask() runs the handlers of signals that arrived before it returns, so
-    one may raise after the block took effect: then the old mask is put back before the
-    exception goes on, and the caller is left as it was.
+    Blocking runs the handlers of signals that arrived before it returns, so one may
+    raise after the block took effect: then the old mask is put back before the
+    exception goes on, and the caller is left as it was.  Once portclone._native is
+    loaded this is one C call (sigmask_hold: two system calls, no Python objects but the
+    saved mask); without it, _signal.pthread_sigmask twice.
     """
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # changes nothing if it raises
+    native = _loader._native
+    if native is not None:
+        return native.sigmask_hold()
+    mask = _pthread_sigmask(_SIG_BLOCK, ())  # changes nothing if it raises
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, ALL_SIGNALS)
+        _pthread_sigmask(_SIG_BLOCK, ALL_SIGNALS)
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _pthread_sigmask(_SIG_SETMASK, mask)
         raise
     return mask
+
+
+def release_signals(saved: Any) -> None:
+    """Put back the mask :func:`hold_signals` returned; the handlers of signals that
+    arrived meanwhile run here (and may raise), with the mask already restored."""
+    if type(saved) is bytes:  # sigmask_hold's: the extension is loaded, and stays
+        _loader._native.sigmask_restore(saved)
+    else:
+        _pthread_sigmask(_SIG_SETMASK, saved)
+
+
+def signals_in(saved: Any) -> Any:
+    """The signal numbers in a mask :func:`hold_signals` returned."""
+    if type(saved) is bytes:
+        return _loader._native.sigmask_signals(saved)
+    return saved
 
 
 class FdGroup(List[int]):
@@ -648,16 +692,23 @@ def close_fds(fds: List[int]) -> None:
     """Close and forget every fd in ``fds``, with signals held: a handler cannot raise
     between closing one and forgetting it (a leak, or a second close of a number that
     may be another file's by then), nor stop the loop half way."""
+    if not fds:
+        return  # nothing to close: nothing a handler could interrupt
     mask = hold_signals()
     try:
-        while fds:
-            try:
-                os.close(fds[-1])
-            except OSError:
-                pass
-            fds.pop()
+        close_held(fds)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+        release_signals(mask)  # pending handlers run here
+
+
+def close_held(fds: List[int]) -> None:
+    """close_fds() for a caller that holds the signals already."""
+    while fds:
+        try:
+            os.close(fds[-1])
+        except OSError:
+            pass
+        fds.pop()
 
 
 def reset_caught_handlers() -> None:
@@ -706,7 +757,7 @@ def _drain_handlers(code: int) -> int:
     what they raise as uncaught exceptions (status 1)."""
     for _ in range(2 * signal.NSIG):
         try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, ())  # runs pending handlers
+            _pthread_sigmask(_SIG_BLOCK, ())  # runs pending handlers
             return code
         except SystemExit as e:
             code = exit_code(e.code)

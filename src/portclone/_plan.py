@@ -8,12 +8,12 @@ running C only; the fork fallback: os.posix_spawn or fork + exec).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ._child import Child, FdGroup, close_fds, hold_signals
+from ._child import Child, FdGroup, close_fds, close_held, hold_signals, release_signals
 from ._flags import CloneFlags
 from ._setup import NO_OPTIONS, ChildSetup, Options
 from ._validate import check_options
@@ -24,6 +24,8 @@ __all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnPlan", "StdArg", "StrOrBytesPath",
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
+
+_SIGHAND = int(CloneFlags.CLONE_SIGHAND)
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 StdArg = Union[None, int, IO[Any]]
@@ -56,9 +58,11 @@ class SpawnPlan:
     def __del__(self) -> None:
         # a handler that raised again while a failure was cleaned up left fds here; a
         # finalizer's exception is only reported, so close all the same
-        if not all(hasattr(self, f) for f in ("setup", "parent_ends", "child_ends")):
+        try:
+            child_ends, parent_ends, setup = self.child_ends, self.parent_ends, self.setup
+        except AttributeError:
             return  # __init__ was interrupted: what it set holds no fd yet
-        while self.child_ends or self.parent_ends or self.setup.fds:
+        while child_ends or parent_ends or setup.fds:
             try:
                 self.close_all()
             except BaseException:
@@ -73,16 +77,19 @@ class SpawnPlan:
             close_fds(self.child_ends)
             self.setup.close()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)
 
     def finish(self, child: Child) -> Child:
         """After a successful start: close the child's ends, hand ours to ``child``.
         Signals are held meanwhile, so every fd is either closed, owned by ``child``, or
         still the plan's (for close_all) whatever a handler raises."""
-        close_fds(self.child_ends)
-        self.setup.close()
-        mask = hold_signals()
+        if not (self.child_ends or self.setup.fds or self.parent_ends):
+            child.args = self.argv  # no fd to close or hand over: nothing to hold for
+            return child
+        mask = hold_signals()  # one hold for all of it (the fds were closed in two before)
         try:
+            close_held(self.child_ends)
+            close_held(self.setup.fds)
             while self.parent_ends:
                 index, fd = self.parent_ends[-1]
                 stream = os.fdopen(fd, "wb" if index == 0 else "rb")
@@ -95,12 +102,29 @@ class SpawnPlan:
                 self.parent_ends.pop()  # the child owns it now
             child.args = self.argv
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)  # pending handlers run here
         return child
 
 
+#: what os.fsencode and os.fsdecode use (fixed at startup), for the common cases below:
+#: every call to them is a few more pages written after a fork (see Backend.__init__)
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+_CLOSE_FDS = frozenset(["close_fds"])
+_NO_CONDITIONS: frozenset = frozenset()  # type: ignore[type-arg]
+
+
 def _fsencode(value: object, what: str) -> bytes:
-    if isinstance(value, (str, bytes, os.PathLike)):
+    kind = type(value)
+    given: Any = value  # the type tests are on type(value): exact str and bytes only
+    data: bytes
+    if kind is str:
+        data = given.encode(_FS_ENCODING, _FS_ERRORS)  # as os.fsencode
+    elif kind is bytes:
+        data = given
+    elif isinstance(value, (str, bytes, os.PathLike)):
         data = os.fsencode(value)
     else:
         raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
@@ -177,33 +201,40 @@ def prepare(
     process_group: Optional[int] = None,
 ) -> SpawnPlan:
     """Check everything and build the plan; fds are opened last, and only on success."""
-    if isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence):
+    if type(argv) not in (list, tuple) and (
+        isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence)
+    ):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
-    args = tuple(_fsencode(a, "argv") for a in argv)
+    args = tuple([_fsencode(a, "argv") for a in argv])
     if not args:
         raise ValueError("argv must not be empty")
     envp, env_dict = _environment(env)
     program = _fsencode(executable, "executable") if executable is not None else args[0]
-    name = os.fsdecode(program)
+    name = program.decode(_FS_ENCODING, _FS_ERRORS)  # os.fsdecode
     paths = _candidates(program, env_dict)
     workdir = _fsencode(cwd, "cwd") if cwd is not None else None
     keep = tuple(sorted({_checked_fd(fd, "pass_fds") for fd in pass_fds}))
     fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
 
-    present = set(options.conditions())
-    present.update(
-        name
-        for name, given in (
-            ("cwd", workdir is not None),
-            ("pass_fds", bool(keep)),
-            ("close_fds", close_fds),
-            ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
+    plain = stdin is None and stdout is None and stderr is None
+    if plain and options is NO_OPTIONS and workdir is None and not keep:
+        # the common case, as the general code below finds it (no setup, no stdio: all fds -1)
+        check_options(flags, _CLOSE_FDS if close_fds else _NO_CONDITIONS, backend)
+    else:
+        present = set(options.conditions())
+        present.update(
+            name
+            for name, given in (
+                ("cwd", workdir is not None),
+                ("pass_fds", bool(keep)),
+                ("close_fds", close_fds),
+                ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
+            )
+            if given
         )
-        if given
-    )
-    check_options(flags, frozenset(present), backend)
+        check_options(flags, frozenset(present), backend)
 
-    if flags & CloneFlags.CLONE_SIGHAND:
+    if flags & _SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone
     if process_group is None:
         pgid = -1

@@ -27,7 +27,7 @@ if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
 from ._caller import has_cap_sys_admin
-from ._child import FdGroup, close_fds, hold_signals
+from ._child import FdGroup, close_fds, hold_signals, release_signals
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
 from ._procns import children_pid_ns, ns_of, own_ns
@@ -438,6 +438,8 @@ class ChildSetup:
     def open(self, flags: int) -> None:
         """Open what the child needs; OSError (ProcessLookupError for a dead pid...) naming
         the target, with nothing left open."""
+        if not (self.options.pdeathsig or self.options.join):
+            return  # nothing to open (see _open): no fd a handler could strand
         mask = hold_signals()
         try:
             try:
@@ -446,7 +448,7 @@ class ChildSetup:
                 close_fds(self.fds)
                 raise
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)
 
     def _keep(self, fd: int) -> int:
         self.fds.append(fd)

@@ -13,7 +13,7 @@ import os
 import signal
 import stat
 from dataclasses import dataclass
-from typing import Callable, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags
@@ -268,11 +268,21 @@ def broken_rules(
     return found
 
 
+#: (flags, present) that check_options() passed: RULES are fixed and the default
+#: has_feature lifts nothing here, so the answer never changes (every spawn() asks)
+_options_passed: Dict[Tuple[int, FrozenSet[str]], bool] = {}
+
+
 def check_options(flags: int, present: FrozenSet[str], backend: str) -> None:
     """InvalidFlagsError for spawn() options (``present``) that ``flags`` rule out."""
+    key = (int(flags), present if type(present) is frozenset else frozenset(present))
+    if key in _options_passed:
+        return
     found = broken_rules(flags, present, conditional_only=True)
     if found:
         raise InvalidFlagsError(backend, found)
+    if len(_options_passed) < 256:
+        _options_passed[key] = True
 
 
 def _set_tid_problem(tids: Tuple[int, ...], flags: int, joins_pid: bool = False) -> Optional[str]:

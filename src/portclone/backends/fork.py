@@ -23,8 +23,10 @@ from .._child import (
     flush_std_streams,
     hold_signals,
     register,
+    release_signals,
     reset_caught_handlers,
     run_child,
+    signals_in,
 )
 from .._errors import Refusal, Stage, translate
 from .._flags import SIGCHLD, CloneFlags
@@ -110,7 +112,7 @@ class ForkBackend(Backend):
                                 fn,
                                 args,
                                 kwargs,
-                                functools.partial(signal.pthread_sigmask, signal.SIG_SETMASK, mask),
+                                functools.partial(release_signals, mask),
                                 functools.partial(os.close, done[0]) if vfork else None,
                             )
                         )
@@ -120,7 +122,7 @@ class ForkBackend(Backend):
                 if vfork:
                     os.close(done.pop())  # the write end: the child's alone now
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+                release_signals(mask)  # pending handlers run here
             while done and os.read(done[0], 1):  # EINTR is retried (PEP 475)
                 pass
         finally:
@@ -141,7 +143,7 @@ class ForkBackend(Backend):
                 child.syscall = "fork"
                 _fork_exec(plan, child, mask)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)
         return child
 
     def details(self) -> Dict[str, Any]:
@@ -221,7 +223,7 @@ def _posix_spawn(plan: SpawnPlan, mask: Any) -> int:
                 list(plan.argv),
                 env,
                 file_actions=actions,
-                setsigmask=mask,
+                setsigmask=signals_in(mask),
                 setsigdef=_RESTORED if plan.restore_signals else (),
                 **group,
             )
@@ -280,7 +282,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
         stage = Stage.FDS
         try:
             reset_caught_handlers()
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            release_signals(mask)
             os.close(err_r)
             src = list(plan.fds)
             for i in range(3):  # sources among 0..2 that a dup2 would overwrite move up

@@ -13,12 +13,11 @@ import errno
 import fcntl
 import functools
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .._backend import Backend
-from .._child import Child, flush_std_streams, hold_signals, reset_caught_handlers, run_child
+from .._child import Child, flush_std_streams, hold_signals, release_signals, reset_caught_handlers, run_child
 from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now, translate
 from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
 from .._loader import native_status
@@ -178,7 +177,6 @@ class LinuxBackend(Backend):
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
-        native = self._native
         # CLONE_VM always: the child costs nothing to make; CLONE_VFORK unless the
         # parent has maps to write while the child waits (Go makes the same choice:
         # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
@@ -204,29 +202,36 @@ class LinuxBackend(Backend):
         )
         if _pidfd_available():
             flags |= _PIDFD
-        with _cgroup_fd(request.cgroup) as cgroup_fd:
-            try:
-                native.spawn(
-                    child,
-                    mode=native.MODE_CLONE3,
-                    flags=flags,
-                    exit_signal=request.exit_signal,
-                    cgroup_fd=cgroup_fd,
-                    set_tid=request.set_tid,
-                    legacy_ok=not request.needs_clone3,
-                    paths=plan.paths,
-                    argv=plan.argv,
-                    envp=plan.envp,
-                    cwd=plan.cwd,
-                    fds=plan.fds,
-                    keep=plan.keep,
-                    close_fds=plan.close_fds,
-                    setup=plan.setup.native(),
-                    restore_signals=plan.restore_signals,
-                    process_group=plan.process_group,
-                )
-            except OSError as e:
-                raise self._failure(e, request, plan) from None
+        cgroup = request.cgroup
+        if cgroup is None or isinstance(cgroup, int):  # the common case: nothing to open
+            return self._spawn(request, plan, child, flags, -1 if cgroup is None else cgroup)
+        with _cgroup_fd(cgroup) as cgroup_fd:
+            return self._spawn(request, plan, child, flags, cgroup_fd)
+
+    def _spawn(self, request: Request, plan: SpawnPlan, child: Child, flags: int, cgroup_fd: int) -> Child:
+        native = self._native
+        try:
+            native.spawn(
+                child,
+                mode=native.MODE_CLONE3,
+                flags=flags,
+                exit_signal=request.exit_signal,
+                cgroup_fd=cgroup_fd,
+                set_tid=request.set_tid,
+                legacy_ok=not request.needs_clone3,
+                paths=plan.paths,
+                argv=plan.argv,
+                envp=plan.envp,
+                cwd=plan.cwd,
+                fds=plan.fds,
+                keep=plan.keep,
+                close_fds=plan.close_fds,
+                setup=plan.setup.native(),
+                restore_signals=plan.restore_signals,
+                process_group=plan.process_group,
+            )
+        except OSError as e:
+            raise self._failure(e, request, plan) from None
         return child
 
     def _failure(self, error: OSError, request: Request, plan: Optional[SpawnPlan] = None) -> Exception:
@@ -451,10 +456,10 @@ def _cgroup_fd(cgroup: object) -> Iterator[int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        release_signals(mask)
         raise
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending handlers run here
+        release_signals(mask)  # pending handlers run here
         yield fd
     finally:
         os.close(fd)
