@@ -502,7 +502,7 @@ def test_no_signal_by_pid_after_portclone_reaped_it(backend: str) -> None:
     follow the reap of that pid (its number could be another process's by then)."""
     out = run_python(
         f"""
-        import os, signal, threading, portclone
+        import os, signal, threading, time, portclone
         events = []
         real_kill, real_waitpid = os.kill, os.waitpid
         def kill(pid, sig):
@@ -523,12 +523,13 @@ def test_no_signal_by_pid_after_portclone_reaped_it(backend: str) -> None:
                 t.start()
                 while child.returncode is None:
                     child.send_signal(signal.SIGCONT)
+                    time.sleep(0)  # lets the waiter have the GIL: a spin starved it on slow guests
                 t.join()
                 reaped = [i for i, e in enumerate(events) if e == ("reaped", child.pid)]
                 late += any(e == ("kill", child.pid) for e in events[reaped[0]:]) if reaped else 0
         print("kills after the reap", late)
     """,
-        timeout=120,
+        timeout=600,  # a guard against a hang; 150 rounds take seconds on the host
     )
     assert "kills after the reap 0" in out.stdout, out.stdout + out.stderr
 
