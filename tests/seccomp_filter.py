@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 SYS_CLONE3 = 435  # the same on every architecture
 PR_SET_NO_NEW_PRIVS = 38
@@ -32,13 +33,37 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
 
 
+SYS_CLOSE_RANGE = 436  # the same on every architecture
+BPF_JSET_K = 0x45
+#: seccomp_data: nr, arch, instruction_pointer, then args[6] of 8 bytes each
+_ARG2_LOW = 16 + 2 * 8 + (4 if sys.byteorder == "big" else 0)
+
+
 def refuse_clone3(errno_value: int) -> None:
-    program = (SockFilter * 4)(
+    _install(
         SockFilter(BPF_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
         SockFilter(BPF_JEQ_K, 0, 1, SYS_CLONE3),
         SockFilter(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno_value),
         SockFilter(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
     )
+
+
+def refuse_close_range(errno_value: int, only_flags: int = 0) -> None:
+    """close_range fails with ``errno_value``: always, or (``only_flags``) when its flags
+    have one of those bits, as CLOSE_RANGE_CLOEXEC does before Linux 5.11 (EINVAL).  A
+    SIMULATION of Linux 5.9/5.10 (EINVAL for the flag) or older (ENOSYS)."""
+    _install(
+        SockFilter(BPF_LD_W_ABS, 0, 0, 0),
+        SockFilter(BPF_JEQ_K, 0, 3, SYS_CLOSE_RANGE),
+        SockFilter(BPF_LD_W_ABS, 0, 0, _ARG2_LOW),
+        SockFilter(BPF_JSET_K, 0, 1, only_flags) if only_flags else SockFilter(BPF_JEQ_K, 0, 0, 0),
+        SockFilter(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno_value),
+        SockFilter(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    )
+
+
+def _install(*instructions: SockFilter) -> None:
+    program = (SockFilter * len(instructions))(*instructions)
     fprog = SockFprog(len(program), program)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:

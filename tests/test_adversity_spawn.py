@@ -15,7 +15,7 @@ import textwrap
 from typing import Any, Iterator
 
 import pytest
-from conftest import no_side_effects, run_python
+from conftest import TESTS_DIR, missing, no_side_effects, run_python
 
 import portclone
 from portclone import PIPE, Backend, InvalidFlagsError
@@ -350,6 +350,63 @@ def test_spawn_without_proc_keeps_fds_from_the_program(backend: Backend) -> None
     """Defect 8 (second half): without /proc the fork backend failed on /dev/fd, a link into
     it.  /proc is unmounted after portclone was loaded: the choice is made per call."""
     assert fresh(backend.name, NO_PROC) == {"default": 0, "cwd": 0, "pass_fds": 0, "close_fds=False": 3}
+
+
+OLD_KERNEL = """
+import ctypes, json, os, sys
+sys.path.insert(0, TESTS)
+import seccomp_filter, portclone
+portclone.current_backend()  # chosen and loaded first
+seccomp_filter.refuse_close_range(ERRNO, FLAGS)
+if not WITH_PROC:
+    libc = ctypes.CDLL(None, use_errno=True)
+    CLONE_NEWNS, MS_REC, MS_PRIVATE, MNT_DETACH = 0x20000, 0x4000, 1 << 18, 2
+    assert libc.unshare(CLONE_NEWNS) == 0, ctypes.get_errno()
+    assert libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0, ctypes.get_errno()
+    assert libc.umount2(b"/proc", MNT_DETACH) == 0, ctypes.get_errno()
+    assert not os.path.exists("/proc/self/fd")
+r, w = os.pipe()
+os.set_inheritable(r, True)
+far = os.dup2(r, 900)  # far above the others: a walk that stops early misses it
+# exit 0 when the program has neither r nor far, 3 when it has them
+check = (f"import os, sys\\nfor fd in ({r}, {far}):\\n    try:\\n        os.fstat(fd)\\n"
+         f"    except OSError:\\n        continue\\n    sys.exit(3)\\nsys.exit(0)")
+result = {}
+for case, kwargs in [("default", {}), ("pass_fds", {"pass_fds": [w]}),
+                     ("close_fds=False", {"close_fds": False})]:
+    try:
+        result[case] = portclone.spawn([sys.executable, "-c", check], **kwargs).wait(timeout=60)
+    except Exception as e:
+        result[case] = repr(e)
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize(
+    "kernel, errno_value, flags, with_proc",
+    [
+        ("5.10: no CLOSE_RANGE_CLOEXEC", errno.EINVAL, 4, True),
+        ("5.10 without /proc", errno.EINVAL, 4, False),
+        ("before 5.9: no close_range", errno.ENOSYS, 0, True),
+        ("before 5.9 without /proc", errno.ENOSYS, 0, False),
+    ],
+)
+def test_spawn_on_kernels_without_close_range_cloexec(
+    backend: Backend, kernel: str, errno_value: int, flags: int, with_proc: bool
+) -> None:
+    """SIMULATED with a seccomp filter (tests/seccomp_filter.py): close_range refuses
+    CLOSE_RANGE_CLOEXEC as Linux 5.9 and 5.10 do, or is missing as before 5.9; with /proc
+    unmounted too, nothing lists the open fds.  The program still gets no fd but stdio
+    and pass_fds (bullseye's 5.10 failed with FileNotFoundError without /proc)."""
+    if not with_proc and missing("root"):
+        pytest.skip(f"{missing('root')}: /proc is unmounted in a mount namespace")
+    code = (
+        OLD_KERNEL.replace("TESTS", repr(TESTS_DIR))
+        .replace("ERRNO", str(errno_value))
+        .replace("FLAGS", str(flags))
+        .replace("WITH_PROC", str(with_proc))
+    )
+    assert fresh(backend.name, code) == {"default": 0, "pass_fds": 0, "close_fds=False": 3}, kernel
 
 
 # -- transient resource failures ---------------------------------------------------------

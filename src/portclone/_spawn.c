@@ -25,7 +25,9 @@
 #ifdef PC_HAVE_LIBC_CLONE
 
 #include <dirent.h>
+#include <limits.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #if defined(__linux__)
@@ -70,11 +72,6 @@ is_kept(const struct spawn_child *c, int fd)
     return 0;
 }
 
-/* Mark every descriptor >= 3 but the kept ones close-on-exec: nothing leaks
- * into the new program (the error pipe is close-on-exec already). */
-static int
-mark_cloexec_from_3(const struct spawn_child *c)
-{
 #if defined(__linux__)
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -82,27 +79,61 @@ mark_cloexec_from_3(const struct spawn_child *c)
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
-    /* Linux 5.11: close_range(first, last, CLOSE_RANGE_CLOEXEC) around the kept fds */
+/* close_range(first, last, flags) over every descriptor >= 3 but the kept ones and
+ * ``spare`` (-1: none), in the ranges between them. */
+static int
+close_range_except(const struct spawn_child *c, int spare, unsigned int flags)
+{
     unsigned int first = 3;
-    int ok = 1;
-    for (int i = 0; i <= c->nkeep && ok; i++) {
-        unsigned int last = i < c->nkeep ? (unsigned int)c->keep[i] - 1 : ~0U;
-        if (i < c->nkeep && c->keep[i] < 3)
-            continue;
-        if (last >= first || i == c->nkeep)
-            ok = syscall(SYS_close_range, first, last, CLOSE_RANGE_CLOEXEC) == 0;
-        if (i < c->nkeep)
-            first = (unsigned int)c->keep[i] + 1;
+    int i = 0, spare_done = spare < 3;
+
+    for (;;) {
+        int next; /* the next descriptor to leave alone; -1: none is left */
+        if (!spare_done && (i >= c->nkeep || spare <= c->keep[i])) {
+            next = spare;
+            spare_done = 1;
+        }
+        else if (i < c->nkeep)
+            next = c->keep[i++];
+        else
+            next = -1;
+        if (next >= 0 && (unsigned int)next < first)
+            continue; /* below 3, or already passed */
+        if (next < 0)
+            return syscall(SYS_close_range, first, ~0U, flags) == 0 ? 0 : -1;
+        if ((unsigned int)next > first &&
+            syscall(SYS_close_range, first, (unsigned int)next - 1, flags) != 0)
+            return -1;
+        first = (unsigned int)next + 1;
     }
-    if (ok)
+}
+#endif
+
+/* Mark every descriptor >= 3 but the kept ones close-on-exec, or close it now: nothing
+ * leaks into the new program (the error pipe is close-on-exec already).  In order:
+ * close_range's CLOSE_RANGE_CLOEXEC (Linux 5.11); close_range itself (5.9), sparing the
+ * error pipe; the descriptors /proc/self/fd lists; without /proc, every number below
+ * RLIMIT_NOFILE, as CPython's _posixsubprocess does. */
+static int
+mark_cloexec_from_3(const struct spawn_child *c)
+{
+#if defined(__linux__)
+    if (close_range_except(c, -1, CLOSE_RANGE_CLOEXEC) == 0 ||
+        close_range_except(c, c->errpipe, 0) == 0)
         return 0;
     {
-        /* older kernels: walk /proc/self/fd with getdents64 (no malloc) */
         char buf[4096];
         int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         long n;
-        if (dir < 0)
-            return -1;
+        if (dir < 0) {
+            struct rlimit rl;
+            if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+                return -1;
+            for (rlim_t fd = 3; fd < rl.rlim_cur && fd < (rlim_t)INT_MAX; fd++)
+                if (!is_kept(c, (int)fd))
+                    pc_fcntl((int)fd, F_SETFD, FD_CLOEXEC); /* EBADF: not open */
+            return 0;
+        }
         while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
             for (long off = 0; off < n;) {
                 struct dirent64 *d = (struct dirent64 *)(buf + off);
