@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -164,18 +164,38 @@ def main(argv: List[str]) -> int:
         return 2
     chosen = args or list(SETTINGS)
     drops = any(SETTINGS[name][: len(DROP)] == DROP for name in chosen)
-    reach = (sys.executable, sys.prefix + "/.", ROOT + "/tox.ini")
-    if drops and not all(reachable_by_nobody(p) for p in reach):
+    if drops and not reachable_by_nobody(os.path.realpath(sys.executable)):
         print(
-            f"uid {NOBODY} cannot reach {os.path.realpath(sys.executable)} or {ROOT}: use an "
-            "interpreter and checkout outside a private directory (tox.ini's settings env uses "
-            "/usr/bin/python3.11, or PORTCLONE_SETTINGS_PYTHON)",
+            f"uid {NOBODY} cannot reach {os.path.realpath(sys.executable)}: use an interpreter "
+            "outside a private directory (tox.ini's settings env uses /usr/bin/python3.11, or "
+            "PORTCLONE_SETTINGS_PYTHON)",
             file=sys.stderr,
         )
         return 2
-    os.makedirs(junit_dir, exist_ok=True)
-    results = [run(name, junit_dir, pytest_args) for name in chosen]
+    opened = _let_nobody_through([sys.prefix + "/.", ROOT + "/tox.ini"]) if drops else []
+    try:
+        os.makedirs(junit_dir, exist_ok=True)
+        results = [run(name, junit_dir, pytest_args) for name in chosen]
+    finally:
+        for path, mode in reversed(opened):
+            os.chmod(path, mode)
     return 0 if all(results) else 1
+
+
+def _let_nobody_through(paths: List[str]) -> List[Tuple[str, int]]:
+    """o+x on each directory above ``paths`` that lacks it (a checkout under /root, say),
+    for the runs; (directory, mode) to put back afterwards."""
+    opened = []
+    for target in paths:
+        path = os.path.abspath(target)
+        while path != "/":
+            path = os.path.dirname(path)
+            mode = os.stat(path).st_mode
+            if not mode & 0o001:
+                print(f"in_setting.py: o+x on {path} for uid {NOBODY}, until the runs end", flush=True)
+                os.chmod(path, (mode & 0o7777) | 0o001)
+                opened.append((path, mode & 0o7777))
+    return opened
 
 
 if __name__ == "__main__":
