@@ -484,3 +484,65 @@ def test_an_unprivileged_join_of_user_and_pid_namespaces_is_refused_first(tmp_pa
         tmp_path,
     )
     assert out.split("\n").count("refused True") == 2, out
+
+
+def test_a_join_through_a_pidfd_that_fails_names_its_target() -> None:
+    zombie = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    try:
+        for call in (portclone.check, lambda **kw: portclone.spawn(["true"], **kw)):
+            with pytest.raises(OSError) as info:
+                call(join={"net": zombie.pid})
+            assert str(info.value).startswith(f"[Errno {info.value.errno}] join['net']: pid {zombie.pid}")
+    finally:
+        zombie.wait()
+
+
+def test_maps_through_a_foreign_proc_do_not_say_proc_is_missing(tmp_path: object) -> None:
+    setting = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'unshare --pid --fork mount -t proc proc /proc && exec "$0" "$1"',
+    ]
+    out = _run(
+        setting,
+        """
+        import portclone
+        try:
+            portclone.spawn(["true"], map_root=True)
+        except OSError as e:
+            print("refused", e)
+        """,
+        tmp_path,
+    )
+    assert "does not show it" in out and "not mounted" not in out, out
+
+
+def test_a_chroot_is_told_from_mountinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portclone import _caller
+
+    assert not _caller._chrooted()  # this suite runs at its mount namespace's root
+    inside = "40 30 254:0 /srv/jail/proc /proc rw - proc proc rw\n"  # what a chroot lists
+    monkeypatch.setattr(_caller, "_read", lambda path: inside if path.endswith("mountinfo") else None)
+    assert _caller._chrooted()
+
+
+def test_info_names_the_call_spawn_really_uses_when_clone3_is_refused() -> None:
+    import json
+
+    # SIMULATED: a seccomp filter refuses clone3, as container runtimes' profiles do
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (
+        f"import errno, sys; sys.path.insert(0, {here!r})\n"
+        "import seccomp_filter; seccomp_filter.refuse_clone3(errno.ENOSYS)\n"
+        "from portclone._cli import main; main(['info', '--json'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    facts = json.loads(out.stdout)
+    assert not facts["capabilities"]["clone3"]["available"]
+    assert not facts["spawn"].startswith("clone3"), facts["spawn"]

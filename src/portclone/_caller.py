@@ -53,9 +53,18 @@ def _sysctl(name: str) -> Optional[int]:
 
 
 def _chrooted() -> bool:
-    """Whether this process's root differs from that of pid 1 of this /proc (the mount
-    namespace's own root, unless pid 1 is chrooted too)."""
+    """Whether this process's root is not its mount namespace's.  /proc/self/mountinfo
+    lists only the mounts below this process's root, by their paths from it: after a
+    chroot into a directory, none is at "/".  (A chroot onto a mount point is told only
+    where pid 1 of this /proc is in the same mount namespace and readable: root's.)"""
+    text = _read("/proc/self/mountinfo")
+    if text is None:
+        return False
+    if not any(len(f) > 4 and f[4] == "/" for f in (line.split() for line in text.splitlines())):
+        return True
     try:
+        if os.stat("/proc/1/ns/mnt").st_ino != os.stat("/proc/self/ns/mnt").st_ino:
+            return False  # another mount namespace (a container that sees its host's /proc)
         ours, theirs = os.stat("/"), os.stat("/proc/1/root/")
     except OSError:
         return False
@@ -85,7 +94,10 @@ def causes(flags: int, err: int = 0) -> List[str]:
         if limit == 0:
             found.append("user.max_user_namespaces is 0: user namespaces are disabled here")
         elif limit is not None and err == 28:  # ENOSPC
-            found.append(f"user.max_user_namespaces ({limit}) is reached")
+            found.append(
+                f"user.max_user_namespaces is reached: this user namespace's ({limit}), or that "
+                f"of one enclosing it, or the nesting depth (32)"
+            )
         if not privileged:
             if _sysctl("kernel.apparmor_restrict_unprivileged_userns") == 1:
                 found.append(

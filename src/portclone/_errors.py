@@ -293,16 +293,11 @@ def _translate(
         return OSError(err, f"{os.strerror(err)}: setting up the child's file descriptors")
     if stage in _SETUP_STEPS:
         doing, hint = _SETUP_STEPS[Stage(stage)]
-        if (
-            stage == Stage.MOUNT_PROC
-            and err == _errno.EPERM
-            and flags & CloneFlags.CLONE_NEWUSER
-            and not flags & CloneFlags.CLONE_NEWPID
-        ):
+        if stage == Stage.MOUNT_PROC and err == _errno.EPERM and not flags & CloneFlags.CLONE_NEWPID:
             hint = (
-                "a /proc is mounted only by a process with privilege over its PID namespace, "
-                "which the caller's user namespace owns: add CLONE_NEWPID, whose new namespace "
-                "the child's new user namespace then owns"
+                "a /proc is mounted only with privilege over the user namespace that owns its PID "
+                "namespace, and the caller's PID namespace belongs to one above the child's: add "
+                "CLONE_NEWPID, whose new namespace the child's user namespace then owns"
             )
         elif stage == Stage.JOIN and err == _errno.EACCES:
             hint = (

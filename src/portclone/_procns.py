@@ -81,7 +81,12 @@ def ns_of(pidfd: int, name: str, what: str) -> int:
     """An fd of the ``name`` namespace (as under /proc/PID/ns) of ``pidfd``'s process.
     ``what`` names the target in errors: OSError (ESRCH once it has exited; EXDEV when
     no file of the mounted /proc can be proved to be its own)."""
-    fd = _ioctl(pidfd, name)
+    try:
+        fd = _ioctl(pidfd, name)
+    except OSError as e:
+        if e.errno == errno.ESRCH:
+            raise ProcessLookupError(errno.ESRCH, f"{what}: the process has exited") from None
+        raise OSError(e.errno, f"{what}: opening its {name} namespace: {e.strerror}") from None
     if fd is not None:
         return fd
     try:
@@ -102,7 +107,10 @@ def ns_of(pidfd: int, name: str, what: str) -> int:
             f"its {name} namespace otherwise: mount a /proc of this PID namespace",
         )
     path = f"/proc/{seen}/ns/{name}"
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"{what}: opening its {name} namespace: {e.strerror}", path) from None
     try:
         again = proc_pid(pidfd)
     except BaseException:

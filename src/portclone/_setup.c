@@ -18,6 +18,7 @@
 #if defined(__linux__)
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/vfs.h>
 #endif
 
 /* setup: None or (uid_map, gid_map, setgroups, hostname, time_offsets, mount_proc, join,
@@ -382,6 +383,14 @@ pidfd_proc_pid(int pidfd)
     return strtol(line + 6, NULL, 10);
 }
 
+/* Whether a proc file system is mounted at /proc (one that may not show this process). */
+static int
+proc_mounted(void)
+{
+    struct statfs st;
+    return statfs("/proc", &st) == 0 && st.f_type == 0x9fa0; /* PROC_SUPER_MAGIC */
+}
+
 /* Whether the mounted /proc belongs to this process's own PID namespace: its NSpid
  * line there then has one field (a /proc of an ancestor namespace shows one per level). */
 static int
@@ -430,7 +439,7 @@ open_child_dir(pid_t pid, int pidfd)
 
     if (pidfd >= 0) {
         seen = pidfd_proc_pid(pidfd);
-        if (seen == -2 && errno == ENOENT && access("/proc/self", F_OK) != 0) {
+        if (seen == -2 && errno == ENOENT && !proc_mounted()) {
             errno = ENOENT; /* no /proc at all */
             return -1;
         }
@@ -444,7 +453,7 @@ open_child_dir(pid_t pid, int pidfd)
         }
     }
     else if (!proc_is_ours()) {
-        errno = access("/proc/self", F_OK) == 0 ? EXDEV : ENOENT;
+        errno = proc_mounted() ? EXDEV : ENOENT;
         return -1;
     }
     snprintf(path, sizeof path, "/proc/%ld", seen);

@@ -285,6 +285,8 @@ class LinuxBackend(Backend):
             "legacy_clone_order": native.LEGACY_CLONE_ORDER or "unknown (clone3 only)",
             "spawn": (
                 "clone3 with CLONE_VM, the child on its own stack"
+                if native.HAVE_CLONE3_SPAWN and c3 == errno.EINVAL
+                else "libc clone() with CLONE_VM (clone3 is unusable here: see its line)"
                 if native.HAVE_CLONE3_SPAWN
                 else "libc clone() with CLONE_VM (no clone3 trampoline for this architecture)"
             ),
