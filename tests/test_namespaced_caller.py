@@ -134,14 +134,15 @@ def test_maps_through_a_proc_that_does_not_show_the_child_are_refused(tmp_path: 
         import portclone
         try:
             portclone.spawn(["true"], map_root=True)
-        except OSError as e:
-            print("refused", e)
+        except (OSError, portclone.UnsupportedFlagError) as e:
+            print("refused", e)  # at the maps, or before Linux 6.11 at the flags' check
         else:
             print("spawned")
         """,
         tmp_path,
     )
-    assert "refused" in out and "finding the child's /proc directory" in out, out
+    assert "refused" in out, out
+    assert "finding the child's /proc directory" in out or "does not show this process" in out, out
 
 
 _TARGET = """

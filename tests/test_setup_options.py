@@ -584,12 +584,20 @@ def test_joining_our_pid_namespace_after_an_unshare_is_not_skipped() -> None:
         def report():
             os.write(w, str(os.stat("/proc/self/ns/pid").st_ino).encode())
             return 0
-        child = portclone.clone(report, join={"pid": os.getpid()})
-        child.wait()
-        print(ours, os.read(r, 100).decode())
+        try:
+            child = portclone.clone(report, join={"pid": os.getpid()})
+        except OSError as e:  # before Linux 6.11 the pending namespace cannot be saved
+            print("refused", "Linux 6.11" in str(e))
+        else:
+            child.wait()
+            print(ours, os.read(r, 100).decode())
     """)
-    ours, landed = out.stdout.split()
-    assert landed == ours, out.stderr
+    first, second = out.stdout.split()
+    if first == "refused":  # and nothing was created: the kernel has no way to save it
+        assert second == "True", out.stdout + out.stderr
+        assert portclone._procns._thread_ns("pid") is None  # the ioctls are missing here
+    else:
+        assert second == first, out.stderr
 
 
 @pytest.mark.requires("linux", "proc", "pidfd", "CLONE_NEWPID")

@@ -409,6 +409,13 @@ def _ns_missing(ns: str) -> Optional[str]:
         return f"the running kernel has no {ns} namespaces (no /proc/self/ns/{ns}: not configured)"
     has = _kernel_has_ns(ns)
     if has is None:
+        if os.path.ismount("/proc"):  # mounted, but not showing this process
+            return (
+                f"the mounted /proc does not show this process (it belongs to another PID "
+                f"namespace), so portclone cannot tell whether the running kernel has {ns} "
+                f"namespaces (mount a /proc of this PID namespace; Linux 6.11 or later tells "
+                f"without it)"
+            )
         return (
             f"/proc is not mounted, so portclone cannot tell whether the running kernel "
             f"has {ns} namespaces (mount /proc; Linux 6.11 or later tells without it)"
