@@ -108,32 +108,10 @@ def clone(
     if kwargs or not _binds_plainly(fn, len(args)):
         _check_call(fn, args, kwargs)
     backend = current_backend()
-    if (
-        uid_map is None
-        and gid_map is None
-        and map_root is False
-        and setgroups is None
-        and hostname is None
-        and time_offsets is None
-        and join is None
-        and pdeathsig is None
-        and mount_proc is False
-        and propagation is None
-    ):
-        options = NO_OPTIONS  # the common case stays a few calls (see Backend.__init__)
-    else:
-        options = parse_options(
-            uid_map=uid_map,
-            gid_map=gid_map,
-            map_root=map_root,
-            setgroups=setgroups,
-            hostname=hostname,
-            time_offsets=time_offsets,
-            join=join,
-            pdeathsig=pdeathsig,
-            mount_proc=mount_proc,
-            propagation=propagation,
-        )
+    options = _options(
+        uid_map, gid_map, map_root, setgroups, hostname, time_offsets, join, pdeathsig, mount_proc,
+        propagation,
+    )  # fmt: skip
     if options is NO_OPTIONS and exit_signal == SIGCHLD:
         # _request() without the checks it would skip: fewer frames, fewer pages touched
         request = backend.request(flags, exit_signal, cgroup, set_tid)
@@ -150,6 +128,46 @@ def clone(
         return backend.launch(request, fn, args, kwargs, setup)
     finally:
         setup.close()
+
+
+def _options(
+    uid_map: IdMap,
+    gid_map: IdMap,
+    map_root: bool,
+    setgroups: Optional[str],
+    hostname: Optional[str],
+    time_offsets: TimeOffsets,
+    join: Join,
+    pdeathsig: Optional[int],
+    mount_proc: MountProc,
+    propagation: Optional[str],
+) -> Options:
+    """The setup options, checked; NO_OPTIONS for none, the common case, in a few steps."""
+    if (
+        uid_map is None
+        and gid_map is None
+        and map_root is False
+        and setgroups is None
+        and hostname is None
+        and time_offsets is None
+        and join is None
+        and pdeathsig is None
+        and mount_proc is False
+        and propagation is None
+    ):
+        return NO_OPTIONS
+    return parse_options(
+        uid_map=uid_map,
+        gid_map=gid_map,
+        map_root=map_root,
+        setgroups=setgroups,
+        hostname=hostname,
+        time_offsets=time_offsets,
+        join=join,
+        pdeathsig=pdeathsig,
+        mount_proc=mount_proc,
+        propagation=propagation,
+    )
 
 
 def _nearest_keyword(key: str) -> Optional[str]:
@@ -387,32 +405,10 @@ def spawn(
     backend = current_backend()
     if isinstance(flags, int) and not isinstance(flags, bool):
         flags |= _VM  # what every backend does for a program: CLONE_SIGHAND may follow
-    if (
-        uid_map is None
-        and gid_map is None
-        and map_root is False
-        and setgroups is None
-        and hostname is None
-        and time_offsets is None
-        and join is None
-        and pdeathsig is None
-        and mount_proc is False
-        and propagation is None
-    ):
-        options = NO_OPTIONS  # the common case stays a few calls (see Backend.__init__)
-    else:
-        options = parse_options(
-            uid_map=uid_map,
-            gid_map=gid_map,
-            map_root=map_root,
-            setgroups=setgroups,
-            hostname=hostname,
-            time_offsets=time_offsets,
-            join=join,
-            pdeathsig=pdeathsig,
-            mount_proc=mount_proc,
-            propagation=propagation,
-        )
+    options = _options(
+        uid_map, gid_map, map_root, setgroups, hostname, time_offsets, join, pdeathsig, mount_proc,
+        propagation,
+    )  # fmt: skip
     request = backend.request(
         flags,
         exit_signal,
