@@ -349,24 +349,17 @@ pc_setup_child(const struct pc_setup *s, int *stage)
 }
 
 #if defined(__linux__)
-/* The "Pid:" line of /proc/self/fdinfo/<pidfd>: the process's pid as the mounted /proc
- * numbers it, whatever PID namespace this process is in (torvalds/linux:fs/pidfs.c,
- * pidfd_show_fdinfo: 0 when that /proc's namespace cannot see the process, -1 once it
- * has exited).  -2 with errno set when it cannot be read. */
-static long
-pidfd_proc_pid(int pidfd)
+/* The start of a small /proc file, NUL-terminated in ``buf``; -1 with errno when it cannot
+ * be opened.  Plain system calls: the parent runs this while the child waits. */
+static int
+read_text(const char *path, char *buf, size_t size)
 {
-    char path[48], buf[2048];
     ssize_t n, got = 0;
-    const char *line;
-    int fd;
-
-    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return -2;
-    while (got < (ssize_t)sizeof buf - 1) {
-        n = read(fd, buf + got, sizeof buf - 1 - (size_t)got);
+        return -1;
+    while (got < (ssize_t)size - 1) {
+        n = read(fd, buf + got, size - 1 - (size_t)got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -375,6 +368,22 @@ pidfd_proc_pid(int pidfd)
     }
     close(fd);
     buf[got] = '\0';
+    return 0;
+}
+
+/* The "Pid:" line of /proc/self/fdinfo/<pidfd>: the process's pid as the mounted /proc
+ * numbers it, whatever PID namespace this process is in (torvalds/linux:fs/pidfs.c,
+ * pidfd_show_fdinfo: 0 when that /proc's namespace cannot see the process, -1 once it
+ * has exited).  -2 with errno set when it cannot be read. */
+static long
+pidfd_proc_pid(int pidfd)
+{
+    char path[48], buf[2048];
+    const char *line;
+
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+    if (read_text(path, buf, sizeof buf) != 0)
+        return -2;
     line = strstr(buf, "\nPid:");
     if (line == NULL) {
         errno = ENOSYS; /* a kernel before 5.3 shows no Pid: line */
@@ -397,21 +406,9 @@ static int
 proc_is_ours(void)
 {
     char buf[4096];
-    ssize_t n, got = 0;
     const char *line;
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (read_text("/proc/self/status", buf, sizeof buf) != 0)
         return 0;
-    while (got < (ssize_t)sizeof buf - 1) {
-        n = read(fd, buf + got, sizeof buf - 1 - (size_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += n;
-    }
-    close(fd);
-    buf[got] = '\0';
     line = strstr(buf, "\nNSpid:");
     if (line == NULL)
         return 0;
