@@ -55,6 +55,16 @@ def _run(setting: List[str], code: str, tmp_path: object, timeout: float = 120) 
 
 
 OUTER_PROC = ["unshare", "--pid", "--fork", "--kill-child"]  # /proc stays the outer one
+#: /proc replaced by one of a PID namespace that has ended: it shows no process
+FOREIGN_PROC = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'unshare --pid --fork mount -t proc proc /proc && exec "$0" "$1"',
+]
 
 
 def test_maps_are_written_to_the_child_not_to_the_outer_procs_namesake(tmp_path: object) -> None:
@@ -118,18 +128,8 @@ def test_cli_map_root_inside_a_pid_namespace_that_sees_the_outer_proc(tmp_path: 
 
 
 def test_maps_through_a_proc_that_does_not_show_the_child_are_refused(tmp_path: object) -> None:
-    # /proc is replaced by one of a PID namespace that has ended: it shows no process
-    setting = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        'unshare --pid --fork mount -t proc proc /proc && exec "$0" "$1"',
-    ]
     out = _run(
-        setting,
+        FOREIGN_PROC,
         """
         import portclone
         try:
@@ -500,17 +500,8 @@ def test_a_join_through_a_pidfd_that_fails_names_its_target() -> None:
 
 
 def test_maps_through_a_foreign_proc_do_not_say_proc_is_missing(tmp_path: object) -> None:
-    setting = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        'unshare --pid --fork mount -t proc proc /proc && exec "$0" "$1"',
-    ]
     out = _run(
-        setting,
+        FOREIGN_PROC,
         """
         import portclone
         try:
