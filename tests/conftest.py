@@ -183,13 +183,19 @@ def child_value(fn: Callable[..., Any], *args: Any, timeout: float = 60, **clone
 
 
 def run_python(
-    code: str, *, timeout: float = 120, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
+    code: str,
+    *,
+    timeout: float = 120,
+    env: Optional[Dict[str, str]] = None,
+    cwd: Optional[str] = None,
+    prefix: Tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    """Run ``code`` in a fresh interpreter (the place for seccomp filters and the like)."""
+    """Run ``code`` in a fresh interpreter (the place for seccomp filters and the like),
+    under the command line ``prefix`` (``unshare ...``) if given."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=timeout,

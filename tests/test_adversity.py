@@ -635,6 +635,9 @@ def reuse(pid, argv):
         p.wait()
     sys.exit("the pid could not be reused (a busy machine)")
 """
+#: a PID namespace of the script's own (with its /proc, whose ns_last_pid is then its own):
+#: no other process takes the pid it sets up for reuse, however busy the machine
+PRIVATE_PIDS = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 
 
 @pytest.mark.requires("root", "linux", "pidfd")
@@ -655,6 +658,7 @@ def test_wait_never_takes_the_status_of_a_process_that_reused_the_pid() -> None:
         print(ours, stranger.wait())
     """.replace("\n        ", "\n"),
         timeout=120,
+        prefix=PRIVATE_PIDS,
     )
     assert out.returncode == 0, out.stderr
     ours, theirs = out.stdout.split()
@@ -681,6 +685,7 @@ def test_a_dropped_child_never_makes_reap_orphans_take_a_strangers_status(drop: 
         print(stranger.wait())
     """.replace("\n        ", "\n"),
         timeout=120,
+        prefix=PRIVATE_PIDS,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["7"], "reap_orphans() reaped a process it did not make"
