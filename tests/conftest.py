@@ -204,6 +204,72 @@ def run_python(
     )
 
 
+class Strangers:
+    """Processes another thread forks without pause, each holding every fd open at its
+    fork, until the call it overlapped is over: ``call_done()`` lets go those forked so far
+    (a pipe per generation: they wait for its EOF).  A call that waits for one of its own
+    strangers therefore never returns, whatever the machine's pace.  At most one call's
+    worth of strangers lives at a time (an emulated guest has little memory); ``release``
+    is idempotent, and says who let the last generation go."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.count = 0
+        self.released_by: Optional[str] = None
+        self._pids: List[int] = []
+        self._r, self._w = os.pipe()
+        self._thread = threading.Thread(target=self._fork, daemon=True)
+
+    def __enter__(self) -> Strangers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join()
+        self.release("the test")
+        self._reap(block=True)
+
+    def _fork(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                if self._w < 0:
+                    return
+                r, w = self._r, self._w
+                pid = os.fork()
+                if pid == 0:
+                    os.close(w)
+                    os.read(r, 1)  # EOF: this generation is let go
+                    os._exit(0)
+                self._pids.append(pid)
+                self.count += 1
+            time.sleep(0.001)  # pacing only
+
+    def call_done(self) -> None:
+        """The call in progress returned: its strangers may go; the next call gets new ones."""
+        with self.lock:
+            if self._w < 0:
+                return
+            os.close(self._w)
+            os.close(self._r)
+            self._r, self._w = os.pipe()
+        self._reap(block=False)
+
+    def release(self, by: str) -> None:
+        with self.lock:
+            if self._w >= 0:
+                os.close(self._w)
+                os.close(self._r)
+                self._r = self._w = -1
+                self.released_by = by
+
+    def _reap(self, block: bool) -> None:
+        for pid in list(self._pids):
+            if os.waitpid(pid, 0 if block else os.WNOHANG)[0]:
+                self._pids.remove(pid)
+
+
 @contextlib.contextmanager
 def busy_threads(work: Callable[[], None], count: int = 4) -> Iterator[None]:
     """``count`` daemon threads calling ``work`` in a loop until the block ends."""

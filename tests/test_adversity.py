@@ -1072,47 +1072,32 @@ def test_clone_with_maps_out_of_fds_leaks_no_pipe() -> None:
 def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     """A map write that fails ended the child by closing its go-ahead pipe: a process
     another thread forked meanwhile held that pipe open, and the call waited out its
-    life.  The child is now killed.  Here the strangers live until every call is done (they
-    wait for a pipe the caller closes only then), so a call that waits for one never
-    returns and the interpreter's timeout fails the test: no clock decides."""
+    life.  The child is now killed.  The strangers (conftest.Strangers) live until the call
+    they overlapped returns, so a call that waits for one never returns and the
+    interpreter's timeout fails the test: no clock decides."""
     out = run_python(
         f"""
-        import ctypes, os, threading, time, portclone
+        import ctypes, os, sys, portclone
         from portclone import clone, spawn
+        sys.path.insert(0, {TESTS_DIR!r})
+        from conftest import Strangers
         portclone.current_backend()
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE again after the uid change
-        hold_r, hold_w = os.pipe()  # the strangers live until hold_w's last copy is closed
-        stop = threading.Event()
-        strangers = []
-        def forker():
-            while not stop.is_set():
-                pid = os.fork()
-                if pid == 0:
-                    os.close(hold_w)
-                    os.read(hold_r, 1)  # EOF once the caller closes hold_w: after every call
-                    os._exit(0)
-                strangers.append(pid)
-                time.sleep(0.001)  # pacing only: a new stranger every millisecond or so
-        thread = threading.Thread(target=forker)
-        thread.start()
         done = 0
-        for _ in range(100):  # before the fix, 1 to 3 in 100 waited for a stranger
-            try:
-                if {api!r} == "clone":
-                    portclone.clone(lambda: 0, uid_map=[(0, 5, 1)])
-                else:
-                    portclone.spawn(["true"], uid_map=[(0, 5, 1)])
-            except PermissionError:
-                pass
-            done += 1
-        stop.set()
-        thread.join()
-        os.close(hold_w)
-        for pid in strangers:
-            os.waitpid(pid, 0)
-        print("done", done, len(strangers) > 0)
+        with Strangers() as strangers:
+            for _ in range(100):  # before the fix, 1 to 3 in 100 waited for a stranger
+                try:
+                    if {api!r} == "clone":
+                        portclone.clone(lambda: 0, uid_map=[(0, 5, 1)])
+                    else:
+                        portclone.spawn(["true"], uid_map=[(0, 5, 1)])
+                except PermissionError:
+                    pass
+                strangers.call_done()
+                done += 1
+        print("done", done, strangers.count > 0, strangers.released_by)
     """,
         timeout=600,
     )
-    assert out.stdout.split() == ["done", "100", "True"], out.stdout + out.stderr
+    assert out.stdout.split() == ["done", "100", "True", "the", "test"], out.stdout + out.stderr
