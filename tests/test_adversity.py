@@ -525,6 +525,11 @@ def test_no_signal_by_pid_after_portclone_reaped_it(backend: str) -> None:
                     child.send_signal(signal.SIGCONT)
                     time.sleep(0)  # lets the waiter have the GIL: a spin starved it on slow guests
                 t.join()
+                # until the waiter's thread is gone from the kernel too: the next clone must be
+                # made single-threaded (a raw clone in a process whose other thread is still
+                # exiting can hand the child a held libc lock, and the child then hangs)
+                while len(os.listdir("/proc/self/task")) > 1:
+                    pass
                 reaped = [i for i, e in enumerate(events) if e == ("reaped", child.pid)]
                 late += any(e == ("kill", child.pid) for e in events[reaped[0]:]) if reaped else 0
         print("kills after the reap", late)
