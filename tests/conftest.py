@@ -209,8 +209,11 @@ class Strangers:
     fork, until the call it overlapped is over: ``call_done()`` lets go those forked so far
     (a pipe per generation: they wait for its EOF).  A call that waits for one of its own
     strangers therefore never returns, whatever the machine's pace.  At most one call's
-    worth of strangers lives at a time (an emulated guest has little memory); ``release``
-    is idempotent, and says who let the last generation go."""
+    worth of strangers lives at a time, and no more than ``MAX_LIVE`` (a hang must not fill
+    an emulated guest's memory); ``release`` is idempotent, and says who let the last
+    generation go."""
+
+    MAX_LIVE = 64
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -218,6 +221,7 @@ class Strangers:
         self.count = 0
         self.released_by: Optional[str] = None
         self._pids: List[int] = []
+        self._live = 0  # in the current generation
         self._r, self._w = os.pipe()
         self._thread = threading.Thread(target=self._fork, daemon=True)
 
@@ -236,14 +240,15 @@ class Strangers:
             with self.lock:
                 if self._w < 0:
                     return
-                r, w = self._r, self._w
-                pid = os.fork()
-                if pid == 0:
-                    os.close(w)
-                    os.read(r, 1)  # EOF: this generation is let go
-                    os._exit(0)
-                self._pids.append(pid)
-                self.count += 1
+                if self._live < self.MAX_LIVE:
+                    pid = os.fork()
+                    if pid == 0:  # the child has this thread only: the fds are its copies
+                        os.close(self._w)
+                        os.read(self._r, 1)  # EOF: this generation is let go
+                        os._exit(0)
+                    self._pids.append(pid)
+                    self.count += 1
+                    self._live += 1
             time.sleep(0.001)  # pacing only
 
     def call_done(self) -> None:
@@ -254,6 +259,7 @@ class Strangers:
             os.close(self._w)
             os.close(self._r)
             self._r, self._w = os.pipe()
+            self._live = 0
         self._reap(block=False)
 
     def release(self, by: str) -> None:

@@ -791,8 +791,12 @@ await_setup(struct pc_setup *s, pid_t pid, int pidfd, int vfork, struct setup_ou
     memset(o, 0, sizeof *o);
     if (s->have_maps)
         pc_setup_parent(s, pid, pidfd, &o->map_what, &o->err);
-    if (o->map_what != NULL)
-        kill(pid, SIGKILL); /* EOF may never come: another process may hold the pipe */
+    if (o->map_what != NULL) {
+        /* the failed map is the error: the child is killed and its report not waited for
+         * (EOF may never come: a process another thread forked meanwhile may hold the pipe) */
+        kill(pid, SIGKILL);
+        return;
+    }
     if (vfork) {
         int fl = pc_fcntl(s->errpipe[0], F_GETFL, 0);
         if (fl >= 0)

@@ -612,9 +612,12 @@ spawn_await(struct spawn_call *s, struct spawn_outcome *o)
 {
     if (s->setup.have_maps)
         pc_setup_parent(&s->setup, o->pid, o->pidfd, &o->map_what, &o->map_err);
+    /* A failed map is the error: the child is killed, and its report is not waited for
+     * (EOF may never come: a process another thread forked meanwhile may hold the pipe) */
     if (o->map_what != NULL)
-        kill(o->pid, SIGKILL); /* EOF may never come: another process may hold the pipe */
-    spawn_read_report(s, o);
+        kill(o->pid, SIGKILL);
+    else
+        spawn_read_report(s, o);
     /* with CLONE_PARENT the child is the caller's parent's to reap */
     if ((o->reported || o->map_what != NULL) && !(s->rq.flags & PC_CLONE_PARENT))
         pc_reap(o->pid);
