@@ -209,13 +209,14 @@ class Strangers:
     fork, until the call it overlapped is over: ``call_done()`` lets go those forked so far
     (a pipe per generation: they wait for its EOF).  A call that waits for one of its own
     strangers therefore never returns, whatever the machine's pace.  At most one call's
-    worth of strangers lives at a time, and no more than ``MAX_LIVE`` (a hang must not fill
+    worth of strangers lives at a time, and no more than ``max_live`` (a hang must not fill
     an emulated guest's memory); ``release`` is idempotent, and says who let the last
     generation go."""
 
-    MAX_LIVE = 64
-
-    def __init__(self) -> None:
+    def __init__(self, max_live: int = 64) -> None:
+        #: a fork of a big process (pytest's own) holds its pages copy-on-write: each page
+        #: the parent writes meanwhile is copied once per live stranger
+        self.max_live = max_live
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.count = 0
@@ -240,7 +241,7 @@ class Strangers:
             with self.lock:
                 if self._w < 0:
                     return
-                if self._live < self.MAX_LIVE:
+                if self._live < self.max_live:
                     pid = os.fork()
                     if pid == 0:  # the child has this thread only: the fds are its copies
                         os.close(self._w)
