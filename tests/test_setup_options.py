@@ -12,10 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator
 
 import pytest
 from conftest import (
+    Strangers,
     alive,
     child_value,
     never_runs,
@@ -496,52 +497,27 @@ def test_spawn_with_maps_never_starts_the_program_before_its_maps() -> None:
 def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
     """With maps, spawn() learns of the exec by EOF on its report pipe: a child forked by
     another thread in the window before the parent closed its write end held it, and
-    spawn() waited for that child's whole life.  Here the strangers live until every
-    call is done: a spawn() held by one returns only when the watchdog, the suite's guard
-    against a hang, lets them go, and that fails the test whatever the machine's pace."""
-    stop = threading.Event()
-    strangers: List[int] = []
-    hold_r, hold_w = os.pipe()  # the strangers live until hold_w is closed
-    done = threading.Event()
-    released: List[str] = []
-    lock = threading.Lock()
+    spawn() waited for that child's whole life.  The strangers (conftest.Strangers) live
+    until the call they overlapped returns: a spawn() held by one returns only when the
+    watchdog, the suite's guard against a hang, lets them go, and that fails the test
+    whatever the machine's pace."""
+    with Strangers(max_live=8) as strangers:  # forks of pytest itself: few at a time
+        done = threading.Event()
 
-    def release(by: str) -> None:
-        with lock:
-            if not released:
-                released.append(by)
-                os.close(hold_w)
+        def watchdog() -> None:
+            if not done.wait(600):  # only a spawn() held by a stranger keeps the loop this long
+                strangers.release("the watchdog")
 
-    def forker() -> None:
-        while not stop.is_set():
-            pid = os.fork()
-            if pid == 0:
-                os.close(hold_w)
-                os.read(hold_r, 1)  # EOF: released
-                os._exit(0)
-            strangers.append(pid)
-            time.sleep(0.002)  # pacing only
-
-    def watchdog() -> None:
-        if not done.wait(600):  # only a spawn() held by a stranger keeps the loop this long
-            release("watchdog")
-
-    threads = [threading.Thread(target=forker), threading.Thread(target=watchdog)]
-    for t in threads:
-        t.start()
-    try:
-        for _ in range(40):
-            portclone.spawn(["true"], map_root=True).wait(timeout=600)
-    finally:
-        done.set()
-        stop.set()
-        for t in threads:
-            t.join()
-        release("the test")
-        os.close(hold_r)
-        for pid in strangers:
-            os.waitpid(pid, 0)
-    assert released == ["the test"] and strangers
+        guard = threading.Thread(target=watchdog, daemon=True)
+        guard.start()
+        try:
+            for _ in range(40):
+                portclone.spawn(["true"], map_root=True).wait(timeout=600)
+                strangers.call_done()
+        finally:
+            done.set()
+            guard.join()
+    assert strangers.released_by == "the test" and strangers.count > 0
 
 
 @pytest.mark.requires("linux", "proc", "root", "CLONE_NEWTIME")
