@@ -16,7 +16,7 @@ import pytest
 from conftest import alive, children_of, missing, ns_inode, proc_path
 
 import portclone
-from portclone._cli import RUN_OPTIONS, run_option_table
+from portclone.cli._run import RUN_OPTIONS, run_option_table
 
 
 def cli(
@@ -36,13 +36,13 @@ def cli(
 #: the maps' /proc files of its children would be root's).
 AS_NOBODY = textwrap.dedent("""
     import ctypes, os, sys
-    import portclone, portclone._cli
+    import portclone, portclone.cli
     import difflib, gettext, grp, locale, pwd, shutil  # the CLI's lazy imports: nobody
     portclone.current_backend()                        # may not read the interpreter's tree
-    portclone._cli._parser()
+    portclone.cli._parser()
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
-    sys.exit(portclone._cli.main(sys.argv[1:]))
+    sys.exit(portclone.cli.main(sys.argv[1:]))
 """)
 
 

@@ -41,7 +41,9 @@ LAYERS: List[List[str]] = [
     ["portclone._registry"],
     ["portclone._api"],
     ["portclone"],
-    ["portclone._cli", "portclone.__main__", "portclone.pytest_plugin"],
+    ["portclone.cli._common"],
+    ["portclone.cli._reports", "portclone.cli._run"],
+    ["portclone.cli", "portclone._cli", "portclone.__main__", "portclone.pytest_plugin"],
 ]
 LAYER = {module: n for n, layer in enumerate(LAYERS) for module in layer}
 

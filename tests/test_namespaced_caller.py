@@ -531,7 +531,7 @@ def test_info_names_the_call_spawn_really_uses_when_clone3_is_refused() -> None:
     code = (
         f"import errno, sys; sys.path.insert(0, {here!r})\n"
         "import seccomp_filter; seccomp_filter.refuse_clone3(errno.ENOSYS)\n"
-        "from portclone._cli import main; main(['info', '--json'])\n"
+        "from portclone.cli import main; main(['info', '--json'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

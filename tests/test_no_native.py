@@ -59,7 +59,7 @@ def test_import_and_fork_fallback_without_the_extension(pure_copy: pathlib.Path)
 
 def test_info_says_why(pure_copy: pathlib.Path) -> None:
     result = run_python(
-        "from portclone._cli import main; main(['info', '--json'])",
+        "from portclone.cli import main; main(['info', '--json'])",
         env={"PYTHONPATH": str(pure_copy)},
         cwd=str(pure_copy),
     )
@@ -205,7 +205,7 @@ def test_info_refuses_a_stale_extension_without_a_traceback(pure_copy: pathlib.P
     as clone() refuses it: no traceback (the CLI's promise).  (Before the fix: a traceback.)"""
     (pure_copy / "portclone" / "_native.py").write_text("ABI = -1\n")
     result = run_python(
-        "import sys; from portclone._cli import main; sys.exit(main(['info']))",
+        "import sys; from portclone.cli import main; sys.exit(main(['info']))",
         env={"PYTHONPATH": str(pure_copy), "PORTCLONE_BACKEND": ""},
         cwd=str(pure_copy),
     )

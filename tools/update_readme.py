@@ -3,7 +3,7 @@
 - docs/flags.md: flag and setup-option availability per backend, and the refused
   combinations (portclone._docs.availability_table, from portclone._flags);
 - docs/cli.md: ``portclone run``'s options against unshare/nsenter's
-  (portclone._cli.run_option_table, from portclone._cli.RUN_OPTIONS).
+  (portclone.cli._run.run_option_table, from its RUN_OPTIONS).
 
 The README links to those pages.  tests/test_flags.py and tests/test_cli_run.py fail
 when a page is stale; ``python tools/update_readme.py --check`` says so without writing.
@@ -15,8 +15,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "src"))
 
-from portclone._cli import run_option_table
 from portclone._docs import BEGIN, END, availability_table
+from portclone.cli._run import run_option_table
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
