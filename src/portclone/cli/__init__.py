@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"portclone {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    # parsed by their own modules, with util-linux's grammar: listed here for --help
+    sub.add_parser("unshare", help="util-linux's unshare(1), a drop-in: its options and process model")
+    sub.add_parser("nsenter", help="util-linux's nsenter(1), a drop-in: its options and process model")
     p_info = sub.add_parser("info", help="backend, kernel features and capabilities, as probed")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_flags = sub.add_parser("flags", help="every clone flag and whether this backend honours it")
@@ -99,14 +102,47 @@ def main(argv: Optional[List[str]] = None) -> int:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "portclone: the .* backend is unusable", RuntimeWarning)
         try:
-            return _main(argv)
+            words = list(sys.argv[1:] if argv is None else argv)
+            if words[:1] == ["unshare"] or words[:1] == ["nsenter"]:
+                return _dropin(words[0], words[1:], f"{PROG} {words[0]}")
+            return _main(words)
         except StaleExtensionError as e:  # any command (the parser's epilog asks the backend)
             print(f"portclone: {e}", file=sys.stderr)
             return 1
 
 
-def _main(argv: Optional[List[str]]) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
+def _dropin(tool: str, argv: List[str], prog: str) -> int:
+    """util-linux's unshare or nsenter, under the name ``prog`` in messages."""
+    if tool == "unshare":
+        from . import _unshare as module
+    else:
+        from . import _nsenter as module  # type: ignore[no-redef]
+    return module.main(argv, prog)
+
+
+def _entry(tool: str) -> int:
+    name = os.path.basename(sys.argv[0]) or f"portclone-{tool}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "portclone: the .* backend is unusable", RuntimeWarning)
+        try:
+            return _dropin(tool, sys.argv[1:], name)
+        except StaleExtensionError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            return 1
+
+
+def unshare_main() -> int:
+    """The ``portclone-unshare`` console script: a link or wrapper named ``unshare`` to it
+    makes a drop-in unshare(1)."""
+    return _entry("unshare")
+
+
+def nsenter_main() -> int:
+    """The ``portclone-nsenter`` console script (see unshare_main)."""
+    return _entry("nsenter")
+
+
+def _main(words: List[str]) -> int:
     forwarder = _Forwarder() if "run" in words else None  # before anything can take time
     parser = _parser()
     try:

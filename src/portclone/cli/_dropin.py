@@ -1,0 +1,224 @@
+"""What ``portclone unshare`` and ``portclone nsenter`` share: util-linux's process model.
+
+Both end by *becoming* the program (execvp in the same process, so a signal, SIGKILL or
+a terminal's job control reaches the program itself), after an optional fork whose parent
+waits and then ends as the program ended.  Errors are one line, ``PROG: what: why``, with
+util-linux's exit statuses: 1 for the tool's own failures and usage errors, 126 for a
+program that cannot be run, 127 for one that is not found.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+
+from .. import current_backend
+from .._flags import INFO, OPTION, CloneFlags
+from ._getopt import Found, GetoptError, Opt, getopt_long
+
+#: Namespaces by util-linux's long option, with their letter, their name under
+#: /proc/PID/ns (the one a persistent file binds: the children's for pid and time) and flag.
+F = CloneFlags
+
+
+@dataclass(frozen=True)
+class Namespace:
+    option: str
+    letter: str
+    ns: str
+    persist: str
+    flag: CloneFlags
+
+
+NAMESPACES = (
+    Namespace("mount", "m", "mnt", "mnt", F.CLONE_NEWNS),
+    Namespace("uts", "u", "uts", "uts", F.CLONE_NEWUTS),
+    Namespace("ipc", "i", "ipc", "ipc", F.CLONE_NEWIPC),
+    Namespace("net", "n", "net", "net", F.CLONE_NEWNET),
+    Namespace("pid", "p", "pid", "pid_for_children", F.CLONE_NEWPID),
+    Namespace("user", "U", "user", "user", F.CLONE_NEWUSER),
+    Namespace("cgroup", "C", "cgroup", "cgroup", F.CLONE_NEWCGROUP),
+    Namespace("time", "T", "time", "time_for_children", F.CLONE_NEWTIME),
+)
+BY_OPTION: Dict[str, Namespace] = {n.option: n for n in NAMESPACES}
+
+
+class Failure(Exception):
+    """The tool's own failure: its message, and the exit status (1 unless said)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def os_failure(what: str, error: OSError) -> Failure:
+    """``what: strerror``, as err(3) words it."""
+    return Failure(f"{what}: {error.strerror or error}")
+
+
+class Tool:
+    """One drop-in command: its name as invoked, its options, its --help."""
+
+    def __init__(self, prog: str, opts: Sequence[Opt], help_text: str) -> None:
+        self.prog = prog
+        self.opts = opts
+        self.help_text = help_text
+
+    def parse(self, argv: Sequence[str]) -> Tuple[Found, List[str]]:
+        try:
+            return getopt_long(argv, self.opts)
+        except GetoptError as e:
+            raise Failure(f"{e} (try '{self.prog} --help')") from None
+
+    def run(self, body: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
+        """``body(argv)``, with its Failure printed as one line and turned into the status."""
+        try:
+            return body(argv)
+        except Failure as e:
+            flush()
+            print(f"{self.prog}: {e}", file=sys.stderr)
+            return e.status
+
+
+def flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def backend_refusal(flag: CloneFlags = F(0), option: str = "") -> Optional[str]:
+    """None when the backend in force honours the namespace ``flag`` or the setup
+    ``option`` for a program, else its reason.  The linux backend leaves the answer to the
+    kernel, as util-linux does."""
+    name = current_backend().name
+    if name == "linux":
+        return None
+    if option:
+        return OPTION[option].reason(name)
+    return INFO[int(flag)].reason(name, exec_child=True)
+
+
+def backend_name() -> str:
+    return current_backend().name
+
+
+def signal_number(text: str) -> int:
+    """A signal by name (TERM, SIGTERM, RTMIN+3) or number, as util-linux takes it."""
+    upper = text.upper()
+    name = upper[3:] if upper.startswith("SIG") else upper
+    if text.isdecimal() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    for base in ("RTMIN", "RTMAX"):
+        if name.startswith(base) and hasattr(signal, "SIG" + base):
+            try:
+                sig = int(getattr(signal, "SIG" + base)) + int(name[len(base) :] or 0)
+            except ValueError:
+                break
+            if signal.SIGRTMIN <= sig <= signal.SIGRTMAX:
+                return sig
+    if "SIG" + name in signal.Signals.__members__ and not name.startswith("RT"):
+        return int(signal.Signals["SIG" + name])
+    raise Failure(f"unknown signal: {text}")
+
+
+def number(text: str, what: str) -> int:
+    """strtoul_or_err's manners: a whole non-negative number, else "failed to parse WHAT"."""
+    word = text.strip()
+    if word.isdecimal() and int(word) < 2**32:
+        return int(word)
+    raise Failure(f"failed to parse {what}: '{text}'")
+
+
+def user_id(text: str, database: str) -> int:
+    """A uid or gid by number or name (unshare's --map-user/--map-group)."""
+    if text.isdecimal() and int(text) < 2**32:
+        return int(text)
+    import grp
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid if database == "user" else grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise Failure(f"failed to parse {'uid' if database == 'user' else 'gid'}: '{text}'") from None
+
+
+def reset_signals_for_exec() -> None:
+    """Python ignores SIGPIPE and SIGXFSZ for itself; a program gets them back at their
+    default, as it would from a shell (subprocess's restore_signals)."""
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def execvp(command: List[str]) -> NoReturn:
+    """Become ``command`` (execvp(3): PATH searched, a file without "#!" run by /bin/sh);
+    else exit 127 when it is not found and 126 when it cannot be run."""
+    reset_signals_for_exec()
+    flush()
+    try:
+        try:
+            os.execvp(command[0], command)
+        except OSError as e:
+            if e.errno != errno.ENOEXEC:
+                raise
+            os.execv("/bin/sh", ["/bin/sh", *command])
+    except OSError as e:
+        code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
+        print(f"{PROG_NAME[0]}: failed to execute {command[0]}: {e.strerror}", file=sys.stderr)
+        flush()
+        os._exit(code)
+    raise AssertionError("unreachable")
+
+
+def exec_shell() -> NoReturn:
+    """$SHELL (else the user's login shell, else /bin/sh) as a login shell, as the tools
+    start one when no program is given."""
+    shell = os.environ.get("SHELL")
+    if not shell:
+        try:
+            import pwd
+
+            shell = pwd.getpwuid(os.getuid()).pw_shell
+        except (KeyError, ImportError):
+            shell = None
+    shell = shell or "/bin/sh"
+    reset_signals_for_exec()
+    flush()
+    try:
+        os.execv(shell, ["-" + os.path.basename(shell)])
+    except OSError as e:
+        print(f"{PROG_NAME[0]}: failed to execute {shell}: {e.strerror}", file=sys.stderr)
+        flush()
+        os._exit(127 if e.errno == errno.ENOENT else 126)
+
+
+def become(command: List[str]) -> NoReturn:
+    if command:
+        execvp(command)
+    exec_shell()
+
+
+def end_as(status: int) -> int:
+    """The waiting parent's end: the child's exit status, or death by its signal."""
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        flush()
+        if sig != signal.SIGKILL:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+    raise Failure("child exit failed")
+
+
+#: The name errors are printed under; set by each command's entry point.
+PROG_NAME = ["portclone"]

@@ -1,0 +1,725 @@
+"""``portclone unshare``: unshare(1) of util-linux, as a drop-in.
+
+The grammar is util-linux's (2.38 and the newer options up to 2.41: ``--map-users``,
+``--map-auto``, ``--forward-signals``, ``--clear-env``...), parsed with getopt's rules and
+applied in order, so a later option wins.  The process model is util-linux's too: the
+command unshares itself, sets itself up and executes the program in the same process;
+with ``-f`` it forks first and its parent waits (util-linux/util-linux:sys-utils/unshare.c
+for the order of the steps, unshare(1) for their meaning).
+
+On the netbsd and fork backends what a process can do to itself is done (``-w``, ``-R``,
+``-S``, ``-G``, ``-f``, ``--forward-signals``, the environment options); any other option
+ends the command with status 1, naming the option and the backend's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+
+from .. import __version__
+from .._flags import CloneFlags
+from ._dropin import (
+    BY_OPTION,
+    NAMESPACES,
+    PROG_NAME,
+    Failure,
+    Tool,
+    backend_refusal,
+    become,
+    end_as,
+    flush,
+    number,
+    os_failure,
+    signal_number,
+    user_id,
+)
+from ._getopt import NO, OPTIONAL, REQUIRED, Opt
+
+F = CloneFlags
+
+OPTS: Tuple[Opt, ...] = (
+    Opt("help", "h"),
+    Opt("version", "V"),
+    *(Opt(n.option, n.letter, OPTIONAL, short_arg=NO) for n in NAMESPACES),
+    Opt("fork", "f"),
+    Opt("kill-child", "", OPTIONAL),
+    Opt("forward-signals"),
+    Opt("mount-proc", "", OPTIONAL),
+    Opt("mount-binfmt", "", OPTIONAL),
+    Opt("map-user", "", REQUIRED),
+    Opt("map-users", "", REQUIRED),
+    Opt("map-group", "", REQUIRED),
+    Opt("map-groups", "", REQUIRED),
+    Opt("map-root-user", "r"),
+    Opt("map-current-user", "c"),
+    Opt("map-auto"),
+    Opt("map-subids"),
+    Opt("owner", "", REQUIRED),
+    Opt("propagation", "", REQUIRED),
+    Opt("setgroups", "", REQUIRED),
+    Opt("keep-caps"),
+    Opt("setuid", "S", REQUIRED),
+    Opt("setgid", "G", REQUIRED),
+    Opt("root", "R", REQUIRED),
+    Opt("wd", "w", REQUIRED),
+    Opt("monotonic", "", REQUIRED),
+    Opt("boottime", "", REQUIRED),
+    Opt("load-interp", "l", REQUIRED),
+    Opt("clear-env"),
+    Opt("whitelist-env", "", REQUIRED),
+)
+assert all(o.arg in (NO, OPTIONAL, REQUIRED) for o in OPTS)
+
+HELP = """\
+
+Usage:
+ {prog} [options] [<program> [<argument>...]]
+
+Run a program with some namespaces unshared from the parent.
+
+Options:
+ -m, --mount[=<file>]      unshare mounts namespace
+ -u, --uts[=<file>]        unshare UTS namespace (hostname etc)
+ -i, --ipc[=<file>]        unshare System V IPC namespace
+ -n, --net[=<file>]        unshare network namespace
+ -p, --pid[=<file>]        unshare pid namespace
+ -U, --user[=<file>]       unshare user namespace
+ -C, --cgroup[=<file>]     unshare cgroup namespace
+ -T, --time[=<file>]       unshare time namespace
+
+ --mount-proc[=<dir>]      mount proc filesystem first (implies --mount)
+ --mount-binfmt[=<dir>]    mount binfmt filesystem first (implies --user and --mount)
+ -l, --load-interp <file>  load binfmt definition in the namespace (implies --mount-binfmt)
+ --propagation slave|shared|private|unchanged
+                           modify mount propagation in mount namespace
+ -R, --root <dir>          run the command with root directory set to <dir>
+ -w, --wd <dir>            change working directory to <dir>
+
+ -S, --setuid <uid>        set uid in entered namespace
+ -G, --setgid <gid>        set gid in entered namespace
+ --map-user <uid>|<name>   map current user to uid (implies --user)
+ --map-group <gid>|<name>  map current group to gid (implies --user)
+ -r, --map-root-user       map current user to root (implies --user)
+ -c, --map-current-user    map current user to itself (implies --user)
+ --map-auto                map users and groups automatically (implies --user)
+ --map-subids              map the first block of user IDs owned by euid (implies --user)
+ --map-users <inneruid>:<outeruid>:<count>|auto|subids|all
+                           map count users from outeruid to inneruid (implies --user)
+ --map-groups <innergid>:<outergid>:<count>|auto|subids|all
+                           map count groups from outergid to innergid (implies --user)
+ --owner <uid>:<gid>       set the user namespace owner (implies --user)
+
+ -f, --fork                fork before launching <program>
+ --kill-child[=<signame>]  when dying, kill the forked child (implies --fork)
+                             defaults to SIGKILL
+ --forward-signals         forward SIGTERM and SIGINT to child (implies --fork)
+
+ --setgroups allow|deny    control the setgroups syscall in user namespaces
+ --keep-caps               retain capabilities granted in user namespaces
+
+ --monotonic <offset>      set clock monotonic offset (seconds) in time namespaces
+ --boottime <offset>       set clock boottime offset (seconds) in time namespaces
+ --clear-env               do not inherit environment variables from the calling process
+ --whitelist-env <list>    clear environment except for specified variables
+
+ -h, --help                display this help
+ -V, --version             display version
+
+portclone's unshare(1): the same options, exit statuses and process model
+(docs/cli.md says where backends other than linux refuse an option).
+"""
+
+_PROPAGATION = {"slave": "slave", "shared": "shared", "private": "private", "unchanged": ""}
+_SUBUID, _SUBGID = "/etc/subuid", "/etc/subgid"
+
+
+@dataclass
+class Range:
+    inner: int  # -1: "from 0", for --map-auto
+    outer: int
+    count: int
+
+
+@dataclass
+class Request:
+    """What the options asked for, each applied as it came."""
+
+    flags: CloneFlags = F(0)
+    used: Dict[str, str] = field(default_factory=dict)  # option -> as spelled, for refusals
+    persist: Dict[str, str] = field(default_factory=dict)  # ns option -> file
+    fork: bool = False
+    forward: bool = False
+    kill_child: int = 0
+    mount_proc: Optional[str] = None
+    binfmt: Optional[str] = None
+    interp: Optional[str] = None
+    map_user: int = -1
+    map_group: int = -1
+    user_ranges: List[Range] = field(default_factory=list)
+    group_ranges: List[Range] = field(default_factory=list)
+    owner: Optional[Tuple[int, int]] = None
+    setgroups: Optional[str] = None
+    propagation: str = "private"
+    keep_caps: bool = False
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    root: Optional[str] = None
+    wd: Optional[str] = None
+    monotonic: Optional[int] = None
+    boottime: Optional[int] = None
+    euid: int = -1  # ours before unsharing (after it, until mapped, the overflow id)
+    egid: int = -1
+    clear_env: bool = False
+    keep_env: List[str] = field(default_factory=list)
+
+
+def _offset(text: str, what: str) -> int:
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        raise Failure(f"failed to parse {what} offset: '{text}'") from None
+
+
+def _subid_range(path: str, identity: bool) -> Range:
+    """The caller's first range in /etc/subuid or /etc/subgid (subuid(5)): by user name or
+    by uid.  ``identity``: mapped onto itself (--map-subids), else from 0 (--map-auto)."""
+    uid = os.geteuid()
+    try:
+        import pwd
+
+        names = {pwd.getpwuid(uid).pw_name, str(uid)}
+    except (KeyError, ImportError):
+        names = {str(uid)}
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise Failure(f"cannot open {path}: {e.strerror} (the uidmap package's helpers read it)") from None
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in names and parts[1].isdecimal() and parts[2].isdecimal():
+            start, count = int(parts[1]), int(parts[2])
+            return Range(start if identity else -1, start, count)
+    raise Failure(f'no line matching user "{sorted(names)[-1]}" in {path}')
+
+
+def _kernel_ranges(path: str) -> List[Range]:
+    """--map-users=all: every range of our own map, each onto itself."""
+    with open(path) as f:
+        return [Range(int(inner), int(inner), int(count)) for inner, _, count in (line.split() for line in f)]
+
+
+def _range(text: str, kind: str, table: str) -> List[Range]:
+    if text == "auto":
+        return [_subid_range(table, identity=False)]
+    if text == "subids":
+        return [_subid_range(table, identity=True)]
+    if text == "all":
+        return _kernel_ranges(f"/proc/self/{kind}_map")
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdecimal() for p in parts):
+        raise Failure(f"invalid mapping '{text}'")
+    inner, outer, count = (int(p) for p in parts)
+    return [Range(inner, outer, count)]
+
+
+def _unset_if_all_ones(value: int) -> int:
+    """(uid_t) -1 is util-linux's "no map": a user namespace with nothing mapped."""
+    return -1 if value == 2**32 - 1 else value
+
+
+def parse(found: Sequence[Tuple[Opt, Optional[str]]]) -> Request:
+    euid, egid = os.geteuid(), os.getegid()
+    r = Request(euid=euid, egid=egid)
+    for opt, value in found:
+        name = opt.long
+        r.used[name] = f"--{name}" + (f"={value}" if value is not None else "")
+        if name in BY_OPTION:
+            ns = BY_OPTION[name]
+            r.flags |= ns.flag
+            if value is not None:
+                r.persist[name] = value
+        elif name == "fork":
+            r.fork = True
+        elif name == "kill-child":
+            r.fork = True
+            r.kill_child = signal_number(value) if value is not None else int(signal.SIGKILL)
+        elif name == "forward-signals":
+            r.fork = r.forward = True
+        elif name == "mount-proc":
+            r.flags |= F.CLONE_NEWNS
+            r.mount_proc = "/proc" if value is None else value
+        elif name in ("mount-binfmt", "load-interp"):
+            r.flags |= F.CLONE_NEWNS | F.CLONE_NEWUSER
+            if name == "load-interp":
+                r.interp = value
+            if value is None or name == "load-interp":
+                if r.binfmt is None:
+                    r.mount_proc = r.mount_proc or "/proc"
+                    r.binfmt = "/proc/sys/fs/binfmt_misc"
+            else:
+                r.binfmt = value
+        elif name == "map-user":
+            r.flags |= F.CLONE_NEWUSER
+            r.map_user = _unset_if_all_ones(user_id(value or "", "user"))
+        elif name == "map-group":
+            r.flags |= F.CLONE_NEWUSER
+            r.map_group = _unset_if_all_ones(user_id(value or "", "group"))
+        elif name == "map-root-user":
+            r.flags |= F.CLONE_NEWUSER
+            r.map_user = r.map_group = 0
+        elif name == "map-current-user":
+            r.flags |= F.CLONE_NEWUSER
+            r.map_user, r.map_group = euid, egid
+        elif name == "map-users":
+            r.flags |= F.CLONE_NEWUSER
+            r.user_ranges += _range(value or "", "uid", _SUBUID)
+        elif name == "map-groups":
+            r.flags |= F.CLONE_NEWUSER
+            r.group_ranges += _range(value or "", "gid", _SUBGID)
+        elif name in ("map-auto", "map-subids"):
+            r.flags |= F.CLONE_NEWUSER
+            r.user_ranges.append(_subid_range(_SUBUID, identity=name == "map-subids"))
+            r.group_ranges.append(_subid_range(_SUBGID, identity=name == "map-subids"))
+        elif name == "owner":
+            r.flags |= F.CLONE_NEWUSER
+            uid_text, sep, gid_text = (value or "").partition(":")
+            if not (sep and uid_text.isdecimal() and gid_text.isdecimal()):
+                raise Failure("failed to parse owner")
+            r.owner = (int(uid_text), int(gid_text))
+        elif name == "setgroups":
+            if value not in ("allow", "deny"):
+                raise Failure(f"unsupported --setgroups argument '{value}'")
+            r.setgroups = value
+        elif name == "propagation":
+            if value not in _PROPAGATION:
+                raise Failure(f"unsupported propagation mode: {value}")
+            r.propagation = _PROPAGATION[value]
+        elif name == "keep-caps":
+            r.keep_caps = True
+        elif name == "setuid":
+            r.uid = number(value or "", "uid")
+        elif name == "setgid":
+            r.gid = number(value or "", "gid")
+        elif name == "root":
+            r.root = value
+        elif name == "wd":
+            r.wd = value
+        elif name == "monotonic":
+            r.monotonic = _offset(value or "", "monotonic")
+        elif name == "boottime":
+            r.boottime = _offset(value or "", "boottime")
+        elif name == "clear-env":
+            r.clear_env = True
+        elif name == "whitelist-env":
+            r.keep_env += [v for v in (value or "").split(",") if v]
+    if (r.monotonic is not None or r.boottime is not None) and not r.flags & F.CLONE_NEWTIME:
+        raise Failure("options --monotonic and --boottime require unsharing of a time namespace (-T)")
+    return r
+
+
+#: Each option that needs more than a process can do to itself, with the flag or setup
+#: option whose row in the flag table says which backends honour it.
+_NEEDS: Dict[str, Tuple[CloneFlags, str]] = {
+    **{n.option: (n.flag, "") for n in NAMESPACES},
+    "kill-child": (F(0), "pdeathsig"),
+    "mount-proc": (F(0), "mount_proc"),
+    "mount-binfmt": (F.CLONE_NEWNS, ""),
+    "load-interp": (F.CLONE_NEWNS, ""),
+    "map-user": (F(0), "uid_map"),
+    "map-group": (F(0), "gid_map"),
+    "map-root-user": (F(0), "map_root"),
+    "map-current-user": (F(0), "uid_map"),
+    "map-users": (F(0), "uid_map"),
+    "map-groups": (F(0), "gid_map"),
+    "map-auto": (F(0), "uid_map"),
+    "map-subids": (F(0), "uid_map"),
+    "owner": (F.CLONE_NEWUSER, ""),
+    "setgroups": (F(0), "setgroups"),
+    "propagation": (F(0), "propagation"),
+    "keep-caps": (F.CLONE_NEWUSER, ""),
+    "monotonic": (F(0), "time_offsets"),
+    "boottime": (F(0), "time_offsets"),
+}
+
+
+def refuse_what_the_backend_cannot(r: Request) -> None:
+    for name, spelled in r.used.items():
+        if name in _NEEDS:
+            flag, option = _NEEDS[name]
+            why = backend_refusal(flag, option)
+            if why is not None:
+                raise Failure(f"{spelled}: {why}")
+
+
+# -- the steps, in util-linux's order ------------------------------------------------------
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as e:
+        raise os_failure(f"cannot open {path}", e) from None
+    try:
+        os.write(fd, text.encode())
+    except OSError as e:
+        raise os_failure(f"write failed {path}", e) from None
+    finally:
+        os.close(fd)
+
+
+def _ranges_with(ranges: List[Range], outer: int, inner: int) -> List[Range]:
+    """The ranges with the single mapping ``inner`` <- ``outer`` (--map-user beside
+    --map-users) put first, and those two ids cut out of the others; auto ranges start at
+    inner 0."""
+    out: List[Range] = []
+    for r in ranges:
+        start = 0 if r.inner == -1 else r.inner
+        pieces = [(start, r.outer, r.count)]
+        if inner != -1:
+            pieces = _split(start, r.outer, r.count, outer, inner)
+        out += [Range(i, o, c) for i, o, c in pieces if c > 0]
+    if inner != -1:
+        out.insert(0, Range(inner, outer, 1))
+    return out
+
+
+def _split(
+    inner: int, outer: int, count: int, skip_outer: int, skip_inner: int
+) -> List[Tuple[int, int, int]]:
+    """One range without the outer id ``skip_outer`` and the inner id ``skip_inner``: the
+    ids on each side keep their pairing, each piece as long as both sides allow."""
+    pieces: List[Tuple[int, int, int]] = []
+    i, o, left = inner, outer, count
+    while left > 0:
+        if o == skip_outer:
+            o += 1
+            left -= 1
+            continue
+        if i == skip_inner:
+            i += 1
+            left -= 1
+            continue
+        run = left
+        if o < skip_outer:
+            run = min(run, skip_outer - o)
+        if i < skip_inner:
+            run = min(run, skip_inner - i)
+        pieces.append((i, o, run))
+        i, o, left = i + run, o + run, left - run
+    return pieces
+
+
+def _proc_dir_of_parent(pidfd: int) -> str:
+    """/proc/N of the process behind ``pidfd``, N as the mounted /proc numbers it."""
+    from .._procns import proc_pid
+
+    n = proc_pid(pidfd)
+    if n <= 0:
+        raise Failure("cannot find our own /proc directory (this /proc does not show us)")
+    return f"/proc/{n}"
+
+
+def _fork_helper() -> Tuple[int, int]:
+    """A child that waits until we have unshared (util-linux's fork_and_wait): (pid, fd to
+    write one byte to once it may go on).  In the child: (0, fd to read)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        return 0, r
+    os.close(r)
+    return pid, w
+
+
+def _helper_wait(fd: int) -> None:
+    if os.read(fd, 1) != b"1":
+        os._exit(0)  # the parent failed before unsharing: nothing to do
+    os.close(fd)
+
+
+def _helper_run(job: Callable[[], None]) -> NoReturn:
+    try:
+        job()
+    except Failure as e:
+        print(f"{PROG_NAME[0]}: {e}", file=sys.stderr)
+        flush()
+        os._exit(1)
+    except OSError as e:
+        print(f"{PROG_NAME[0]}: {e.strerror or e}", file=sys.stderr)
+        flush()
+        os._exit(1)
+    flush()
+    os._exit(0)
+
+
+def _map_ranges_from_child(parent_pidfd: int, users: List[Range], groups: List[Range]) -> None:
+    """In the helper: write the parent's maps, directly as root, else through newuidmap and
+    newgidmap (setuid helpers of the uidmap package, checking /etc/subuid and /etc/subgid)."""
+    directory = _proc_dir_of_parent(parent_pidfd)
+    line = "".join
+    if os.geteuid() == 0:
+        if users:
+            _write(f"{directory}/uid_map", line(f"{m.inner} {m.outer} {m.count}\n" for m in users))
+        if groups:
+            _write(f"{directory}/gid_map", line(f"{m.inner} {m.outer} {m.count}\n" for m in groups))
+        return
+    for tool, ranges in (("newuidmap", users), ("newgidmap", groups)):
+        if not ranges:
+            continue
+        path = shutil.which(tool)
+        if path is None:
+            raise Failure(
+                f"{tool} not found: install the uidmap package (it maps the ids /etc/subuid and /etc/subgid grant)"
+            )
+        argv = [path, directory.rsplit("/", 1)[1]]
+        for m in ranges:
+            argv += [str(m.inner), str(m.outer), str(m.count)]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execv(path, argv)
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(pid, 0)
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            raise Failure(f"{tool} failed")
+
+
+def _bind_persistent(parent_pidfd: int, persist: Dict[str, str]) -> None:
+    """Bind each new namespace onto its file (unshare --uts=FILE...), so it outlives us."""
+    from . import _syscalls
+
+    directory = _proc_dir_of_parent(parent_pidfd)
+    for option, path in persist.items():
+        source = f"{directory}/ns/{BY_OPTION[option].persist}"
+        try:
+            _syscalls.mount(source, path, None, _syscalls.MS_BIND)
+        except OSError as e:
+            raise os_failure(f"mount {source} on {path} failed", e) from None
+
+
+def _wait_helper(pid: int) -> None:
+    _, status = os.waitpid(pid, 0)
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        raise Failure("child exit failed", 1)
+
+
+def _settime(offset: int, clock: str) -> None:
+    _write("/proc/self/timens_offsets", f"{clock} {offset} 0")
+
+
+def _propagation(mode: str) -> None:
+    from . import _syscalls
+
+    flag = {"private": _syscalls.MS_PRIVATE, "slave": _syscalls.MS_SLAVE, "shared": _syscalls.MS_SHARED}[mode]
+    try:
+        _syscalls.mount("none", "/", None, _syscalls.MS_REC | flag)
+    except OSError as e:
+        raise os_failure("cannot change root filesystem propagation", e) from None
+
+
+def _env(r: Request) -> None:
+    if r.clear_env or r.keep_env:
+        kept = {k: os.environ[k] for k in r.keep_env if k in os.environ}
+        os.environ.clear()
+        os.environ.update(kept)
+
+
+def execute(r: Request, command: List[str]) -> int:
+    from . import _syscalls
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    uses_ns = bool(r.flags)
+    me = os.pidfd_open(os.getpid()) if uses_ns and (r.persist or r.user_ranges or r.group_ranges) else -1
+    if r.user_ranges or (r.map_user != -1 and r.owner is not None):
+        r.user_ranges = _ranges_with(r.user_ranges, r.euid, r.map_user)
+        r.map_user = -1
+    if r.group_ranges or (r.map_group != -1 and r.owner is not None):
+        r.group_ranges = _ranges_with(r.group_ranges, r.egid, r.map_group)
+        r.map_group = -1
+    binder = mapper = 0
+    bind_fd = map_fd = -1
+    if r.persist and r.flags & (F.CLONE_NEWNS | F.CLONE_NEWUSER):
+        binder, bind_fd = _fork_helper()
+        if binder == 0:
+            _helper_wait(bind_fd)
+            _helper_run(lambda: _bind_persistent(me, r.persist))
+    if r.user_ranges or r.group_ranges:
+        mapper, map_fd = _fork_helper()
+        if mapper == 0:
+            _helper_wait(map_fd)
+            _helper_run(lambda: _map_ranges_from_child(me, r.user_ranges, r.group_ranges))
+    try:
+        if r.owner is not None:
+            os.setgroups([])
+            os.setgid(r.owner[1])
+            os.setuid(r.owner[0])
+        _syscalls.unshare(int(r.flags))
+    except OSError as e:
+        for fd in (bind_fd, map_fd):
+            if fd >= 0:
+                os.close(fd)  # the helpers see EOF and leave
+        for pid in (binder, mapper):
+            if pid:
+                os.waitpid(pid, 0)
+        what = (
+            "unshare failed" if not isinstance(e, PermissionError) or r.owner is None else "setuid() failed"
+        )
+        raise os_failure(what, e) from None
+    if mapper:
+        os.write(map_fd, b"1")
+        os.close(map_fd)
+        _wait_helper(mapper)
+    if r.boottime is not None:
+        _settime(r.boottime, "boottime")
+    if r.monotonic is not None:
+        _settime(r.monotonic, "monotonic")
+    child = 0
+    parent_fd = -1
+    if r.fork:
+        child, parent_fd = _fork(r)
+    if r.persist and (child or not r.fork):
+        if binder:
+            os.write(bind_fd, b"1")
+            os.close(bind_fd)
+            _wait_helper(binder)
+        else:
+            _bind_persistent(me if me >= 0 else os.pidfd_open(os.getpid()), r.persist)
+    if child:
+        return _wait_child(child, r)
+    if bind_fd >= 0 and r.fork:
+        os.close(bind_fd)
+    _setup_self(r, parent_fd)
+    become(command)
+
+
+def _fork(r: Request) -> Tuple[int, int]:
+    """Fork as unshare -f does: the parent blocks INT and TERM while it waits (or forwards
+    them, --forward-signals), the child gets the caller's mask back."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    if not r.forward:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    parent_fd = os.pidfd_open(os.getpid()) if r.kill_child and hasattr(os, "pidfd_open") else -1
+    flush()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        raise os_failure("fork failed", e) from None
+    if pid == 0:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return 0, parent_fd
+    if parent_fd >= 0:
+        os.close(parent_fd)
+    if r.forward:
+        forward = lambda sig, frame: os.kill(pid, sig)  # noqa: E731
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+    return pid, -1
+
+
+def _wait_child(pid: int, r: Request) -> int:
+    _, status = os.waitpid(pid, 0)  # retried across the forwarding handler (PEP 475)
+    return end_as(status)
+
+
+def _setup_self(r: Request, parent_fd: int) -> None:
+    from . import _syscalls
+
+    if r.kill_child:
+        try:
+            _syscalls.set_pdeathsig(r.kill_child)
+        except OSError as e:
+            raise os_failure("prctl failed", e) from None
+        if parent_fd >= 0:
+            import select
+
+            poller = select.poll()
+            poller.register(parent_fd, select.POLLIN)
+            if poller.poll(0):
+                os._exit(1)  # our parent is gone already: nobody waits for our status
+            os.close(parent_fd)
+    if r.map_user != -1:
+        _write("/proc/self/uid_map", f"{r.map_user} {r.euid} 1")
+    if r.map_group != -1:
+        if r.setgroups == "allow":
+            raise Failure("options --setgroups=allow and --map-group are mutually exclusive")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/gid_map", f"{r.map_group} {r.egid} 1")
+    if r.setgroups is not None:
+        _write("/proc/self/setgroups", r.setgroups)
+    if r.flags & F.CLONE_NEWNS and r.propagation:
+        _propagation(r.propagation)
+    wd = r.wd
+    if r.root is not None:
+        try:
+            os.chroot(r.root)
+        except OSError as e:
+            raise os_failure(f"cannot change root directory to '{r.root}'", e) from None
+        wd = wd or "/"
+    if wd is not None:
+        try:
+            os.chdir(wd)
+        except OSError as e:
+            raise os_failure(f"cannot change directory to {wd}", e) from None
+    if r.mount_proc is not None:
+        if r.root is None and r.propagation != "private":
+            try:
+                _syscalls.mount("none", r.mount_proc, None, _syscalls.MS_PRIVATE | _syscalls.MS_REC)
+            except OSError as e:
+                if e.errno != 22:  # EINVAL: nothing mounted there, as with a DIR of one's own
+                    raise os_failure(f"cannot change {r.mount_proc} filesystem propagation", e) from None
+        try:
+            flags = _syscalls.MS_NOSUID | _syscalls.MS_NOEXEC | _syscalls.MS_NODEV
+            _syscalls.mount("proc", r.mount_proc, "proc", flags)
+        except OSError as e:
+            raise os_failure(f"mount {r.mount_proc} failed", e) from None
+    if r.binfmt is not None:
+        try:
+            flags = _syscalls.MS_NOSUID | _syscalls.MS_NOEXEC | _syscalls.MS_NODEV
+            _syscalls.mount("binfmt_misc", r.binfmt, "binfmt_misc", flags)
+        except OSError as e:
+            raise os_failure(f"mount {r.binfmt} failed", e) from None
+    if r.interp is not None and r.binfmt is not None:
+        _write(f"{r.binfmt}/register", r.interp)
+    try:
+        if r.gid is not None:
+            os.setgroups([])
+            os.setgid(r.gid)
+        if r.uid is not None:
+            os.setuid(r.uid)
+    except OSError as e:
+        raise os_failure("setgid() failed" if r.uid is None else "setuid() failed", e) from None
+    if r.keep_caps and r.flags & F.CLONE_NEWUSER:
+        try:
+            _syscalls.permitted_to_ambient()
+        except OSError as e:
+            raise os_failure("capset failed", e) from None
+    _env(r)
+
+
+def _main(argv: Sequence[str]) -> int:
+    found, command = TOOL.parse(argv)
+    for opt, _ in found:
+        if opt.long == "help":
+            print(HELP.format(prog=TOOL.prog), end="")
+            return 0
+        if opt.long == "version":
+            print(f"{TOOL.prog} (portclone {__version__}; util-linux unshare's grammar)")
+            return 0
+    request = parse(found)
+    refuse_what_the_backend_cannot(request)
+    return execute(request, command)
+
+
+TOOL = Tool("unshare", OPTS, HELP)
+
+
+def main(argv: Sequence[str], prog: str) -> int:
+    TOOL.prog = PROG_NAME[0] = prog
+    return TOOL.run(_main, argv)
