@@ -378,6 +378,12 @@ def pid_return_closed() -> bool:
         os.close(owner)
 
 
+def foreign_proc() -> bool:
+    """Whether the mounted /proc belongs to an outer PID namespace (its numbers are not
+    ours: ``unshare -pf`` without ``--mount-proc``)."""
+    return _proc_depth() != 1
+
+
 def proc_path(pid: int, *parts: str) -> str:
     """/proc/<pid>/<parts...> for process ``pid`` as this process sees pids."""
     return os.path.join("/proc", str(proc_pid(pid)), *parts)

@@ -39,6 +39,8 @@ MODULES = [
     "tests/test_cli.py",
     "tests/test_cli_run.py",
     "tests/test_adversity_probes.py",
+    "tests/test_dropin.py",
+    "tests/test_dropin_differential.py",
 ]
 
 NOBODY = 65534

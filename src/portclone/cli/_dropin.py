@@ -80,7 +80,8 @@ class Tool:
             return body(argv)
         except Failure as e:
             flush()
-            print(f"{self.prog}: {e}", file=sys.stderr)
+            if str(e):  # else: said already, by the helper that failed
+                print(f"{self.prog}: {e}", file=sys.stderr)
             return e.status
 
 
@@ -93,7 +94,10 @@ def flush() -> None:
                 pass
 
 
-def backend_refusal(flag: CloneFlags = F(0), option: str = "") -> Optional[str]:
+NO_FLAG = F(0)
+
+
+def backend_refusal(flag: CloneFlags = NO_FLAG, option: str = "") -> Optional[str]:
     """None when the backend in force honours the namespace ``flag`` or the setup
     ``option`` for a program, else its reason.  The linux backend leaves the answer to the
     kernel, as util-linux does."""

@@ -199,7 +199,10 @@ def parse(found: Sequence[Tuple[Opt, Optional[str]]]) -> Request:
             if value is not None and value.startswith("="):
                 value = value[1:]
             if value is not None and value.startswith(":"):
-                raise Failure(f"--{name}={value}: namespace ids (:NSID) need nsfs file handles, which portclone does not open")
+                raise Failure(
+                    f"--{name}={value}: namespace ids (:NSID) need nsfs file handles, "
+                    "which portclone does not open"
+                )
             r.enabled[name] = value
         elif name == "net-socket":
             r.sock = number(value or "", "file descriptor")
@@ -348,16 +351,16 @@ def execute(r: Request, command: List[str]) -> int:
     # the two passes: every namespace but the user one (errors ignored), then the rest
     for first in (True, False):
         for ns in NAMESPACES:
-            fd = fds.get(ns.option)
-            if fd is None or fd < 0 or (first and ns.flag == F.CLONE_NEWUSER):
+            held = fds.get(ns.option)
+            if held is None or held < 0 or (first and ns.flag == F.CLONE_NEWUSER):
                 continue
             try:
-                _syscalls.setns(fd, int(ns.flag))
+                _syscalls.setns(held, int(ns.flag))
             except OSError as e:
                 if first:
                     continue
                 raise os_failure(f"reassociate to namespace 'ns/{ns.ns}' failed", e) from None
-            os.close(fd)
+            os.close(held)
             fds[ns.option] = -1
     if target is not None:
         os.close(target.pidfd)
@@ -427,14 +430,25 @@ def _cgroup_procs(target: Target) -> int:
         text = os.read(fd, 65536).decode(errors="replace")
     finally:
         os.close(fd)
+    root = _cgroup2_root()
     for line in text.splitlines():
-        if line.startswith("0::"):
-            path = "/sys/fs/cgroup" + line[3:]
+        if line.startswith("0::") and root is not None:
+            path = root + line[3:]
             try:
                 return os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY)
             except OSError as e:
                 raise os_failure(f"cannot open {path}/cgroup.procs", e) from None
     raise Failure("--join-cgroup is only supported in cgroup v2")
+
+
+def _cgroup2_root() -> Optional[str]:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified beside v1)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split()[:1] == ["cgroup2"]:
+                return left.split()[4]
+    return None
 
 
 def _take_environment(fd: int) -> None:

@@ -26,6 +26,7 @@ from .._flags import CloneFlags
 from ._dropin import (
     BY_OPTION,
     NAMESPACES,
+    NO_FLAG,
     PROG_NAME,
     Failure,
     Tool,
@@ -108,9 +109,9 @@ Options:
  -c, --map-current-user    map current user to itself (implies --user)
  --map-auto                map users and groups automatically (implies --user)
  --map-subids              map the first block of user IDs owned by euid (implies --user)
- --map-users <inneruid>:<outeruid>:<count>|auto|subids|all
+ --map-users <inneruid>:<outeruid>:<count>|<outeruid>,<inneruid>,<count>|auto|subids|all
                            map count users from outeruid to inneruid (implies --user)
- --map-groups <innergid>:<outergid>:<count>|auto|subids|all
+ --map-groups <innergid>:<outergid>:<count>|<outergid>,<innergid>,<count>|auto|subids|all
                            map count groups from outergid to innergid (implies --user)
  --owner <uid>:<gid>       set the user namespace owner (implies --user)
 
@@ -149,7 +150,7 @@ class Range:
 class Request:
     """What the options asked for, each applied as it came."""
 
-    flags: CloneFlags = F(0)
+    flags: CloneFlags = NO_FLAG
     used: Dict[str, str] = field(default_factory=dict)  # option -> as spelled, for refusals
     persist: Dict[str, str] = field(default_factory=dict)  # ns option -> file
     fork: bool = False
@@ -221,11 +222,12 @@ def _range(text: str, kind: str, table: str) -> List[Range]:
         return [_subid_range(table, identity=True)]
     if text == "all":
         return _kernel_ranges(f"/proc/self/{kind}_map")
-    parts = text.split(":")
-    if len(parts) != 3 or not all(p.isdecimal() for p in parts):
-        raise Failure(f"invalid mapping '{text}'")
-    inner, outer, count = (int(p) for p in parts)
-    return [Range(inner, outer, count)]
+    for sep in (":", ","):  # inner:outer:count (2.39 on), outer,inner,count (2.38's)
+        parts = text.split(sep)
+        if len(parts) == 3 and all(p.isdecimal() and int(p) < 2**32 for p in parts):
+            first, second, count = (int(p) for p in parts)
+            return [Range(first, second, count) if sep == ":" else Range(second, first, count)]
+    raise Failure(f"invalid mapping '{text}'")
 
 
 def _unset_if_all_ones(value: int) -> int:
@@ -475,7 +477,8 @@ def _map_ranges_from_child(parent_pidfd: int, users: List[Range], groups: List[R
         path = shutil.which(tool)
         if path is None:
             raise Failure(
-                f"{tool} not found: install the uidmap package (it maps the ids /etc/subuid and /etc/subgid grant)"
+                f"{tool} not found: install the uidmap package "
+                "(its helpers map the ids /etc/subuid and /etc/subgid grant)"
             )
         argv = [path, directory.rsplit("/", 1)[1]]
         for m in ranges:
@@ -507,7 +510,7 @@ def _bind_persistent(parent_pidfd: int, persist: Dict[str, str]) -> None:
 def _wait_helper(pid: int) -> None:
     _, status = os.waitpid(pid, 0)
     if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        raise Failure("child exit failed", 1)
+        raise Failure("")  # the helper said why
 
 
 def _settime(offset: int, clock: str) -> None:
@@ -535,14 +538,14 @@ def execute(r: Request, command: List[str]) -> int:
     from . import _syscalls
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    uses_ns = bool(r.flags)
-    me = os.pidfd_open(os.getpid()) if uses_ns and (r.persist or r.user_ranges or r.group_ranges) else -1
     if r.user_ranges or (r.map_user != -1 and r.owner is not None):
         r.user_ranges = _ranges_with(r.user_ranges, r.euid, r.map_user)
         r.map_user = -1
     if r.group_ranges or (r.map_group != -1 and r.owner is not None):
         r.group_ranges = _ranges_with(r.group_ranges, r.egid, r.map_group)
         r.map_group = -1
+    helped = r.flags and (r.persist or r.user_ranges or r.group_ranges)
+    me = os.pidfd_open(os.getpid()) if helped else -1  # what the helpers reach us by
     binder = mapper = 0
     bind_fd = map_fd = -1
     if r.persist and r.flags & (F.CLONE_NEWNS | F.CLONE_NEWUSER):
