@@ -104,6 +104,12 @@ portclone's nsenter(1): the same options, exit statuses and process model; a tar
 reached through its pidfd (docs/cli.md).
 """
 
+#: The order nsenter enters namespaces in (util-linux/util-linux:sys-utils/nsenter.c,
+#: namespace_files): user first, for a caller gaining privilege through it.
+ENTER_ORDER = tuple(
+    BY_OPTION[name] for name in ("user", "cgroup", "ipc", "uts", "net", "pid", "mount", "time")
+)
+
 _NS_GET_PARENT = 0xB702  # torvalds/linux:include/uapi/linux/nsfs.h
 _SIOCGSKNS = 0x894C  # torvalds/linux:include/uapi/linux/sockios.h
 
@@ -348,9 +354,10 @@ def execute(r: Request, command: List[str]) -> int:
             os.setgroups([])
         except OSError:
             failed_setgroups = True
-    # the two passes: every namespace but the user one (errors ignored), then the rest
+    # the two passes: every namespace but the user one (errors ignored), then the rest with
+    # the user namespace first, in nsenter's order (mnt after pid, so that /proc is theirs)
     for first in (True, False):
-        for ns in NAMESPACES:
+        for ns in ENTER_ORDER:
             held = fds.get(ns.option)
             if held is None or held < 0 or (first and ns.flag == F.CLONE_NEWUSER):
                 continue
