@@ -15,8 +15,8 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-import pytest
 import conftest
+import pytest
 from conftest import foreign_proc, proc_path
 
 from portclone.cli._getopt import OPTIONAL, REQUIRED, GetoptError, Opt, getopt_long
