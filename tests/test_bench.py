@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -71,3 +72,10 @@ def test_bench_import_measures_the_installed_package_when_there_is_one() -> None
         assert env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")
     else:
         assert env["PYTHONPATH"].split(os.pathsep)[0] == bench_import.SRC
+
+
+def test_bench_dropin_compares_with_util_linux() -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("util-linux's unshare is not installed: it is the row the others compare with")
+    out = run_bench("bench_dropin.py", "--rounds", "1")
+    assert "python -m portclone unshare -r true" in out and "vs util-linux" in out, out

@@ -36,10 +36,10 @@ def cli(
 #: the maps' /proc files of its children would be root's).
 AS_NOBODY = textwrap.dedent("""
     import ctypes, os, sys
-    import portclone, portclone.cli
+    import portclone, portclone.cli, portclone.cli._commands
     import difflib, gettext, grp, locale, pwd, shutil  # the CLI's lazy imports: nobody
     portclone.current_backend()                        # may not read the interpreter's tree
-    portclone.cli._parser()
+    portclone.cli._commands._parser()
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
     sys.exit(portclone.cli.main(sys.argv[1:]))

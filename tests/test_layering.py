@@ -41,8 +41,9 @@ LAYERS: List[List[str]] = [
     ["portclone._registry"],
     ["portclone._api"],
     ["portclone"],
-    ["portclone.cli._common"],
-    ["portclone.cli._reports", "portclone.cli._run"],
+    ["portclone.cli._common", "portclone.cli._getopt", "portclone.cli._syscalls"],
+    ["portclone.cli._reports", "portclone.cli._run", "portclone.cli._dropin"],
+    ["portclone.cli._commands", "portclone.cli._unshare", "portclone.cli._nsenter"],
     ["portclone.cli", "portclone._cli", "portclone.__main__", "portclone.pytest_plugin"],
 ]
 LAYER = {module: n for n, layer in enumerate(LAYERS) for module in layer}

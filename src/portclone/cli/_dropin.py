@@ -16,7 +16,6 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from .. import current_backend
 from .._flags import INFO, OPTION, CloneFlags
 from ._getopt import Found, GetoptError, Opt, getopt_long
 
@@ -101,7 +100,7 @@ def backend_refusal(flag: CloneFlags = NO_FLAG, option: str = "") -> Optional[st
     """None when the backend in force honours the namespace ``flag`` or the setup
     ``option`` for a program, else its reason.  The linux backend leaves the answer to the
     kernel, as util-linux does."""
-    name = current_backend().name
+    name = backend_name()
     if name == "linux":
         return None
     if option:
@@ -110,6 +109,8 @@ def backend_refusal(flag: CloneFlags = NO_FLAG, option: str = "") -> Optional[st
 
 
 def backend_name() -> str:
+    from .. import current_backend
+
     return current_backend().name
 
 

@@ -15,7 +15,6 @@ ends the command with status 1, naming the option and the backend's reason.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -474,6 +473,8 @@ def _map_ranges_from_child(parent_pidfd: int, users: List[Range], groups: List[R
     for tool, ranges in (("newuidmap", users), ("newgidmap", groups)):
         if not ranges:
             continue
+        import shutil
+
         path = shutil.which(tool)
         if path is None:
             raise Failure(
