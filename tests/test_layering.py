@@ -27,6 +27,7 @@ LAYERS: List[List[str]] = [
         "portclone._docs",
         "portclone._procns",
         "portclone._caller",
+        "portclone._subids",
     ],
     ["portclone._child"],
     ["portclone._setup"],

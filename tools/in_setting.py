@@ -41,6 +41,7 @@ MODULES = [
     "tests/test_adversity_probes.py",
     "tests/test_dropin.py",
     "tests/test_dropin_differential.py",
+    "tests/test_subids.py",
 ]
 
 NOBODY = 65534

@@ -286,7 +286,7 @@ def check(
     if probe:
         _trial(request, options)
         return request.flags
-    if options.join:  # the targets, opened and checked as clone() does, then closed
+    if options.join or options.maps:  # the targets opened, the maps checked, as clone() does
         setup = ChildSetup(options)
         try:
             setup.open(int(request.flags))

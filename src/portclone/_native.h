@@ -142,6 +142,11 @@ struct pc_setup {
     int present; /* 0: no setup (setup=None) */
     const char *uid_map, *gid_map, *setgroups; /* what the parent writes; NULL: nothing */
     size_t uid_len, gid_len, setgroups_len;
+    /* newuidmap/newgidmap in place of writing uid_map/gid_map (a caller without
+     * CAP_SETUID/CAP_SETGID): "path\0word\0word..." run as path <child's /proc pid> words;
+     * NULL: the parent writes the map itself */
+    const char *uid_helper, *gid_helper;
+    size_t uid_helper_len, gid_helper_len;
     int have_maps; /* the child waits for them (syncpipe) */
     const char *hostname;
     size_t hostname_len;

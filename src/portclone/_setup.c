@@ -16,14 +16,17 @@
 
 #include <poll.h>
 #if defined(__linux__)
+#include <spawn.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/vfs.h>
+extern char **environ;
 #endif
 
 /* setup: None or (uid_map, gid_map, setgroups, hostname, time_offsets, mount_proc, join,
- * pdeathsig, parent_pidfd, parent_pid): bytes or None for the first six, join a tuple of
- * (fd, CLONE_NEW* type) pairs.  The pointers borrow the tuple's bytes. */
+ * pdeathsig, parent_pidfd, parent_pid, pid_ns, pid_restore[, propagation[, uid_helper,
+ * gid_helper]]): bytes or None for the first six and the helpers, join a tuple of (fd,
+ * CLONE_NEW* type) pairs.  The pointers borrow the tuple's bytes. */
 static int
 setup_bytes(PyObject *value, const char **data, size_t *len)
 {
@@ -67,6 +70,7 @@ int
 pc_setup_parse(struct pc_setup *s, PyObject *setup)
 {
     PyObject *uid, *gid, *groups, *host, *offsets, *proc, *join;
+    PyObject *uid_helper = Py_None, *gid_helper = Py_None;
     size_t unused;
     int parent_pid;
 
@@ -79,10 +83,13 @@ pc_setup_parse(struct pc_setup *s, PyObject *setup)
         PyErr_SetString(PyExc_TypeError, "setup must be a tuple or None");
         return -1;
     }
-    if (!PyArg_ParseTuple(setup, "OOOOOOO!iiiii|i:setup", &uid, &gid, &groups, &host,
+    if (!PyArg_ParseTuple(setup, "OOOOOOO!iiiii|iOO:setup", &uid, &gid, &groups, &host,
                           &offsets, &proc, &PyTuple_Type, &join, &s->pdeathsig,
                           &s->parent_pidfd, &parent_pid, &s->pid_ns, &s->pid_restore,
-                          &s->propagation))
+                          &s->propagation, &uid_helper, &gid_helper))
+        return -1;
+    if (setup_bytes(uid_helper, &s->uid_helper, &s->uid_helper_len) < 0 ||
+        setup_bytes(gid_helper, &s->gid_helper, &s->gid_helper_len) < 0)
         return -1;
     if (setup_bytes(uid, &s->uid_map, &s->uid_len) < 0 ||
         setup_bytes(gid, &s->gid_map, &s->gid_len) < 0 ||
@@ -428,7 +435,7 @@ proc_is_ours(void)
  * is this namespace's.  -1 with errno set otherwise: ESRCH, the child has exited; EXDEV,
  * no directory of the mounted /proc can be proved to be the child's. */
 static int
-open_child_dir(pid_t pid, int pidfd)
+open_child_dir(pid_t pid, int pidfd, long *number)
 {
     char path[32];
     long seen = pid, again;
@@ -462,6 +469,7 @@ open_child_dir(pid_t pid, int pidfd)
         errno = again == -1 ? ESRCH : EXDEV;
         return -1;
     }
+    *number = seen;
     return dir;
 }
 
@@ -482,6 +490,52 @@ pc_setup_close_child_fds(const struct pc_setup *s)
         close(s->pid_restore);
 }
 
+/* newuidmap or newgidmap (``helper``: "path\0word\0..."), run as ``path <number> words``
+ * with every signal unblocked and at its default, waited for.  0 when it exits 0; else
+ * -1 with errno EPERM (it refused: its own message is on stderr) or the spawn's error.
+ * The child cannot exit meanwhile (it waits for the go-ahead, and is ours to reap), so
+ * its /proc number stays its own. */
+#define PC_MAX_HELPER_WORDS 1100 /* 340 lines of 3 words, the path and the pid */
+static int
+run_map_helper(const char *helper, size_t len, long number)
+{
+    char *argv[PC_MAX_HELPER_WORDS + 1], pid_text[24];
+    size_t at = 0;
+    int n = 0, status;
+    pid_t helper_pid;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+
+    snprintf(pid_text, sizeof pid_text, "%ld", number);
+    while (at < len && n < PC_MAX_HELPER_WORDS) {
+        argv[n++] = (char *)helper + at;
+        at += strlen(helper + at) + 1;
+        if (n == 1)
+            argv[n++] = pid_text;
+    }
+    argv[n] = NULL;
+    sigemptyset(&none);
+    sigfillset(&all);
+    if ((errno = posix_spawnattr_init(&attr)) != 0)
+        return -1;
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    errno = posix_spawn(&helper_pid, argv[0], NULL, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
+    if (errno != 0)
+        return -1;
+    while (waitpid(helper_pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        errno = EPERM;
+        return -1;
+    }
+    return 0;
+}
+
 /* The parent's part, while the child waits: uid_map, setgroups, gid_map, written in the
  * child's /proc directory (open_child_dir), then the byte that lets it go on.  The first
  * failure stops (its file, or "proc" for the directory, in *what, errno in *err); closing
@@ -493,15 +547,22 @@ pc_setup_parent(struct pc_setup *s, pid_t pid, int pidfd, const char **what, int
     const char *files[3] = {"uid_map", "setgroups", "gid_map"};
     const char *data[3] = {s->uid_map, s->setgroups, s->gid_map};
     size_t len[3] = {s->uid_len, s->setgroups_len, s->gid_len};
+    const char *helper[3] = {s->uid_helper, NULL, s->gid_helper};
+    size_t helper_len[3] = {s->uid_helper_len, 0, s->gid_helper_len};
     int dir;
+    long number = 0;
 
     *what = NULL;
     pc_setup_close_one(s, PC_SYNC_R);
-    dir = open_child_dir(pid, pidfd);
+    dir = open_child_dir(pid, pidfd, &number);
     if (dir < 0)
         *what = "proc";
     for (int i = 0; i < 3 && *what == NULL; i++) {
-        if (data[i] != NULL && write_file(dir, files[i], data[i], len[i]) != 0)
+        if (helper[i] != NULL) {
+            if (run_map_helper(helper[i], helper_len[i], number) != 0)
+                *what = files[i];
+        }
+        else if (data[i] != NULL && write_file(dir, files[i], data[i], len[i]) != 0)
             *what = files[i];
     }
     if (*what == NULL && s->syncpipe[1] >= 0 && write(s->syncpipe[1], "g", 1) != 1)

@@ -31,6 +31,7 @@ from ._child import FdGroup, close_fds, hold_signals, release_signals
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
 from ._procns import children_pid_ns, ns_of, own_ns
+from ._subids import helper as subid_helper
 from ._validate import IdMap, parse_id_map
 
 if TYPE_CHECKING:
@@ -423,6 +424,8 @@ class ChildSetup:
         self.pid_restore = -1  # this thread's own one for children, to go back to
         self.parent_pidfd = -1
         self.parent_pid = 0
+        self.uid_helper: Optional[bytes] = None  # newuidmap's words (_subids), or None
+        self.gid_helper: Optional[bytes] = None
 
     def __del__(self) -> None:
         fds = getattr(self, "fds", None)  # None: __init__ was interrupted before it
@@ -437,7 +440,10 @@ class ChildSetup:
 
     def open(self, flags: int) -> None:
         """Open what the child needs; OSError (ProcessLookupError for a dead pid...) naming
-        the target, with nothing left open."""
+        the target, with nothing left open; PermissionError for maps beyond this caller's
+        own ids that newuidmap/newgidmap would not grant (_subids)."""
+        self.uid_helper = subid_helper("uid", self.options.uid_map)
+        self.gid_helper = subid_helper("gid", self.options.gid_map)
         if not (self.options.pdeathsig or self.options.join):
             return  # nothing to open (see _open): no fd a handler could strand
         mask = hold_signals()
@@ -546,10 +552,12 @@ class ChildSetup:
         o = self.options
         if not o.names:
             return None
+        # newgidmap sets setgroups as /etc/subgid allows, unless the caller chose
+        groups = o.setgroups if self.gid_helper is None or "setgroups" in o.names else None
         return (
             o.uid_map,
             o.gid_map,
-            o.setgroups,
+            groups,
             o.hostname,
             o.time_offsets,
             o.mount_proc,
@@ -560,4 +568,6 @@ class ChildSetup:
             self.pid_ns,
             self.pid_restore,
             o.propagation,
+            self.uid_helper,
+            self.gid_helper,
         )
