@@ -77,8 +77,10 @@ def clone(
 
     The child can be set up before ``fn`` runs, each option implying the namespace it
     needs: ``uid_map``/``gid_map`` (``[(inside, outside, count)]`` or /proc text) or
-    ``map_root=True``, written by the parent while the child waits, with ``setgroups``
-    ("deny" by default with a gid map, or "allow"); ``hostname``; ``time_offsets``
+    ``map_root=True``, written by the parent while the child waits (by newuidmap and
+    newgidmap, as /etc/subuid and /etc/subgid grant, where the caller lacks
+    CAP_SETUID/CAP_SETGID and maps more than its own id), with ``setgroups``
+    ("deny" by default with a gid map the parent writes, or "allow"); ``hostname``; ``time_offsets``
     (``{"monotonic": s, "boottime": s}``, counted from the host's clocks, those of the
     initial time namespace, even when the caller is in a time namespace of its own);
     ``mount_proc`` (True or a directory: a fresh
