@@ -43,7 +43,9 @@ LAYERS: List[List[str]] = [
     ["portclone._api"],
     ["portclone"],
     ["portclone.cli._common", "portclone.cli._getopt", "portclone.cli._syscalls"],
-    ["portclone.cli._reports", "portclone.cli._run", "portclone.cli._dropin"],
+    ["portclone.cli._dropin"],
+    ["portclone.cli._idmaps"],
+    ["portclone.cli._reports", "portclone.cli._run"],
     ["portclone.cli._commands", "portclone.cli._unshare", "portclone.cli._nsenter"],
     ["portclone.cli", "portclone._cli", "portclone.__main__", "portclone.pytest_plugin"],
 ]

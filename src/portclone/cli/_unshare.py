@@ -39,6 +39,17 @@ from ._dropin import (
     user_id,
 )
 from ._getopt import NO, OPTIONAL, REQUIRED, Opt
+from ._idmaps import (
+    SUBGID,
+    SUBUID,
+    Range,
+    map_ranges_from_child,
+    parse_range,
+    proc_dir_of,
+    ranges_with,
+    subid_range,
+    write_file,
+)
 
 F = CloneFlags
 
@@ -135,14 +146,6 @@ portclone's unshare(1): the same options, exit statuses and process model
 """
 
 _PROPAGATION = {"slave": "slave", "shared": "shared", "private": "private", "unchanged": ""}
-_SUBUID, _SUBGID = "/etc/subuid", "/etc/subgid"
-
-
-@dataclass
-class Range:
-    inner: int  # -1: "from 0", for --map-auto
-    outer: int
-    count: int
 
 
 @dataclass
@@ -183,50 +186,6 @@ def _offset(text: str, what: str) -> int:
         return int(text.strip(), 0)
     except ValueError:
         raise Failure(f"failed to parse {what} offset: '{text}'") from None
-
-
-def _subid_range(path: str, identity: bool) -> Range:
-    """The caller's first range in /etc/subuid or /etc/subgid (subuid(5)): by user name or
-    by uid.  ``identity``: mapped onto itself (--map-subids), else from 0 (--map-auto)."""
-    uid = os.geteuid()
-    try:
-        import pwd
-
-        names = {pwd.getpwuid(uid).pw_name, str(uid)}
-    except (KeyError, ImportError):
-        names = {str(uid)}
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise Failure(f"cannot open {path}: {e.strerror} (the uidmap package's helpers read it)") from None
-    for line in lines:
-        parts = line.strip().split(":")
-        if len(parts) == 3 and parts[0] in names and parts[1].isdecimal() and parts[2].isdecimal():
-            start, count = int(parts[1]), int(parts[2])
-            return Range(start if identity else -1, start, count)
-    raise Failure(f'no line matching user "{sorted(names)[-1]}" in {path}')
-
-
-def _kernel_ranges(path: str) -> List[Range]:
-    """--map-users=all: every range of our own map, each onto itself."""
-    with open(path) as f:
-        return [Range(int(inner), int(inner), int(count)) for inner, _, count in (line.split() for line in f)]
-
-
-def _range(text: str, kind: str, table: str) -> List[Range]:
-    if text == "auto":
-        return [_subid_range(table, identity=False)]
-    if text == "subids":
-        return [_subid_range(table, identity=True)]
-    if text == "all":
-        return _kernel_ranges(f"/proc/self/{kind}_map")
-    for sep in (":", ","):  # inner:outer:count (2.39 on), outer,inner,count (2.38's)
-        parts = text.split(sep)
-        if len(parts) == 3 and all(p.isdecimal() and int(p) < 2**32 for p in parts):
-            first, second, count = (int(p) for p in parts)
-            return [Range(first, second, count) if sep == ":" else Range(second, first, count)]
-    raise Failure(f"invalid mapping '{text}'")
 
 
 def _unset_if_all_ones(value: int) -> int:
@@ -279,14 +238,14 @@ def parse(found: Sequence[Tuple[Opt, Optional[str]]]) -> Request:
             r.map_user, r.map_group = euid, egid
         elif name == "map-users":
             r.flags |= F.CLONE_NEWUSER
-            r.user_ranges += _range(value or "", "uid", _SUBUID)
+            r.user_ranges += parse_range(value or "", "uid", SUBUID)
         elif name == "map-groups":
             r.flags |= F.CLONE_NEWUSER
-            r.group_ranges += _range(value or "", "gid", _SUBGID)
+            r.group_ranges += parse_range(value or "", "gid", SUBGID)
         elif name in ("map-auto", "map-subids"):
             r.flags |= F.CLONE_NEWUSER
-            r.user_ranges.append(_subid_range(_SUBUID, identity=name == "map-subids"))
-            r.group_ranges.append(_subid_range(_SUBGID, identity=name == "map-subids"))
+            r.user_ranges.append(subid_range(SUBUID, identity=name == "map-subids"))
+            r.group_ranges.append(subid_range(SUBGID, identity=name == "map-subids"))
         elif name == "owner":
             r.flags |= F.CLONE_NEWUSER
             uid_text, sep, gid_text = (value or "").partition(":")
@@ -361,71 +320,6 @@ def refuse_what_the_backend_cannot(r: Request) -> None:
 # -- the steps, in util-linux's order ------------------------------------------------------
 
 
-def _write(path: str, text: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY)
-    except OSError as e:
-        raise os_failure(f"cannot open {path}", e) from None
-    try:
-        os.write(fd, text.encode())
-    except OSError as e:
-        raise os_failure(f"write failed {path}", e) from None
-    finally:
-        os.close(fd)
-
-
-def _ranges_with(ranges: List[Range], outer: int, inner: int) -> List[Range]:
-    """The ranges with the single mapping ``inner`` <- ``outer`` (--map-user beside
-    --map-users) put first, and those two ids cut out of the others; auto ranges start at
-    inner 0."""
-    out: List[Range] = []
-    for r in ranges:
-        start = 0 if r.inner == -1 else r.inner
-        pieces = [(start, r.outer, r.count)]
-        if inner != -1:
-            pieces = _split(start, r.outer, r.count, outer, inner)
-        out += [Range(i, o, c) for i, o, c in pieces if c > 0]
-    if inner != -1:
-        out.insert(0, Range(inner, outer, 1))
-    return out
-
-
-def _split(
-    inner: int, outer: int, count: int, skip_outer: int, skip_inner: int
-) -> List[Tuple[int, int, int]]:
-    """One range without the outer id ``skip_outer`` and the inner id ``skip_inner``: the
-    ids on each side keep their pairing, each piece as long as both sides allow."""
-    pieces: List[Tuple[int, int, int]] = []
-    i, o, left = inner, outer, count
-    while left > 0:
-        if o == skip_outer:
-            o += 1
-            left -= 1
-            continue
-        if i == skip_inner:
-            i += 1
-            left -= 1
-            continue
-        run = left
-        if o < skip_outer:
-            run = min(run, skip_outer - o)
-        if i < skip_inner:
-            run = min(run, skip_inner - i)
-        pieces.append((i, o, run))
-        i, o, left = i + run, o + run, left - run
-    return pieces
-
-
-def _proc_dir_of_parent(pidfd: int) -> str:
-    """/proc/N of the process behind ``pidfd``, N as the mounted /proc numbers it."""
-    from .._procns import proc_pid
-
-    n = proc_pid(pidfd)
-    if n <= 0:
-        raise Failure("cannot find our own /proc directory (this /proc does not show us)")
-    return f"/proc/{n}"
-
-
 def _fork_helper() -> Tuple[int, int]:
     """A child that waits until we have unshared (util-linux's fork_and_wait): (pid, fd to
     write one byte to once it may go on).  In the child: (0, fd to read)."""
@@ -459,47 +353,11 @@ def _helper_run(job: Callable[[], None]) -> NoReturn:
     os._exit(0)
 
 
-def _map_ranges_from_child(parent_pidfd: int, users: List[Range], groups: List[Range]) -> None:
-    """In the helper: write the parent's maps, directly as root, else through newuidmap and
-    newgidmap (setuid helpers of the uidmap package, checking /etc/subuid and /etc/subgid)."""
-    directory = _proc_dir_of_parent(parent_pidfd)
-    line = "".join
-    if os.geteuid() == 0:
-        if users:
-            _write(f"{directory}/uid_map", line(f"{m.inner} {m.outer} {m.count}\n" for m in users))
-        if groups:
-            _write(f"{directory}/gid_map", line(f"{m.inner} {m.outer} {m.count}\n" for m in groups))
-        return
-    for tool, ranges in (("newuidmap", users), ("newgidmap", groups)):
-        if not ranges:
-            continue
-        import shutil
-
-        path = shutil.which(tool)
-        if path is None:
-            raise Failure(
-                f"{tool} not found: install the uidmap package "
-                "(its helpers map the ids /etc/subuid and /etc/subgid grant)"
-            )
-        argv = [path, directory.rsplit("/", 1)[1]]
-        for m in ranges:
-            argv += [str(m.inner), str(m.outer), str(m.count)]
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.execv(path, argv)
-            finally:
-                os._exit(127)
-        _, status = os.waitpid(pid, 0)
-        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-            raise Failure(f"{tool} failed")
-
-
 def _bind_persistent(parent_pidfd: int, persist: Dict[str, str]) -> None:
     """Bind each new namespace onto its file (unshare --uts=FILE...), so it outlives us."""
     from . import _syscalls
 
-    directory = _proc_dir_of_parent(parent_pidfd)
+    directory = proc_dir_of(parent_pidfd)
     for option, path in persist.items():
         source = f"{directory}/ns/{BY_OPTION[option].persist}"
         try:
@@ -515,7 +373,7 @@ def _wait_helper(pid: int) -> None:
 
 
 def _settime(offset: int, clock: str) -> None:
-    _write("/proc/self/timens_offsets", f"{clock} {offset} 0")
+    write_file("/proc/self/timens_offsets", f"{clock} {offset} 0")
 
 
 def _propagation(mode: str) -> None:
@@ -540,10 +398,10 @@ def execute(r: Request, command: List[str]) -> int:
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if r.user_ranges or (r.map_user != -1 and r.owner is not None):
-        r.user_ranges = _ranges_with(r.user_ranges, r.euid, r.map_user)
+        r.user_ranges = ranges_with(r.user_ranges, r.euid, r.map_user)
         r.map_user = -1
     if r.group_ranges or (r.map_group != -1 and r.owner is not None):
-        r.group_ranges = _ranges_with(r.group_ranges, r.egid, r.map_group)
+        r.group_ranges = ranges_with(r.group_ranges, r.egid, r.map_group)
         r.map_group = -1
     helped = r.flags and (r.persist or r.user_ranges or r.group_ranges)
     me = os.pidfd_open(os.getpid()) if helped else -1  # what the helpers reach us by
@@ -558,7 +416,7 @@ def execute(r: Request, command: List[str]) -> int:
         mapper, map_fd = _fork_helper()
         if mapper == 0:
             _helper_wait(map_fd)
-            _helper_run(lambda: _map_ranges_from_child(me, r.user_ranges, r.group_ranges))
+            _helper_run(lambda: map_ranges_from_child(me, r.user_ranges, r.group_ranges))
     try:
         if r.owner is not None:
             os.setgroups([])
@@ -649,14 +507,14 @@ def _setup_self(r: Request, parent_fd: int) -> None:
                 os._exit(1)  # our parent is gone already: nobody waits for our status
             os.close(parent_fd)
     if r.map_user != -1:
-        _write("/proc/self/uid_map", f"{r.map_user} {r.euid} 1")
+        write_file("/proc/self/uid_map", f"{r.map_user} {r.euid} 1")
     if r.map_group != -1:
         if r.setgroups == "allow":
             raise Failure("options --setgroups=allow and --map-group are mutually exclusive")
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/gid_map", f"{r.map_group} {r.egid} 1")
+        write_file("/proc/self/setgroups", "deny")
+        write_file("/proc/self/gid_map", f"{r.map_group} {r.egid} 1")
     if r.setgroups is not None:
-        _write("/proc/self/setgroups", r.setgroups)
+        write_file("/proc/self/setgroups", r.setgroups)
     if r.flags & F.CLONE_NEWNS and r.propagation:
         _propagation(r.propagation)
     wd = r.wd
@@ -690,7 +548,7 @@ def _setup_self(r: Request, parent_fd: int) -> None:
         except OSError as e:
             raise os_failure(f"mount {r.binfmt} failed", e) from None
     if r.interp is not None and r.binfmt is not None:
-        _write(f"{r.binfmt}/register", r.interp)
+        write_file(f"{r.binfmt}/register", r.interp)
     try:
         if r.gid is not None:
             os.setgroups([])
