@@ -25,7 +25,7 @@ import time
 from typing import Callable, Dict, List
 
 import portclone
-from portclone._child import run_child
+from portclone._childside import run_child
 from portclone._loader import native_status
 
 TRUE = "/bin/true"
@@ -202,7 +202,8 @@ def parent_faults(methods: Dict[str, Callable[[], None]], calls: int = 200) -> D
 
 def breakdown() -> Dict[str, Callable[[], None]]:
     """From portclone's floor to clone(), one step at a time (``--breakdown``)."""
-    from portclone._child import Child, flush_std_streams
+    from portclone._child import Child
+    from portclone._childside import flush_std_streams
 
     backend = portclone.current_backend()
     request = backend.request(0, SIGCHLD, None, None)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Counter, Dict, Iterator
 import pytest
 
 import portclone
-from portclone import _api, _child, _loader
+from portclone import _api, _loader, _sigfd
 
 #: the C functions that change the signal mask, and Lib/signal.py's wrapper of the first
 MASK_CALLS = {"pthread_sigmask", "sigmask_hold", "sigmask_restore"}
@@ -164,7 +164,7 @@ def _in_one_c_stretch(*calls: Callable[[], Any]) -> list:  # type: ignore[type-a
 def test_a_handler_raising_during_the_hold_leaves_the_mask(implementation: str) -> None:
     before = _mask()
     kill = functools.partial(os.kill, os.getpid(), signal.SIGUSR1)
-    hold = _loader._native.sigmask_hold if implementation == "native" else _child.hold_signals
+    hold = _loader._native.sigmask_hold if implementation == "native" else _sigfd.hold_signals
     with pytest.raises(Raised):
         _in_one_c_stretch(kill, hold)
     assert _mask() == before
@@ -173,13 +173,13 @@ def test_a_handler_raising_during_the_hold_leaves_the_mask(implementation: str) 
 @pytest.mark.usefixtures("raising_usr1")
 def test_a_handler_raising_at_the_release_finds_the_mask_restored(implementation: str) -> None:
     before = _mask()
-    saved = _child.hold_signals()
+    saved = _sigfd.hold_signals()
     assert _mask() == set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
     os.kill(os.getpid(), signal.SIGUSR1)  # blocked: pending until the release
     with pytest.raises(Raised):
-        _child.release_signals(saved)
+        _sigfd.release_signals(saved)
     assert _mask() == before
-    assert set(_child.signals_in(saved)) == {signal.SIGUSR2}
+    assert set(_sigfd.signals_in(saved)) == {signal.SIGUSR2}
 
 
 def test_close_fds_with_nothing_to_close_changes_no_mask() -> None:
@@ -191,7 +191,7 @@ def test_close_fds_with_nothing_to_close_changes_no_mask() -> None:
 
     sys.setprofile(profile)
     try:
-        _child.close_fds([])
+        _sigfd.close_fds([])
     finally:
         sys.setprofile(None)
     assert counts["mask"] == 0

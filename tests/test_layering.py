@@ -29,6 +29,8 @@ LAYERS: List[List[str]] = [
         "portclone._caller",
         "portclone._subids",
     ],
+    ["portclone._sigfd"],
+    ["portclone._childside"],
     ["portclone._child"],
     ["portclone._setup"],
     ["portclone._plan"],

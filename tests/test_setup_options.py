@@ -342,7 +342,7 @@ def test_pdeathsig_race_a_parent_already_gone_still_signals(api: str) -> None:
     """SIMULATED race: the parent dying between the clone and the prctl cannot be timed
     from a test, so the setup is handed a parent pidfd of a process that has already
     exited, which is what the child sees in that race.  The child must signal itself."""
-    from portclone._child import run_child
+    from portclone._childside import run_child
 
     native = sys.modules["portclone._native"]
     gone = subprocess.Popen(["true"])
@@ -583,7 +583,7 @@ def test_pdeathsig_in_a_new_pid_namespace() -> None:
     of an exited process) ends it rather than let fn run."""
     with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match="SIGKILL"):
         portclone.clone(never_runs, flags=F.CLONE_NEWPID, pdeathsig=signal.SIGTERM)
-    from portclone._child import run_child
+    from portclone._childside import run_child
 
     native = sys.modules["portclone._native"]
     gone = subprocess.Popen(["true"])

@@ -8,13 +8,14 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 
 from ._backend import Backend
 from ._caller import causes
-from ._child import Child, hold_signals, reap_orphans, release_signals
+from ._child import Child, reap_orphans
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
 from ._plan import DEVNULL, PIPE, Env, SpawnPlan, StdArg, StrOrBytesPath, prepare
 from ._registry import current_backend
 from ._setup import NO_OPTIONS, ChildSetup, JoinTarget, Options, check_conflicts, parse_options
+from ._sigfd import hold_signals, release_signals
 from ._validate import CgroupArg, IdMap, Request, check_options, exit_signal_hazard
 
 __all__ = ["check", "clone", "spawn"]

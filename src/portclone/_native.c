@@ -292,7 +292,7 @@ native_unblock_signals(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* The parent's cheap signal hold (portclone._child.hold_signals): every signal blocked
+/* The parent's cheap signal hold (portclone._sigfd.hold_signals): every signal blocked
  * in this thread, the old mask returned as an opaque bytes object (a sigset_t) for
  * sigmask_restore.  As signal.pthread_sigmask does, the handlers of signals that arrived
  * before run once the call has changed the mask; if one raises, the old mask is put back

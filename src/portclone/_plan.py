@@ -13,9 +13,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ._child import Child, FdGroup, close_fds, close_held, hold_signals, release_signals
+from ._child import Child
 from ._flags import CloneFlags
 from ._setup import NO_OPTIONS, ChildSetup, Options
+from ._sigfd import FdGroup, close_fds, close_held, hold_signals, release_signals
 from ._validate import check_options
 
 __all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnPlan", "StdArg", "StrOrBytesPath", "prepare"]

@@ -27,10 +27,10 @@ if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
 from ._caller import has_cap_sys_admin
-from ._child import FdGroup, close_fds, hold_signals, release_signals
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
 from ._procns import children_pid_ns, ns_of, own_ns
+from ._sigfd import FdGroup, close_fds, hold_signals, release_signals
 from ._subids import helper as subid_helper
 from ._validate import IdMap, parse_id_map
 

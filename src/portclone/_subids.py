@@ -63,8 +63,8 @@ def _granted(kind: str) -> List[Tuple[int, int]]:
     except OSError as e:
         raise PermissionError(
             errno.EPERM,
-            f"{kind}_map maps ids beyond this process's own, which {_TOOL[kind]} grants "
-            f"from {path}: it cannot be read ({e.strerror})",
+            f"writing the child's {kind}_map needs privilege over ids beyond this process's "
+            f"own, or {path}, which {_TOOL[kind]} reads and which cannot be read ({e.strerror})",
         ) from None
     names = _own_names(kind)
     granted = []
@@ -88,8 +88,9 @@ def helper(kind: str, text: Optional[bytes]) -> Optional[bytes]:
     if path is None:
         raise PermissionError(
             errno.EPERM,
-            f"{kind}_map maps ids beyond this process's own without CAP_SET{kind[0].upper()}ID: "
-            f"that takes {_TOOL[kind]}, which is not installed (the uidmap package)",
+            f"writing the child's {kind}_map needs privilege (CAP_SET{kind[0].upper()}ID) over "
+            f"ids beyond this process's own, or {_TOOL[kind]}, which is not installed (the "
+            "uidmap package)",
         )
     granted = _granted(kind)
     for _, outside, count in lines:
@@ -98,8 +99,9 @@ def helper(kind: str, text: Optional[bytes]) -> Optional[bytes]:
         if not any(lo <= outside and outside + count <= hi for lo, hi in granted):
             raise PermissionError(
                 errno.EPERM,
-                f"{kind}_map maps {outside}-{outside + count - 1} outside, which {_TABLE[kind]} "
-                f"does not grant this user ({_TOOL[kind]} maps only what it lists)",
+                f"writing the child's {kind}_map needs privilege over ids "
+                f"{outside}-{outside + count - 1}, which {_TABLE[kind]} does not grant this "
+                f"user either ({_TOOL[kind]} maps only what it lists)",
             )
     words = [path] + [str(n) for line in lines for n in line]
     return b"\0".join(os.fsencode(w) for w in words) + b"\0"

@@ -15,22 +15,12 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .._backend import Backend
-from .._child import (
-    Child,
-    FdGroup,
-    close_fds,
-    exit_child,
-    flush_std_streams,
-    hold_signals,
-    register,
-    release_signals,
-    reset_caught_handlers,
-    run_child,
-    signals_in,
-)
+from .._child import Child, register
+from .._childside import exit_child, flush_std_streams, reset_caught_handlers, run_child
 from .._errors import Refusal, Stage, translate
 from .._flags import SIGCHLD, CloneFlags
 from .._loader import native_status, thread_count
+from .._sigfd import FdGroup, close_fds, hold_signals, release_signals, signals_in
 from .._validate import Request
 
 if TYPE_CHECKING:

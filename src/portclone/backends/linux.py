@@ -17,10 +17,12 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .._backend import Backend
-from .._child import Child, flush_std_streams, hold_signals, release_signals, reset_caught_handlers, run_child
+from .._child import Child
+from .._childside import flush_std_streams, reset_caught_handlers, run_child
 from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now, translate
 from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
 from .._loader import native_status
+from .._sigfd import hold_signals, release_signals
 from .._validate import Request
 
 if TYPE_CHECKING:

@@ -37,7 +37,8 @@ if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
 from .._backend import Backend
-from .._child import Child, flush_std_streams, run_child
+from .._child import Child
+from .._childside import flush_std_streams, run_child
 from .._errors import Refusal, Stage, translate
 from .._flags import CloneFlags
 from .._loader import native_status
