@@ -1052,7 +1052,7 @@ native_libc_clone(PyObject *module, PyObject *args)
 static PyMethodDef native_methods[] = {
 #ifdef __linux__
     {"clone", native_clone, METH_VARARGS,
-     "clone(child, runner, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok)\n"
+     "clone(child, runner, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok[, setup])\n"
      "Create a fork-like child between CPython's fork hooks.  The child runs runner()\n"
      "and _exits with the status it returns; the parent's Child gets pid, pidfd, syscall."},
     {"probe_clone3", native_probe_clone3, METH_NOARGS,
@@ -1068,7 +1068,7 @@ static PyMethodDef native_methods[] = {
      "libc_clone(child, runner, flags): libc clone() for a fork-like child, as clone()."},
     {"spawn", (PyCFunction)(void (*)(void))pc_native_spawn, METH_VARARGS | METH_KEYWORDS,
      "spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,\n"
-     "      envp, cwd, fds, keep, close_fds, maps, hostname, restore_signals)\n"
+     "      envp, cwd, fds, keep, close_fds, setup, restore_signals, process_group)\n"
      "Start a program in a CLONE_VM child (see _spawn.c); child gets pid, pidfd, syscall."},
 #endif
     {"unblock_signals", native_unblock_signals, METH_NOARGS,
