@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 from .._flags import INFO, OPTION, CloneFlags
 from ._getopt import Found, GetoptError, Opt, getopt_long
@@ -60,28 +60,83 @@ def os_failure(what: str, error: OSError) -> Failure:
 
 
 class Tool:
-    """One drop-in command: its name as invoked, its options, its --help."""
+    """One drop-in command: its options and --help, and its three steps: ``parse`` the
+    options found into a request, ``refuse`` what the backend cannot do, ``execute``."""
 
-    def __init__(self, prog: str, opts: Sequence[Opt], help_text: str) -> None:
-        self.prog = prog
+    def __init__(
+        self,
+        name: str,
+        opts: Sequence[Opt],
+        help_text: str,
+        parse: Callable[[Found], Any],
+        refuse: Callable[[Any], None],
+        execute: Callable[[Any, List[str]], int],
+    ) -> None:
+        self.name = self.prog = name
         self.opts = opts
         self.help_text = help_text
+        self.steps = (parse, refuse, execute)
 
-    def parse(self, argv: Sequence[str]) -> Tuple[Found, List[str]]:
+    def main(self, argv: Sequence[str], prog: str) -> int:
+        """The command under the name ``prog``; its Failure printed as one line and
+        turned into the exit status."""
+        self.prog = PROG_NAME[0] = prog
         try:
-            return getopt_long(argv, self.opts)
-        except GetoptError as e:
-            raise Failure(f"{e} (try '{self.prog} --help')") from None
-
-    def run(self, body: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
-        """``body(argv)``, with its Failure printed as one line and turned into the status."""
-        try:
-            return body(argv)
+            return self._main(argv)
         except Failure as e:
             flush()
             if str(e):  # else: said already, by the helper that failed
                 print(f"{self.prog}: {e}", file=sys.stderr)
             return e.status
+
+    def _main(self, argv: Sequence[str]) -> int:
+        try:
+            found, command = getopt_long(argv, self.opts)
+        except GetoptError as e:
+            raise Failure(f"{e} (try '{self.prog} --help')") from None
+        for opt, _ in found:
+            if opt.long == "help":
+                print(self.help_text.format(prog=self.prog), end="")
+                return 0
+            if opt.long == "version":
+                from .. import __version__
+
+                print(f"{self.prog} (portclone {__version__}; util-linux {self.name}'s grammar)")
+                return 0
+        parse, refuse, execute = self.steps
+        request = parse(found)
+        refuse(request)
+        return execute(request, command)
+
+
+def set_ids(uid: Optional[int], gid: Optional[int], setgroups_may_fail: bool = False) -> None:
+    """-S and -G: the supplementary groups dropped, then the gid, then the uid (setgroups
+    and setgid first: after setuid they would be refused)."""
+    if gid is not None:
+        try:
+            os.setgroups([])
+        except OSError as e:
+            if not setgroups_may_fail:
+                raise os_failure("setgroups failed", e) from None
+        try:
+            os.setgid(gid)
+        except OSError as e:
+            raise os_failure("setgid() failed", e) from None
+    if uid is not None:
+        try:
+            os.setuid(uid)
+        except OSError as e:
+            raise os_failure("setuid() failed", e) from None
+
+
+def keep_caps() -> None:
+    """--keep-caps: the permitted capabilities made ambient, to survive the exec."""
+    from . import _syscalls
+
+    try:
+        _syscalls.permitted_to_ambient()
+    except OSError as e:
+        raise os_failure("capset failed", e) from None
 
 
 def flush() -> None:

@@ -24,20 +24,20 @@ import os
 import signal
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .. import __version__
 from .._flags import CloneFlags
 from ._dropin import (
     BY_OPTION,
     NAMESPACES,
-    PROG_NAME,
     Failure,
     Tool,
     backend_refusal,
     become,
     end_as,
     flush,
+    keep_caps,
     number,
     os_failure,
+    set_ids,
 )
 from ._getopt import NO, OPTIONAL, REQUIRED, Opt
 
@@ -404,23 +404,9 @@ def execute(r: Request, command: List[str]) -> int:
             r.gid = owner.st_gid
     if fork:
         _continue_as_child()
-    try:
-        if r.gid is not None:
-            try:
-                os.setgroups([])
-            except OSError:
-                if failed_setgroups:
-                    raise
-            os.setgid(r.gid)
-        if r.uid is not None:
-            os.setuid(r.uid)
-    except OSError as e:
-        raise os_failure("setgid() failed" if r.uid is None else "setuid() failed", e) from None
+    set_ids(r.uid, r.gid, setgroups_may_fail=not failed_setgroups)  # both failing is an error
     if r.keep_caps and enters_user:
-        try:
-            _syscalls.permitted_to_ambient()
-        except OSError as e:
-            raise os_failure("capset failed", e) from None
+        keep_caps()
     become(command)
 
 
@@ -513,23 +499,5 @@ def _continue_as_child() -> None:
     os._exit(code)
 
 
-def _main(argv: Sequence[str]) -> int:
-    found, command = TOOL.parse(argv)
-    for opt, _ in found:
-        if opt.long == "help":
-            print(HELP.format(prog=TOOL.prog), end="")
-            return 0
-        if opt.long == "version":
-            print(f"{TOOL.prog} (portclone {__version__}; util-linux nsenter's grammar)")
-            return 0
-    request = parse(found)
-    refuse_what_the_backend_cannot(request)
-    return execute(request, command)
-
-
-TOOL = Tool("nsenter", OPTS, HELP)
-
-
-def main(argv: Sequence[str], prog: str) -> int:
-    TOOL.prog = PROG_NAME[0] = prog
-    return TOOL.run(_main, argv)
+TOOL = Tool("nsenter", OPTS, HELP, parse, refuse_what_the_backend_cannot, execute)
+main = TOOL.main

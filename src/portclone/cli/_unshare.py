@@ -20,7 +20,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
-from .. import __version__
 from .._flags import CloneFlags
 from ._dropin import (
     BY_OPTION,
@@ -33,8 +32,10 @@ from ._dropin import (
     become,
     end_as,
     flush,
+    keep_caps,
     number,
     os_failure,
+    set_ids,
     signal_number,
     user_id,
 )
@@ -549,39 +550,11 @@ def _setup_self(r: Request, parent_fd: int) -> None:
             raise os_failure(f"mount {r.binfmt} failed", e) from None
     if r.interp is not None and r.binfmt is not None:
         write_file(f"{r.binfmt}/register", r.interp)
-    try:
-        if r.gid is not None:
-            os.setgroups([])
-            os.setgid(r.gid)
-        if r.uid is not None:
-            os.setuid(r.uid)
-    except OSError as e:
-        raise os_failure("setgid() failed" if r.uid is None else "setuid() failed", e) from None
+    set_ids(r.uid, r.gid)
     if r.keep_caps and r.flags & F.CLONE_NEWUSER:
-        try:
-            _syscalls.permitted_to_ambient()
-        except OSError as e:
-            raise os_failure("capset failed", e) from None
+        keep_caps()
     _env(r)
 
 
-def _main(argv: Sequence[str]) -> int:
-    found, command = TOOL.parse(argv)
-    for opt, _ in found:
-        if opt.long == "help":
-            print(HELP.format(prog=TOOL.prog), end="")
-            return 0
-        if opt.long == "version":
-            print(f"{TOOL.prog} (portclone {__version__}; util-linux unshare's grammar)")
-            return 0
-    request = parse(found)
-    refuse_what_the_backend_cannot(request)
-    return execute(request, command)
-
-
-TOOL = Tool("unshare", OPTS, HELP)
-
-
-def main(argv: Sequence[str], prog: str) -> int:
-    TOOL.prog = PROG_NAME[0] = prog
-    return TOOL.run(_main, argv)
+TOOL = Tool("unshare", OPTS, HELP, parse, refuse_what_the_backend_cannot, execute)
+main = TOOL.main
