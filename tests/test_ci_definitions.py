@@ -57,3 +57,43 @@ def test_plugin_named_twice_is_what_the_workflow_must_avoid(tmp_path: pathlib.Pa
         text=True,
     )
     assert run.returncode == 0, run.stdout + run.stderr  # by its entry-point name: fine
+
+
+# -- the guest manifest: vm/vmctl.py's MATRIX is the one list of the test guests ----------
+
+
+def _vmctl() -> object:
+    sys.path.insert(0, str(ROOT / "vm"))
+    try:
+        import vmctl  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    return vmctl
+
+
+def test_the_matrix_names_real_guests() -> None:
+    vmctl = _vmctl()
+    assert set(vmctl.MATRIX) <= set(vmctl.GUESTS)  # type: ignore[attr-defined]
+    assert set(vmctl.CI_PAIR) <= set(vmctl.MATRIX)  # type: ignore[attr-defined]
+
+
+def test_tox_has_one_vm_env_per_matrix_guest() -> None:
+    listed = re.search(r"\[testenv:vm-\{([^}]*)\}\]", (ROOT / "tox.ini").read_text())
+    assert listed is not None
+    assert listed.group(1).split(",") == list(_vmctl().MATRIX)  # type: ignore[attr-defined]
+
+
+def test_the_vagrantfile_defines_the_matrix() -> None:
+    text = (ROOT / "vm" / "Vagrantfile").read_text()
+    block = re.search(r"LINUX = %w\[(.*?)\]", text, re.S)
+    assert block is not None
+    assert block.group(1).split() == list(_vmctl().MATRIX)  # type: ignore[attr-defined]
+
+
+def test_ci_runs_the_pair_and_the_readme_lists_every_guest() -> None:
+    vmctl = _vmctl()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert " ".join(vmctl.CI_PAIR) in ci  # type: ignore[attr-defined]
+    status = (ROOT / "vm" / "README.md").read_text()
+    rows = set(re.findall(r"^\| ([a-z]+-[a-z0-9]+) \|", status, re.M))
+    assert set(vmctl.MATRIX) <= rows  # type: ignore[attr-defined]

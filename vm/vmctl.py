@@ -792,6 +792,21 @@ def mutation(guest: Guest, pytest_args: List[str], timeout: float) -> int:
     return 1
 
 
+#: The test matrix: every guest the suite runs in (``all`` without names, ``tox -e vm-all``).
+#: The one list of them: tox.ini's vm-* environments, the Vagrantfile's LINUX machines and
+#: vm/README.md's status table are checked against it (tests/test_ci_definitions.py).
+MATRIX = (
+    "bullseye-amd64",
+    "bookworm-amd64",
+    "trixie-amd64",
+    "sid-amd64",
+    "bookworm-i386",
+    "bookworm-arm64",
+    "bookworm-s390x",
+)
+#: The slice .ci/run runs: the baseline and a foreign architecture.
+CI_PAIR = ("bookworm-amd64", "bookworm-arm64")
+
 #: ``wheels``: per architecture (the wheel's platform name), the guest that builds the wheel
 #: (bullseye: glibc 2.31, the oldest obtainable here, so the fewest new symbol versions) and
 #: a different guest that installs it and runs the suite against it (vm/README.md).
@@ -976,7 +991,7 @@ def main() -> int:
     )
     p_box.add_argument("guests", nargs="+", choices=sorted(GUESTS))
     p_all = sub.add_parser("all", help="build and run several guests, then print one table")
-    p_all.add_argument("guests", nargs="*", default=[], help="default: every guest")
+    p_all.add_argument("guests", nargs="*", default=[], help="default: the test matrix (MATRIX)")
     p_all.add_argument("--jobs", type=int, default=2, help="guests at a time (default 2)")
     p_all.add_argument("--timeout", type=float, default=3600)
     p_wheels = sub.add_parser(
@@ -1021,7 +1036,7 @@ def main() -> int:
         return mutation(GUESTS[args.guest], pytest_args, args.timeout)
     if args.command == "wheels":
         return wheels(args.arch, pytest_args, args.timeout, args.jobs, not args.no_test)
-    names = args.guests or list(GUESTS)
+    names = args.guests or list(MATRIX)
     unknown = [n for n in names if n not in GUESTS]
     if unknown:
         parser.error(f"unknown guests {unknown}: choose from {', '.join(GUESTS)}")
