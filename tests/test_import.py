@@ -144,3 +144,21 @@ def _chrooted(tmp_path: pathlib.Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["3", str(int(portclone.CLONE_NEWPID)), "True", "None", "fork"]
+
+
+@pytest.mark.requires("linux", "root")
+def test_after_a_chroot_a_call_that_cannot_bind_fails_in_the_child(tmp_path: pathlib.Path) -> None:
+    """docs/backends.md: inspect is loaded only when a callable is not a plain function; after
+    a chroot it cannot be, and the child tells (status 1) instead of a TypeError here."""
+    result = run_python(
+        f"""
+        import functools, os, portclone
+        portclone.current_backend()
+        os.chroot({str(tmp_path)!r})
+        os.chdir("/")
+        child = portclone.clone(functools.partial(lambda a: a, 1), 2)
+        print(child.wait(timeout=30))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import inspect
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import Backend
@@ -221,6 +220,11 @@ def _check_call(fn: Callable[..., object], args: Tuple[Any, ...], kwargs: Dict[s
     """TypeError now if ``fn(*args, **kwargs)`` cannot bind, rather than in the child;
     a stray keyword is compared with clone()'s own.  (clone() asks _binds_plainly first.)"""
     try:
+        # only here, where _binds_plainly could not answer: inspect costs a third of
+        # portclone's import.  After a chroot or a privilege drop it may not load: then,
+        # as for a builtin without a signature, the child will tell.
+        import inspect
+
         signature = inspect.signature(fn)
     except Exception:  # a builtin without one, a broken __signature__: the child will tell
         return

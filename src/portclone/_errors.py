@@ -7,8 +7,7 @@ import errno as _errno
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
 from ._flags import CloneFlags, describe
 
@@ -62,8 +61,7 @@ class PortcloneError(Exception):
 _NO_FLAGS = CloneFlags(0)
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     """One thing wrong with a request: the flags (or the argument, ``field``) at fault, why."""
 
     reason: str

@@ -15,8 +15,7 @@ from __future__ import annotations
 import enum
 import re
 import signal
-from dataclasses import dataclass
-from typing import Dict, FrozenSet, Iterator, Optional, Tuple
+from typing import Dict, FrozenSet, Iterator, NamedTuple, Optional, Tuple
 
 __all__ = [
     "BACKENDS",
@@ -121,8 +120,7 @@ RETIRED_NAMES = {
 BACKENDS = ("linux", "netbsd", "fork")
 
 
-@dataclass(frozen=True)
-class FlagInfo:
+class FlagInfo(NamedTuple):
     """What portclone knows about one flag.
 
     ``linux``, ``netbsd`` and ``fork`` are ``None`` where that backend honours
@@ -454,8 +452,7 @@ CONDITIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """A request the kernel refuses (EINVAL), or that would break a promise of portclone's.
 
     The rule is broken when every flag in ``all_of`` is set, none of ``missing`` is (when
@@ -631,8 +628,7 @@ RULES: Tuple[Rule, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class OptionInfo:
+class OptionInfo(NamedTuple):
     """What portclone knows about one option of clone() and spawn() that sets the child up.
 
     ``implies``: the flags the option adds to the request (a hostname needs a new UTS

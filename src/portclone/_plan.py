@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._child import Child
@@ -34,27 +33,58 @@ StdArg = Union[None, int, IO[Any]]
 Env = Union[Mapping[bytes, StrOrBytesPath], Mapping[str, StrOrBytesPath]]
 
 
-@dataclass
 class SpawnPlan:
     """What the child needs, as bytes and fds, plus what the parent keeps."""
 
-    argv: Tuple[bytes, ...]
-    paths: Tuple[bytes, ...]  # candidate executables, in PATH order
-    name: str  # the program, as errors name it (executable or argv[0])
-    envp: Optional[Tuple[bytes, ...]]
-    env_dict: Optional[Mapping[bytes, bytes]]
-    cwd: Optional[bytes]
-    fds: Tuple[int, int, int]  # what becomes 0, 1, 2 in the child; -1: inherited
-    keep: Tuple[int, ...]  # pass_fds, sorted
-    close_fds: bool
-    restore_signals: bool
-    process_group: int  # setpgid(0, it) in the child; -1: ours
-    #: namespaces, maps, hostname...: what the child does to itself first (portclone._setup)
-    setup: ChildSetup = field(default_factory=lambda: ChildSetup(NO_OPTIONS))
-    #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
-    parent_ends: List[Tuple[int, int]] = field(default_factory=list)
-    #: fds we opened for the child (its pipe ends, /dev/null): closed once it runs
-    child_ends: List[int] = field(default_factory=FdGroup)
+    __slots__ = (
+        "argv",
+        "child_ends",
+        "close_fds",
+        "cwd",
+        "env_dict",
+        "envp",
+        "fds",
+        "keep",
+        "name",
+        "parent_ends",
+        "paths",
+        "process_group",
+        "restore_signals",
+        "setup",
+    )
+
+    def __init__(
+        self,
+        argv: Tuple[bytes, ...],
+        paths: Tuple[bytes, ...],
+        name: str,
+        envp: Optional[Tuple[bytes, ...]],
+        env_dict: Optional[Mapping[bytes, bytes]],
+        cwd: Optional[bytes],
+        fds: Tuple[int, int, int],
+        keep: Tuple[int, ...],
+        close_fds: bool,
+        restore_signals: bool,
+        process_group: int,
+        setup: Optional[ChildSetup] = None,
+    ) -> None:
+        self.argv = argv
+        self.paths = paths  # candidate executables, in PATH order
+        self.name = name  # the program, as errors name it (executable or argv[0])
+        self.envp = envp
+        self.env_dict = env_dict
+        self.cwd = cwd
+        self.fds = fds  # what becomes 0, 1, 2 in the child; -1: inherited
+        self.keep = keep  # pass_fds, sorted
+        self.close_fds = close_fds
+        self.restore_signals = restore_signals
+        self.process_group = process_group  # setpgid(0, it) in the child; -1: ours
+        #: namespaces, maps, hostname...: what the child does to itself first (_setup)
+        self.setup = setup if setup is not None else ChildSetup(NO_OPTIONS)
+        #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
+        self.parent_ends: List[Tuple[int, int]] = []
+        #: fds we opened for the child (its pipe ends, /dev/null): closed once it runs
+        self.child_ends: List[int] = FdGroup()
 
     def __del__(self) -> None:
         # a handler that raised again while a failure was cleaned up left fds here; a

@@ -20,8 +20,7 @@ import signal
 import stat
 import sys
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
@@ -60,8 +59,7 @@ StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 JoinTarget = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", "Child"]
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """The setup options of one call, checked.  ``names``: those given."""
 
     names: FrozenSet[str] = frozenset()

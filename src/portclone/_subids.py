@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from typing import List, Optional, Set, Tuple
 
 __all__ = ["helper"]
@@ -75,6 +74,16 @@ def _granted(kind: str) -> List[Tuple[int, int]]:
     return granted
 
 
+def _which(name: str) -> Optional[str]:
+    """``name`` on PATH, as shutil.which finds it (not imported: it is slow to import, and
+    a later import can fail after a chroot or a privilege drop)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def helper(kind: str, text: Optional[bytes]) -> Optional[bytes]:
     """``path\\0inside\\0outside\\0count...`` for the ``kind`` ("uid" or "gid") map
     ``text`` where the caller may not write it itself; None where it may."""
@@ -84,7 +93,7 @@ def helper(kind: str, text: Optional[bytes]) -> Optional[bytes]:
     lines = _lines(text)
     if len(lines) == 1 and lines[0][1:] == (own, 1):
         return None  # the one line the kernel lets anyone write
-    path = shutil.which(_TOOL[kind])
+    path = _which(_TOOL[kind])
     if path is None:
         raise PermissionError(
             errno.EPERM,

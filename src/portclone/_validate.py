@@ -12,8 +12,7 @@ import operator
 import os
 import signal
 import stat
-from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags
@@ -37,8 +36,7 @@ _NO_FLAGS = CloneFlags(0)
 MAX_SET_TID = 32  # MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """A validated clone request: what the caller asked for, normalized."""
 
     flags: CloneFlags
