@@ -138,3 +138,28 @@ def test_c_functions_are_small(path: Path) -> None:
         if count > MAX_FUNCTION_LINES
     ]
     assert not long, f"C functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+def _c_setup_fields() -> List[str]:
+    text = (SRC / "_setup.c").read_text()
+    block = re.search(r"pc_setup_fields\[\] = \{(.*?)NULL", text, re.S)
+    assert block is not None, "_setup.c declares pc_setup_fields"
+    return re.findall(r'"(\w+)"', block.group(1))
+
+
+def test_the_setup_tuple_is_named_as_the_c_reads_it() -> None:
+    """portclone._setup.NativeSetup's fields are pc_setup_fields, by name and in order; every
+    setup option of the flag table (but map_root, which is written as the two maps) is one."""
+    from portclone._flags import OPTIONS
+    from portclone._setup import NativeSetup
+
+    fields = _c_setup_fields()
+    assert list(NativeSetup._fields) == fields
+    assert {o.name for o in OPTIONS} - {"map_root"} <= set(fields)
+
+
+def test_the_built_extension_names_the_same_fields() -> None:
+    native = pytest.importorskip("portclone._native", reason="the C extension is not built here")
+    if not hasattr(native, "SETUP_FIELDS"):
+        pytest.skip("this platform's extension has no setup (no libc clone)")
+    assert list(native.SETUP_FIELDS) == _c_setup_fields()

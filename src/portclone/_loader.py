@@ -18,7 +18,7 @@ __all__ = ["NATIVE_ABI", "StaleExtensionError", "native_status", "thread_count",
 
 #: The ABI of portclone._native this Python code was written for (PORTCLONE_NATIVE_ABI in
 #: _native.h); a stale build is refused.
-NATIVE_ABI = 8
+NATIVE_ABI = 9
 
 
 class StaleExtensionError(ImportError):

@@ -1117,6 +1117,34 @@ static const struct {
     {"STAGE_MAPS", PC_STAGE_MAPS},
 };
 
+#ifdef PC_HAVE_LIBC_CLONE
+/* SETUP_FIELDS: the names of the setup tuple's fields, as pc_setup_parse reads them. */
+static int
+add_setup_fields(PyObject *m)
+{
+    Py_ssize_t n = 0;
+    PyObject *fields;
+
+    while (pc_setup_fields[n] != NULL)
+        n++;
+    fields = PyTuple_New(n);
+    if (fields == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyUnicode_FromString(pc_setup_fields[i]);
+        if (name == NULL || PyTuple_SetItem(fields, i, name) < 0) {
+            Py_DECREF(fields);
+            return -1;
+        }
+    }
+    if (PyModule_AddObject(m, "SETUP_FIELDS", fields) < 0) {
+        Py_DECREF(fields);
+        return -1;
+    }
+    return 0;
+}
+#endif
+
 PyMODINIT_FUNC
 PyInit__native(void)
 {
@@ -1150,6 +1178,12 @@ PyInit__native(void)
         PyModule_AddIntConstant(m, "SYS_CLONE", SYS_clone) < 0 ||
         PyModule_AddIntConstant(m, "SYS_CLONE3", SYS_clone3) < 0 ||
         PyModule_AddIntConstant(m, "HAVE_CLONE3_SPAWN", pc_have_clone3_spawn) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
+#ifdef PC_HAVE_LIBC_CLONE
+    if (add_setup_fields(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

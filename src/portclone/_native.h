@@ -85,7 +85,7 @@ pc_fcntl(int fd, int cmd, long arg)
 
 /* Bumped whenever the Python side and the C must change together;
  * portclone/_loader.py refuses a stale build. */
-#define PORTCLONE_NATIVE_ABI 8
+#define PORTCLONE_NATIVE_ABI 9
 
 /* PC_CLONE_*, PC_CSIGNAL, PC_STAGE_*: generated from the Python side (_constants.h). */
 #include "_constants.h"
@@ -182,6 +182,9 @@ struct pc_report {
     int err;
 };
 
+/* The setup tuple's fields by name, in pc_setup_parse's order, NULL-terminated: the module's
+ * SETUP_FIELDS, which portclone._setup.NativeSetup must match. */
+extern const char *const pc_setup_fields[];
 int pc_setup_parse(struct pc_setup *s, PyObject *setup);
 int pc_setup_open(struct pc_setup *s, int report);
 void pc_setup_close(struct pc_setup *s);

@@ -27,6 +27,12 @@ extern char **environ;
  * pdeathsig, parent_pidfd, parent_pid, pid_ns, pid_restore[, propagation[, uid_helper,
  * gid_helper]]): bytes or None for the first six and the helpers, join a tuple of (fd,
  * CLONE_NEW* type) pairs.  The pointers borrow the tuple's bytes. */
+const char *const pc_setup_fields[] = {
+    "uid_map", "gid_map", "setgroups", "hostname", "time_offsets", "mount_proc", "join",
+    "pdeathsig", "parent_pidfd", "parent_pid", "pid_ns", "pid_restore", "propagation",
+    "uid_helper", "gid_helper", NULL,
+};
+
 static int
 setup_bytes(PyObject *value, const char **data, size_t *len)
 {

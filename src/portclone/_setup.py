@@ -410,6 +410,27 @@ def _same_ns(name: str, st: os.stat_result) -> bool:
     return (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino)
 
 
+class NativeSetup(NamedTuple):
+    """What ``_native.clone``/``spawn`` take as ``setup``: its fields by the names the C
+    reads them by (``_native.SETUP_FIELDS``, checked by tests/test_c_source.py)."""
+
+    uid_map: Optional[bytes]
+    gid_map: Optional[bytes]
+    setgroups: Optional[bytes]
+    hostname: Optional[bytes]
+    time_offsets: Optional[bytes]
+    mount_proc: Optional[bytes]
+    join: Tuple[Tuple[int, int], ...]  # (fd, CLONE_NEW* type), in the order entered
+    pdeathsig: int
+    parent_pidfd: int
+    parent_pid: int
+    pid_ns: int
+    pid_restore: int
+    propagation: int
+    uid_helper: Optional[bytes]
+    gid_helper: Optional[bytes]
+
+
 class ChildSetup:
     """The fds a setup needs, owned until the start is over (close(), or __del__ as the
     backstop when a handler raised during a cleanup)."""
@@ -545,27 +566,27 @@ class ChildSetup:
         """This thread's namespace for its children, to return to after the clone."""
         return self._keep(children_pid_ns())
 
-    def native(self) -> Optional[Tuple[Any, ...]]:
+    def native(self) -> Optional[NativeSetup]:
         """What ``_native.clone``/``spawn`` take as ``setup``; None for no setup."""
         o = self.options
         if not o.names:
             return None
         # newgidmap sets setgroups as /etc/subgid allows, unless the caller chose
         groups = o.setgroups if self.gid_helper is None or "setgroups" in o.names else None
-        return (
-            o.uid_map,
-            o.gid_map,
-            groups,
-            o.hostname,
-            o.time_offsets,
-            o.mount_proc,
-            tuple(self.join),
-            o.pdeathsig,
-            self.parent_pidfd,
-            self.parent_pid,
-            self.pid_ns,
-            self.pid_restore,
-            o.propagation,
-            self.uid_helper,
-            self.gid_helper,
+        return NativeSetup(
+            uid_map=o.uid_map,
+            gid_map=o.gid_map,
+            setgroups=groups,
+            hostname=o.hostname,
+            time_offsets=o.time_offsets,
+            mount_proc=o.mount_proc,
+            join=tuple(self.join),
+            pdeathsig=o.pdeathsig,
+            parent_pidfd=self.parent_pidfd,
+            parent_pid=self.parent_pid,
+            pid_ns=self.pid_ns,
+            pid_restore=self.pid_restore,
+            propagation=o.propagation,
+            uid_helper=self.uid_helper,
+            gid_helper=self.gid_helper,
         )
