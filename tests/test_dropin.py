@@ -534,3 +534,90 @@ def test_the_program_gets_sigpipe_back_at_its_default() -> None:
     result = tool("unshare", "sh", "-c", "grep SigIgn /proc/self/status")
     ignored = int(result.stdout.split()[1], 16)
     assert not ignored & (1 << (signal.SIGPIPE - 1)), result.stdout
+
+
+# -- what an outside review found (each failed before its fix) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--map-users=200000,0,0", "-U", "true"], "200000,0,0"),  # dropped, unsaid
+        (["--map-user=\u0665", "-U", "true"], "\u0665"),  # an Arabic-Indic 5, taken as 5
+        (["-G", "\u0665", "true"], "\u0665"),
+        (["--kill-child=9", "true"], "9"),  # util-linux takes names only
+        (["-T", "--monotonic=99999999999999999999", "true"], "99999999999999999999"),
+    ],
+)
+def test_values_util_linux_refuses_are_refused(args: List[str], named: str) -> None:
+    result = tool("unshare", *args)
+    assert result.returncode == 1
+    assert named in one_line(result.stderr)
+
+
+def test_an_empty_program_or_shell_is_not_found() -> None:
+    for args, env in (([""], None), ([], dict(os.environ, SHELL=""))):
+        result = tool("unshare", *args, env=env)
+        assert result.returncode == 127, result
+        assert "failed to execute" in one_line(result.stderr)
+
+
+def test_nsenter_asks_nothing_of_a_target_it_does_not_use() -> None:
+    """-t alone enters nothing (2.38): a target that does not exist is never opened."""
+    assert tool("nsenter", "-t", "999999999", "true").returncode == 0
+    assert tool("nsenter", "-t", "\u0665", "true").returncode == 1  # but it must parse
+
+
+def test_the_version_ends_with_the_util_linux_release_of_its_options() -> None:
+    line = tool("unshare", "--version").stdout.strip()
+    assert line.split()[-1].startswith("2.") and "portclone" in line
+
+
+def test_no_helper_process_runs_before_the_namespaces() -> None:
+    """The C library is reached without ctypes.util.find_library, which runs ldconfig -p
+    (a child, fds, a temporary file) before any namespace is entered."""
+    code = (
+        "import sys; from portclone.cli import _syscalls; _syscalls._c(); print('ctypes.util' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout == "False\n", result.stderr
+
+
+@pytest.mark.requires("linux", "root")
+def test_nsenter_enters_a_threads_namespaces() -> None:
+    """-t TID of a thread that is not its process's first (a daemon with a namespace per
+    thread): its pidfd is a thread's (PIDFD_THREAD)."""
+    r, w = os.pipe()
+    code = (
+        "import os, socket, sys, threading\n"
+        "def own():\n"
+        "    os.unshare(os.CLONE_NEWUTS); socket.sethostname('threadns')\n"
+        "    os.write(int(sys.argv[1]), str(threading.get_native_id()).encode()); threading.Event().wait()\n"
+        "threading.Thread(target=own, daemon=True).start(); threading.Event().wait()\n"
+    )
+    if not hasattr(os, "unshare"):
+        pytest.skip("os.unshare is Python 3.12's: the thread that unshares is made with it")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(w)], pass_fds=(w,))
+    os.close(w)
+    tid = os.read(r, 16).decode()
+    os.close(r)
+    try:
+        if not tid:
+            pytest.skip("the thread could not unshare its UTS namespace here")
+        result = tool("nsenter", "-t", tid, "-u", "hostname")
+        if result.returncode != 0 and "Invalid argument" in result.stderr:
+            pytest.skip(
+                f"this kernel gives no pidfd for a thread (PIDFD_THREAD is Linux 6.9's): {result.stderr}"
+            )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "threadns\n", "")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.requires("linux", "CLONE_NEWUSER")
+def test_a_failed_setgroups_is_named() -> None:
+    """After -r the new namespace's setgroups is deny: -G fails at setgroups, and says so."""
+    result = tool("unshare", "-r", "-G", "0", "true")
+    assert result.returncode == 1
+    assert "setgroups failed" in one_line(result.stderr)

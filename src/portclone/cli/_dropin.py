@@ -86,7 +86,7 @@ class Tool:
         except Failure as e:
             flush()
             if str(e):  # else: said already, by the helper that failed
-                print(f"{self.prog}: {e}", file=sys.stderr)
+                say(f"{self.prog}: {e}")
             return e.status
 
     def _main(self, argv: Sequence[str]) -> int:
@@ -101,7 +101,9 @@ class Tool:
             if opt.long == "version":
                 from .. import __version__
 
-                print(f"{self.prog} (portclone {__version__}; util-linux {self.name}'s grammar)")
+                # util-linux's form, whose last word scripts read: the release whose
+                # options these are
+                print(f"{self.prog} (portclone {__version__}) from util-linux {GRAMMAR}")
                 return 0
         parse, refuse, execute = self.steps
         request = parse(found)
@@ -139,6 +141,22 @@ def keep_caps() -> None:
         raise os_failure("capset failed", e) from None
 
 
+#: The util-linux release whose options the drop-ins take (2.38's, and the newer ones).
+GRAMMAR = "2.41"
+
+
+def say(line: str) -> None:
+    """One line on stderr, with the bytes of a non-UTF-8 argument as given."""
+    data = (line + "\n").encode(errors="surrogateescape")
+    stream = getattr(sys.stderr, "buffer", None)
+    if stream is None:
+        print(line, file=sys.stderr)
+        return
+    sys.stderr.flush()
+    stream.write(data)
+    stream.flush()
+
+
 def flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
@@ -169,37 +187,49 @@ def backend_name() -> str:
     return current_backend().name
 
 
+def unsigned(text: str) -> Optional[int]:
+    """``text`` as strtoul reads a whole unsigned number (leading blanks, an optional "+",
+    ASCII digits and nothing after), or None."""
+    word = text.lstrip(" \t\n\v\f\r")
+    if word.startswith("+"):
+        word = word[1:]
+    if not word or not word.isascii() or not word.isdigit():
+        return None
+    return int(word)
+
+
 def signal_number(text: str) -> int:
-    """A signal by name (TERM, SIGTERM, RTMIN+3) or number, as util-linux takes it."""
+    """A signal by name (TERM, SIGTERM, RTMIN+3), as util-linux's signame_to_signum takes
+    it: not by number."""
     upper = text.upper()
     name = upper[3:] if upper.startswith("SIG") else upper
-    if text.isdecimal() and 0 < int(text) < signal.NSIG:
-        return int(text)
     for base in ("RTMIN", "RTMAX"):
         if name.startswith(base) and hasattr(signal, "SIG" + base):
-            try:
-                sig = int(getattr(signal, "SIG" + base)) + int(name[len(base) :] or 0)
-            except ValueError:
+            rest = name[len(base) :]
+            offset = unsigned(rest[1:]) if rest[:1] in ("+", "-") else None if rest else 0
+            if offset is None:
                 break
+            sig = int(getattr(signal, "SIG" + base)) + (-offset if rest[:1] == "-" else offset)
             if signal.SIGRTMIN <= sig <= signal.SIGRTMAX:
                 return sig
-    if "SIG" + name in signal.Signals.__members__ and not name.startswith("RT"):
+    if name.isascii() and "SIG" + name in signal.Signals.__members__ and not name.startswith("RT"):
         return int(signal.Signals["SIG" + name])
     raise Failure(f"unknown signal: {text}")
 
 
 def number(text: str, what: str) -> int:
     """strtoul_or_err's manners: a whole non-negative number, else "failed to parse WHAT"."""
-    word = text.strip()
-    if word.isdecimal() and int(word) < 2**32:
-        return int(word)
+    value = unsigned(text)
+    if value is not None and value < 2**32:
+        return value
     raise Failure(f"failed to parse {what}: '{text}'")
 
 
 def user_id(text: str, database: str) -> int:
     """A uid or gid by number or name (unshare's --map-user/--map-group)."""
-    if text.isdecimal() and int(text) < 2**32:
-        return int(text)
+    value = unsigned(text)
+    if value is not None and value < 2**32:
+        return value
     import grp
     import pwd
 
@@ -224,6 +254,8 @@ def execvp(command: List[str]) -> NoReturn:
     reset_signals_for_exec()
     flush()
     try:
+        if not command[0]:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
         try:
             os.execvp(command[0], command)
         except OSError as e:
@@ -232,7 +264,7 @@ def execvp(command: List[str]) -> NoReturn:
             os.execv("/bin/sh", ["/bin/sh", *command])
     except OSError as e:
         code = 127 if e.errno in (errno.ENOENT, errno.ENOTDIR) else 126
-        print(f"{PROG_NAME[0]}: failed to execute {command[0]}: {e.strerror}", file=sys.stderr)
+        say(f"{PROG_NAME[0]}: failed to execute {command[0]}: {e.strerror}")
         flush()
         os._exit(code)
     raise AssertionError("unreachable")
@@ -241,21 +273,23 @@ def execvp(command: List[str]) -> NoReturn:
 def exec_shell() -> NoReturn:
     """$SHELL (else the user's login shell, else /bin/sh) as a login shell, as the tools
     start one when no program is given."""
-    shell = os.environ.get("SHELL")
-    if not shell:
+    shell = os.environ.get("SHELL")  # set but empty: used, and fails, as util-linux's
+    if shell is None:
         try:
             import pwd
 
             shell = pwd.getpwuid(os.getuid()).pw_shell
         except (KeyError, ImportError):
             shell = None
-    shell = shell or "/bin/sh"
+    shell = "/bin/sh" if shell is None else shell
     reset_signals_for_exec()
     flush()
     try:
+        if not shell:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
         os.execv(shell, ["-" + os.path.basename(shell)])
     except OSError as e:
-        print(f"{PROG_NAME[0]}: failed to execute {shell}: {e.strerror}", file=sys.stderr)
+        say(f"{PROG_NAME[0]}: failed to execute {shell}: {e.strerror}")
         flush()
         os._exit(127 if e.errno == errno.ENOENT else 126)
 

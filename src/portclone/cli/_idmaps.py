@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import List, Tuple
 
-from ._dropin import Failure, os_failure
+from ._dropin import Failure, os_failure, unsigned
 
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 
@@ -37,8 +37,13 @@ def subid_range(path: str, identity: bool) -> Range:
         raise Failure(f"cannot open {path}: {e.strerror} (the uidmap package's helpers read it)") from None
     for line in lines:
         parts = line.strip().split(":")
-        if len(parts) == 3 and parts[0] in names and parts[1].isdecimal() and parts[2].isdecimal():
-            start, count = int(parts[1]), int(parts[2])
+        if (
+            len(parts) == 3
+            and parts[0] in names
+            and unsigned(parts[1]) is not None
+            and unsigned(parts[2]) is not None
+        ):
+            start, count = int(parts[1].strip()), int(parts[2].strip())
             return Range(start if identity else -1, start, count)
     raise Failure(f'no line matching user "{sorted(names)[-1]}" in {path}')
 
@@ -58,8 +63,11 @@ def parse_range(text: str, kind: str, table: str) -> List[Range]:
         return _kernel_ranges(f"/proc/self/{kind}_map")
     for sep in (":", ","):  # inner:outer:count (2.39 on), outer,inner,count (2.38's)
         parts = text.split(sep)
-        if len(parts) == 3 and all(p.isdecimal() and int(p) < 2**32 for p in parts):
-            first, second, count = (int(p) for p in parts)
+        numbers = [unsigned(p) for p in parts]
+        if len(parts) == 3 and all(n is not None and n < 2**32 for n in numbers):
+            first, second, count = (int(n or 0) for n in numbers)
+            if count == 0:  # the kernel and newuidmap refuse it; never dropped unsaid
+                raise Failure(f"invalid mapping '{text}': a range of 0 ids")
             return [Range(first, second, count) if sep == ":" else Range(second, first, count)]
     raise Failure(f"invalid mapping '{text}'")
 
@@ -162,4 +170,4 @@ def map_ranges_from_child(parent_pidfd: int, users: List[Range], groups: List[Ra
                 os._exit(127)
         _, status = os.waitpid(pid, 0)
         if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-            raise Failure(f"{tool} failed")
+            raise Failure("")  # the helper said why, on stderr

@@ -20,6 +20,7 @@ status 1, naming the option and the backend's reason.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -38,6 +39,7 @@ from ._dropin import (
     number,
     os_failure,
     set_ids,
+    unsigned,
 )
 from ._getopt import NO, OPTIONAL, REQUIRED, Opt
 
@@ -119,14 +121,31 @@ class Target:
     directory the pidfd proves to be its own."""
 
     def __init__(self, text: str) -> None:
-        pid = number(text, "target PID") if text.strip().isdecimal() else -1
-        if pid <= 0:
+        pid = unsigned(text)
+        if pid is None or not 0 < pid < 2**31:
             raise Failure(f"failed to parse target PID: '{text}'")
         self.pid = pid
-        try:
-            self.pidfd = os.pidfd_open(pid)
-        except OSError as e:
-            raise os_failure(f"cannot open /proc/{pid}", e) from None
+        self._pidfd = -1  # opened when first needed: -t alone asks nothing of the target
+
+    @property
+    def pidfd(self) -> int:
+        if self._pidfd < 0:
+            try:
+                self._pidfd = os.pidfd_open(self.pid)
+            except OSError as e:
+                # a thread other than its process's first: its own pidfd (PIDFD_THREAD, 6.9)
+                if e.errno not in (errno.ENOENT, errno.EINVAL):
+                    raise os_failure(f"cannot open /proc/{self.pid}", e) from None
+                try:
+                    self._pidfd = os.pidfd_open(self.pid, os.O_EXCL)
+                except OSError:
+                    raise os_failure(f"cannot open /proc/{self.pid}", e) from None
+        return self._pidfd
+
+    def close(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
 
     def ns(self, name: str) -> int:
         from .._procns import ns_of
@@ -370,7 +389,7 @@ def execute(r: Request, command: List[str]) -> int:
             os.close(held)
             fds[ns.option] = -1
     if target is not None:
-        os.close(target.pidfd)
+        target.close()
     if root_fd >= 0 and wd_fd < 0 and r.wdns is None:
         wd_fd = _open_file(".")
     if root_fd >= 0:

@@ -8,7 +8,6 @@ the C library's errno, as the os module's functions do.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from typing import Any, Optional
 
@@ -29,7 +28,9 @@ _libc: Optional[Any] = None
 def _c() -> Any:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # the symbols already loaded (libc's among them), never find_library: it runs
+        # ldconfig -p, a child process and fds, before any namespace is entered
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 

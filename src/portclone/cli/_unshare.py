@@ -37,6 +37,7 @@ from ._dropin import (
     os_failure,
     set_ids,
     signal_number,
+    unsigned,
     user_id,
 )
 from ._getopt import NO, OPTIONAL, REQUIRED, Opt
@@ -183,10 +184,16 @@ class Request:
 
 
 def _offset(text: str, what: str) -> int:
+    """strtos64_or_err's manners: a signed 64-bit number, in decimal, hex or octal."""
+    word = text.strip()
+    body = word[1:] if word[:1] in ("+", "-") else word
     try:
-        return int(text.strip(), 0)
+        value = int(word, 0) if body.isascii() and body[:1].isdigit() else None
     except ValueError:
-        raise Failure(f"failed to parse {what} offset: '{text}'") from None
+        value = None
+    if value is None or not -(2**63) <= value < 2**63:
+        raise Failure(f"failed to parse {what} offset: '{text}'")
+    return value
 
 
 def _unset_if_all_ones(value: int) -> int:
@@ -250,9 +257,10 @@ def parse(found: Sequence[Tuple[Opt, Optional[str]]]) -> Request:
         elif name == "owner":
             r.flags |= F.CLONE_NEWUSER
             uid_text, sep, gid_text = (value or "").partition(":")
-            if not (sep and uid_text.isdecimal() and gid_text.isdecimal()):
-                raise Failure("failed to parse owner")
-            r.owner = (int(uid_text), int(gid_text))
+            owner = (unsigned(uid_text), unsigned(gid_text))
+            if not sep or owner[0] is None or owner[1] is None:
+                raise Failure(f"failed to parse owner: '{value}'")
+            r.owner = (owner[0], owner[1])
         elif name == "setgroups":
             if value not in ("allow", "deny"):
                 raise Failure(f"unsupported --setgroups argument '{value}'")
