@@ -474,6 +474,64 @@ def no_side_effects() -> Iterator[None]:
         assert after[key] == before[key], f"{key} changed"
 
 
+def _live_children() -> Dict[str, str]:
+    """This process's children that have not exited, by their pid as /proc names it, with
+    their state and command line.  Zombies are not counted: a dropped Child is reaped
+    by portclone at its next call, not by the test.  Empty without /proc."""
+    found: Dict[str, str] = {}
+    if not os.path.isdir("/proc/self/task"):
+        return found
+    for seen in _children():
+        try:
+            with open(f"/proc/{seen}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{seen}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue  # reaped meanwhile
+        if state != "Z":
+            found[seen] = f"state {state}: {command[:200]}"
+    return found
+
+
+def _end(seen: str) -> None:
+    """Kill and reap a child a test left running, named by its pid as /proc names it;
+    through a pidfd taken while it is still this process's unreaped child, so a pid
+    recycled meanwhile is never signalled."""
+    try:
+        pid = our_pid(int(seen))
+        fd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return  # gone, or no pidfd_open (Python < 3.9): left as it is
+    try:
+        if seen not in _children():
+            return  # reaped before the pidfd was taken: the pid may be another's
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # its owner reaped it
+
+
+@pytest.fixture(autouse=True)
+def no_child_left_running() -> Iterator[None]:
+    """Fail the test that leaves a child of the test process running: a leak is then said
+    by its cause, not by a later test that counts children.  Compared before with after,
+    so children of higher-scoped fixtures are not counted.  A test whose children end
+    asynchronously waits for them itself.  The leftovers are killed and reaped."""
+    before = _live_children()
+    yield
+    left = {seen: what for seen, what in _live_children().items() if seen not in before}
+    for seen in left:
+        _end(seen)
+    if left:
+        pytest.fail(f"the test left {len(left)} child(ren) running: {left}", pytrace=False)
+
+
 def pytest_runtest_logstart(nodeid: str, location: object) -> None:
     """Name the running test in $PORTCLONE_TEST_NOW: tools/in_setting.py says which test
     killed the interpreter (an abort in portclone) and runs the rest again without it."""

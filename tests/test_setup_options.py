@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,11 +102,15 @@ def test_setgroups_allow_must_be_asked_for(api: str) -> None:
 @pytest.mark.requires("linux", "proc", "host-root", "CLONE_NEWUSER")  # becomes uid 65534
 @pytest.mark.parametrize("api", ["clone", "spawn"])
 def test_a_map_the_kernel_refuses_raises_and_leaves_no_child(api: str) -> None:
-    """As nobody, mapping root is refused (EPERM): raised in the caller, no child left."""
+    """As nobody, mapping root is refused (EPERM, or EACCES: the child's /proc files are
+    root's): raised in the caller, no child left.  Before Linux 5.14 nobody, not dumpable,
+    may not read its own fdinfo either; the child's directory is then proved otherwise."""
+    r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the forked helper reports through its status
         code = 1
         try:
+            os.close(r)
             os.setgid(65534)
             os.setuid(65534)
             try:
@@ -115,15 +120,94 @@ def test_a_map_the_kernel_refuses_raises_and_leaves_no_child(api: str) -> None:
                     portclone.spawn(["true"], uid_map=[(0, 0, 1)])
             except PermissionError as e:
                 code = 3 if "uid_map" in str(e) else 2
+                os.write(w, repr(e).encode())
             try:
                 os.waitpid(-1, os.WNOHANG)
                 code = 4  # a child (or zombie) is left
             except ChildProcessError:
                 pass
+        except BaseException as e:
+            os.write(w, repr(e).encode())
         finally:
             os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 3
+    assert os.waitstatus_to_exitcode(status) == 3, said
+
+
+#: A caller that may not read its own /proc/self/fdinfo, as before Linux 5.14 a process that
+#: is not dumpable (one that changed its uid) may not: an unsearchable directory is mounted
+#: over it (in a mount namespace of the caller's own), and the caller runs as root without
+#: CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, or as nobody.
+NO_FDINFO = """
+import os, subprocess, portclone
+portclone.available_backends()  # imported while root (the files may be root's alone)
+subprocess.run(["mount", "--bind", {hidden!r}, "/proc/%d/fdinfo" % os.getpid()], check=True)
+try:
+    open("/proc/self/fdinfo/0").close()
+    print("fdinfo-readable")
+except PermissionError:
+    pass
+if {nobody!r}:
+    os.setgid(65534)
+    os.setuid(65534)
+def show(w):
+    os.write(w, open("/proc/self/uid_map").read().encode())
+    return 0
+for api in ("clone", "spawn"):
+    r, w = os.pipe()
+    try:
+        if api == "clone":
+            child = portclone.clone(show, w, uid_map=[(0, 0, 1)])
+        else:
+            child = portclone.spawn(["cat", "/proc/self/uid_map"], stdout=w, uid_map=[(0, 0, 1)])
+        os.close(w)
+        print(api, child.wait(timeout=60), "-".join(os.read(r, 4096).decode().split()))
+    except OSError as e:
+        os.close(w)
+        print(api, type(e).__name__, "uid_map" if "writing the child's uid_map" in str(e) else e)
+    os.close(r)
+    try:
+        os.waitpid(-1, os.WNOHANG)
+        print("a child is left")
+    except ChildProcessError:
+        pass
+"""
+
+
+@pytest.mark.requires("linux", "proc", "host-root", "CLONE_NEWUSER")
+@pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("unshare", "setpriv", "mount")),
+    reason="needs util-linux's unshare(1), setpriv(1) and mount(8)",
+)
+@pytest.mark.parametrize("nobody", [False, True])
+def test_maps_without_a_readable_fdinfo(tmp_path: Any, nobody: bool) -> None:
+    """Bullseye-found: before Linux 5.14 nobody (not dumpable) may not read its own
+    fdinfo, where the child's pidfd says which /proc directory is the child's, and maps
+    failed as if /proc were another PID namespace's (EXDEV).  /proc being this namespace's,
+    the directory of the pid clone returned is the child's while the pidfd shows the
+    child unreaped once it is open: root without DAC override writes the maps, nobody
+    gets the kernel's refusal of the uid_map itself (the child's files are root's)."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0)
+    try:
+        out = run_python(
+            NO_FDINFO.format(hidden=str(hidden), nobody=nobody),
+            prefix=(
+                "unshare", "-m", "--propagation", "private",
+                "setpriv", "--bounding-set", "-dac_override,-dac_read_search",
+            ),
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        hidden.chmod(0o700)
+    assert out.returncode == 0, out.stderr
+    want = ["clone PermissionError uid_map", "spawn PermissionError uid_map"] if nobody else [
+        "clone 0 0-0-1", "spawn 0 0-0-1"
+    ]  # fmt: skip
+    assert out.stdout.splitlines() == want, out.stdout
 
 
 # -- hostname and implied flags ------------------------------------------------------

@@ -329,6 +329,13 @@ def _translate(
             why = "the child ended before its maps were written (killed from outside?)"
         elif err == _errno.ENOENT:
             why = "/proc is not mounted: the maps are written in the child's /proc directory"
+        elif err == _errno.EACCES:
+            why = (
+                "this process may not read its own /proc/self/fdinfo, where the child's pidfd "
+                "says which directory is the child's: before Linux 5.14 those files are root's "
+                "for a process that is not dumpable (one that changed its uid); "
+                "prctl(PR_SET_DUMPABLE, 1) makes it so again"
+            )
         else:
             why = (
                 "no directory of the mounted /proc can be proved to be the child's: that /proc "

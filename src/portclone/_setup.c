@@ -433,6 +433,41 @@ proc_is_ours(void)
     return *line == '\n';
 }
 
+/* open_child_dir when this process may not read its own fdinfo: before Linux 5.14 those
+ * files are mode 0400 and, for a process that is not dumpable (one that changed its uid),
+ * root's (torvalds/linux 7bc3fa0172a4 made them readable by whoever may ptrace the
+ * process).  /proc/<pid> is then the child's when /proc is this namespace's and the child
+ * the pidfd names is still unreaped once the directory is open: until its reap, its pid
+ * is its own.  -1 with errno set otherwise, as open_child_dir; EACCES when /proc is
+ * another namespace's (only the fdinfo could have told which directory is the child's). */
+static int
+open_child_dir_unreaped(pid_t pid, int pidfd)
+{
+    char path[32];
+    int dir;
+
+    if (!proc_is_ours()) {
+        errno = EACCES;
+        return -1;
+    }
+    snprintf(path, sizeof path, "/proc/%ld", (long)pid);
+    dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) {
+        if (errno == ENOENT)
+            errno = ESRCH; /* reaped by another */
+        return -1;
+    }
+#if defined(SYS_pidfd_send_signal)
+    /* signal 0 checks only: 0 until the reap (a zombie too), ESRCH after it */
+    if (syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0 || errno == EPERM)
+        return dir;
+#else
+    errno = EACCES;
+#endif
+    close(dir);
+    return -1;
+}
+
 /* The child's /proc directory, proved to be the child's: the mounted /proc may belong to
  * another PID namespace (unshare -pf without --mount-proc), where /proc/<pid> of the pid
  * clone returned names another process.  With a pidfd, the directory of the pid its
@@ -449,6 +484,8 @@ open_child_dir(pid_t pid, int pidfd, long *number)
 
     if (pidfd >= 0) {
         seen = pidfd_proc_pid(pidfd);
+        if (seen == -2 && errno == EACCES)
+            return open_child_dir_unreaped(pid, pidfd);
         if (seen == -2 && errno == ENOENT && !proc_mounted()) {
             errno = ENOENT; /* no /proc at all */
             return -1;

@@ -125,9 +125,10 @@ class ForkBackend(Backend):
         # raised in between would leave it unowned.
         mask = hold_signals()
         try:
-            if _posix_spawn_fits(plan):
+            pid = _posix_spawn(plan, mask) if _posix_spawn_fits(plan) else None
+            if pid is not None:
                 child.syscall = "posix_spawn"
-                child.pid = _posix_spawn(plan, mask)
+                child.pid = pid
                 register(child)
             else:
                 child.syscall = "fork"
@@ -199,9 +200,17 @@ def _posix_spawn_fits(plan: SpawnPlan) -> bool:
     return inheritable is not None and not [fd for fd in inheritable if fd not in ours]
 
 
-def _posix_spawn(plan: SpawnPlan, mask: Any) -> int:
+def _posix_spawn(plan: SpawnPlan, mask: Any) -> Optional[int]:
     """os.posix_spawn; the program starts with ``mask``, the caller's signal mask (spawn()
-    blocks every signal around this call)."""
+    blocks every signal around this call).  None when its failure is EPERM, which does not
+    say what failed: fork + exec must then do it, and say so.
+
+    glibc 2.31 (Debian bullseye) returns EPERM for any failure of the clone it makes the
+    child with (sysdeps/unix/sysv/linux/spawni.c takes ``-new_pid`` for the error, and
+    ``new_pid`` is -1), so a process limit (EAGAIN) came out as a PermissionError; glibc
+    2.36 returns the clone's own errno.  A real EPERM (execve's, setpgid's, or a seccomp
+    filter's refusal of clone3) is said again by fork + exec, with the step that failed.
+    """
     actions = [(os.POSIX_SPAWN_DUP2, src, i) for i, src in enumerate(plan.fds) if src >= 0 and src != i]
     env: Mapping[Any, Any] = plan.env_dict if plan.env_dict is not None else os.environ
     last: Optional[OSError] = None
@@ -218,6 +227,8 @@ def _posix_spawn(plan: SpawnPlan, mask: Any) -> int:
                 **group,
             )
         except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            if e.errno == errno.EPERM:
+                return None  # which step failed, fork + exec says (see above)
             last = e if last is None or not isinstance(last, PermissionError) else last
         except OSError as e:
             if e.errno in (errno.EAGAIN, errno.ENOMEM):
