@@ -69,6 +69,7 @@ setup(
                 "src/portclone/_spawn.c",
                 "src/portclone/_common.c",
                 "src/portclone/_setup.c",
+                "src/portclone/_maps.c",
             ],
             depends=["src/portclone/_native.h", "src/portclone/_clone3.h", "src/portclone/_constants.h"],
             # the stable ABI of Python 3.9: one cp39-abi3 wheel per architecture serves 3.9+

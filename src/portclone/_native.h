@@ -190,7 +190,12 @@ int pc_setup_open(struct pc_setup *s, int report);
 void pc_setup_close(struct pc_setup *s);
 void pc_setup_close_one(struct pc_setup *s, int which);
 int pc_setup_child(const struct pc_setup *s, int *stage);
+/* _maps.c: the parent's part, the maps, while the child waits */
 void pc_setup_parent(struct pc_setup *s, pid_t pid, int pidfd, const char **what, int *err);
+#if defined(__linux__)
+/* Write ``data`` to ``name`` (relative to ``dir``, or AT_FDCWD) in one write: 0, or -1. */
+int pc_write_file(int dir, const char *name, const char *data, size_t len);
+#endif
 void pc_report(int fd, int stage, int err);
 void pc_setup_close_child_fds(const struct pc_setup *s);
 int pc_setup_enter_pid(const struct pc_setup *s);
