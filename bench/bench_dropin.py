@@ -7,11 +7,13 @@ perf_counter around ``subprocess.run`` (start, unshare, exec of ``true``, exit, 
 - ``python -c pass``: the interpreter's own start and exit, what any Python command pays;
 - ``python -m portclone unshare -r true``: the drop-in (its first use in a process);
 - ``python -m portclone run -r -- true``: run, which goes through spawn();
+- ``python -c "subprocess.run(['true'])"``: issue 21's yardstick for a Python command;
 - ``python -c "subprocess.run(['unshare', '-r', 'true'])"``: a Python program that calls
   util-linux's command, what a script gains by not shelling out.
 
 The commands alternate and the median of the rounds counts, so a busy machine moves
-every row alike; the ratios are against util-linux's command and against ``python -c pass``.
+every row alike; the ratios are against util-linux's command, ``python -c pass`` and
+``subprocess.run(['true'])``.
 
     python bench/bench_dropin.py [--rounds 21]
 """
@@ -38,6 +40,7 @@ def commands() -> Dict[str, List[str]]:
         "python -c pass": [py, "-c", "pass"],
         "python -m portclone unshare -r true": [py, "-m", "portclone", "unshare", "-r", "true"],
         "python -m portclone run -r -- true": [py, "-m", "portclone", "run", "-r", "--", "true"],
+        "python: subprocess.run(true)": [py, "-c", "import subprocess; subprocess.run(['true'])"],
         "python: subprocess.run(unshare -r true)": [
             py,
             "-c",
@@ -66,11 +69,12 @@ def main() -> int:
     floor = statistics.median(times["unshare -r true (util-linux)"])
     python = statistics.median(times["python -c pass"])
     print(f"# median of {args.rounds} rounds, commands alternating; Python {sys.version.split()[0]}")
-    print("| command | ms | vs util-linux | vs python -c pass |")
-    print("| --- | --- | --- | --- |")
+    run_true = statistics.median(times["python: subprocess.run(true)"])
+    print("| command | ms | vs util-linux | vs python -c pass | vs subprocess.run(true) |")
+    print("| --- | --- | --- | --- | --- |")
     for name, samples in times.items():
         m = statistics.median(samples)
-        print(f"| {name} | {m * 1000:.1f} | {m / floor:.1f}x | {m / python:.2f}x |")
+        print(f"| {name} | {m * 1000:.1f} | {m / floor:.1f}x | {m / python:.2f}x | {m / run_true:.2f}x |")
     return 0
 
 

@@ -13,8 +13,7 @@ import errno
 import os
 import signal
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, NoReturn, Optional, Sequence
 
 from .._flags import INFO, OPTION, CloneFlags
 from ._getopt import Found, GetoptError, Opt, getopt_long
@@ -24,8 +23,7 @@ from ._getopt import Found, GetoptError, Opt, getopt_long
 F = CloneFlags
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(NamedTuple):
     option: str
     letter: str
     ns: str
@@ -182,6 +180,13 @@ def backend_refusal(flag: CloneFlags = NO_FLAG, option: str = "") -> Optional[st
 
 
 def backend_name() -> str:
+    """The rules the drop-ins follow: ``PORTCLONE_BACKEND``'s backend where it names one,
+    as the library's calls would; else, on Linux, the linux backend's, whether or not the
+    C extension loads, since the drop-ins make the Linux calls themselves (os, ctypes) and
+    never need it; elsewhere the backend in force."""
+    chosen = os.environ.get("PORTCLONE_BACKEND", "").strip()
+    if not chosen and sys.platform.startswith("linux"):
+        return "linux"
     from .. import current_backend
 
     return current_backend().name

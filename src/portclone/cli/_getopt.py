@@ -11,14 +11,12 @@ written from its documented behaviour (getopt(3)).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 NO, REQUIRED, OPTIONAL = 0, 1, 2
 
 
-@dataclass(frozen=True)
-class Opt:
+class Opt(NamedTuple):
     """One option: its long name, its letter ("" for none) and whether it takes a value;
     ``short_arg`` where the letter differs (unshare's ``-m`` takes none, ``--mount[=FILE]``
     an optional one)."""

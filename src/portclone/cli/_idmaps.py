@@ -5,7 +5,6 @@ newgidmap (util-linux/util-linux:sys-utils/unshare.c for the semantics, subuid(5
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import List, Tuple
 
 from ._dropin import Failure, os_failure, unsigned
@@ -13,11 +12,14 @@ from ._dropin import Failure, os_failure, unsigned
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 
 
-@dataclass
 class Range:
-    inner: int  # -1: "from 0", for --map-auto
-    outer: int
-    count: int
+    """``count`` ids from ``outer`` (outside) mapped to ``inner``; inner -1: "from 0"
+    (--map-auto)."""
+
+    __slots__ = ("count", "inner", "outer")
+
+    def __init__(self, inner: int, outer: int, count: int) -> None:
+        self.inner, self.outer, self.count = inner, outer, count
 
 
 def subid_range(path: str, identity: bool) -> Range:

@@ -10,8 +10,7 @@ import errno
 import os
 import signal
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .. import current_backend, spawn
 from .._errors import PortcloneError, Stage
@@ -29,8 +28,7 @@ _NO_FLAGS = CloneFlags(0)
 _SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's ^C), Linux
 
 
-@dataclass(frozen=True)
-class RunOption:
+class RunOption(NamedTuple):
     """One option of ``portclone run``: its spellings, the unshare/nsenter option it
     stands for, and what it sets (a clone flag, a setup option of _flags.OPTIONS, or an
     argument every backend takes)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from .._flags import CloneFlags
@@ -150,37 +149,37 @@ portclone's unshare(1): the same options, exit statuses and process model
 _PROPAGATION = {"slave": "slave", "shared": "shared", "private": "private", "unchanged": ""}
 
 
-@dataclass
 class Request:
     """What the options asked for, each applied as it came."""
 
-    flags: CloneFlags = NO_FLAG
-    used: Dict[str, str] = field(default_factory=dict)  # option -> as spelled, for refusals
-    persist: Dict[str, str] = field(default_factory=dict)  # ns option -> file
-    fork: bool = False
-    forward: bool = False
-    kill_child: int = 0
-    mount_proc: Optional[str] = None
-    binfmt: Optional[str] = None
-    interp: Optional[str] = None
-    map_user: int = -1
-    map_group: int = -1
-    user_ranges: List[Range] = field(default_factory=list)
-    group_ranges: List[Range] = field(default_factory=list)
-    owner: Optional[Tuple[int, int]] = None
-    setgroups: Optional[str] = None
-    propagation: str = "private"
-    keep_caps: bool = False
-    uid: Optional[int] = None
-    gid: Optional[int] = None
-    root: Optional[str] = None
-    wd: Optional[str] = None
-    monotonic: Optional[int] = None
-    boottime: Optional[int] = None
-    euid: int = -1  # ours before unsharing (after it, until mapped, the overflow id)
-    egid: int = -1
-    clear_env: bool = False
-    keep_env: List[str] = field(default_factory=list)
+    def __init__(self, euid: int, egid: int) -> None:
+        self.flags: CloneFlags = NO_FLAG
+        self.used: Dict[str, str] = {}  # option -> as spelled, for refusals
+        self.persist: Dict[str, str] = {}  # ns option -> file
+        self.fork: bool = False
+        self.forward: bool = False
+        self.kill_child: int = 0
+        self.mount_proc: Optional[str] = None
+        self.binfmt: Optional[str] = None
+        self.interp: Optional[str] = None
+        self.map_user: int = -1
+        self.map_group: int = -1
+        self.user_ranges: List[Range] = []
+        self.group_ranges: List[Range] = []
+        self.owner: Optional[Tuple[int, int]] = None
+        self.setgroups: Optional[str] = None
+        self.propagation: str = "private"
+        self.keep_caps: bool = False
+        self.uid: Optional[int] = None
+        self.gid: Optional[int] = None
+        self.root: Optional[str] = None
+        self.wd: Optional[str] = None
+        self.monotonic: Optional[int] = None
+        self.boottime: Optional[int] = None
+        self.euid: int = euid  # ours before unsharing (after it, until mapped, the overflow id)
+        self.egid: int = egid
+        self.clear_env: bool = False
+        self.keep_env: List[str] = []
 
 
 def _offset(text: str, what: str) -> int:
@@ -203,7 +202,7 @@ def _unset_if_all_ones(value: int) -> int:
 
 def parse(found: Sequence[Tuple[Opt, Optional[str]]]) -> Request:
     euid, egid = os.geteuid(), os.getegid()
-    r = Request(euid=euid, egid=egid)
+    r = Request(euid, egid)
     for opt, value in found:
         name = opt.long
         r.used[name] = f"--{name}" + (f"={value}" if value is not None else "")
