@@ -150,7 +150,7 @@ def test_no_address_space_at_first_use_does_not_pin_the_fork_backend() -> None:
     _linux_or_skip()
     report = _report("""
         import json, resource, sys, portclone
-        import portclone.backends.linux, portclone.backends.fork  # Python code needs memory too
+        import portclone.backends.linux, portclone.backends.netbsd, portclone.backends.fork  # memory
         portclone.clone  # the package loads its API on first use
         assert "portclone._native" not in sys.modules
         size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
