@@ -189,11 +189,20 @@ def test_propagation_and_fork_are_accepted() -> None:
 @pytest.mark.requires("proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1])
 def test_signals_to_run_reach_the_program_and_no_orphan_remains(sig: int) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "portclone", "run", "--", "sh", "-c", "echo ready; exec sleep 600"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    # run leaves a signal it was started with ignored (nohup) alone, as documented: under
+    # nohup (or any caller that ignores ``sig``) run is started with it at its default
+    ignored = signal.getsignal(sig) == signal.SIG_IGN
+    if ignored:
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "portclone", "run", "--", "sh", "-c", "echo ready; exec sleep 600"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(sig, signal.SIG_IGN)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     children = children_of(proc.pid)
     assert len(children) == 1
