@@ -62,7 +62,15 @@ def test_plugin_named_twice_is_what_the_workflow_must_avoid(tmp_path: pathlib.Pa
 # -- the guest manifest: vm/vmctl.py's MATRIX is the one list of the test guests ----------
 
 
+def _needs(*paths: str) -> None:
+    """The guest checks read the VM and CI files; an sdist may not carry them all."""
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    if missing:
+        pytest.skip(f"not in this tree: {', '.join(missing)}")
+
+
 def _vmctl() -> object:
+    _needs("vm/vmctl.py")
     sys.path.insert(0, str(ROOT / "vm"))
     try:
         import vmctl  # type: ignore[import-not-found]
@@ -84,6 +92,7 @@ def test_tox_has_one_vm_env_per_matrix_guest() -> None:
 
 
 def test_the_vagrantfile_defines_the_matrix() -> None:
+    _needs("vm/Vagrantfile")
     text = (ROOT / "vm" / "Vagrantfile").read_text()
     block = re.search(r"LINUX = %w\[(.*?)\]", text, re.S)
     assert block is not None
@@ -91,6 +100,7 @@ def test_the_vagrantfile_defines_the_matrix() -> None:
 
 
 def test_ci_runs_the_pair_and_the_readme_lists_every_guest() -> None:
+    _needs(".ci/run", "vm/README.md")
     vmctl = _vmctl()
     ci = (ROOT / ".ci" / "run").read_text()
     assert " ".join(vmctl.CI_PAIR) in ci  # type: ignore[attr-defined]
