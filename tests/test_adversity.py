@@ -359,26 +359,41 @@ def test_a_clone_nested_in_an_at_fork_hook_keeps_the_callers_mask(backend: str) 
 @pytest.mark.parametrize("backend", _backends())
 def test_two_threads_cloning_keep_their_own_masks(backend: str) -> None:
     """PyOS_BeforeFork waits for the import lock without the GIL: another thread's clone
-    runs meanwhile.  Each thread keeps its own mask, and so do their children."""
+    runs meanwhile.  Each thread keeps its own mask, and so do their children.
+
+    The worker is let go by an at-fork hook (main is then in PyOS_BeforeFork, about to
+    wait for the import lock the worker holds), and parks until main's clone is done: no
+    other thread runs while either clones.  A raw clone (the netbsd backend's libc
+    clone()) runs none of libc's fork handlers, so its child would inherit a malloc lock
+    that a running thread held, and hang at its first allocation; with a threading.Timer
+    exiting around the clones, the bullseye guest hung here once."""
     out = run_python(
         f"""
-        import _imp, os, signal, threading, portclone
+        import _imp, os, signal, threading, warnings, portclone
+        warnings.simplefilter("ignore", DeprecationWarning)  # multi-threaded clone(): known
         with portclone.use_backend({backend!r}):
-            portclone.clone(int).wait()
-            held, go = threading.Event(), threading.Event()
+            portclone.clone(int).wait()  # what a clone imports is imported now
+            held, go, parked = threading.Event(), threading.Event(), threading.Lock()
+            parked.acquire()
+            def let_go():
+                if held.is_set() and threading.current_thread() is threading.main_thread():
+                    go.set()
+            os.register_at_fork(before=let_go)
             def worker():
                 signal.pthread_sigmask(signal.SIG_SETMASK, {{signal.SIGINT, signal.SIGTERM}})
                 _imp.acquire_lock()
                 held.set()
-                go.wait(10)
+                go.wait()
                 portclone.clone(int).wait()
                 _imp.release_lock()
+                with parked:  # until main's clone is done
+                    pass
             t = threading.Thread(target=worker)
             t.start()
-            held.wait(10)
-            threading.Timer(0.3, go.set).start()  # main blocks in BeforeFork meanwhile
+            held.wait()
             child = portclone.clone(lambda: len(signal.pthread_sigmask(signal.SIG_BLOCK, [])))
-            t.join(10)
+            parked.release()
+            t.join()
             print("main", sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
                   "child", child.wait())
     """,
