@@ -179,6 +179,15 @@ def backend_refusal(flag: CloneFlags = NO_FLAG, option: str = "") -> Optional[st
     return INFO[int(flag)].reason(name, exec_child=True)
 
 
+def pidfd_open(pid: int, flags: int = 0) -> int:
+    """os.pidfd_open, which only Linux's os has (the paths that call it run only under the
+    linux backend's rules)."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        raise OSError(errno.ENOSYS, "pidfd_open is Linux's")
+    return int(opener(pid, flags))
+
+
 def backend_name() -> str:
     """The rules the drop-ins follow: ``PORTCLONE_BACKEND``'s backend where it names one,
     as the library's calls would; else, on Linux, the linux backend's, whether or not the
@@ -208,14 +217,15 @@ def signal_number(text: str) -> int:
     it: not by number."""
     upper = text.upper()
     name = upper[3:] if upper.startswith("SIG") else upper
+    low, high = getattr(signal, "SIGRTMIN", 0), getattr(signal, "SIGRTMAX", 0)  # not macOS'
     for base in ("RTMIN", "RTMAX"):
-        if name.startswith(base) and hasattr(signal, "SIG" + base):
+        if name.startswith(base) and low:
             rest = name[len(base) :]
             offset = unsigned(rest[1:]) if rest[:1] in ("+", "-") else None if rest else 0
             if offset is None:
                 break
             sig = int(getattr(signal, "SIG" + base)) + (-offset if rest[:1] == "-" else offset)
-            if signal.SIGRTMIN <= sig <= signal.SIGRTMAX:
+            if low <= sig <= high:
                 return sig
     if name.isascii() and "SIG" + name in signal.Signals.__members__ and not name.startswith("RT"):
         return int(signal.Signals["SIG" + name])

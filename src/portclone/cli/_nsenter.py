@@ -38,6 +38,7 @@ from ._dropin import (
     keep_caps,
     number,
     os_failure,
+    pidfd_open,
     set_ids,
     unsigned,
 )
@@ -131,13 +132,13 @@ class Target:
     def pidfd(self) -> int:
         if self._pidfd < 0:
             try:
-                self._pidfd = os.pidfd_open(self.pid)
+                self._pidfd = pidfd_open(self.pid)
             except OSError as e:
                 # a thread other than its process's first: its own pidfd (PIDFD_THREAD, 6.9)
                 if e.errno not in (errno.ENOENT, errno.EINVAL):
                     raise os_failure(f"cannot open /proc/{self.pid}", e) from None
                 try:
-                    self._pidfd = os.pidfd_open(self.pid, os.O_EXCL)
+                    self._pidfd = pidfd_open(self.pid, os.O_EXCL)
                 except OSError:
                     raise os_failure(f"cannot open /proc/{self.pid}", e) from None
         return self._pidfd

@@ -34,6 +34,7 @@ from ._dropin import (
     keep_caps,
     number,
     os_failure,
+    pidfd_open,
     set_ids,
     signal_number,
     unsigned,
@@ -412,7 +413,7 @@ def execute(r: Request, command: List[str]) -> int:
         r.group_ranges = ranges_with(r.group_ranges, r.egid, r.map_group)
         r.map_group = -1
     helped = r.flags and (r.persist or r.user_ranges or r.group_ranges)
-    me = os.pidfd_open(os.getpid()) if helped else -1  # what the helpers reach us by
+    me = pidfd_open(os.getpid()) if helped else -1  # what the helpers reach us by
     binder = mapper = 0
     bind_fd = map_fd = -1
     if r.persist and r.flags & (F.CLONE_NEWNS | F.CLONE_NEWUSER):
@@ -460,7 +461,7 @@ def execute(r: Request, command: List[str]) -> int:
             os.close(bind_fd)
             _wait_helper(binder)
         else:
-            _bind_persistent(me if me >= 0 else os.pidfd_open(os.getpid()), r.persist)
+            _bind_persistent(me if me >= 0 else pidfd_open(os.getpid()), r.persist)
     if child:
         return _wait_child(child, r)
     if bind_fd >= 0 and r.fork:
@@ -475,7 +476,7 @@ def _fork(r: Request) -> Tuple[int, int]:
     old = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     if not r.forward:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    parent_fd = os.pidfd_open(os.getpid()) if r.kill_child and hasattr(os, "pidfd_open") else -1
+    parent_fd = pidfd_open(os.getpid()) if r.kill_child and hasattr(os, "pidfd_open") else -1
     flush()
     try:
         pid = os.fork()
