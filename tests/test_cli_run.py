@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import pytest
 from conftest import alive, children_of, missing, ns_inode, proc_path
@@ -516,3 +516,14 @@ def test_join_of_a_process_whose_namespaces_are_unreadable_is_refused() -> None:
     and ran the program in our own namespaces (nsenter -a refuses)."""
     result = cli_as_nobody("run", "--join", str(os.getpid()), "--", "true")
     assert result.returncode == 1 and "Permission denied" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--map-user=\u0665"], ["--kill-child=\u0665"], ["--join", "\u0661"]],
+)
+def test_numbers_in_other_scripts_digits_are_not_numbers(args: List[str]) -> None:
+    """int() reads an Arabic-Indic 5 as 5: run takes ids, signals and pids in ASCII digits
+    only, as unshare and nsenter do (the drop-ins' review found it there first)."""
+    result = cli("run", *args, "--", "true")
+    assert result.returncode == 1, result

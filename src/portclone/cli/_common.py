@@ -83,9 +83,15 @@ def parse_flags(text: str) -> CloneFlags:
         raise ValueError(f"{e}{hint}; `python -m portclone flags` lists them") from None
 
 
+def digits(text: str) -> bool:
+    """Whether ``text`` is a number in ASCII digits (str.isdecimal also takes other scripts'
+    digits, which int() reads: an Arabic-Indic 5 is not a pid)."""
+    return text.isascii() and text.isdigit()
+
+
 def signal_number(text: str) -> int:
     """A signal by number or name (TERM, SIGTERM), as kill(1) takes it."""
-    if text.isdecimal():
+    if digits(text):
         number = int(text)
         if 0 < number < signal.NSIG:
             return number
@@ -97,7 +103,7 @@ def signal_number(text: str) -> int:
 
 
 def user_id(text: str, database: str) -> int:
-    if text.isdigit():
+    if digits(text):
         return int(text)
     import grp
     import pwd

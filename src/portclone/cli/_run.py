@@ -16,7 +16,7 @@ from .. import current_backend, spawn
 from .._errors import PortcloneError, Stage
 from .._flags import BACKENDS, INFO, NS_FLAGS, OPTION, CloneFlags, bits, describe
 from .._validate import broken_rules
-from ._common import PROG, UsageError, cli_message, die_of, parse_flags, signal_number, user_id
+from ._common import PROG, UsageError, cli_message, die_of, digits, parse_flags, signal_number, user_id
 
 #: itself: see _Forwarder).
 FORWARDED = tuple(
@@ -216,7 +216,7 @@ def run_option_table() -> str:
 def _join_every_namespace(pid_text: str, creating: CloneFlags) -> Dict[str, Any]:
     """nsenter -a: every namespace of PID this kernel has, but those run creates anew.
     spawn() reaches them through PID's pidfd and skips those that are ours already."""
-    if not pid_text.isdecimal() or not 0 < int(pid_text) < 2**31:
+    if not digits(pid_text) or not 0 < int(pid_text) < 2**31:
         raise ValueError(f"--join takes a pid, not {pid_text!r}")
     pid = int(pid_text)
     have = os.path.isdir("/proc/self/ns")  # else: every name, and the kernel answers
@@ -274,7 +274,7 @@ def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
         name, sep, target = item.partition("=")
         if not sep or not target:
             raise ValueError(f"--join-ns takes NAME=PID or NAME=PATH, not {item!r}")
-        join[name] = int(target) if target.isdecimal() else target
+        join[name] = int(target) if digits(target) else target
     if join:
         kw["join"] = join
     if args.hostname is not None:
