@@ -42,7 +42,7 @@ from ._dropin import (
     set_ids,
     unsigned,
 )
-from ._getopt import NO, OPTIONAL, REQUIRED, Opt
+from ._getopt import OPTIONAL, REQUIRED, Opt
 
 F = CloneFlags
 
@@ -66,7 +66,6 @@ OPTS: Tuple[Opt, ...] = (
     Opt("user-parent"),
     Opt("follow-context", "Z"),
 )
-assert all(o.arg in (NO, OPTIONAL, REQUIRED) for o in OPTS)
 
 HELP = """\
 

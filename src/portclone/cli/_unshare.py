@@ -86,7 +86,6 @@ OPTS: Tuple[Opt, ...] = (
     Opt("clear-env"),
     Opt("whitelist-env", "", REQUIRED),
 )
-assert all(o.arg in (NO, OPTIONAL, REQUIRED) for o in OPTS)
 
 HELP = """\
 
@@ -463,7 +462,7 @@ def execute(r: Request, command: List[str]) -> int:
         else:
             _bind_persistent(me if me >= 0 else pidfd_open(os.getpid()), r.persist)
     if child:
-        return _wait_child(child, r)
+        return _wait_child(child)
     if bind_fd >= 0 and r.fork:
         os.close(bind_fd)
     _setup_self(r, parent_fd)
@@ -494,7 +493,7 @@ def _fork(r: Request) -> Tuple[int, int]:
     return pid, -1
 
 
-def _wait_child(pid: int, r: Request) -> int:
+def _wait_child(pid: int) -> int:
     _, status = os.waitpid(pid, 0)  # retried across the forwarding handler (PEP 475)
     return end_as(status)
 
