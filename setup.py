@@ -66,12 +66,21 @@ setup(
             "portclone._native",
             sources=[
                 "src/portclone/_native.c",
+                "src/portclone/_pidfd_owner.c",
+                "src/portclone/_clone.c",
+                "src/portclone/_clone_child.c",
+                "src/portclone/_sigmask.c",
+                "src/portclone/_threads.c",
                 "src/portclone/_spawn.c",
                 "src/portclone/_common.c",
                 "src/portclone/_setup.c",
                 "src/portclone/_maps.c",
             ],
-            depends=["src/portclone/_native.h", "src/portclone/_clone3.h", "src/portclone/_constants.h"],
+            depends=[
+                "src/portclone/_native.h",
+                "src/portclone/_clone3.h",
+                "src/portclone/_constants.h",
+            ],
             # the stable ABI of Python 3.9: one cp39-abi3 wheel per architecture serves 3.9+
             py_limited_api=True,
             define_macros=[("Py_LIMITED_API", LIMITED_API)],

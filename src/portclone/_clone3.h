@@ -1,7 +1,7 @@
 /* clone3(2) for portclone's C: struct clone_args, and clone3 running a
- * function on a new stack.  Plain C, no Python: _native.c and _spawn.c use it,
- * and so does the test suite's kernel probe (tests/kernel_verdict.c), which
- * thereby runs these instructions on every architecture of the guest matrix. */
+ * function on a new stack.  Plain C, no Python: the extension uses it (clone3_fn:
+ * _spawn.c), and so does the test suite's kernel probe (tests/kernel_verdict.c),
+ * which thereby runs these instructions on every architecture of the guest matrix. */
 #ifndef PORTCLONE_CLONE3_H
 #define PORTCLONE_CLONE3_H
 #if defined(__linux__)

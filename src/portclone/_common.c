@@ -1,7 +1,7 @@
 /*
- * What clone() (_native.c) and spawn() (_spawn.c) share: the checks of a request
- * that keep the C itself safe, struct clone_args filled from it, the OSError a
- * failure raises, and reaping a child.
+ * What clone() (_clone.c) and spawn() (_spawn.c) share: the checks of a request
+ * that keep the C itself safe, struct clone_args filled from it, whether clone3 is
+ * missing (pc_clone3_enosys), the OSError a failure raises, and reaping a child.
  */
 #include "_native.h"
 
@@ -72,6 +72,8 @@ pc_check_request(struct pc_request *rq, PyObject *set_tid)
 }
 
 #if defined(__linux__)
+int pc_clone3_enosys = 0; /* clone3 answered ENOSYS once: never try again */
+
 /*
  * clone3's arguments for ``rq`` (torvalds/linux:include/uapi/linux/sched.h, struct
  * clone_args), the pidfd written to ``*pidfd`` with CLONE_PIDFD; returns the size to

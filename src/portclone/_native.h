@@ -1,5 +1,7 @@
-/* What portclone's C files share.  See _native.c (fork-like children), _spawn.c
- * (exec children) and _common.c (the request checks, clone_args and errors both use). */
+/* The header of the extension portclone._native: what its C files share.  The build's
+ * settings and the libc bindings every file needs, the module's constants, the structs of
+ * a request and of a child's setup, and what each file defines for the others, by file
+ * (CONTRIBUTING.md says what each file holds). */
 #ifndef PORTCLONE_NATIVE_H
 #define PORTCLONE_NATIVE_H
 
@@ -129,9 +131,7 @@ void pc_reap(pid_t pid);
 #if defined(__linux__)
 size_t pc_fill_clone_args(struct pc_clone_args *args, const struct pc_request *rq, int *pidfd);
 
-extern int pc_clone3_enosys;
-extern long tid_offset;
-long get_tid_offset(void);
+extern int pc_clone3_enosys; /* clone3 answered ENOSYS once: never try again */
 #endif
 
 /* ---- _setup.c: the child's setup, for clone() and spawn() ------------------ */
@@ -201,9 +201,46 @@ void pc_setup_close_child_fds(const struct pc_setup *s);
 int pc_setup_enter_pid(const struct pc_setup *s);
 int pc_setup_leave_pid(const struct pc_setup *s);
 
-/* ---- _native.c and _spawn.c ------------------------------------------------ */
+/* ---- _pidfd_owner.c: a new child handed to its Child; its pidfd's owner --- */
 
+extern const char *const pc_syscall_names[]; /* by USED_*: the module's SYSCALL_NAMES */
+int pc_owner_init(void);
+void pc_new_generation(void);
 int pc_adopt(PyObject *child, pid_t pid, int pidfd, int used);
+
+/* ---- _clone_child.c: a fork-like child's life in Python ------------------- */
+
+void pc_child_main(PyObject *runner) __attribute__((noreturn));
+
+/* ---- _sigmask.c: signal masks --------------------------------------------- */
+
+extern sigset_t pc_caller_mask;
+PyObject *pc_native_unblock_signals(PyObject *module, PyObject *unused);
+PyObject *pc_native_sigmask_hold(PyObject *module, PyObject *unused);
+PyObject *pc_native_sigmask_restore(PyObject *module, PyObject *saved);
+PyObject *pc_native_sigmask_signals(PyObject *module, PyObject *saved);
+
+/* ---- _threads.c: where libc caches a thread's tid; the thread count ------- */
+
+#if defined(__linux__)
+extern long tid_offset;
+long get_tid_offset(void);
+PyObject *pc_native_thread_count(PyObject *module, PyObject *unused);
+PyObject *pc_native_tid_offset(PyObject *module, PyObject *unused);
+#endif
+
+/* ---- _clone.c: fork-like children ----------------------------------------- */
+
+#if defined(__linux__)
+extern const char pc_legacy_clone_order[];
+PyObject *pc_native_clone(PyObject *module, PyObject *args);
+PyObject *pc_native_probe_clone3(PyObject *module, PyObject *unused);
+#endif
+#ifdef PC_HAVE_LIBC_CLONE
+PyObject *pc_native_libc_clone(PyObject *module, PyObject *args);
+#endif
+
+/* ---- _spawn.c: exec children ---------------------------------------------- */
 
 #ifdef PC_HAVE_LIBC_CLONE
 PyObject *pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs);
