@@ -240,7 +240,7 @@ PyObject *pc_native_probe_clone3(PyObject *module, PyObject *unused);
 PyObject *pc_native_libc_clone(PyObject *module, PyObject *args);
 #endif
 
-/* ---- _spawn.c: exec children ---------------------------------------------- */
+/* ---- _spawn.c: exec children (what its two files share: _spawn.h) --------- */
 
 #ifdef PC_HAVE_LIBC_CLONE
 PyObject *pc_native_spawn(PyObject *module, PyObject *args, PyObject *kwargs);
