@@ -54,7 +54,7 @@ static PyMethodDef native_methods[] = {
     /* _spawn.c */
     {"spawn", (PyCFunction)(void (*)(void))pc_native_spawn, METH_VARARGS | METH_KEYWORDS,
      "spawn(child, /, *, mode, flags, exit_signal, cgroup_fd, set_tid, legacy_ok, paths, argv,\n"
-     "      envp, cwd, fds, keep, close_fds, setup, restore_signals, process_group)\n"
+     "      envp, cwd, fds, keep, close_fds, setup, restore_signals, process_group=-1)\n"
      "Start a program in a CLONE_VM child (see _spawn.c); child gets pid, pidfd, syscall."},
 #endif
     /* _sigmask.c */
