@@ -166,13 +166,10 @@ def test_the_cycle_check_finds_a_planted_cycle() -> None:
 
 #: No module over this many lines: a file that grows past it holds more than one job.
 MAX_LINES = 600
-#: The flag table is one table, whatever its length.  The others are over the limit today
-#: and are to be split (issue 20): listed here so that the list stays exact, and no file
-#: joins it unnoticed.
+#: The flag table is one table, whatever its length: listed here so that the list stays
+#: exact, and no file joins it unnoticed.
 OVER_THE_LIMIT = {
     "_flags.py": "the flag table: one table",
-    "_native.c": "to split: the pidfd owner, the child's side, module init",
-    "_spawn.c": "to split: the exec child and the parent's side",
 }
 
 
