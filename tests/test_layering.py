@@ -18,6 +18,7 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "src" / "portclone"
 
 #: Bottom to top.  A module may import from its own layer (acyclically) and below.
 LAYERS: List[List[str]] = [
+    ["portclone._common"],
     ["portclone._flags"],
     ["portclone._errors"],
     [
@@ -111,7 +112,7 @@ def graph() -> Dict[str, Set[str]]:
             if target in modules and target != module
         }
         edges[module] = found
-    edges["portclone._registry"] |= {path.partition(":")[0] for path in BACKENDS.values()}
+    edges["portclone._registry"] |= {f"portclone.backends.{name}" for name in BACKENDS}
     return edges
 
 
@@ -181,3 +182,31 @@ def test_no_module_is_over_the_limit() -> None:
     }
     over = {name for name, n in sizes.items() if n > MAX_LINES}
     assert over == set(OVER_THE_LIMIT), {name: sizes.get(name) for name in over ^ set(OVER_THE_LIMIT)}
+
+
+def _source_files() -> Iterator[pathlib.Path]:
+    return (path for path in sorted(SRC.rglob("*.py")) if "__pycache__" not in path.parts)
+
+
+def test_only_common_tests_the_platform() -> None:
+    """psutil's rule: one module says which system this is (``_common.LINUX`` ...)."""
+    testing = set()
+    for path in _source_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr == "platform":
+                if isinstance(node.value, ast.Name) and node.value.id == "sys":
+                    testing.add(_name(path))
+    assert testing == {"portclone._common"}
+
+
+def test_the_backend_names_are_listed_once() -> None:
+    names = {"linux", "netbsd", "fork"}
+    listing = set()
+    for path in _source_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)):
+                items = node.keys if isinstance(node, ast.Dict) else node.elts
+                found = {item.value for item in items if isinstance(item, ast.Constant)}
+                if names <= found:
+                    listing.add(_name(path))
+    assert listing == {"portclone._common"}

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from ._backend import Backend
 from ._caller import causes
 from ._child import Child, reap_orphans
+from ._common import TYPE_CHECKING
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
-from ._plan import DEVNULL, PIPE, Env, SpawnPlan, StdArg, StrOrBytesPath, prepare
+from ._plan import DEVNULL, PIPE, SpawnPlan, prepare
 from ._registry import current_backend
-from ._setup import NO_OPTIONS, ChildSetup, JoinTarget, Options, check_conflicts, parse_options
+from ._setup import NO_OPTIONS, ChildSetup, Options, check_conflicts, parse_options
 from ._sigfd import hold_signals, release_signals
-from ._validate import CgroupArg, IdMap, Request, check_options, exit_signal_hazard
+from ._validate import Request, check_options, exit_signal_hazard
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+    from ._plan import Env, StdArg, StrOrBytesPath
+    from ._setup import JoinTarget
+    from ._validate import CgroupArg, IdMap
+
+    SetTid = Union[int, Sequence[int], None]
+    TimeOffsets = Optional[Mapping[str, float]]
+    Join = Optional[Mapping[str, JoinTarget]]
+    MountProc = Union[bool, StrOrBytesPath]
 
 __all__ = ["check", "clone", "spawn"]
 
@@ -23,10 +35,6 @@ _VM = int(CloneFlags.CLONE_VM)
 #: the stdio arguments for which spawn() opens fds
 _OPENED = (PIPE, DEVNULL)
 
-SetTid = Union[int, Sequence[int], None]
-TimeOffsets = Optional[Mapping[str, float]]
-Join = Optional[Mapping[str, JoinTarget]]
-MountProc = Union[bool, StrOrBytesPath]
 
 #: clone()'s own keywords: a keyword fn cannot take is compared with these
 _CLONE_KEYWORDS = (

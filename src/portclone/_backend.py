@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple
 
 from ._child import Child
+from ._common import PLATFORM, TYPE_CHECKING
 from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
 from ._flags import EXEC_SIGNAL_REASON, INFO, OPTION, SIGCHLD, TABLE, CloneFlags, bits, describe
 from ._validate import Request, make_request
 
 if TYPE_CHECKING:
+    from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple
+
     from ._plan import SpawnPlan
     from ._setup import ChildSetup
 
@@ -40,7 +41,7 @@ class Backend:
         """Why this backend cannot work in this process, or None."""
         if not hasattr(os, "fork"):
             return (
-                f"{sys.platform} has neither fork nor clone; use subprocess or "
+                f"{PLATFORM} has neither fork nor clone; use subprocess or "
                 "multiprocessing's spawn start method"
             )
         return None

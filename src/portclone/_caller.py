@@ -16,9 +16,12 @@ name the one that holds:
 from __future__ import annotations
 
 import os
-from typing import List, Optional
 
+from ._common import TYPE_CHECKING
 from ._flags import NS_FLAGS
+
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 __all__ = ["causes", "has_cap_sys_admin"]
 

@@ -7,26 +7,28 @@ import errno
 import os
 import select
 import signal
-import sys
 import threading
 import time
 import warnings
 import weakref
-from typing import IO, Any, Callable, ClassVar, Dict, NoReturn, Optional, Tuple
 
+from ._common import LINUX, MACOS, NETBSD, TYPE_CHECKING
 from ._communicate import Exchange
 from ._communicate import communicate as _communicate
 from ._errors import TimeoutExpired
 from ._flags import SIGCHLD, CloneFlags
+
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, ClassVar, Dict, NoReturn, Optional, Tuple
 
 __all__ = ["Child", "reap_orphans", "register"]
 
 #: Wait for children whatever their exit signal: a child whose exit signal is not
 #: SIGCHLD is invisible to a plain waitpid.  Linux's __WALL; NetBSD's WALLSIG
 #: (NetBSDfr/NetBSD-src:sys/sys/wait.h).
-if sys.platform.startswith("linux"):
+if LINUX:
     WALL = 0x40000000
-elif sys.platform.startswith("netbsd"):
+elif NETBSD:
     WALL = 0x00000008
 else:
     WALL = 0
@@ -35,9 +37,8 @@ else:
 _RLock: Callable[[], Any] = getattr(_thread, "RLock", None) or threading.RLock
 
 # Read once (every wait() asks): the platform cannot change under a running process.
-_DARWIN = sys.platform == "darwin"
-_LINUX = sys.platform == "linux"
-_NO_WAITID = _DARWIN or not hasattr(os, "waitid")
+_WAITID: Any = getattr(os, "waitid", None)  # macOS has none
+_NO_WAITID = MACOS or _WAITID is None
 
 #: pid -> (weak reference to the Child that owns it, the pidfd's owner or None), for every
 #: child not yet reaped.  The native backends add the entry in C as the child is born,
@@ -79,9 +80,9 @@ def _wait_for(pid: int, owner: Any, options: int) -> Optional[Tuple[int, int]]:
     cannot reach a process that got the pid after something else reaped the child; by
     pid otherwise, and on kernels without P_PIDFD (5.3).
     """
-    if sys.platform == "darwin":  # callers check: macOS' Python has no waitid
+    if MACOS:  # callers check: macOS' Python has no waitid
         raise NotImplementedError("waitid")
-    if owner is not None and _LINUX:
+    if owner is not None and LINUX:
         try:
             found: Optional[Tuple[int, int]] = owner.waitid(options)
             return found
@@ -90,7 +91,7 @@ def _wait_for(pid: int, owner: Any, options: int) -> Optional[Tuple[int, int]]:
         except OSError as e:
             if e.errno != errno.EINVAL:
                 raise
-    info = os.waitid(os.P_PID, pid, options)
+    info = _WAITID(os.P_PID, pid, options)
     return None if info is None else (info.si_code, info.si_status)
 
 
@@ -294,7 +295,7 @@ class Child:
         subprocess reports 0 there, a success the child may never have had.
         """
         owner = self._pidfd_owner  # the pidfd stays open there after close(), until the reap
-        if owner is not None and _LINUX:
+        if owner is not None and LINUX:
             status = owner.exit_status()
             if status is not None:
                 return os.waitstatus_to_exitcode(status)

@@ -12,9 +12,12 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable, NoReturn, Optional, Tuple
 
+from ._common import TYPE_CHECKING
 from ._sigfd import ALL_SIGNALS, SIG_BLOCK, block_signals, pthread_sigmask
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Optional, Tuple
 
 __all__ = ["exit_child", "exit_code", "flush_std_streams", "reset_caught_handlers", "run_child"]
 

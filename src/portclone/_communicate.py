@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import selectors
 import time
-from typing import IO, TYPE_CHECKING, List, Optional, Tuple
 
+from ._common import TYPE_CHECKING
 from ._errors import TimeoutExpired
 
 if TYPE_CHECKING:
+    from typing import IO, List, Optional, Tuple
+
     from ._child import Child
 
 __all__ = ["Exchange", "communicate"]

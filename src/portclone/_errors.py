@@ -6,10 +6,12 @@ import enum
 import errno as _errno
 import os
 import subprocess
-import sys
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
 
+from ._common import NETBSD, PLATFORM, TYPE_CHECKING, NamedTuple
 from ._flags import CloneFlags, describe
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional, Sequence, Tuple
 
 __all__ = [
     "PortcloneError",
@@ -32,9 +34,9 @@ TRANSIENT_ERRNOS = frozenset({_errno.EMFILE, _errno.ENFILE, _errno.ENOMEM, _errn
 
 
 def platform_string() -> str:
-    """``Linux 6.18.44 x86_64``: where a refusal happened (uname(2); sys.platform elsewhere)."""
+    """``Linux 6.18.44 x86_64``: where a refusal happened (uname(2); the platform name elsewhere)."""
     if not hasattr(os, "uname"):
-        return sys.platform
+        return PLATFORM
     u = os.uname()
     return f"{u.sysname} {u.release} {u.machine}"
 
@@ -265,12 +267,7 @@ def _translate(
         stage = Stage.CLONE
     err = error.errno or 0
     if stage == Stage.CLONE:
-        if (
-            backend == "netbsd"
-            and err == _errno.EINVAL
-            and flags & CloneFlags.CLONE_FILES
-            and sys.platform.startswith("netbsd")
-        ):
+        if backend == "netbsd" and err == _errno.EINVAL and flags & CloneFlags.CLONE_FILES and NETBSD:
             # NetBSD's close-on-fork rule, where Python could not check it beforehand
             return InvalidFlagsError(
                 backend,

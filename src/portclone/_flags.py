@@ -15,7 +15,11 @@ from __future__ import annotations
 import enum
 import re
 import signal
-from typing import Dict, FrozenSet, Iterator, NamedTuple, Optional, Tuple
+
+from ._common import BACKENDS, TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import Dict, FrozenSet, Iterator, Optional, Tuple
 
 __all__ = [
     "BACKENDS",
@@ -117,7 +121,6 @@ RETIRED_NAMES = {
 }
 
 #: The backends the table knows; each FlagInfo says for each whether it works.
-BACKENDS = ("linux", "netbsd", "fork")
 
 
 class FlagInfo(NamedTuple):

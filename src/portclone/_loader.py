@@ -10,9 +10,12 @@ import errno
 import functools
 import os
 import warnings
-from typing import Any, Callable, Optional, Tuple
 
+from ._common import TYPE_CHECKING
 from ._errors import TRANSIENT_ERRNOS
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional, Tuple
 
 __all__ = ["NATIVE_ABI", "StaleExtensionError", "native_status", "thread_count", "threaded_warning"]
 

@@ -10,15 +10,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import IO, Any, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
 
 from ._child import Child
+from ._common import TYPE_CHECKING
 from ._flags import CloneFlags
 from ._setup import NO_OPTIONS, ChildSetup, Options
 from ._sigfd import FdGroup, close_fds, close_held, hold_signals, release_signals
 from ._validate import check_options
 
-__all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnPlan", "StdArg", "StrOrBytesPath", "prepare"]
+if TYPE_CHECKING:
+    from typing import IO, Any, List, Optional, Tuple, Union
+
+    StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+    StdArg = Union[None, int, IO[Any]]
+    #: subprocess's ``env`` type (typeshed's ``subprocess._ENV``)
+    Env = Union[Mapping[bytes, StrOrBytesPath], Mapping[str, StrOrBytesPath]]
+
+__all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnPlan", "prepare"]
 
 #: Same values as subprocess's, so either module's constants work.
 PIPE = subprocess.PIPE
@@ -26,11 +35,6 @@ DEVNULL = subprocess.DEVNULL
 STDOUT = subprocess.STDOUT
 
 _SIGHAND = int(CloneFlags.CLONE_SIGHAND)
-
-StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-StdArg = Union[None, int, IO[Any]]
-#: subprocess's ``env`` type (typeshed's ``subprocess._ENV``)
-Env = Union[Mapping[bytes, StrOrBytesPath], Mapping[str, StrOrBytesPath]]
 
 
 class SpawnPlan:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import threading
-from typing import Optional
 
-if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
+from ._common import TYPE_CHECKING, WINDOWS
+
+if TYPE_CHECKING:
+    from typing import Optional
+
+if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
 __all__ = [

@@ -1,7 +1,8 @@
 """The backends portclone has, and which one is in force.
 
-``BACKENDS`` maps each name to where its class lives; a backend's module is imported
-only when it is asked for, and its class answers why it cannot work here
+``BACKENDS`` (from ``_common``) names them; backend NAME is the class ``BACKEND`` of
+module ``portclone.backends.NAME``, imported only when it is asked for, and that class
+answers why it cannot work here
 (``Backend.why_unusable``).  The default is chosen once, at first use, from the
 platform (Linux -> linux, NetBSD -> netbsd, any other POSIX system -> fork), unless
 ``PORTCLONE_BACKEND`` names one; :func:`use_backend` overrides it for a block.
@@ -14,11 +15,13 @@ import contextvars
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Type
 
+from ._common import BACKENDS, LINUX, NETBSD, TYPE_CHECKING
 from ._errors import TRANSIENT_ERRNOS, BackendUnavailableError, not_now
 
 if TYPE_CHECKING:  # the backends' modules import _backend when one is asked for
+    from typing import Dict, Iterator, List, Optional, Type
+
     from ._backend import Backend
 
 __all__ = [
@@ -32,19 +35,13 @@ __all__ = [
     "why_unusable",
 ]
 
-#: Every backend, in order of preference: name -> "module:class".
-BACKENDS: Dict[str, str] = {
-    "linux": "portclone.backends.linux:LinuxBackend",
-    "netbsd": "portclone.backends.netbsd:NetBSDBackend",
-    "fork": "portclone.backends.fork:ForkBackend",
-}
 ENV_VAR = "PORTCLONE_BACKEND"
 
 
 def _class(name: str) -> Type[Backend]:
-    module, _, cls = BACKENDS[name].partition(":")
+    module = f"portclone.backends.{name}"
     try:
-        found: Type[Backend] = getattr(importlib.import_module(module), cls)
+        found: Type[Backend] = importlib.import_module(module).BACKEND
     except OSError as e:  # no fd or memory to read the module now: Python remembers nothing
         if e.errno in TRANSIENT_ERRNOS:
             raise not_now(e, f"importing {module}, portclone's {name} backend") from None
@@ -83,9 +80,9 @@ def get_backend(name: str) -> Backend:
 
 
 def _platform_default() -> str:
-    if sys.platform.startswith("linux"):
+    if LINUX:
         return "linux"
-    if sys.platform.startswith("netbsd"):
+    if NETBSD:
         return "netbsd"
     return "fork"
 

@@ -18,11 +18,12 @@ import math
 import os
 import signal
 import stat
-import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple, Union
+from collections.abc import Mapping
 
-if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
+from ._common import TYPE_CHECKING, WINDOWS, NamedTuple
+
+if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
 from ._caller import has_cap_sys_admin
@@ -31,12 +32,19 @@ from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
 from ._procns import children_pid_ns, ns_of, own_ns
 from ._sigfd import FdGroup, close_fds, hold_signals, release_signals
 from ._subids import helper as subid_helper
-from ._validate import IdMap, parse_id_map
+from ._validate import parse_id_map
 
 if TYPE_CHECKING:
-    from ._child import Child
+    from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
-__all__ = ["JOIN_ORDER", "ChildSetup", "JoinTarget", "NO_OPTIONS", "Options", "parse_options"]
+    from ._child import Child
+    from ._validate import IdMap
+
+    StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+    #: What join= takes for each namespace: a Child, a pid, or the path of a namespace file.
+    JoinTarget = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", "Child"]
+
+__all__ = ["JOIN_ORDER", "ChildSetup", "NO_OPTIONS", "Options", "parse_options"]
 
 #: nsenter(1)'s order: the user namespace first, for the privileges it gives over the rest
 #: (util-linux:sys-utils/nsenter.c), the mount namespace late, as it changes root and cwd.
@@ -54,9 +62,6 @@ PROPAGATION = {"private": 1, "shared": 2, "slave": 3, "unchanged": 4}
 _NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), torvalds/linux:include/uapi/linux/nsfs.h
 
 _NO_FLAGS = CloneFlags(0)
-StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-#: What join= takes for each namespace: a Child, a pid, or the path of a namespace file.
-JoinTarget = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", "Child"]
 
 
 class Options(NamedTuple):

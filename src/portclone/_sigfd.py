@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, List
 
 from . import _loader
+from ._common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, List
 
 __all__ = [
     "ALL_SIGNALS",
@@ -77,7 +80,7 @@ def signals_in(saved: Any) -> Any:
     return saved
 
 
-class FdGroup(List[int]):
+class FdGroup(list[int]):
     """A list of fds that closes what it still holds when it is freed: the backstop for a
     signal handler that raises again while an earlier exception is being cleaned up."""
 

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import List, Optional, Set, Tuple
+
+from ._common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import List, Optional, Set, Tuple
 
 __all__ = ["helper"]
 

@@ -12,14 +12,20 @@ import operator
 import os
 import signal
 import stat
-from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Sequence
 
+from ._common import TYPE_CHECKING, NamedTuple
 from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags
 
+if TYPE_CHECKING:
+    from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Union
+
+    CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+    #: a user namespace's uid_map/gid_map: (inside, outside, count) triples, or their text
+    IdMap = Union[str, Sequence[Tuple[int, int, int]], None]
+
 __all__ = [
-    "CgroupArg",
-    "IdMap",
     "Request",
     "broken_rules",
     "check_options",
@@ -28,9 +34,6 @@ __all__ = [
     "parse_id_map",
 ]
 
-CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-#: a user namespace's uid_map/gid_map: (inside, outside, count) triples, or their text
-IdMap = Union[str, Sequence[Tuple[int, int, int]], None]
 
 _NO_FLAGS = CloneFlags(0)
 MAX_SET_TID = 32  # MAX_PID_NS_LEVEL, torvalds/linux:include/linux/pid_namespace.h

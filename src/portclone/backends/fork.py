@@ -12,11 +12,11 @@ import functools
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .._backend import Backend
 from .._child import Child, register
 from .._childside import exit_child, flush_std_streams, reset_caught_handlers, run_child
+from .._common import LINUX, PLATFORM, TYPE_CHECKING
 from .._errors import Refusal, Stage, translate
 from .._flags import SIGCHLD, CloneFlags
 from .._loader import native_status, thread_count
@@ -24,6 +24,8 @@ from .._sigfd import FdGroup, close_fds, hold_signals, release_signals, signals_
 from .._validate import Request
 
 if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
     from .._plan import SpawnPlan
     from .._setup import ChildSetup
 
@@ -40,7 +42,7 @@ class ForkBackend(Backend):
     warns_on_threads = sys.version_info < (3, 12)
 
     def _why_not_native(self) -> str:
-        if not sys.platform.startswith("linux"):
+        if not LINUX:
             return ""
         _, why = native_status()
         return f" ({why})" if why else ""
@@ -49,7 +51,7 @@ class ForkBackend(Backend):
         reason = super().why_refused(flag, exec_child)
         if reason is None:
             return None
-        return f"fork fallback on {sys.platform}: {reason}{self._why_not_native()}"
+        return f"fork fallback on {PLATFORM}: {reason}{self._why_not_native()}"
 
     def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
         found = super().refusals(request, exec_child)
@@ -62,7 +64,7 @@ class ForkBackend(Backend):
             found = [r for r in found if r.field != name]
             found.append(
                 Refusal(
-                    f"fork fallback on {sys.platform}: {why} needs the linux backend{self._why_not_native()}",
+                    f"fork fallback on {PLATFORM}: {why} needs the linux backend{self._why_not_native()}",
                     field=name,
                 )
             )
@@ -139,7 +141,7 @@ class ForkBackend(Backend):
 
     def details(self) -> Dict[str, Any]:
         _, why = native_status()
-        return {"why_fork": why or f"no clone backend for {sys.platform}"}
+        return {"why_fork": why or f"no clone backend for {PLATFORM}"}
 
 
 # Where the open fds are listed: Linux's /proc/self/fd (/dev/fd is only a link to it that
@@ -350,3 +352,7 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
             cwd=plan.cwd,
             stage=Stage(where),
         )
+
+
+#: This module's backend, as portclone._registry finds it.
+BACKEND = ForkBackend

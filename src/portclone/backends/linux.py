@@ -13,12 +13,11 @@ import errno
 import fcntl
 import functools
 import os
-import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .._backend import Backend
 from .._child import Child
 from .._childside import flush_std_streams, reset_caught_handlers, run_child
+from .._common import LINUX, PLATFORM, TYPE_CHECKING
 from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now, translate
 from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
 from .._loader import native_status
@@ -26,6 +25,8 @@ from .._sigfd import hold_signals, release_signals
 from .._validate import Request
 
 if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
     from .._plan import SpawnPlan
     from .._setup import ChildSetup
 
@@ -46,8 +47,8 @@ class LinuxBackend(Backend):
     @classmethod
     def why_unusable(cls) -> Optional[str]:
         why = super().why_unusable()
-        if why is None and not sys.platform.startswith("linux"):
-            why = f"the linux backend needs Linux, this is {sys.platform}"
+        if why is None and not LINUX:
+            why = f"the linux backend needs Linux, this is {PLATFORM}"
         return why or native_status()[1]
 
     def __init__(self) -> None:
@@ -319,12 +320,11 @@ class LinuxBackend(Backend):
 @functools.cache
 def _pidfd_available() -> bool:
     """Whether the kernel gives pidfds (pidfd_open on ourselves)."""
-    if sys.platform != "linux":
+    pidfd_open = getattr(os, "pidfd_open", None)  # Linux only, Python 3.9+
+    if pidfd_open is None:
         return False
     try:
-        fd = os.pidfd_open(os.getpid())
-    except AttributeError:
-        return False
+        fd = pidfd_open(os.getpid())
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
             raise not_now(e, "pidfd_open(), asking whether the kernel gives pidfds") from None
@@ -356,12 +356,11 @@ def _thread_pidfds() -> bool:
     CLONE_THREAD (Linux 6.9) makes them PIDFD_THREAD pidfds, which arrived with it: a kernel
     whose pidfd_open takes PIDFD_THREAD (O_EXCL) allows both (torvalds/linux:kernel/fork.c,
     copy_process; kernel/pid.c, pidfd_open)."""
-    if sys.platform != "linux":
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
         return False
     try:
-        fd = os.pidfd_open(os.getpid(), os.O_EXCL)
-    except AttributeError:
-        return False
+        fd = pidfd_open(os.getpid(), os.O_EXCL)
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:
             raise not_now(e, "pidfd_open(PIDFD_THREAD), asking whether threads get pidfds") from None
@@ -434,7 +433,7 @@ def _kernel_has_ns(ns: str) -> Optional[bool]:
     is built without them (torvalds/linux:fs/pidfs.c, pidfd_ioctl).  None: this kernel cannot
     say (before Linux 6.11 the ioctl is unknown, ENOTTY)."""
     request = _PIDFD_GET_NAMESPACE.get(ns)
-    if sys.platform != "linux" or request is None or not hasattr(os, "pidfd_open"):
+    if not LINUX or request is None or not hasattr(os, "pidfd_open"):
         return None
     try:
         pidfd = os.pidfd_open(os.getpid())
@@ -482,3 +481,7 @@ def _child_setup(cgroup_fd: int, clear_sighand: bool) -> None:
         os.close(cgroup_fd)  # our copy of the fd portclone opened (the parent closes its own)
     if clear_sighand:
         reset_caught_handlers()  # the kernel did; make Python's view agree
+
+
+#: This module's backend, as portclone._registry finds it.
+BACKEND = LinuxBackend

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-if sys.platform != "win32":  # loaded now, not after a chroot (docs/backends.md)
+from .._common import LINUX, NETBSD, PLATFORM, TYPE_CHECKING, WINDOWS
+
+if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
 from .._backend import Backend
@@ -45,6 +45,8 @@ from .._loader import native_status
 from .._validate import Request
 
 if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
+
     from .._plan import SpawnPlan
     from .._setup import ChildSetup
 
@@ -60,8 +62,8 @@ class NetBSDBackend(Backend):
     @classmethod
     def why_unusable(cls) -> Optional[str]:
         why = super().why_unusable()
-        if why is None and not sys.platform.startswith(("netbsd", "linux")):
-            why = f"the netbsd backend needs NetBSD (or Linux, to test its rules), this is {sys.platform}"
+        if why is None and not (NETBSD or LINUX):
+            why = f"the netbsd backend needs NetBSD (or Linux, to test its rules), this is {PLATFORM}"
         if why is None:
             native, why = native_status()
             if why is None and not hasattr(native, "libc_clone"):
@@ -75,7 +77,7 @@ class NetBSDBackend(Backend):
     @property
     def emulated(self) -> bool:
         """True on Linux: glibc's clone() with NetBSD's rules."""
-        return not sys.platform.startswith("netbsd")
+        return not NETBSD
 
     def refusals(self, request: Request, exec_child: bool = False) -> List[Refusal]:
         found = super().refusals(request, exec_child)
@@ -200,3 +202,7 @@ def close_on_fork_fds() -> Tuple[int, ...]:
         except OSError:
             pass
     return tuple(held)
+
+
+#: This module's backend, as portclone._registry finds it.
+BACKEND = NetBSDBackend

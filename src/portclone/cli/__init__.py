@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Callable, List, Optional
+
+from .._common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional
 
 DROP_INS = ("unshare", "nsenter")
 

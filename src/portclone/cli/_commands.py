@@ -6,13 +6,16 @@ import argparse
 import os
 import signal
 import sys
-from typing import Any, Dict, List
 
 from .. import __version__
+from .._common import TYPE_CHECKING
 from .._errors import PortcloneError
 from ._common import PROG, Parser, UsageError, cli_message, die_of, usage
 from ._reports import _check, _demo, _flags, _print_info
 from ._run import RUN_OPTIONS, _Forwarder, _run, _run_epilog, _split_run
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List
 
 
 def _parser() -> argparse.ArgumentParser:

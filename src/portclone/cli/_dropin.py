@@ -13,10 +13,15 @@ import errno
 import os
 import signal
 import sys
-from typing import Any, Callable, Dict, List, NamedTuple, NoReturn, Optional, Sequence
 
+from .._common import LINUX, TYPE_CHECKING, NamedTuple
 from .._flags import INFO, OPTION, CloneFlags
-from ._getopt import Found, GetoptError, Opt, getopt_long
+from ._getopt import GetoptError, Opt, getopt_long
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
+
+    from ._getopt import Found
 
 #: Namespaces by util-linux's long option, with their letter, their name under
 #: /proc/PID/ns (the one a persistent file binds: the children's for pid and time) and flag.
@@ -194,7 +199,7 @@ def backend_name() -> str:
     C extension loads, since the drop-ins make the Linux calls themselves (os, ctypes) and
     never need it; elsewhere the backend in force."""
     chosen = os.environ.get("PORTCLONE_BACKEND", "").strip()
-    if not chosen and sys.platform.startswith("linux"):
+    if not chosen and LINUX:
         return "linux"
     from .. import current_backend
 

@@ -11,7 +11,12 @@ written from its documented behaviour (getopt(3)).
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from .._common import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from typing import List, Optional, Sequence, Tuple
+
+    Found = List[Tuple["Opt", Optional[str]]]
 
 NO, REQUIRED, OPTIONAL = 0, 1, 2
 
@@ -33,9 +38,6 @@ class Opt(NamedTuple):
 
 class GetoptError(Exception):
     """A usage error, worded as getopt words it."""
-
-
-Found = List[Tuple[Opt, Optional[str]]]
 
 
 def getopt_long(argv: Sequence[str], opts: Sequence[Opt]) -> Tuple[Found, List[str]]:

@@ -5,9 +5,12 @@ newgidmap (util-linux/util-linux:sys-utils/unshare.c for the semantics, subuid(5
 from __future__ import annotations
 
 import os
-from typing import List, Tuple
 
+from .._common import TYPE_CHECKING
 from ._dropin import Failure, os_failure, unsigned
+
+if TYPE_CHECKING:
+    from typing import List, Tuple
 
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 

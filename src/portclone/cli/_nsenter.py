@@ -23,8 +23,8 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Dict, List, Optional, Sequence, Tuple
 
+from .._common import TYPE_CHECKING
 from .._flags import CloneFlags
 from ._dropin import (
     BY_OPTION,
@@ -43,6 +43,9 @@ from ._dropin import (
     unsigned,
 )
 from ._getopt import OPTIONAL, REQUIRED, Opt
+
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 F = CloneFlags
 

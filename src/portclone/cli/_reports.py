@@ -7,15 +7,18 @@ import os
 import platform
 import signal
 import sys
-from typing import Any, Dict, Optional
 
 from .. import __version__, available_backends, check, clone, current_backend
 from .._caller import causes
+from .._common import PLATFORM, TYPE_CHECKING
 from .._errors import PortcloneError
 from .._flags import NS_FLAGS, TABLE, CloneFlags, bits, describe
 from .._loader import native_status
 from .._validate import broken_rules
 from ._common import PROG, cli_message, parse_flags
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 F = CloneFlags
 
@@ -31,7 +34,7 @@ def _info() -> Dict[str, Any]:
         "portclone": __version__,
         "backend": backend.name,
         "available_backends": available_backends(),
-        "platform": sys.platform,
+        "platform": PLATFORM,
         "kernel": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),

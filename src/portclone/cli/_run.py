@@ -10,13 +10,16 @@ import errno
 import os
 import signal
 import sys
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .. import current_backend, spawn
+from .._common import TYPE_CHECKING, NamedTuple
 from .._errors import PortcloneError, Stage
 from .._flags import BACKENDS, INFO, NS_FLAGS, OPTION, CloneFlags, bits, describe
 from .._validate import broken_rules
 from ._common import PROG, UsageError, cli_message, die_of, digits, parse_flags, signal_number, user_id
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple
 
 #: itself: see _Forwarder).
 FORWARDED = tuple(

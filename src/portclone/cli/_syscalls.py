@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any, Optional
+
+from .._common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 MS_BIND, MS_REC = 0x1000, 0x4000

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+from .._common import TYPE_CHECKING
 from .._flags import CloneFlags
 from ._dropin import (
     BY_OPTION,
@@ -52,6 +52,9 @@ from ._idmaps import (
     subid_range,
     write_file,
 )
+
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 F = CloneFlags
 
