@@ -76,6 +76,7 @@ setup(
                 "src/portclone/_common.c",
                 "src/portclone/_setup.c",
                 "src/portclone/_maps.c",
+                "src/portclone/_joinpid.c",
             ],
             depends=[
                 "src/portclone/_native.h",

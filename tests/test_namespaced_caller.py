@@ -464,27 +464,47 @@ def test_set_tid_for_each_level_of_a_joined_pid_namespace_is_accepted() -> None:
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux's setpriv(1)")
-def test_an_unprivileged_join_of_user_and_pid_namespaces_is_refused_first(tmp_path: object) -> None:
-    # a rootless container: its user namespace and a PID namespace that it owns; the caller
-    # has no CAP_SYS_ADMIN, so its thread cannot enter the PID namespace before the clone
+def test_an_unprivileged_join_of_a_rootless_containers_user_and_pid_namespaces(tmp_path: object) -> None:
+    # a rootless container: its user namespace and a PID namespace that it owns.  The caller
+    # has no CAP_SYS_ADMIN, so its thread cannot enter the PID namespace around the clone;
+    # nsenter --preserve-credentials -U -p enters the user namespace first, then the PID
+    # namespace, then forks: the child must land in both, for clone() and spawn().
     out = _run(
         ["setpriv", "--bounding-set", "-sys_admin"],
         """
-        import portclone
+        import os, portclone
         target = portclone.spawn(  # needs no privilege: a user namespace owns the PID one
             ["sleep", "300"], flags=portclone.CLONE_NEWUSER | portclone.CLONE_NEWPID, map_root=True
         )
-        for call in (portclone.check, lambda **kw: portclone.spawn(["true"], **kw)):
-            try:
-                call(join={"user": target, "pid": target})
-            except PermissionError as e:
-                print("refused", "nsenter -U -p" in str(e))
-        target.kill()
-        target.wait()
+        join = {"user": target, "pid": target}
+        def ns(pid, name):
+            return os.readlink(f"/proc/{pid}/ns/{name}")
+        try:
+            portclone.check(join=join)
+            with portclone.spawn(["sh", "-c", "echo $$; read x"], join=join,
+                                 stdin=portclone.PIPE, stdout=portclone.PIPE) as child:
+                inner = child.stdout.readline().strip().decode()
+                print("spawn", inner, child.pid != int(inner),
+                      [ns(child.pid, n) == ns(target.pid, n) for n in ("user", "pid")])
+                child.communicate(b"\\n")
+            print("spawn status", child.returncode)
+            r, w = os.pipe()
+            child = portclone.clone(
+                lambda: os.write(w, f"{os.getpid()} {os.readlink('/proc/self/ns/user')}".encode()) and 0,
+                join=join,
+            )
+            os.close(w)
+            print("clone status", child.wait())
+            pid, user = os.read(r, 200).decode().split()
+            print("clone", pid, child.pid != int(pid), user == ns(target.pid, "user"))
+        finally:
+            target.kill()
+            target.wait()
         """,
         tmp_path,
     )
-    assert out.split("\n").count("refused True") == 2, out
+    assert "spawn 2 True [True, True]" in out and "spawn status 0" in out, out
+    assert "clone 3 True True" in out and "clone status 0" in out, out
 
 
 def test_a_join_through_a_pidfd_that_fails_names_its_target() -> None:

@@ -184,6 +184,45 @@ make_child(int mode, const struct pc_request *rq, struct outcome *out)
     out->pidfd = out->pid > 0 ? pidfd : -1;
 }
 
+/* join={"pid": ...} where this thread may not enter it (_joinpid.c): a helper enters the
+ * user namespace and the PID namespace, and makes the child as ours (CLONE_PARENT).
+ * Returns in the child (out->pid 0) and in the caller; *stage is PC_STAGE_JOIN when the
+ * helper could not enter them. */
+static void
+make_child_via_helper(int mode, const struct pc_request *rq, struct pc_setup *s,
+                      struct outcome *out, int *stage)
+{
+    struct pc_helper_result r;
+    int fd;
+    pid_t helper = pc_helper_start(s, rq->exit_signal, &fd);
+
+    out->clone3_err = 0;
+    out->pidfd = -1;
+    if (helper == 0) {
+        struct pc_request in_ns = *rq;
+        in_ns.flags = (rq->flags | PC_CLONE_PARENT) & ~PC_CLONE_PIDFD;
+        in_ns.exit_signal = 0; /* clone3 refuses one with CLONE_PARENT: the helper's is used */
+        make_child(mode == MODE_LEGACY ? MODE_LEGACY : MODE_CLONE3, &in_ns, out);
+        if (out->pid == 0) {
+            close(fd);
+            return;
+        }
+        pc_helper_report(fd, out->pid, out->err, out->used);
+    }
+    if (helper < 0) {
+        out->pid = -1;
+        out->err = errno;
+        out->used = USED_CLONE3;
+        return;
+    }
+    pc_helper_result(helper, fd, (rq->flags & PC_CLONE_PIDFD) != 0, &r);
+    out->pid = r.pid;
+    out->pidfd = r.pidfd;
+    out->err = r.err;
+    out->used = r.used;
+    *stage = r.stage;
+}
+
 /* In a new clone() child with a setup: set itself up (_setup.c), report, and go on to
  * Python only if all went well.  C only, every signal blocked. */
 static void
@@ -263,7 +302,7 @@ PyObject *
 pc_native_clone(PyObject *module, PyObject *args)
 {
     static const char *const error_attrs[] = {"portclone_syscall", "portclone_clone3_errno", NULL};
-    int mode;
+    int mode, way, stage = PC_STAGE_CLONE;
     PyObject *child, *runner, *set_tid, *setup_arg = Py_None, *result = NULL;
     struct pc_request rq;
     struct pc_setup setup;
@@ -304,22 +343,26 @@ pc_native_clone(PyObject *module, PyObject *args)
     setup.own_mm = 1;
     if (setup.present && pc_setup_open(&setup, 1) < 0)
         return NULL;
-    if (mode != MODE_FORK)
+    if (mode != MODE_FORK || setup.pid_ns >= 0) /* a helper may make it: MODE_CLONE3 */
         get_tid_offset(); /* may start a thread: must happen before the fork hooks */
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &caller);
     PyOS_BeforeFork(); /* the at-fork hooks run in the caller's own namespaces */
-    if (pc_setup_enter_pid(&setup) != 0) {
+    way = pc_pid_enter(&setup, rq.flags);
+    if (way == PC_PID_HELPER)
+        make_child_via_helper(mode, &rq, &setup, &out, &stage);
+    else if (way >= 0)
+        make_child(mode, &rq, &out);
+    if (way < 0 || stage == PC_STAGE_JOIN) {
         static const char *const attrs[] = {"portclone_stage", NULL};
-        int err = errno;
+        int err = way < 0 ? errno : out.err;
         PyOS_AfterFork_Parent();
         pthread_sigmask(SIG_SETMASK, &caller, NULL);
         pc_setup_close(&setup);
         return pc_raise_oserror(err, NULL, attrs, "(i)", PC_STAGE_JOIN);
     }
-    make_child(mode, &rq, &out);
-    if (out.pid != 0 && pc_setup_leave_pid(&setup) != 0)
+    if (out.pid != 0 && way == PC_PID_THREAD && pc_pid_leave(&setup) != 0)
         Py_FatalError("portclone: setns back to the caller's own PID namespace failed");
     if (out.pid == 0) {
         if (setup.present)

@@ -299,8 +299,10 @@ def _translate(
                 "the calling thread enters a PID namespace of join= around the clone and must "
                 "return to its own afterwards, which Linux allows only with CAP_SYS_ADMIN over "
                 "the user namespace that owns it; inside a user namespace this thread has none "
-                "over the namespace it came from: run the caller itself in the target's PID "
-                "namespace (nsenter -p), or create the namespace from here (CLONE_NEWPID)"
+                "over the namespace it came from: name the user namespace that owns it in join= "
+                "too (a helper process then enters both), run the caller itself in the "
+                "target's PID namespace (nsenter -p), or create the namespace from here "
+                "(CLONE_NEWPID)"
             )
         elif stage == Stage.JOIN and err == _errno.EINVAL:
             hint = (

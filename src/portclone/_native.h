@@ -198,8 +198,30 @@ int pc_write_file(int dir, const char *name, const char *data, size_t len);
 #endif
 void pc_report(int fd, int stage, int err);
 void pc_setup_close_child_fds(const struct pc_setup *s);
-int pc_setup_enter_pid(const struct pc_setup *s);
-int pc_setup_leave_pid(const struct pc_setup *s);
+
+/* ---- _joinpid.c: the child made in the PID namespace of join= -------------- */
+
+enum { PC_PID_NONE = 0, PC_PID_THREAD = 1, PC_PID_HELPER = 2 };
+/* Enter the PID namespace of join= for the next child: PC_PID_NONE (none), PC_PID_THREAD
+ * (this thread did: pc_pid_leave after the clone), PC_PID_HELPER (it may not, and a helper
+ * must make the child: pc_helper_start); -1 with errno (EACCES: the way back is closed). */
+int pc_pid_enter(const struct pc_setup *s, unsigned long long flags);
+int pc_pid_leave(const struct pc_setup *s);
+/* Fork the helper.  In the helper (0): it is in the user and PID namespaces, and ``s`` no
+ * longer lists the user namespace; it makes the child with CLONE_PARENT and no
+ * CLONE_PIDFD, then pc_helper_report.  In the caller: the helper's pid and ``*fd`` to read
+ * its report from (pc_helper_result); -1 with errno. */
+pid_t pc_helper_start(struct pc_setup *s, int exit_signal, int *fd);
+void pc_helper_report(int fd, pid_t pid, int err, int used) __attribute__((noreturn));
+struct pc_helper_result {
+    pid_t pid; /* the child, or -1 */
+    int pidfd; /* its pidfd (opened by the caller, if asked), or -1 */
+    int err; /* errno of the failure */
+    int used; /* USED_*: the call that made the child */
+    int stage; /* PC_STAGE_JOIN: the helper could not enter the namespaces */
+};
+/* In the caller: the helper's report, the helper reaped, the child's pidfd opened. */
+void pc_helper_result(pid_t helper, int fd, int want_pidfd, struct pc_helper_result *out);
 
 /* ---- _pidfd_owner.c: a new child handed to its Child; its pidfd's owner --- */
 

@@ -1,5 +1,5 @@
 /*
- * The child's setup, shared by clone() (_native.c) and spawn() (_spawn.c): what a
+ * The child's setup, shared by clone() (_clone.c) and spawn() (_spawn.c): what a
  * new child does to itself before the caller's function runs or the program execs.
  * What the parent does for it meanwhile (its uid/gid maps) is in _maps.c.
  *
@@ -221,7 +221,8 @@ enter_joined(const struct pc_setup *s)
 {
     int done[PC_MAX_JOIN] = {0};
     for (int i = 0; i < s->njoin; i++)
-        done[i] = s->join_type[i] != PC_CLONE_NEWUSER && setns(s->join_fd[i], s->join_type[i]) == 0;
+        done[i] = s->join_fd[i] < 0 || /* entered by the PID namespace's helper: _joinpid.c */
+                  (s->join_type[i] != PC_CLONE_NEWUSER && setns(s->join_fd[i], s->join_type[i]) == 0);
     for (int i = 0; i < s->njoin; i++)
         if (!done[i] && setns(s->join_fd[i], s->join_type[i]) != 0)
             return -1;
@@ -279,38 +280,6 @@ setup_propagation(const struct pc_setup *s)
 }
 #endif
 
-/* A PID namespace is entered at the clone: setns(CLONE_NEWPID) changes only the calling
- * thread's namespace for its next children (pid_namespaces(7)), so the parent thread
- * switches to it just around the clone, every signal blocked, and back.  The way back is
- * tried first: Linux lets a thread enter a PID namespace only with CAP_SYS_ADMIN over its
- * owning user namespace (torvalds/linux:kernel/pid_namespace.c, pidns_install), which a
- * thread in a user namespace lacks for the namespace it came from. */
-int
-pc_setup_enter_pid(const struct pc_setup *s)
-{
-#if defined(__linux__)
-    if (s->pid_ns < 0)
-        return 0;
-    if (setns(s->pid_restore, PC_CLONE_NEWPID) != 0) {
-        if (errno == EPERM)
-            errno = EACCES; /* the way back is closed: _errors says so */
-        return -1;
-    }
-    return setns(s->pid_ns, PC_CLONE_NEWPID);
-#else
-    return s->pid_ns < 0 ? 0 : (errno = ENOSYS, -1);
-#endif
-}
-
-int
-pc_setup_leave_pid(const struct pc_setup *s)
-{
-#if defined(__linux__)
-    return s->pid_ns < 0 ? 0 : setns(s->pid_restore, PC_CLONE_NEWPID);
-#else
-    return 0;
-#endif
-}
 
 /*
  * In the child, right after the clone: wait for the maps, then set itself up.
@@ -367,7 +336,8 @@ pc_setup_close_child_fds(const struct pc_setup *s)
     if (s->parent_pidfd >= 0)
         close(s->parent_pidfd);
     for (int i = 0; i < s->njoin; i++)
-        close(s->join_fd[i]);
+        if (s->join_fd[i] >= 0)
+            close(s->join_fd[i]);
     if (s->pid_ns >= 0)
         close(s->pid_ns);
     if (s->pid_restore >= 0)

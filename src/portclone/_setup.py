@@ -26,7 +26,6 @@ from ._common import TYPE_CHECKING, WINDOWS, NamedTuple
 if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
-from ._caller import has_cap_sys_admin
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
 from ._procns import children_pid_ns, ns_of, own_ns
@@ -508,17 +507,6 @@ class ChildSetup:
                 self.join.append((fd, int(NS_FLAGS[name])))
         for pidfd in pidfds.values():  # the namespaces are open: the targets' pidfds are done
             self._drop(pidfd)
-        if self.pid_ns >= 0 and any(fd_type == NS_FLAGS["user"] for _, fd_type in self.join):
-            if not has_cap_sys_admin():
-                raise PermissionError(
-                    errno.EPERM,
-                    "join['pid'] with join['user']: a PID namespace is entered by the calling "
-                    "thread around the clone, before the child enters the user namespace, and "
-                    "Linux lets a thread enter one only with CAP_SYS_ADMIN in its own user "
-                    "namespace, which this process lacks; nsenter -U -p enters the user namespace "
-                    "first and then forks: run the program through it (or "
-                    "python -m portclone run --join PID from inside the user namespace)",
-                )
 
     def _target_fd(self, name: str, target: Any, pidfds: Dict[int, int]) -> Optional[int]:
         """An fd of the namespace to join, None when it is the child's anyway.  A pid or

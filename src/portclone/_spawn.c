@@ -357,20 +357,57 @@ spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
     }
 }
 
+/* join={"pid": ...} where this thread may not enter it (_joinpid.c): a helper enters the
+ * user namespace and the PID namespace, and makes the child as ours (CLONE_PARENT). */
+static void
+spawn_launch_via_helper(struct spawn_call *s, struct spawn_outcome *o)
+{
+    struct pc_helper_result r;
+    int fd;
+    pid_t helper = pc_helper_start(&s->setup, s->rq.exit_signal, &fd);
+
+    if (helper == 0) {
+        s->rq.flags = (s->rq.flags | PC_CLONE_PARENT) & ~PC_CLONE_PIDFD;
+        s->rq.exit_signal = 0; /* clone3 refuses one with CLONE_PARENT: the helper's is used */
+        spawn_launch(s, o);
+        pc_helper_report(fd, o->pid, o->clone_err, o->used);
+    }
+    if (helper < 0) {
+        o->pid = -1;
+        o->clone_err = errno;
+        o->used = USED_CLONE3;
+        return;
+    }
+    pc_helper_result(helper, fd, (s->rq.flags & PC_CLONE_PIDFD) != 0, &r);
+    o->pid = r.pid;
+    o->pidfd = r.pidfd;
+    o->clone_err = r.err;
+    o->used = r.used;
+    if (r.stage == PC_STAGE_JOIN) {
+        o->stage = PC_STAGE_JOIN;
+        o->reported = 1;
+    }
+}
+
 /* The clone, in the PID namespace of join={"pid": ...} if one is given; then the
  * parent's copy of the report's write end is closed, so that EOF means the exec. */
 static void
 spawn_start(struct spawn_call *s, struct spawn_outcome *o)
 {
-    if (pc_setup_enter_pid(&s->setup) != 0) {
+    int way = pc_pid_enter(&s->setup, s->rq.flags);
+    if (way < 0) {
         o->clone_err = errno;
         o->stage = PC_STAGE_JOIN;
         o->reported = 1;
         return;
     }
-    spawn_launch(s, o);
-    if (pc_setup_leave_pid(&s->setup) != 0)
-        abort(); /* cannot happen: the namespace was ours a moment ago */
+    if (way == PC_PID_HELPER)
+        spawn_launch_via_helper(s, o);
+    else {
+        spawn_launch(s, o);
+        if (way == PC_PID_THREAD && pc_pid_leave(&s->setup) != 0)
+            abort(); /* cannot happen: the namespace was ours a moment ago */
+    }
     close(s->errpipe[1]); /* the child reads its own copy, c.errpipe */
     s->errpipe[1] = -1;
 }
