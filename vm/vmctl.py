@@ -588,7 +588,7 @@ def kvm_works() -> bool:
     return " vmx" in flags or " svm" in flags
 
 
-#: The mutation check's compiler flag (src/portclone/_native.c): x86_64's legacy clone
+#: The mutation check's compiler flag (src/portclone/_clone.c): x86_64's legacy clone
 #: argument order on every architecture.  Test-only; the image is the same.
 MUTATE_CLONE_ORDER = "-DPORTCLONE_MUTATE_CLONE_ORDER"
 

@@ -76,7 +76,7 @@ def _resolve(future: Any) -> None:
 def _wait_for(pid: int, owner: Any, options: int) -> Optional[Tuple[int, int]]:
     """waitid() on the child: None (WNOHANG, still running) or (si_code, si_status).
 
-    Through its pidfd (the owner's: see _native.c, PidfdOwner) where there is one, which
+    Through its pidfd (the owner's: see _pidfd_owner.c, PidfdOwner) where there is one, which
     cannot reach a process that got the pid after something else reaped the child; by
     pid otherwise, and on kernels without P_PIDFD (5.3).
     """
@@ -221,7 +221,7 @@ class Child:
         self._closed = False
         self._status: Optional[int] = None  # the exit status, read before the reap
         self._owner = _Process.token
-        #: _native's owner of the pidfd, which closes it (see _native.c, PidfdOwner)
+        #: _native's owner of the pidfd, which closes it (see _pidfd_owner.c, PidfdOwner)
         self._pidfd_owner: Any = None
         # held while reaping (a quick waitpid) and while signalling by pid; reentrant,
         # because a signal handler may wait for or signal the same child meanwhile

@@ -17,7 +17,7 @@ stack (EINVAL otherwise) and runs fn(arg) on that stack in the child
 on a copy of the caller's stack (cpu_lwp_fork moves the stack pointer only for
 a non-NULL stack), but that call differs from Linux's; libc's does not.  So the
 child starts on a small stack of its own and jumps straight back onto its copy
-of the caller's stack (``_native.c``, libc_clone), then goes on like a fork
+of the caller's stack (``_clone.c``, libc_clone), then goes on like a fork
 child.  glibc's ``clone()`` has the same signature and Linux's flag values are
 NetBSD's: on Linux this backend runs the very same C with NetBSD's rules, so
 downstream projects can test their NetBSD paths on a Linux runner.
@@ -132,7 +132,7 @@ class NetBSDBackend(Backend):
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
-        # CLONE_VM|CLONE_VFORK through libc's clone, the child running C only (_spawn.c)
+        # CLONE_VM|CLONE_VFORK through libc's clone, the child running C only (_spawn_child.c)
         flags = int(request.flags) | _VM | _VFORK
         child = Child(0, None, CloneFlags(flags), request.exit_signal, self.name, "clone", True)
         native = self._native
