@@ -14,6 +14,7 @@ A case where util-linux fails here (no permission, no helper) compares that fail
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -159,15 +160,19 @@ _TARGET = (
 )
 
 
-def _tool(name: str, ours: bool) -> str:
+def _tool(name: str, ours: str) -> str:
     if not ours:
         return shlex.quote(shutil.which(name) or name)
-    return " ".join(shlex.quote(w) for w in (sys.executable, "-m", "portclone", name))
+    return " ".join(shlex.quote(w) for w in (sys.executable, "-m", "portclone", ours))
 
 
-def _run(line: str, ours: bool, nsenter: bool) -> Tuple[int, str, str]:
+def _run(line: str, ours: bool, nsenter: bool, unshare_as: str = "unshare") -> Tuple[int, str, str]:
+    """``line`` with util-linux's tools, or (``ours``) portclone's: ``unshare_as`` is the
+    portclone command that stands for unshare (``run`` takes unshare's lines too)."""
     with tempfile.TemporaryDirectory() as d:
-        script = line.replace("{U}", _tool("unshare", ours)).replace("{N}", _tool("nsenter", ours))
+        script = line.replace("{U}", _tool("unshare", unshare_as if ours else "")).replace(
+            "{N}", _tool("nsenter", "nsenter" if ours else "")
+        )
         if nsenter:
             script = _TARGET + "(" + script + "); s=$?; kill $T; wait $T 2>/dev/null; exit $s"
         env = dict(os.environ, D=d, LC_ALL="C")
@@ -176,10 +181,39 @@ def _run(line: str, ours: bool, nsenter: bool) -> Tuple[int, str, str]:
         )
     out = (
         result.stdout.replace(d, "$D")
-        .replace("portclone unshare", "unshare")
+        .replace(f"portclone {unshare_as}", "unshare")
         .replace("portclone nsenter", "nsenter")
     )
     return result.returncode, out, result.stderr
+
+
+#: Lines whose util-linux behaviour changed: the release that has the behaviour the
+#: drop-ins follow (2.38, Debian bookworm's), and what older ones do.
+_SINCE: Dict[str, Tuple[Tuple[int, int], str]] = {
+    "{U} -rf sh -c 'kill -TERM $$'; echo status=$?": (
+        (2, 38),
+        "before 2.38, unshare -f set SIGINT and SIGTERM to SIG_IGN before its fork, and the "
+        "child inherited them ignored (util-linux v2.36:sys-utils/unshare.c); 2.38 blocks "
+        "them in the parent only",
+    ),
+}
+
+
+@functools.cache
+def _util_linux() -> Tuple[int, int]:
+    """The host's util-linux release, from ``unshare --version`` (util-linux 2.38.1)."""
+    out = subprocess.run(["unshare", "--version"], capture_output=True, text=True).stdout
+    words = out.split()[-1].split(".") if out.split() else []
+    try:
+        return (int(words[0]), int(words[1]))
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def _skip_if_older(line: str) -> None:
+    if line in _SINCE and _util_linux() < _SINCE[line][0]:
+        why = _SINCE[line][1]
+        pytest.skip(f"util-linux {'.'.join(map(str, _util_linux()))} here: {why}")
 
 
 def _unrecognized(stderr: str) -> bool:
@@ -196,6 +230,7 @@ def test_portclone_agrees_with_util_linux(line: str, nsenter: bool) -> None:
             "/proc belongs to an outer PID namespace here: the line's /proc/PID (nsenter's own "
             "lookups included) names another process; test_dropin reaches the target by pidfd"
         )
+    _skip_if_older(line)
     theirs = _run(line, ours=False, nsenter=nsenter)
     ours = _run(line, ours=True, nsenter=nsenter)
     if _unrecognized(theirs[2]) and not _unrecognized(ours[2]):
@@ -206,6 +241,49 @@ def test_portclone_agrees_with_util_linux(line: str, nsenter: bool) -> None:
     assert bool(ours[2].strip()) == bool(theirs[2].strip()), report
 
 
+def _run_takes(line: str) -> bool:
+    """Whether every option of ``line``'s unshare is one that ``portclone run`` has (run
+    takes a subset of unshare's, in the same grammar); --help's text is run's own."""
+    from portclone.cli._run import OPTS
+
+    longs = [o.long for o in OPTS if o.long != "help"]
+    letters = {o.short: o.arg for o in OPTS if o.short and o.long != "help"}
+    lexer = shlex.shlex(line.split("{U}", 1)[1], posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    for word in lexer:  # up to the program, or the end of the command (; | & ))
+        if word == "--" or not word.startswith("-") or word == "-":
+            return True
+        if word.startswith("--"):
+            name = word[2:].split("=")[0]
+            if name in ("help", "version") or not any(long.startswith(name) for long in longs):
+                return False
+            continue
+        for letter in word[1:]:
+            if letter not in letters:
+                return False
+            if letters[letter]:  # takes a value: the rest of the word, or the next word
+                break
+    return True
+
+
+_RUN_CASES = [line for line in UNSHARE if _run_takes(line)]
+
+
+@pytest.mark.parametrize("line", _RUN_CASES, ids=[line[:60] for line in _RUN_CASES])
+def test_run_agrees_with_util_linux_unshare(line: str) -> None:
+    """``portclone run`` on unshare's lines that use only its options: unshare's process
+    model, so the same statuses and output."""
+    _skip_if_older(line)
+    theirs = _run(line, ours=False, nsenter=False)
+    ours = _run(line, ours=True, nsenter=False, unshare_as="run")
+    if _unrecognized(theirs[2]) and not _unrecognized(ours[2]):
+        pytest.skip(f"the host's util-linux has no such option: {theirs[2].strip().splitlines()[0]}")
+    report: Dict[str, object] = {"util-linux": theirs, "portclone run": ours}
+    assert ours[0] == theirs[0], report
+    assert ours[1] == theirs[1], report
+    assert bool(ours[2].strip()) == bool(theirs[2].strip()), report
+
+
 def test_the_lists_are_long_enough() -> None:
-    """The issue's floor: 50 unshare lines and 15 nsenter lines."""
-    assert len(UNSHARE) >= 50 and len(NSENTER) >= 15
+    """The issue's floor: 50 unshare lines and 15 nsenter lines; run takes most of unshare's."""
+    assert len(UNSHARE) >= 50 and len(NSENTER) >= 15 and len(_RUN_CASES) >= 40

@@ -48,8 +48,9 @@ LAYERS: List[List[str]] = [
     ["portclone.cli._common", "portclone.cli._getopt", "portclone.cli._syscalls"],
     ["portclone.cli._dropin"],
     ["portclone.cli._idmaps"],
-    ["portclone.cli._reports", "portclone.cli._run"],
+    ["portclone.cli._reports"],
     ["portclone.cli._commands", "portclone.cli._unshare", "portclone.cli._nsenter"],
+    ["portclone.cli._run"],
     ["portclone.cli", "portclone._cli", "portclone.__main__", "portclone.pytest_plugin"],
 ]
 LAYER = {module: n for n, layer in enumerate(LAYERS) for module in layer}

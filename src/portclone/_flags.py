@@ -752,3 +752,7 @@ for _info in TABLE:
     if _info.ns and _info.ns not in NS_FLAGS:
         NS_FLAGS[_info.ns] = _info.flag
 del _info
+#: nsenter(1)'s order of entering namespaces (util-linux:sys-utils/nsenter.c, namespace_files):
+#: the user namespace first, for the privileges it gives over the rest, the mount namespace
+#: late, as it changes root and cwd.  join= and the command line's joins keep it.
+JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")

@@ -27,7 +27,7 @@ if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
     import fcntl
 
 from ._errors import InvalidFlagsError, Refusal
-from ._flags import NS_FLAGS, OPTION, CloneFlags, describe
+from ._flags import JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags, describe
 from ._procns import children_pid_ns, ns_of, own_ns
 from ._sigfd import FdGroup, close_fds, hold_signals, release_signals
 from ._subids import helper as subid_helper
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["JOIN_ORDER", "ChildSetup", "NO_OPTIONS", "Options", "parse_options"]
 
-#: nsenter(1)'s order: the user namespace first, for the privileges it gives over the rest
-#: (util-linux:sys-utils/nsenter.c), the mount namespace late, as it changes root and cwd.
-JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
 #: The clocks a time namespace offsets (time_namespaces(7)), and their clock ids.
 CLOCKS = {
     "monotonic": time.CLOCK_MONOTONIC,

@@ -1,8 +1,9 @@
 """The command line: ``python -m portclone info|flags|check|run|unshare|nsenter|demo``.
 
-``unshare`` and ``nsenter`` (util-linux's, as drop-ins: _unshare, _nsenter) parse their own
-words with getopt's rules; the others go through argparse (_commands).  Each is imported
-when asked for, so a drop-in starts without the rest.
+``unshare`` and ``nsenter`` (util-linux's, as drop-ins: _unshare, _nsenter) and ``run``
+(their options merged, _run) parse their own words with getopt's rules and follow
+util-linux's process model; the others go through argparse (_commands).  Each is
+imported when asked for, so a drop-in starts without the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .._common import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import Callable, List, Optional
 
-DROP_INS = ("unshare", "nsenter")
+#: the commands parsed with getopt, util-linux's way; the others go through argparse
+DROP_INS = ("unshare", "nsenter", "run")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -52,8 +54,10 @@ def _dropin(tool: str, argv: List[str], prog: str) -> int:
     """util-linux's unshare or nsenter, under the name ``prog`` in messages."""
     if tool == "unshare":
         from . import _unshare as module
-    else:
+    elif tool == "nsenter":
         from . import _nsenter as module  # type: ignore[no-redef]
+    else:
+        from . import _run as module  # type: ignore[no-redef]
     return module.main(argv, prog)
 
 

@@ -1,4 +1,5 @@
-"""The commands parsed with argparse: ``info``, ``flags``, ``check``, ``run`` and ``demo``."""
+"""The commands parsed with argparse: ``info``, ``flags``, ``check`` and ``demo`` (``run`` is
+listed in the help; it parses its own words, as the drop-ins do: _run)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import sys
 from .. import __version__
 from .._common import TYPE_CHECKING
 from .._errors import PortcloneError
-from ._common import PROG, Parser, UsageError, cli_message, die_of, usage
+from ._common import PROG, Parser, cli_message, die_of
 from ._reports import _check, _demo, _flags, _print_info
-from ._run import RUN_OPTIONS, _Forwarder, _run, _run_epilog, _split_run
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, List
+    from typing import List
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,30 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         help="answer for the request alone (whoever makes it), without trying it: by default "
         "the request is tried in a throwaway child, so the answer is for this caller now",
     )
-    p_run = sub.add_parser(
+    # listed for the help only: "run" never reaches argparse (cli.main hands it to _run)
+    sub.add_parser(
         "run",
-        help="run a program in new or joined namespaces: a portable unshare/nsenter",
-        epilog=_run_epilog(),
-        allow_abbrev=False,
-    )
-    for opt in RUN_OPTIONS:
-        kwargs: Dict[str, Any] = {"help": opt.help, "dest": opt.dest}
-        if not opt.metavar:
-            kwargs["action"] = "store_true"
-        else:
-            kwargs["metavar"] = opt.metavar
-            if opt.optional:
-                kwargs.update(nargs="?", const="")
-            if opt.repeat:
-                kwargs["action"] = "append"
-            if opt.choices:
-                kwargs["choices"] = opt.choices
-        p_run.add_argument(*opt.names, **kwargs)
-    p_run.add_argument(
-        "cmd",
-        nargs="*",
-        metavar="PROGRAM",
-        help="the program and its arguments, after the options or after --; default: $SHELL",
+        help="run a program in new or joined namespaces: unshare's and nsenter's options in "
+        "one grammar, with unshare's process model (run --help)",
+        add_help=False,
     )
     p_demo = sub.add_parser(
         "demo",
@@ -97,22 +79,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(words: List[str]) -> int:
-    forwarder = _Forwarder() if "run" in words else None  # before anything can take time
-    parser = _parser()
     try:
-        command: List[str] = []
-        if "run" in words:
-            cut = words.index("run") + 1
-            try:
-                options, command = _split_run(words[cut:])
-            except UsageError as e:
-                return usage("run", str(e))
-            words = words[:cut] + options
-        args = parser.parse_args(words)
-        if args.command == "run":
-            args.cmd = command
-            assert forwarder is not None
-            return _run(args, forwarder)
+        args = _parser().parse_args(words)
         code = _dispatch(args)
         if sys.stdout is not None:
             sys.stdout.flush()
@@ -126,6 +94,3 @@ def main(words: List[str]) -> int:
     except (PortcloneError, ValueError, OSError) as e:
         print(f"{PROG} {words[0] if words else ''}: {cli_message(e)}", file=sys.stderr)
         return 1
-    finally:
-        if forwarder is not None:
-            forwarder.restore()

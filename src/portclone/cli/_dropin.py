@@ -19,7 +19,7 @@ from .._flags import INFO, OPTION, CloneFlags
 from ._getopt import GetoptError, Opt, getopt_long
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
+    from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Union
 
     from ._getopt import Found
 
@@ -50,16 +50,19 @@ BY_OPTION: Dict[str, Namespace] = {n.option: n for n in NAMESPACES}
 
 
 class Failure(Exception):
-    """The tool's own failure: its message, and the exit status (1 unless said)."""
+    """The tool's own failure: its message, and the exit status (1 unless said); for a
+    failed system call, ``step`` (what failed, as the message begins) and its ``errno``."""
 
-    def __init__(self, message: str, status: int = 1) -> None:
+    def __init__(self, message: str, status: int = 1, step: str = "", errno: int = 0) -> None:
         super().__init__(message)
         self.status = status
+        self.step = step
+        self.errno = errno
 
 
 def os_failure(what: str, error: OSError) -> Failure:
     """``what: strerror``, as err(3) words it."""
-    return Failure(f"{what}: {error.strerror or error}")
+    return Failure(f"{what}: {error.strerror or error}", step=what, errno=error.errno or 0)
 
 
 class Tool:
@@ -70,7 +73,7 @@ class Tool:
         self,
         name: str,
         opts: Sequence[Opt],
-        help_text: str,
+        help_text: Union[str, Callable[[], str]],
         parse: Callable[[Found], Any],
         refuse: Callable[[Any], None],
         execute: Callable[[Any, List[str]], int],
@@ -99,7 +102,8 @@ class Tool:
             raise Failure(f"{e} (try '{self.prog} --help')") from None
         for opt, _ in found:
             if opt.long == "help":
-                print(self.help_text.format(prog=self.prog), end="")
+                text = self.help_text if isinstance(self.help_text, str) else self.help_text()
+                print(text.format(prog=self.prog), end="")
                 return 0
             if opt.long == "version":
                 from .. import __version__

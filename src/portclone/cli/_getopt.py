@@ -58,7 +58,7 @@ def getopt_long(argv: Sequence[str], opts: Sequence[Opt]) -> Tuple[Found, List[s
                 matches = [o for o in opts if o.long.startswith(name)] if name else []
                 if not matches:
                     raise GetoptError(f"unrecognized option '--{name}'")
-                if len(matches) > 1:
+                if len(matches) > 1 and not _one_option(matches):
                     spelled = " ".join(f"'--{o.long}'" for o in matches)
                     raise GetoptError(f"option '--{name}' is ambiguous; possibilities: {spelled}")
                 opt = matches[0]
@@ -93,3 +93,9 @@ def getopt_long(argv: Sequence[str], opts: Sequence[Opt]) -> Tuple[Found, List[s
             return found, list(argv[i:])
         i += 1
     return found, []
+
+
+def _one_option(matches: List[Opt]) -> bool:
+    """Whether the long names a prefix matches are spellings of one option (glibc's rule:
+    the same letter and argument; getopt_long then takes the first)."""
+    return bool(matches[0].short) and len({(o.short, o.arg) for o in matches}) == 1

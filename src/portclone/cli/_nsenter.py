@@ -25,7 +25,7 @@ import os
 import signal
 
 from .._common import TYPE_CHECKING
-from .._flags import CloneFlags
+from .._flags import JOIN_ORDER, CloneFlags
 from ._dropin import (
     BY_OPTION,
     NAMESPACES,
@@ -109,11 +109,8 @@ portclone's nsenter(1): the same options, exit statuses and process model; a tar
 reached through its pidfd (docs/cli.md).
 """
 
-#: The order nsenter enters namespaces in (util-linux/util-linux:sys-utils/nsenter.c,
-#: namespace_files): user first, for a caller gaining privilege through it.
-ENTER_ORDER = tuple(
-    BY_OPTION[name] for name in ("user", "cgroup", "ipc", "uts", "net", "pid", "mount", "time")
-)
+#: The order nsenter enters namespaces in (_flags.JOIN_ORDER), as its options
+ENTER_ORDER = tuple(next(n for n in NAMESPACES if n.ns == ns) for ns in JOIN_ORDER)
 
 _NS_GET_PARENT = 0xB702  # torvalds/linux:include/uapi/linux/nsfs.h
 _SIOCGSKNS = 0x894C  # torvalds/linux:include/uapi/linux/sockios.h

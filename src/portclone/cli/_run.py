@@ -1,34 +1,33 @@
-"""``portclone run``: a program in new or joined namespaces, with unshare(1)'s and
-nsenter(1)'s option letters merged into one grammar.  Each option is a row of
-``RUN_OPTIONS``, which builds the parser, says what the option sets in the API, and writes
-the docs' table of options against backends (``run_option_table``)."""
+"""``portclone run``: unshare(1)'s and nsenter(1)'s options merged into one grammar, with
+unshare's process model.
+
+The command joins the namespaces that ``--join`` and ``--join-ns`` name (nsenter's two
+passes; a joined PID namespace is the children's, so it forks then, as nsenter does), then
+unshares and sets itself up with ``portclone unshare``'s steps (_unshare.execute) and
+becomes the program; ``-f`` forks first and waits.  Options are parsed with getopt's rules
+and applied in order.  Each option is a row of ``RUN_OPTIONS``, which builds the getopt
+table and --help, says what the option sets, and writes the docs' table of options
+against backends (``run_option_table``).
+"""
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
-import signal
-import sys
 
-from .. import current_backend, spawn
-from .._common import TYPE_CHECKING, NamedTuple
-from .._errors import PortcloneError, Stage
-from .._flags import BACKENDS, INFO, NS_FLAGS, OPTION, CloneFlags, bits, describe
-from .._validate import broken_rules
-from ._common import PROG, UsageError, cli_message, die_of, digits, parse_flags, signal_number, user_id
+from .._common import BACKENDS, TYPE_CHECKING, NamedTuple
+from .._flags import INFO, JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags, bits, describe
+from . import _unshare
+from ._common import digits, parse_flags
+from ._dropin import Failure, Tool, backend_name, backend_refusal, os_failure, pidfd_open
+from ._getopt import NO, OPTIONAL, REQUIRED, Opt
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Dict, List, Optional, Sequence, Tuple
 
-#: itself: see _Forwarder).
-FORWARDED = tuple(
-    getattr(signal, name)
-    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
-    if hasattr(signal, name)
-)
+    from ._getopt import Found
+
 _NO_FLAGS = CloneFlags(0)
-_SI_KERNEL = 0x80  # si_code of a signal the kernel sent (a terminal's ^C), Linux
 
 
 class RunOption(NamedTuple):
@@ -130,7 +129,7 @@ RUN_OPTIONS: Tuple[RunOption, ...] = (
     RunOption(
         ("--kill-child",),
         "unshare --kill-child[=SIGNAL]",
-        "the program gets SIGNAL (default SIGKILL) when run dies",
+        "the program gets SIGNAL (default SIGKILL) when run dies (implies --fork)",
         option="pdeathsig",
         metavar="SIGNAL",
         optional=True,
@@ -144,7 +143,12 @@ RUN_OPTIONS: Tuple[RunOption, ...] = (
         choices=("private", "shared", "slave", "unchanged"),
     ),
     RunOption(("-w", "--wd"), "unshare -w, --wd=DIR", "the program's working directory", metavar="DIR"),
-    RunOption(("-f", "--fork"), "unshare -f, --fork", "accepted: run always starts the program as its child"),
+    RunOption(("-f", "--fork"), "unshare -f, --fork", "fork, and wait for the program as its parent"),
+    RunOption(
+        ("--forward-signals",),
+        "unshare --forward-signals",
+        "forward SIGTERM and SIGINT to the program (implies --fork)",
+    ),
     RunOption(
         ("--join",),
         "nsenter -t PID -a",
@@ -216,280 +220,250 @@ def run_option_table() -> str:
     return "\n".join(rows)
 
 
-def _join_every_namespace(pid_text: str, creating: CloneFlags) -> Dict[str, Any]:
-    """nsenter -a: every namespace of PID this kernel has, but those run creates anew.
-    spawn() reaches them through PID's pidfd and skips those that are ours already."""
-    if not digits(pid_text) or not 0 < int(pid_text) < 2**31:
-        raise ValueError(f"--join takes a pid, not {pid_text!r}")
-    pid = int(pid_text)
-    have = os.path.isdir("/proc/self/ns")  # else: every name, and the kernel answers
-    return {
-        ns: pid
-        for ns in NS_FLAGS
-        if not creating & NS_FLAGS[ns] and (not have or os.path.exists(f"/proc/self/ns/{ns}"))
-    }
+#: run's options that unshare has under another long name
+_UNSHARE_NAME = {"map-root": "map-root-user"}
+#: what unshare(2) takes besides namespaces, which --flags may name: the calling process's
+#: own fd table, filesystem context (cwd, root, umask) and System V semaphore undo list
+_IN_PLACE = CloneFlags.CLONE_FILES | CloneFlags.CLONE_FS | CloneFlags.CLONE_SYSVSEM
 
 
-def _seconds(text: str, option: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{option} takes seconds, not {text!r}") from None
+def _opts() -> Tuple[Opt, ...]:
+    """The getopt table, from RUN_OPTIONS: each long name, with its letter where it has one."""
+    found = [Opt("help", "h")]
+    for row in RUN_OPTIONS:
+        letter = next((n[1] for n in row.names if not n.startswith("--")), "")
+        arg = NO if not row.metavar else OPTIONAL if row.optional else REQUIRED
+        # every long spelling carries the letter: getopt takes them for one option
+        found += [Opt(name[2:], letter, arg) for name in row.names if name.startswith("--")]
+    return tuple(found)
 
 
-def run_request(args: argparse.Namespace) -> Tuple[CloneFlags, Dict[str, Any]]:
-    """The flags and spawn() keywords run's options ask for."""
-    flags = parse_flags(args.flags or "")
-    for opt in RUN_OPTIONS:
-        if opt.flag and getattr(args, opt.dest):
-            flags |= opt.flag
-    kw: Dict[str, Any] = {}
-    # -r is --map-user=0 --map-group=0 (unshare's words): a later --map-user/-group wins
-    uid = args.map_user if args.map_user is not None else "0" if args.map_root_user else None
-    gid = args.map_group if args.map_group is not None else "0" if args.map_root_user else None
-    if uid is not None:
-        kw["uid_map"] = [(user_id(uid, "user"), os.geteuid(), 1)]
-    if gid is not None:
-        kw["gid_map"] = [(user_id(gid, "group"), os.getegid(), 1)]
-    if args.setgroups is not None:
-        kw["setgroups"] = args.setgroups
-    if args.mount_proc is not None:
-        kw["mount_proc"] = True if args.mount_proc == "" else args.mount_proc
-    offsets = {
-        clock: _seconds(getattr(args, clock), f"--{clock}")
-        for clock in ("monotonic", "boottime")
-        if getattr(args, clock) is not None
-    }
-    if offsets:
-        kw["time_offsets"] = offsets
-    if args.kill_child is not None:
-        kw["pdeathsig"] = signal_number(args.kill_child) if args.kill_child else signal.SIGKILL
-    if args.propagation is not None:
-        kw["propagation"] = args.propagation
-    elif flags & F.CLONE_NEWNS:
-        kw["propagation"] = "private"  # unshare's default for a new mount namespace
-    creating = flags
-    for name in ("uid_map", "gid_map", "setgroups", "mount_proc", "time_offsets"):
-        if name in kw:
-            creating |= OPTION[name].implies
-    join: Dict[str, Any] = {} if args.join is None else _join_every_namespace(args.join, creating)
-    for item in args.join_ns or ():
-        name, sep, target = item.partition("=")
-        if not sep or not target:
-            raise ValueError(f"--join-ns takes NAME=PID or NAME=PATH, not {item!r}")
-        join[name] = int(target) if digits(target) else target
-    if join:
-        kw["join"] = join
-    if args.hostname is not None:
-        kw["hostname"] = args.hostname
-    if args.wd is not None:
-        kw["cwd"] = args.wd
-    return flags, kw
+OPTS = _opts()
+#: every namespace flag: what --flags may name besides _IN_PLACE
+NS_FLAGS_ALL = CloneFlags(0)
+for _flag in NS_FLAGS.values():
+    NS_FLAGS_ALL |= _flag
 
 
-def _launch_failure(error: OSError, command: List[str], flags: CloneFlags) -> int:
-    """run's message and exit status for a program that did not start: 127 not found,
-    126 not executable (as shells and unshare say), 1 for run's own failures."""
-    stage = getattr(error, "portclone_stage", None)
-    if stage == Stage.EXEC:
-        print(f"{PROG} run: {command[0]}: {error.strerror}", file=sys.stderr)
-        return 127 if error.errno in (errno.ENOENT, errno.ENOTDIR) else 126
-    message = cli_message(error)
-    if (
-        stage in (None, Stage.CLONE)
-        and error.errno == errno.EPERM
-        and not flags & F.CLONE_NEWUSER
-        and os.geteuid() != 0
-    ):
-        message += " (add --user or --map-root-user to create namespaces without privilege)"
-    print(f"{PROG} run: {message}", file=sys.stderr)
-    return 1
-
-
-def _start(command: List[str], flags: CloneFlags, kw: Dict[str, Any]) -> Any:
-    """spawn(), with execvp(3)'s manners, as unshare has them: a file without a "#!" line
-    (ENOEXEC) is run by /bin/sh."""
-    if not command[0]:
-        error = FileNotFoundError(errno.ENOENT, "No such file or directory", "")
-        error.portclone_stage = Stage.EXEC  # type: ignore[attr-defined]
-        raise error
-    try:
-        return spawn(command, flags=flags, **kw)
-    except OSError as e:
-        if getattr(e, "portclone_stage", None) != Stage.EXEC or e.errno != errno.ENOEXEC:
-            raise
-    return spawn(["/bin/sh", *command], flags=flags, **kw)
-
-
-class _Forwarder:
-    """Hands run's signals on to its program.
-
-    Handlers record what arrives until the program exists.  Then, where the platform has
-    sigwaitinfo, the signals and SIGCHLD are blocked and taken one at a time, which tells
-    who sent them: a terminal's (^C: the kernel, to the whole foreground process group)
-    reached the program already and is not sent twice.  Elsewhere the handlers forward.
-    Signals run was started with ignored (nohup) stay ignored, for the program too.
-    """
+class Request:
+    """What run's options ask for: the joins first, then ``portclone unshare``'s request."""
 
     def __init__(self) -> None:
-        self.child: Any = None
-        self.pending: List[int] = []
-        self.watched = [sig for sig in FORWARDED if signal.getsignal(sig) != signal.SIG_IGN]
-        self.saved = {sig: signal.signal(sig, self._handler) for sig in self.watched}
-        if hasattr(signal, "SIGCHLD") and signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
-            # its status would be discarded, and no SIGCHLD come: unshare resets it too
-            self.saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.unshare = _unshare.Request(os.geteuid(), os.getegid())
+        self.join_all: Optional[Tuple[str, int]] = None  # --join PID: (as given, pid)
+        self.joins: Dict[str, Tuple[str, object]] = {}  # ns -> (option as given, pid or path)
+        self.flags_given = ""  # --flags, as given
+        self.flags = _NO_FLAGS  # what --flags asked for
+        self.hostname_given = ""  # --hostname, as given
 
-    def _handler(self, sig: int, frame: object) -> None:
-        if self.child is None:
-            self.pending.append(sig)
-        elif self.child.returncode is None:
-            self.child.send_signal(sig)
 
-    def wait(self, child: Any) -> int:
-        self.child = child
-        for sig in self.pending:
-            child.send_signal(sig)
-        if not hasattr(signal, "sigwaitinfo"):
-            return int(child.wait())
-        watched = {*self.watched, signal.SIGCHLD}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+def parse(found: Found) -> Request:
+    r = Request()
+    for opt, value in found:
+        name = opt.long
+        spelled = f"--{name}" + (f"={value}" if value is not None else "")
         try:
-            while child.poll() is None:
-                info = signal.sigwaitinfo(watched)
-                if info.si_signo == signal.SIGCHLD:
-                    continue
-                if info.si_code == _SI_KERNEL and _same_group(child.pid):
-                    continue  # the terminal sent it to the program too
-                if child.poll() is None:
-                    child.send_signal(info.si_signo)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        return int(child.returncode)
-
-    def restore(self) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
+            _apply(r, name, value, spelled)
+        except ValueError as e:
+            raise Failure(f"{spelled}: {e}") from None
+        except Failure as e:  # unshare's words for the value: said with the option given
+            raise Failure(f"{spelled}: {e}", e.status) from None
+    _unshare.finish(r.unshare)
+    return r
 
 
-def _in_terminal_foreground() -> bool:
-    """Whether run is in its terminal's foreground process group (an interactive shell's
-    job), where the program must share the group to use the terminal."""
-    for fd in (0, 1, 2):
-        try:
-            return os.tcgetpgrp(fd) == os.getpgrp()
-        except OSError:
-            continue
-    return False
+def _apply(r: Request, name: str, value: Optional[str], spelled: str) -> None:
+    if name == "join":
+        if value is None or not digits(value) or not 0 < int(value) < 2**31:
+            raise ValueError("a pid is a number of ASCII digits")
+        r.join_all = (spelled, int(value))
+    elif name == "join-ns":
+        ns, sep, target = (value or "").partition("=")
+        if not sep or not target or ns not in NS_FLAGS:
+            raise ValueError(f"NAME=PID or NAME=PATH, NAME one of {', '.join(NS_FLAGS)}")
+        r.joins[ns] = (spelled, int(target) if digits(target) else target)
+    elif name == "hostname":
+        r.unshare.flags |= CloneFlags.CLONE_NEWUTS
+        r.unshare.hostname = value
+        r.hostname_given = spelled
+    elif name == "flags":
+        for bit in bits(int(parse_flags(value or ""))):
+            flag = CloneFlags(bit)
+            if not (flag & NS_FLAGS_ALL or flag & _IN_PLACE):
+                raise ValueError(
+                    f"{describe(bit)} needs a new process, and run unshares itself in place "
+                    "(unshare(2), as unshare(1)); portclone.spawn() can ask for it"
+                )
+            r.unshare.flags |= flag
+            r.flags |= flag
+        r.flags_given = spelled
+    else:
+        _unshare.apply(r.unshare, _UNSHARE_NAME.get(name, name), value)
 
 
-def _same_group(pid: int) -> bool:
+def refuse_what_the_backend_cannot(r: Request) -> None:
+    _unshare.refuse_what_the_backend_cannot(r.unshare)
+    joins = [spelled for spelled, _ in r.joins.values()]
+    if r.join_all is not None:
+        joins.append(r.join_all[0])
+    for spelled in joins:
+        why = backend_refusal(CloneFlags.CLONE_NEWUSER)  # joins need namespaces
+        if why is not None:
+            raise Failure(f"{spelled}: {why}")
+    if r.hostname_given:
+        why = backend_refusal(_NO_FLAGS, "hostname")
+        if why is not None:
+            raise Failure(f"{r.hostname_given}: {why}")
+    for bit in bits(int(r.flags)):
+        if CloneFlags(bit) & _IN_PLACE:
+            why = None if backend_name() == "linux" else "unshare(2) is Linux's, and the linux backend's"
+        else:
+            why = backend_refusal(CloneFlags(bit))
+        if why is not None:
+            raise Failure(f"{r.flags_given}: {describe(bit)}: {why}")
+
+
+def _open_joins(r: Request) -> Dict[str, int]:
+    """An fd of each namespace to join, by name; those that are ours already left out."""
+    from .._procns import ns_of, own_ns
+
+    wanted: Dict[str, Tuple[str, object]] = {}
+    if r.join_all is not None:
+        spelled, pid = r.join_all
+        for ns in NS_FLAGS:  # every one this kernel has, but those run creates anew
+            if not r.unshare.flags & NS_FLAGS[ns] and (
+                not os.path.isdir("/proc/self/ns") or os.path.exists(f"/proc/self/ns/{ns}")
+            ):
+                wanted[ns] = (spelled, pid)
+    wanted.update(r.joins)
+    fds: Dict[str, int] = {}
+    pidfds: Dict[int, int] = {}
     try:
-        return os.getpgid(pid) == os.getpgrp()
-    except OSError:
-        return False
+        for ns, (spelled, target) in wanted.items():
+            try:
+                if isinstance(target, int):
+                    if target not in pidfds:
+                        pidfds[target] = pidfd_open(target)
+                    fd = ns_of(pidfds[target], ns, f"{spelled}: the {ns} namespace of {target}")
+                else:
+                    fd = _open_namespace_file(str(target), ns)
+            except OSError as e:
+                raise Failure(f"{spelled}: {e.strerror or e}", step=spelled, errno=e.errno or 0) from None
+            ours = own_ns(ns)
+            st = os.fstat(fd)
+            if ours is not None and (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino):
+                os.close(fd)  # ours already (setns cannot re-enter one's own user namespace)
+                continue
+            fds[ns] = fd
+    except BaseException:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)
+    return fds
 
 
-def _run(args: argparse.Namespace, forwarder: _Forwarder) -> int:
-    command = list(args.cmd) or [os.environ.get("SHELL") or "/bin/sh"]  # unshare's default
+def _open_namespace_file(path: str, ns: str) -> int:
+    """``path``, refused unless it is a namespace file of type ``ns``: a FIFO or a device is
+    never opened, so nothing blocks."""
+    import fcntl
+    import stat
+
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, f"{path} is not a namespace file (like /proc/PID/ns/{ns})")
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     try:
-        flags, kw = run_request(args)
-    except (ValueError, OSError) as e:
-        print(f"{PROG} run: {cli_message(e)}", file=sys.stderr)
-        return 1
-    if not _in_terminal_foreground():
-        # a group of its own: a signal to run's group (kill -- -PGID, timeout(1)) reaches
-        # the program once, through run; a terminal's job keeps one group for the tty
-        kw["process_group"] = 0
-    try:
-        child = _start(command, flags, kw)
-    except (PortcloneError, ValueError, TypeError) as e:
-        print(f"{PROG} run: {cli_message(e)}", file=sys.stderr)
-        return 1
+        kind = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE, torvalds/linux:include/uapi/linux/nsfs.h
     except OSError as e:
-        return _launch_failure(e, command, flags)
-    with child:
-        code = forwarder.wait(child)
-    forwarder.restore()
-    return die_of(-code) if code < 0 else code
+        os.close(fd)
+        if e.errno in (errno.ENOTTY, errno.EINVAL):
+            raise OSError(errno.EINVAL, f"{path} is not a namespace file (like /proc/PID/ns/{ns})") from None
+        raise
+    if kind != NS_FLAGS[ns]:
+        os.close(fd)
+        other = [n for n, f in NS_FLAGS.items() if f == kind]
+        raise OSError(errno.EINVAL, f"{path} is a {other[0] if other else kind} namespace, not a {ns} one")
+    return fd
 
 
-def _run_epilog() -> str:
+def _join(fds: Dict[str, int], r: Request) -> None:
+    """nsenter's two passes: every namespace but the user one (failures left for later),
+    then the user namespace and the rest, in nsenter's order; a joined PID namespace is
+    the children's, so the command forks as nsenter does and goes on in the child."""
+    from . import _syscalls
+    from ._nsenter import _continue_as_child
+
+    spelled = {ns: r.joins[ns][0] if ns in r.joins else (r.join_all or ("--join",))[0] for ns in fds}
+    for first in (True, False):
+        for ns in JOIN_ORDER:
+            fd = fds.get(ns, -1)
+            if fd < 0 or (first and ns == "user"):
+                continue
+            try:
+                _syscalls.setns(fd, int(NS_FLAGS[ns]))
+            except OSError as e:
+                if first:
+                    continue
+                raise os_failure(f"{spelled[ns]}: entering the {ns} namespace failed", e) from None
+            os.close(fd)
+            fds[ns] = -1
+    if "pid" in fds:
+        _continue_as_child()
+
+
+def execute(r: Request, command: List[str]) -> int:
+    if r.join_all is not None or r.joins:
+        _join(_open_joins(r), r)
     try:
-        backend = current_backend()
-    except PortcloneError as e:
-        return f"no backend: {cli_message(e)}"
-    usable = [
-        describe(bit).replace("CLONE_", "")
-        for bit in bits(int(backend.supported_exec_flags))
-        if not broken_rules(bit | int(F.CLONE_VM), frozenset({"exit_signal", "no_cgroup", "close_fds"}))
+        return _unshare.execute(r.unshare, command)
+    except Failure as e:
+        if (
+            e.step == "unshare failed"
+            and e.errno == errno.EPERM
+            and not r.unshare.flags & CloneFlags.CLONE_NEWUSER
+            and os.geteuid() != 0
+        ):
+            hint = "add --user or --map-root-user to create namespaces without privilege"
+            raise Failure(f"{e} ({hint})") from None
+        raise
+
+
+def _help() -> str:
+    lines = ["", "Usage:", " {prog} [options] [--] [<program> [<argument>...]]", ""]
+    lines.append("Run a program in new or joined namespaces: unshare(1)'s and nsenter(1)'s options")
+    lines.append("in one grammar, with unshare's process model.")
+    lines += ["", "Options:"]
+    for row in RUN_OPTIONS:
+        spelled = ", ".join(
+            n + (f"[={row.metavar}]" if row.optional else f" <{row.metavar}>" if row.metavar else "")
+            for n in row.names
+        )
+        lines.append(f" {spelled}")
+        lines.append(f"      {row.help}")
+    lines += [" -h, --help", "      display this help", "", _epilog(), ""]
+    return "\n".join(lines)
+
+
+def _epilog() -> str:
+    name = backend_name()
+    honoured = [
+        describe(int(flag)).replace("CLONE_", "")
+        for flag in (*NS_FLAGS.values(), *(CloneFlags(b) for b in bits(int(_IN_PLACE))))
+        if backend_refusal(flag) is None and (name == "linux" or not flag & _IN_PLACE)
     ]
-    refused = [opt.names[-1] for opt in RUN_OPTIONS if opt.reason(backend.name) is not None]
-    text = f"The {backend.name} backend honours these --flags for run here: {', '.join(usable)}."
+    refused = [row.names[-1] for row in RUN_OPTIONS if row.reason(name) is not None]
+    text = f"The {name} backend honours these --flags for run here: {', '.join(honoured) or 'none'}."
     if refused:
         text += f" It refuses: {', '.join(refused)}."
     return text + (
         " Exit status: the program's (run dies of the program's signal); 126/127 "
         "when it cannot be run or found; 1 for run's own failures and usage errors. "
-        "Example: portclone run -Urpm --mount-proc -- sh"
+        "Example: portclone run -Urpf --mount-proc -- sh"
     )
 
 
-def _split_run(words: List[str]) -> Tuple[List[str], List[str]]:
-    """run's words as (options, program): the options spelled out in full, the program
-    and its arguments untouched, as unshare's getopt parses them.  Long options may be
-    abbreviated to a unique prefix; optional values come only after "=" (--mount-proc[=DIR],
-    --kill-child[=SIGNAL]); short switches combine (-Urpm) and -w takes its value attached
-    or next.  The program starts at the first word that is not an option, or after --."""
-    longs: Dict[str, RunOption] = {n: o for o in RUN_OPTIONS for n in o.names if n.startswith("--")}
-    shorts: Dict[str, RunOption] = {n[1]: o for o in RUN_OPTIONS for n in o.names if not n.startswith("--")}
-    out: List[str] = []
-    i = 0
-    while i < len(words):
-        word = words[i]
-        if word == "--":
-            return out, words[i + 1 :]
-        if word in ("-h", "--help") or (word.startswith("--h") and "--help".startswith(word.split("=")[0])):
-            out.append("--help")
-        elif word.startswith("--"):
-            name, eq, value = word.partition("=")
-            matches = [n for n in longs if n == name] or [n for n in longs if n.startswith(name)]
-            if len({longs[m].dest for m in matches}) != 1:
-                raise UsageError(
-                    f"{'unknown' if not matches else 'ambiguous'} option "
-                    f"{name}" + (f" (could be {', '.join(matches)})" if matches else "")
-                )
-            opt, full = longs[matches[0]], matches[0]
-            if not opt.metavar:
-                if eq:
-                    raise UsageError(f"option {full} takes no value")
-                out.append(full)
-            elif eq or opt.optional:
-                out.append(f"{full}={value}")
-            else:
-                if i + 1 >= len(words):
-                    raise UsageError(f"option {full} needs a value ({opt.metavar})")
-                out.append(f"{full}={words[i + 1]}")
-                i += 1
-        elif word.startswith("-") and word != "-":
-            j = 1
-            while j < len(word):
-                opt_ = shorts.get(word[j])
-                if opt_ is None:
-                    raise UsageError(f"unknown option -{word[j]}")
-                if not opt_.metavar:
-                    out.append(opt_.names[-1])
-                    j += 1
-                    continue
-                value = word[j + 1 :]
-                if not value:
-                    if i + 1 >= len(words):
-                        raise UsageError(f"option -{word[j]} needs a value ({opt_.metavar})")
-                    value = words[i + 1]
-                    i += 1
-                out.append(f"{opt_.names[-1]}={value}")
-                break
-        else:
-            return out, words[i:]
-        i += 1
-    return out, []
+def main(argv: Sequence[str], prog: str) -> int:
+    return Tool("run", OPTS, _help, parse, refuse_what_the_backend_cannot, execute).main(argv, prog)

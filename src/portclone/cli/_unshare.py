@@ -183,6 +183,8 @@ class Request:
         self.egid: int = egid
         self.clear_env: bool = False
         self.keep_env: List[str] = []
+        #: the new UTS namespace's hostname: not an option of unshare's, but of portclone run's
+        self.hostname: Optional[str] = None
 
 
 def _offset(text: str, what: str) -> int:
@@ -204,91 +206,99 @@ def _unset_if_all_ones(value: int) -> int:
 
 
 def parse(found: Sequence[Tuple[Opt, Optional[str]]]) -> Request:
-    euid, egid = os.geteuid(), os.getegid()
-    r = Request(euid, egid)
+    r = Request(os.geteuid(), os.getegid())
     for opt, value in found:
-        name = opt.long
-        r.used[name] = f"--{name}" + (f"={value}" if value is not None else "")
-        if name in BY_OPTION:
-            ns = BY_OPTION[name]
-            r.flags |= ns.flag
-            if value is not None:
-                r.persist[name] = value
-        elif name == "fork":
-            r.fork = True
-        elif name == "kill-child":
-            r.fork = True
-            r.kill_child = signal_number(value) if value is not None else int(signal.SIGKILL)
-        elif name == "forward-signals":
-            r.fork = r.forward = True
-        elif name == "mount-proc":
-            r.flags |= F.CLONE_NEWNS
-            r.mount_proc = "/proc" if value is None else value
-        elif name in ("mount-binfmt", "load-interp"):
-            r.flags |= F.CLONE_NEWNS | F.CLONE_NEWUSER
-            if name == "load-interp":
-                r.interp = value
-            if value is None or name == "load-interp":
-                if r.binfmt is None:
-                    r.mount_proc = r.mount_proc or "/proc"
-                    r.binfmt = "/proc/sys/fs/binfmt_misc"
-            else:
-                r.binfmt = value
-        elif name == "map-user":
-            r.flags |= F.CLONE_NEWUSER
-            r.map_user = _unset_if_all_ones(user_id(value or "", "user"))
-        elif name == "map-group":
-            r.flags |= F.CLONE_NEWUSER
-            r.map_group = _unset_if_all_ones(user_id(value or "", "group"))
-        elif name == "map-root-user":
-            r.flags |= F.CLONE_NEWUSER
-            r.map_user = r.map_group = 0
-        elif name == "map-current-user":
-            r.flags |= F.CLONE_NEWUSER
-            r.map_user, r.map_group = euid, egid
-        elif name == "map-users":
-            r.flags |= F.CLONE_NEWUSER
-            r.user_ranges += parse_range(value or "", "uid", SUBUID)
-        elif name == "map-groups":
-            r.flags |= F.CLONE_NEWUSER
-            r.group_ranges += parse_range(value or "", "gid", SUBGID)
-        elif name in ("map-auto", "map-subids"):
-            r.flags |= F.CLONE_NEWUSER
-            r.user_ranges.append(subid_range(SUBUID, identity=name == "map-subids"))
-            r.group_ranges.append(subid_range(SUBGID, identity=name == "map-subids"))
-        elif name == "owner":
-            r.flags |= F.CLONE_NEWUSER
-            uid_text, sep, gid_text = (value or "").partition(":")
-            owner = (unsigned(uid_text), unsigned(gid_text))
-            if not sep or owner[0] is None or owner[1] is None:
-                raise Failure(f"failed to parse owner: '{value}'")
-            r.owner = (owner[0], owner[1])
-        elif name == "setgroups":
-            if value not in ("allow", "deny"):
-                raise Failure(f"unsupported --setgroups argument '{value}'")
-            r.setgroups = value
-        elif name == "propagation":
-            if value not in _PROPAGATION:
-                raise Failure(f"unsupported propagation mode: {value}")
-            r.propagation = _PROPAGATION[value]
-        elif name == "keep-caps":
-            r.keep_caps = True
-        elif name == "setuid":
-            r.uid = number(value or "", "uid")
-        elif name == "setgid":
-            r.gid = number(value or "", "gid")
-        elif name == "root":
-            r.root = value
-        elif name == "wd":
-            r.wd = value
-        elif name == "monotonic":
-            r.monotonic = _offset(value or "", "monotonic")
-        elif name == "boottime":
-            r.boottime = _offset(value or "", "boottime")
-        elif name == "clear-env":
-            r.clear_env = True
-        elif name == "whitelist-env":
-            r.keep_env += [v for v in (value or "").split(",") if v]
+        apply(r, opt.long, value)
+    return finish(r)
+
+
+def apply(r: Request, name: str, value: Optional[str]) -> None:
+    """One option, as it comes: a later one overrides what an earlier one set."""
+    r.used[name] = f"--{name}" + (f"={value}" if value is not None else "")
+    if name in BY_OPTION:
+        ns = BY_OPTION[name]
+        r.flags |= ns.flag
+        if value is not None:
+            r.persist[name] = value
+    elif name == "fork":
+        r.fork = True
+    elif name == "kill-child":
+        r.fork = True
+        r.kill_child = signal_number(value) if value is not None else int(signal.SIGKILL)
+    elif name == "forward-signals":
+        r.fork = r.forward = True
+    elif name == "mount-proc":
+        r.flags |= F.CLONE_NEWNS
+        r.mount_proc = "/proc" if value is None else value
+    elif name in ("mount-binfmt", "load-interp"):
+        r.flags |= F.CLONE_NEWNS | F.CLONE_NEWUSER
+        if name == "load-interp":
+            r.interp = value
+        if value is None or name == "load-interp":
+            if r.binfmt is None:
+                r.mount_proc = r.mount_proc or "/proc"
+                r.binfmt = "/proc/sys/fs/binfmt_misc"
+        else:
+            r.binfmt = value
+    elif name == "map-user":
+        r.flags |= F.CLONE_NEWUSER
+        r.map_user = _unset_if_all_ones(user_id(value or "", "user"))
+    elif name == "map-group":
+        r.flags |= F.CLONE_NEWUSER
+        r.map_group = _unset_if_all_ones(user_id(value or "", "group"))
+    elif name == "map-root-user":
+        r.flags |= F.CLONE_NEWUSER
+        r.map_user = r.map_group = 0
+    elif name == "map-current-user":
+        r.flags |= F.CLONE_NEWUSER
+        r.map_user, r.map_group = r.euid, r.egid
+    elif name == "map-users":
+        r.flags |= F.CLONE_NEWUSER
+        r.user_ranges += parse_range(value or "", "uid", SUBUID)
+    elif name == "map-groups":
+        r.flags |= F.CLONE_NEWUSER
+        r.group_ranges += parse_range(value or "", "gid", SUBGID)
+    elif name in ("map-auto", "map-subids"):
+        r.flags |= F.CLONE_NEWUSER
+        r.user_ranges.append(subid_range(SUBUID, identity=name == "map-subids"))
+        r.group_ranges.append(subid_range(SUBGID, identity=name == "map-subids"))
+    elif name == "owner":
+        r.flags |= F.CLONE_NEWUSER
+        uid_text, sep, gid_text = (value or "").partition(":")
+        owner = (unsigned(uid_text), unsigned(gid_text))
+        if not sep or owner[0] is None or owner[1] is None:
+            raise Failure(f"failed to parse owner: '{value}'")
+        r.owner = (owner[0], owner[1])
+    elif name == "setgroups":
+        if value not in ("allow", "deny"):
+            raise Failure(f"unsupported --setgroups argument '{value}'")
+        r.setgroups = value
+    elif name == "propagation":
+        if value not in _PROPAGATION:
+            raise Failure(f"unsupported propagation mode: {value}")
+        r.propagation = _PROPAGATION[value]
+    elif name == "keep-caps":
+        r.keep_caps = True
+    elif name == "setuid":
+        r.uid = number(value or "", "uid")
+    elif name == "setgid":
+        r.gid = number(value or "", "gid")
+    elif name == "root":
+        r.root = value
+    elif name == "wd":
+        r.wd = value
+    elif name == "monotonic":
+        r.monotonic = _offset(value or "", "monotonic")
+    elif name == "boottime":
+        r.boottime = _offset(value or "", "boottime")
+    elif name == "clear-env":
+        r.clear_env = True
+    elif name == "whitelist-env":
+        r.keep_env += [v for v in (value or "").split(",") if v]
+
+
+def finish(r: Request) -> Request:
+    """The checks on the options together, once all are applied."""
     if (r.monotonic is not None or r.boottime is not None) and not r.flags & F.CLONE_NEWTIME:
         raise Failure("options --monotonic and --boottime require unsharing of a time namespace (-T)")
     return r
@@ -560,6 +570,13 @@ def _setup_self(r: Request, parent_fd: int) -> None:
             raise os_failure(f"mount {r.binfmt} failed", e) from None
     if r.interp is not None and r.binfmt is not None:
         write_file(f"{r.binfmt}/register", r.interp)
+    if r.hostname is not None:
+        import socket
+
+        try:
+            socket.sethostname(r.hostname)
+        except OSError as e:
+            raise os_failure(f"sethostname {r.hostname} failed", e) from None
     set_ids(r.uid, r.gid)
     if r.keep_caps and r.flags & F.CLONE_NEWUSER:
         keep_caps()
