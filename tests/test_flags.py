@@ -119,3 +119,28 @@ def test_format_specs_format_the_number() -> None:
     assert f"{flags:#x}" == "0x30000000" and f"{flags:d}" == str(0x30000000)
     assert f"{flags}" == str(flags) == "CLONE_NEWUSER|CLONE_NEWPID"
     assert f"{CloneFlags(1 << 40):#x}" == "0x10000000000"
+
+
+def test_netbsds_close_on_fork_refusal_is_read_by_its_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated NetBSD (no NetBSD kernel runs here): its clone answers EINVAL for CLONE_FILES
+    while the descriptor table holds a close-on-fork descriptor (NetBSD-src:sys/kern/kern_fork.c,
+    sys___clone).  The netbsd backend's refine() turns that into the refusal, on NetBSD only;
+    every other failure goes the common way (Backend.start_failure)."""
+    import errno
+
+    from portclone._errors import Stage
+    from portclone.backends import netbsd
+
+    why = portclone.why_unusable("netbsd")
+    if why is not None:
+        pytest.skip(f"the netbsd backend is unusable here: {why}")
+    backend = portclone.get_backend("netbsd")
+    request = backend.request(CloneFlags.CLONE_FILES, portclone._flags.SIGCHLD, None, None)
+    error = OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(netbsd, "NETBSD", True)
+    refused = backend.start_failure(error, request, syscall="clone", stage=Stage.CLONE)
+    assert isinstance(refused, portclone.InvalidFlagsError) and "close-on-fork" in str(refused)
+    assert refused.flags == CloneFlags.CLONE_FILES
+    monkeypatch.setattr(netbsd, "NETBSD", False)
+    plain = backend.start_failure(error, request, syscall="clone", stage=Stage.CLONE)
+    assert type(plain) is OSError and "clone(flags=CLONE_FILES" in str(plain)

@@ -13,7 +13,7 @@ import signal
 
 from ._child import Child
 from ._common import PLATFORM, TYPE_CHECKING
-from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
+from ._errors import InvalidFlagsError, Refusal, Stage, UnsupportedFlagError, translate
 from ._flags import EXEC_SIGNAL_REASON, INFO, OPTION, SIGCHLD, TABLE, CloneFlags, bits, describe
 from ._validate import Request, make_request
 
@@ -175,6 +175,40 @@ class Backend:
         """Start ``fn(*args, **kwargs)`` in a fork-like child (see portclone._child), set up
         by ``setup`` first (only backends that honour the options get one)."""
         raise NotImplementedError
+
+    def start_failure(
+        self,
+        error: OSError,
+        request: Request,
+        plan: Optional[SpawnPlan] = None,
+        *,
+        syscall: str,
+        flags: Optional[int] = None,
+        stage: Optional[Stage] = None,
+    ) -> Exception:
+        """A failed start (``launch`` or ``spawn``) as the caller's exception: the one way
+        every backend's start failures go.  This backend's own reading comes first
+        (``refine``); then _errors.translate, which says where the start failed (the
+        error's ``portclone_stage``, else ``stage``) with the request in the message.
+        ``flags``: the flags of the call that failed, when not the request's."""
+        refined = self.refine(error, request, plan)
+        if refined is not None:
+            return refined
+        return translate(
+            error,
+            backend=self.name,
+            syscall=syscall,
+            flags=int(request.flags) if flags is None else flags,
+            exit_signal=request.exit_signal,
+            program=plan.name if plan is not None else "",
+            cwd=plan.cwd if plan is not None else None,
+            stage=stage,
+        )
+
+    def refine(self, error: OSError, request: Request, plan: Optional[SpawnPlan]) -> Optional[Exception]:
+        """This backend's reading of a failed start, where it knows better than the
+        common one (a refusal that only shows when tried); None otherwise."""
+        return None
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
         """Start ``plan``'s program in an exec child (see portclone._plan)."""

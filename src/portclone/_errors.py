@@ -7,7 +7,7 @@ import errno as _errno
 import os
 import subprocess
 
-from ._common import NETBSD, PLATFORM, TYPE_CHECKING, NamedTuple
+from ._common import PLATFORM, TYPE_CHECKING, NamedTuple
 from ._flags import CloneFlags, describe
 
 if TYPE_CHECKING:
@@ -267,18 +267,6 @@ def _translate(
         stage = Stage.CLONE
     err = error.errno or 0
     if stage == Stage.CLONE:
-        if backend == "netbsd" and err == _errno.EINVAL and flags & CloneFlags.CLONE_FILES and NETBSD:
-            # NetBSD's close-on-fork rule, where Python could not check it beforehand
-            return InvalidFlagsError(
-                backend,
-                [
-                    Refusal(
-                        "NetBSD refuses to share a descriptor table that holds close-on-fork "
-                        "descriptors (kern_fork.c, sys___clone)",
-                        CloneFlags.CLONE_FILES,
-                    )
-                ],
-            )
         return kernel_error(err, syscall, flags, exit_signal)
     if stage == Stage.EXEC:
         return OSError(err, os.strerror(err), program)

@@ -17,7 +17,7 @@ from .._backend import Backend
 from .._child import Child, register
 from .._childside import exit_child, flush_std_streams, reset_caught_handlers, run_child
 from .._common import LINUX, PLATFORM, TYPE_CHECKING
-from .._errors import Refusal, Stage, translate
+from .._errors import Refusal, Stage
 from .._flags import SIGCHLD, CloneFlags
 from .._loader import native_status, thread_count
 from .._sigfd import FdGroup, close_fds, hold_signals, release_signals, signals_in
@@ -95,7 +95,10 @@ class ForkBackend(Backend):
                     # close-on-exec pipe (os.pipe's fds are not inheritable); the parent
                     # reads until it closes, which happens when the child exits or execs.
                     done.extend(os.pipe())
-                child.pid = _fork(request)
+                try:
+                    child.pid = os.fork()
+                except OSError as e:
+                    raise self.start_failure(e, request, syscall="fork", stage=Stage.CLONE) from None
                 if child.pid == 0:
                     try:
                         exit_child(
@@ -135,6 +138,13 @@ class ForkBackend(Backend):
             else:
                 child.syscall = "fork"
                 _fork_exec(plan, child, mask)
+        except OSError as e:
+            if getattr(e, "portclone_stage", None) is None:
+                raise  # the preparation's (its pipe...): its message says what failed
+            # posix_spawn's clone was CLONE_VM|CLONE_VFORK; fork's, the request's
+            vm = child.syscall == "posix_spawn"
+            flags = int(CloneFlags.CLONE_VM) if vm else None
+            raise self.start_failure(e, request, plan, syscall=child.syscall, flags=flags) from None
         finally:
             release_signals(mask)
         return child
@@ -235,29 +245,10 @@ def _posix_spawn(plan: SpawnPlan, mask: Any) -> Optional[int]:
         except OSError as e:
             if e.errno in (errno.EAGAIN, errno.ENOMEM):
                 # no process could be made (a process limit, memory): as a fork failure
-                raise translate(
-                    e,
-                    backend="fork",
-                    syscall="posix_spawn",
-                    flags=int(CloneFlags.CLONE_VM),
-                    exit_signal=SIGCHLD,
-                    stage=Stage.CLONE,
-                ) from None
+                e.portclone_stage = Stage.CLONE  # type: ignore[attr-defined]
             raise
     assert last is not None
     raise OSError(last.errno, last.strerror, plan.name) from None
-
-
-def _fork(request: Optional[Request], child: Optional[Child] = None) -> int:
-    """os.fork(), its failure (EAGAIN: a process limit; ENOMEM) with the request and a
-    hint in its message, as the other backends say it."""
-    try:
-        return os.fork()
-    except OSError as e:
-        flags = int(request.flags) if request is not None else int(child.flags) if child else 0
-        raise translate(
-            e, backend="fork", syscall="fork", flags=flags, exit_signal=SIGCHLD, stage=Stage.CLONE
-        ) from None
 
 
 def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
@@ -274,7 +265,12 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
             e.errno, f"{e.strerror}: creating portclone's internal pipe for spawn (before the fork)"
         ) from None
     try:
-        pid = child.pid = _fork(None, child)
+        pid = child.pid = os.fork()
+    except OSError as e:
+        os.close(err_r)
+        os.close(err_w)
+        e.portclone_stage = Stage.CLONE  # type: ignore[attr-defined]
+        raise
     except BaseException:
         os.close(err_r)
         os.close(err_w)
@@ -342,16 +338,8 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
             pass  # reaped by the kernel (SIGCHLD ignored): its status is the report's
         where, err = (int(x) for x in report.split(b":"))
         failure = OSError(err, os.strerror(err))
-        raise translate(
-            failure,
-            backend="fork",
-            syscall="fork",
-            flags=int(child.flags),
-            exit_signal=child.exit_signal,
-            program=plan.name,
-            cwd=plan.cwd,
-            stage=Stage(where),
-        )
+        failure.portclone_stage = Stage(where)  # type: ignore[attr-defined]
+        raise failure
 
 
 #: This module's backend, as portclone._registry finds it.

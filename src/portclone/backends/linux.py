@@ -18,7 +18,7 @@ from .._backend import Backend
 from .._child import Child
 from .._childside import flush_std_streams, reset_caught_handlers, run_child
 from .._common import LINUX, PLATFORM, TYPE_CHECKING
-from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now, translate
+from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now
 from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
 from .._loader import native_status
 from .._sigfd import hold_signals, release_signals
@@ -238,13 +238,16 @@ class LinuxBackend(Backend):
         return child
 
     def _failure(self, error: OSError, request: Request, plan: Optional[SpawnPlan] = None) -> Exception:
-        """A failed start as the caller's exception: a clone3 the kernel or a seccomp
-        filter refuses is this backend's refusal; the rest is translate()'s."""
-        used = getattr(error, "portclone_syscall", 1)
-        at_clone = plan is None or hasattr(error, "portclone_syscall")
+        return self.start_failure(
+            error, request, plan, syscall=self._native.SYSCALL_NAMES[getattr(error, "portclone_syscall", 1)]
+        )
+
+    def refine(self, error: OSError, request: Request, plan: Optional[SpawnPlan]) -> Optional[Exception]:
+        """A clone3 the kernel lacks (ENOSYS) or a seccomp filter refuses (EPERM), for a
+        request only clone3 can make, is this backend's refusal, not the kernel's error."""
         if (
-            at_clone
-            and used == 1
+            (plan is None or hasattr(error, "portclone_syscall"))
+            and getattr(error, "portclone_syscall", 1) == 1
             and getattr(error, "portclone_stage", Stage.CLONE) == Stage.CLONE
             and error.errno in (errno.ENOSYS, errno.EPERM)
             and request.needs_clone3
@@ -257,25 +260,7 @@ class LinuxBackend(Backend):
                     [Refusal(missing, needs, "" if needs else "set_tid/cgroup")],
                     supported=int(self.supported_flags),
                 )
-        if plan is None:  # clone(): a system call's failure is the start's; the
-            # preparation's (its pipes: no portclone_syscall) already says what failed
-            return translate(
-                error,
-                backend=self.name,
-                syscall=self._native.SYSCALL_NAMES[used],
-                flags=int(request.flags),
-                exit_signal=request.exit_signal,
-                stage=Stage.CLONE if hasattr(error, "portclone_syscall") else None,
-            )
-        return translate(
-            error,
-            backend=self.name,
-            syscall=self._native.SYSCALL_NAMES[used],
-            flags=int(request.flags),
-            exit_signal=request.exit_signal,
-            program=plan.name,
-            cwd=plan.cwd,
-        )
+        return None
 
     # -- information -------------------------------------------------------------
     def details(self) -> Dict[str, Any]:

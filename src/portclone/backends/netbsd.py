@@ -28,6 +28,7 @@ WALLSIG, NetBSD's __WALL (sys/sys/wait.h; kern_exit.c find_stopped_child).
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 
@@ -39,7 +40,7 @@ if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
 from .._backend import Backend
 from .._child import Child
 from .._childside import flush_std_streams, run_child
-from .._errors import Refusal, Stage, translate
+from .._errors import InvalidFlagsError, Refusal, Stage
 from .._flags import CloneFlags
 from .._loader import native_status
 from .._validate import Request
@@ -121,14 +122,7 @@ class NetBSDBackend(Backend):
             # the child runs runner() and _exits in C; the parent's child is filled in
             self._native.libc_clone(child, runner, int(request.flags) | request.exit_signal)
         except OSError as e:
-            raise translate(
-                e,
-                backend=self.name,
-                syscall="clone",
-                flags=int(request.flags),
-                exit_signal=request.exit_signal,
-                stage=Stage.CLONE,
-            ) from None
+            raise self.start_failure(e, request, syscall="clone", stage=Stage.CLONE) from None
         return child
 
     def spawn(self, request: Request, plan: SpawnPlan) -> Child:
@@ -157,16 +151,25 @@ class NetBSDBackend(Backend):
                 process_group=plan.process_group,
             )
         except OSError as e:
-            raise translate(
-                e,
-                backend=self.name,
-                syscall="clone",
-                flags=flags,
-                exit_signal=request.exit_signal,
-                program=plan.name,
-                cwd=plan.cwd,
-            ) from None
+            raise self.start_failure(e, request, plan, syscall="clone", flags=flags) from None
         return child
+
+    def refine(self, error: OSError, request: Request, plan: Optional[SpawnPlan]) -> Optional[Exception]:
+        """NetBSD's close-on-fork rule, which Python cannot check beforehand: its clone
+        refuses to share a descriptor table holding close-on-fork descriptors (EINVAL)."""
+        at_clone = getattr(error, "portclone_stage", Stage.CLONE) == Stage.CLONE
+        if NETBSD and at_clone and error.errno == errno.EINVAL and request.flags & CloneFlags.CLONE_FILES:
+            return InvalidFlagsError(
+                self.name,
+                [
+                    Refusal(
+                        "NetBSD refuses to share a descriptor table that holds close-on-fork "
+                        "descriptors (kern_fork.c, sys___clone)",
+                        CloneFlags.CLONE_FILES,
+                    )
+                ],
+            )
+        return None
 
     def details(self) -> Dict[str, Any]:
         return {
