@@ -473,30 +473,35 @@ def test_an_unprivileged_join_of_a_rootless_containers_user_and_pid_namespaces(t
         ["setpriv", "--bounding-set", "-sys_admin"],
         """
         import os, portclone
+        from portclone._procns import ns_of
         target = portclone.spawn(  # needs no privilege: a user namespace owns the PID one
             ["sleep", "300"], flags=portclone.CLONE_NEWUSER | portclone.CLONE_NEWPID, map_root=True
         )
         join = {"user": target, "pid": target}
-        def ns(pid, name):
-            return os.readlink(f"/proc/{pid}/ns/{name}")
+        # the target's namespaces through its pidfd: /proc/<pid> may be another process's
+        # (the pidns setting's /proc is the outer namespace's)
+        pidfd = os.pidfd_open(target.pid)
+        theirs = [os.fstat(ns_of(pidfd, n, n)).st_ino for n in ("user", "pid")]
         try:
             portclone.check(join=join)
-            with portclone.spawn(["sh", "-c", "echo $$; read x"], join=join,
-                                 stdin=portclone.PIPE, stdout=portclone.PIPE) as child:
+            with portclone.spawn(
+                ["sh", "-c", "echo $$; stat -L -c %i /proc/self/ns/user /proc/self/ns/pid; read x"],
+                join=join, stdin=portclone.PIPE, stdout=portclone.PIPE,
+            ) as child:
                 inner = child.stdout.readline().strip().decode()
-                print("spawn", inner, child.pid != int(inner),
-                      [ns(child.pid, n) == ns(target.pid, n) for n in ("user", "pid")])
+                mine = [int(child.stdout.readline()) for _ in range(2)]
+                print("spawn", inner, child.pid != int(inner), [a == b for a, b in zip(mine, theirs)])
                 child.communicate(b"\\n")
             print("spawn status", child.returncode)
             r, w = os.pipe()
             child = portclone.clone(
-                lambda: os.write(w, f"{os.getpid()} {os.readlink('/proc/self/ns/user')}".encode()) and 0,
+                lambda: os.write(w, f"{os.getpid()} {os.stat('/proc/self/ns/user').st_ino}".encode()) and 0,
                 join=join,
             )
             os.close(w)
             print("clone status", child.wait())
             pid, user = os.read(r, 200).decode().split()
-            print("clone", pid, child.pid != int(pid), user == ns(target.pid, "user"))
+            print("clone", pid, child.pid != int(pid), int(user) == theirs[0])
         finally:
             target.kill()
             target.wait()
@@ -504,7 +509,10 @@ def test_an_unprivileged_join_of_a_rootless_containers_user_and_pid_namespaces(t
         tmp_path,
     )
     assert "spawn 2 True [True, True]" in out and "spawn status 0" in out, out
-    assert "clone 3 True True" in out and "clone status 0" in out, out
+    clone = next(
+        line.split() for line in out.splitlines() if line.startswith("clone ") and "status" not in line
+    )
+    assert int(clone[1]) > 2 and clone[2:] == ["True", "True"] and "clone status 0" in out, out
 
 
 def test_a_join_through_a_pidfd_that_fails_names_its_target() -> None:
