@@ -36,9 +36,11 @@ def cli(
 #: the maps' /proc files of its children would be root's).
 AS_NOBODY = textwrap.dedent("""
     import ctypes, os, sys
-    import portclone, portclone.cli, portclone.cli._commands
+    import portclone, portclone.cli, portclone.cli._commands, portclone._procns
+    from portclone.cli import _run, _unshare, _nsenter, _syscalls, _idmaps  # run's, lazily
     import difflib, gettext, grp, locale, pwd, shutil  # the CLI's lazy imports: nobody
-    portclone.current_backend()                        # may not read the interpreter's tree
+    import fcntl, select, socket, stat                 # may not read the interpreter's tree
+    portclone.current_backend()
     portclone.cli._commands._parser()
     os.setgroups([]); os.setgid(65534); os.setuid(65534)
     ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
@@ -540,3 +542,21 @@ def test_numbers_in_other_scripts_digits_are_not_numbers(args: List[str]) -> Non
     only, as unshare and nsenter do (the drop-ins' review found it there first)."""
     result = cli("run", *args, "--", "true")
     assert result.returncode == 1, result
+
+
+def test_the_command_line_runs_twice_in_one_process() -> None:
+    """cli.main is a function a program may call more than once: the second call must not
+    find a name of the package rebound by a submodule's import (cli._dropin was both)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import portclone.cli as c\n"
+            "for words in (['unshare', '--help'], ['run', '--help'], ['nsenter', '--help']) * 2:\n"
+            "    assert c.main(words) == 0, words",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

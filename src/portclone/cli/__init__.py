@@ -25,7 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """The command line; never a traceback for what a user can get wrong."""
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] and words[0] in DROP_INS:
-        return _guarded(words[0], lambda: _dropin(words[0], words[1:], f"portclone {words[0]}"))
+        return _guarded(words[0], lambda: _getopt_command(words[0], words[1:], f"portclone {words[0]}"))
 
     def commands() -> int:
         from . import _commands
@@ -50,8 +50,8 @@ def _guarded(name: str, body: Callable[[], int]) -> int:
             return 1
 
 
-def _dropin(tool: str, argv: List[str], prog: str) -> int:
-    """util-linux's unshare or nsenter, under the name ``prog`` in messages."""
+def _getopt_command(tool: str, argv: List[str], prog: str) -> int:
+    """A command parsed with getopt (unshare, nsenter, run), under the name ``prog`` in messages."""
     if tool == "unshare":
         from . import _unshare as module
     elif tool == "nsenter":
@@ -63,7 +63,7 @@ def _dropin(tool: str, argv: List[str], prog: str) -> int:
 
 def _entry(tool: str) -> int:
     name = os.path.basename(sys.argv[0]) or f"portclone-{tool}"
-    return _guarded(name, lambda: _dropin(tool, sys.argv[1:], name))
+    return _guarded(name, lambda: _getopt_command(tool, sys.argv[1:], name))
 
 
 def unshare_main() -> int:
