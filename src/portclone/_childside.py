@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import threading
-import traceback
 
 from ._common import TYPE_CHECKING
 from ._sigfd import ALL_SIGNALS, SIG_BLOCK, block_signals, pthread_sigmask
@@ -21,6 +20,14 @@ if TYPE_CHECKING:
 
 __all__ = ["exit_child", "exit_code", "flush_std_streams", "reset_caught_handlers", "run_child"]
 
+
+
+def print_exc() -> None:
+    """traceback.print_exc() without importing traceback beforehand: the interpreter's own
+    display (sys.__excepthook__), which imports what it needs only when an error is shown.
+    traceback pulls in much at import (on 3.14 dataclasses and inspect, through
+    _colorize): a cost on every first use, for a child that fails."""
+    sys.__excepthook__(*sys.exc_info())
 
 def flush_std_streams() -> None:
     """Flush Python's stdio buffers so a fork-like child does not print them again."""
@@ -83,7 +90,7 @@ def run_child(
             block_signals()
         finally:
             try:
-                traceback.print_exc()
+                print_exc()
             except BaseException:
                 pass
     return code
@@ -142,7 +149,7 @@ def _drain_handlers(code: int) -> int:
         except BaseException:
             code = 1
             try:
-                traceback.print_exc()
+                print_exc()
             except BaseException:
                 pass
     return code
@@ -158,7 +165,7 @@ def _flush_at_exit(code: int) -> int:
             code = 120
             if stream is sys.stdout:
                 try:
-                    traceback.print_exc()
+                    print_exc()
                 except BaseException:
                     pass
     return code
