@@ -515,6 +515,43 @@ def test_an_unprivileged_join_of_a_rootless_containers_user_and_pid_namespaces(t
     assert int(clone[1]) > 2 and clone[2:] == ["True", "True"] and "clone status 0" in out, out
 
 
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux's setpriv(1)")
+def test_a_child_made_through_the_join_helper_has_its_pidfd_from_the_clone(tmp_path: object) -> None:
+    """The helper's child gets its pidfd at the clone (CLONE_PIDFD in the table the helper
+    shares with the caller), not by pid afterwards: with SIGCHLD ignored the kernel reaps a
+    child that exits at once, and a pidfd opened later found nothing (the adversarial pass
+    lost 8 of 20)."""
+    out = _run(
+        ["setpriv", "--bounding-set", "-sys_admin"],
+        """
+        import os, signal, portclone
+        target = portclone.spawn(
+            ["sleep", "300"], flags=portclone.CLONE_NEWUSER | portclone.CLONE_NEWPID, map_root=True
+        )
+        join = {"user": target, "pid": target}
+        before = sorted(os.listdir("/proc/self/fd"))
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        try:
+            kids = [portclone.spawn(["true"], join=join) for _ in range(20)]
+            kids += [portclone.clone(int, join=join) for _ in range(5)]
+            print("pidfds", sum(k.pidfd is not None for k in kids), len(kids))
+            for k in kids:
+                try:
+                    k.wait()  # through the pidfd (Linux 6.15 keeps the status for it)
+                except ChildProcessError:
+                    pass  # an older kernel: reaped with SIGCHLD ignored, the status is gone
+                k.close()
+        finally:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            target.kill()
+            target.wait()
+        print("fds", before == sorted(os.listdir("/proc/self/fd")))
+        """,
+        tmp_path,
+    )
+    assert "pidfds 25 25" in out and "fds True" in out, out
+
+
 def test_a_join_through_a_pidfd_that_fails_names_its_target() -> None:
     zombie = subprocess.Popen(["true"])
     os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie

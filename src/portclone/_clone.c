@@ -193,21 +193,20 @@ make_child_via_helper(int mode, const struct pc_request *rq, struct pc_setup *s,
                       struct outcome *out, int *stage)
 {
     struct pc_helper_result r;
-    int fd;
-    pid_t helper = pc_helper_start(s, rq->exit_signal, &fd);
+    int fds[2];
+    pid_t helper = pc_helper_start(s, rq->exit_signal, fds);
 
     out->clone3_err = 0;
     out->pidfd = -1;
     if (helper == 0) {
         struct pc_request in_ns = *rq;
-        in_ns.flags = (rq->flags | PC_CLONE_PARENT) & ~PC_CLONE_PIDFD;
-        in_ns.exit_signal = 0; /* clone3 refuses one with CLONE_PARENT: the helper's is used */
+        pc_helper_request(&in_ns);
         make_child(mode == MODE_LEGACY ? MODE_LEGACY : MODE_CLONE3, &in_ns, out);
         if (out->pid == 0) {
-            close(fd);
+            pc_helper_child(fds);
             return;
         }
-        pc_helper_report(fd, out->pid, out->err, out->used);
+        pc_helper_report(fds[1], out->pid, out->pidfd, out->err, out->used);
     }
     if (helper < 0) {
         out->pid = -1;
@@ -215,7 +214,7 @@ make_child_via_helper(int mode, const struct pc_request *rq, struct pc_setup *s,
         out->used = USED_CLONE3;
         return;
     }
-    pc_helper_result(helper, fd, (rq->flags & PC_CLONE_PIDFD) != 0, &r);
+    pc_helper_result(helper, fds, &r);
     out->pid = r.pid;
     out->pidfd = r.pidfd;
     out->err = r.err;

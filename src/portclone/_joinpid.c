@@ -18,10 +18,13 @@
  *                  then the PID namespace, and makes the child with CLONE_PARENT, so that
  *                  the child is the caller's, with the caller's exit signal: a CLONE_PARENT
  *                  child takes its creator's (kernel/fork.c, copy_process), and clone3
- *                  refuses one of its own with it (clone3_args_valid).
- *                  The helper reports the child's pid (or the failure) through a pipe and
- *                  exits; the caller reaps it and opens the child's pidfd itself (the
- *                  child is its own and unreaped: the pid cannot be reused meanwhile).
+ *                  refuses one of its own with it (clone3_args_valid).  The helper
+ *                  shares the caller's descriptor table (CLONE_FILES: setns into a user
+ *                  namespace refuses only a shared filesystem context, kernel/user_namespace.c,
+ *                  userns_install), so the child's pidfd (CLONE_PIDFD) is the caller's
+ *                  from the clone on, as without a helper: no other reaper can take the
+ *                  child's status first.  The helper writes the child's pid and pidfd (or
+ *                  the failure) to a pipe and exits; the caller reaps it, then reads.
  *
  * The helper runs C only, async-signal-safe: it is a copy of a process that may have
  * other threads.  It is made with the raw system call, so no at-fork handler runs.
@@ -32,25 +35,24 @@
 
 #include "_clone3.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-
 /* The helper's report: the child's pid (in the caller's PID namespace, which is the
- * helper's own), or -1 and the errno; which call made it; PC_STAGE_JOIN when the helper
- * could not enter the namespaces. */
+ * helper's own) and pidfd, or -1 and the errno; which call made it; PC_STAGE_JOIN when the
+ * helper could not enter the namespaces. */
 struct helper_report {
     pid_t pid;
+    int pidfd; /* in the table the helper shares with the caller */
     int err;
     int used;
     int stage;
 };
+/* with USED_*, in pc_helper_report's ``used``: the helper could not enter the namespaces */
+#define HELPER_AT_JOIN 0x100
 
 static int
 joins_user(const struct pc_setup *s)
 {
     for (int i = 0; i < s->njoin; i++)
-        if (s->join_type[i] == PC_CLONE_NEWUSER && s->join_fd[i] >= 0)
+        if (s->join_type[i] == PC_CLONE_NEWUSER && !(s->join_entered & (1 << i)))
             return 1;
     return 0;
 }
@@ -81,15 +83,18 @@ pc_pid_leave(const struct pc_setup *s)
     return setns(s->pid_restore, PC_CLONE_NEWPID);
 }
 
-/* fork() without libc: no at-fork handler runs (they may take locks another thread holds),
- * and the exit signal is ``exit_signal``, which the helper's CLONE_PARENT child takes. */
+/* fork() without libc, sharing the descriptor table: no at-fork handler runs (they may
+ * take locks another thread holds), and the exit signal is ``exit_signal``, which the
+ * helper's CLONE_PARENT child takes. */
 static pid_t
 raw_fork(int exit_signal)
 {
     struct pc_clone_args args;
     long pid;
+    unsigned long flags = (unsigned long)PC_CLONE_FILES;
 
     memset(&args, 0, sizeof args);
+    args.flags = PC_CLONE_FILES;
     args.exit_signal = (uint64_t)exit_signal;
     if (!pc_clone3_enosys) {
         pid = syscall(SYS_clone3, &args, (size_t)PC_CLONE_ARGS_SIZE_VER0);
@@ -99,98 +104,97 @@ raw_fork(int exit_signal)
     /* legacy clone: only the flags' place differs among the architectures portclone knows
      * (s390 takes the stack first); a fork-like child needs no stack, tls or tid pointers */
 #if defined(__s390__) || defined(__s390x__)
-    pid = syscall(SYS_clone, 0UL, (unsigned long)exit_signal, 0UL, 0UL, 0UL);
+    pid = syscall(SYS_clone, 0UL, flags | (unsigned long)exit_signal, 0UL, 0UL, 0UL);
 #else
-    pid = syscall(SYS_clone, (unsigned long)exit_signal, 0UL, 0UL, 0UL, 0UL);
+    pid = syscall(SYS_clone, flags | (unsigned long)exit_signal, 0UL, 0UL, 0UL, 0UL);
 #endif
     return (pid_t)pid;
 }
 
-static void
-write_report(int fd, const struct helper_report *r)
-{
-    ssize_t n;
-    do
-        n = write(fd, r, sizeof *r);
-    while (n < 0 && errno == EINTR);
-}
-
 pid_t
-pc_helper_start(struct pc_setup *s, int exit_signal, int *fd)
+pc_helper_start(struct pc_setup *s, int exit_signal, int fds[2])
 {
-    int p[2];
     pid_t helper;
+    int err;
 
-    if (pipe2(p, O_CLOEXEC) != 0)
+    if (pipe2(fds, O_CLOEXEC) != 0)
         return -1;
     helper = raw_fork(exit_signal);
     if (helper != 0) {
-        int err = errno;
-        close(p[1]);
         if (helper < 0) {
-            close(p[0]);
+            err = errno;
+            close(fds[0]);
+            close(fds[1]);
             errno = err;
         }
-        *fd = p[0];
         return helper;
     }
-    /* the helper: the user namespace first (its privilege), then the PID namespace */
-    close(p[0]);
-    *fd = p[1];
+    /* the helper: the user namespace first (its privilege), then the PID namespace.  It
+     * closes nothing: the table is the caller's, whose fds these are. */
     for (int i = 0; i < s->njoin; i++) {
-        if (s->join_type[i] != PC_CLONE_NEWUSER || s->join_fd[i] < 0)
+        if (s->join_type[i] != PC_CLONE_NEWUSER || (s->join_entered & (1 << i)))
             continue;
         if (setns(s->join_fd[i], PC_CLONE_NEWUSER) != 0)
             break;
-        close(s->join_fd[i]); /* entered: neither the child nor its function sees it */
-        s->join_fd[i] = -1;
+        s->join_entered |= 1 << i; /* the child skips it; its copy of the fd is closed there */
     }
-    if (joins_user(s) || setns(s->pid_ns, PC_CLONE_NEWPID) != 0) {
-        struct helper_report r = {-1, errno, USED_CLONE3, PC_STAGE_JOIN};
-        write_report(p[1], &r);
-        _exit(0);
-    }
+    if (joins_user(s) || setns(s->pid_ns, PC_CLONE_NEWPID) != 0)
+        pc_helper_report(fds[1], -1, -1, errno, USED_CLONE3 | HELPER_AT_JOIN);
     return 0;
 }
 
 void
-pc_helper_report(int fd, pid_t pid, int err, int used)
+pc_helper_request(struct pc_request *rq)
 {
-    struct helper_report r = {pid, err, used, PC_STAGE_CLONE};
-    write_report(fd, &r);
+    rq->flags |= PC_CLONE_PARENT;
+    rq->exit_signal = 0; /* clone3 refuses one with CLONE_PARENT: the helper's is the child's */
+}
+
+void
+pc_helper_child(const int fds[2])
+{
+    close(fds[0]); /* its own copies: the table it got at the clone is its own */
+    close(fds[1]);
+}
+
+void
+pc_helper_report(int fd, pid_t pid, int pidfd, int err, int used)
+{
+    struct helper_report r = {pid, pidfd, err, used & ~HELPER_AT_JOIN,
+                              (used & HELPER_AT_JOIN) ? PC_STAGE_JOIN : PC_STAGE_CLONE};
+    ssize_t n;
+    do
+        n = write(fd, &r, sizeof r);
+    while (n < 0 && errno == EINTR);
     _exit(0);
 }
 
 void
-pc_helper_result(pid_t helper, int fd, int want_pidfd, struct pc_helper_result *out)
+pc_helper_result(pid_t helper, const int fds[2], struct pc_helper_result *out)
 {
-    struct helper_report r = {-1, EPIPE, USED_CLONE3, PC_STAGE_CLONE};
+    struct helper_report r = {-1, -1, ECHILD, USED_CLONE3, PC_STAGE_CLONE};
     ssize_t n;
 
+    /* The helper writes before it exits; once it has exited (reaped here, or by another
+     * reaper: ECHILD), its report is in the pipe or never comes (killed from outside).
+     * EOF cannot tell: the write end is in this table too. */
+    pc_reap(helper);
+    (void)pc_fcntl(fds[0], F_SETFL, O_NONBLOCK);
     do
-        n = read(fd, &r, sizeof r);
+        n = read(fds[0], &r, sizeof r);
     while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof r) { /* it died before it said (killed from outside) */
+    close(fds[0]);
+    close(fds[1]);
+    if (n != (ssize_t)sizeof r) {
         r.pid = -1;
-        r.err = n < 0 ? errno : ECHILD;
+        r.pidfd = -1;
+        r.err = ECHILD; /* the helper died before it said */
     }
-    close(fd);
-    pc_reap(helper); /* ECHILD: another reaper took it; nothing to do */
     out->pid = r.pid;
-    out->pidfd = -1;
+    out->pidfd = r.pid > 0 ? r.pidfd : -1;
     out->err = r.pid > 0 ? 0 : r.err;
     out->used = r.used;
     out->stage = r.stage;
-    if (r.pid > 0 && want_pidfd) {
-        /* the child is ours (CLONE_PARENT) and unreaped: this pidfd is its own */
-        out->pidfd = (int)syscall(SYS_pidfd_open, r.pid, 0);
-        if (out->pidfd < 0 && errno != ESRCH) { /* ESRCH: gone already (SIGCHLD ignored) */
-            out->err = errno;
-            kill(r.pid, SIGKILL);
-            pc_reap(r.pid);
-            out->pid = -1;
-        }
-    }
 }
 
 #endif

@@ -155,6 +155,7 @@ struct pc_setup {
     const char *mount_proc; /* where to mount /proc; NULL: nowhere */
     int propagation; /* PC_PROPAGATION_*: what to make every mount before mount_proc */
     int join_fd[PC_MAX_JOIN], join_type[PC_MAX_JOIN], njoin; /* setns(fd, type) in order */
+    int join_entered; /* bit i: join i entered already, by the PID namespace's helper */
     int pdeathsig; /* 0: none */
     int parent_pidfd; /* for the pdeathsig race check; -1: compare getppid() to parent_pid */
     pid_t parent_pid; /* 0: no check possible */
@@ -207,21 +208,24 @@ enum { PC_PID_NONE = 0, PC_PID_THREAD = 1, PC_PID_HELPER = 2 };
  * must make the child: pc_helper_start); -1 with errno (EACCES: the way back is closed). */
 int pc_pid_enter(const struct pc_setup *s, unsigned long long flags);
 int pc_pid_leave(const struct pc_setup *s);
-/* Fork the helper.  In the helper (0): it is in the user and PID namespaces, and ``s`` no
- * longer lists the user namespace; it makes the child with CLONE_PARENT and no
- * CLONE_PIDFD, then pc_helper_report.  In the caller: the helper's pid and ``*fd`` to read
- * its report from (pc_helper_result); -1 with errno. */
-pid_t pc_helper_start(struct pc_setup *s, int exit_signal, int *fd);
-void pc_helper_report(int fd, pid_t pid, int err, int used) __attribute__((noreturn));
+/* Fork the helper, sharing this descriptor table.  In the helper (0): it is in the user
+ * and PID namespaces, and ``s`` marks the user namespace entered (join_entered); it makes
+ * the child with pc_helper_request's request, then pc_helper_report.  In the caller: the
+ * helper's pid, and ``fds``, the pipe its report comes through (pc_helper_result); -1 with
+ * errno.  The child the helper made calls pc_helper_child first. */
+pid_t pc_helper_start(struct pc_setup *s, int exit_signal, int fds[2]);
+void pc_helper_request(struct pc_request *rq);
+void pc_helper_child(const int fds[2]);
+void pc_helper_report(int fd, pid_t pid, int pidfd, int err, int used) __attribute__((noreturn));
 struct pc_helper_result {
     pid_t pid; /* the child, or -1 */
-    int pidfd; /* its pidfd (opened by the caller, if asked), or -1 */
+    int pidfd; /* its pidfd (CLONE_PIDFD), in this table, or -1 */
     int err; /* errno of the failure */
     int used; /* USED_*: the call that made the child */
     int stage; /* PC_STAGE_JOIN: the helper could not enter the namespaces */
 };
-/* In the caller: the helper's report, the helper reaped, the child's pidfd opened. */
-void pc_helper_result(pid_t helper, int fd, int want_pidfd, struct pc_helper_result *out);
+/* In the caller: the helper reaped, its report read, the pipe closed. */
+void pc_helper_result(pid_t helper, const int fds[2], struct pc_helper_result *out);
 
 /* ---- _pidfd_owner.c: a new child handed to its Child; its pidfd's owner --- */
 

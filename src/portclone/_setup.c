@@ -221,7 +221,7 @@ enter_joined(const struct pc_setup *s)
 {
     int done[PC_MAX_JOIN] = {0};
     for (int i = 0; i < s->njoin; i++)
-        done[i] = s->join_fd[i] < 0 || /* entered by the PID namespace's helper: _joinpid.c */
+        done[i] = (s->join_entered & (1 << i)) || /* by the PID namespace's helper: _joinpid.c */
                   (s->join_type[i] != PC_CLONE_NEWUSER && setns(s->join_fd[i], s->join_type[i]) == 0);
     for (int i = 0; i < s->njoin; i++)
         if (!done[i] && setns(s->join_fd[i], s->join_type[i]) != 0)
@@ -336,8 +336,7 @@ pc_setup_close_child_fds(const struct pc_setup *s)
     if (s->parent_pidfd >= 0)
         close(s->parent_pidfd);
     for (int i = 0; i < s->njoin; i++)
-        if (s->join_fd[i] >= 0)
-            close(s->join_fd[i]);
+        close(s->join_fd[i]);
     if (s->pid_ns >= 0)
         close(s->pid_ns);
     if (s->pid_restore >= 0)

@@ -363,14 +363,13 @@ static void
 spawn_launch_via_helper(struct spawn_call *s, struct spawn_outcome *o)
 {
     struct pc_helper_result r;
-    int fd;
-    pid_t helper = pc_helper_start(&s->setup, s->rq.exit_signal, &fd);
+    int fds[2];
+    pid_t helper = pc_helper_start(&s->setup, s->rq.exit_signal, fds);
 
     if (helper == 0) {
-        s->rq.flags = (s->rq.flags | PC_CLONE_PARENT) & ~PC_CLONE_PIDFD;
-        s->rq.exit_signal = 0; /* clone3 refuses one with CLONE_PARENT: the helper's is used */
-        spawn_launch(s, o);
-        pc_helper_report(fd, o->pid, o->clone_err, o->used);
+        pc_helper_request(&s->rq);
+        spawn_launch(s, o); /* the child closes the pipe at its exec (close-on-exec) */
+        pc_helper_report(fds[1], o->pid, o->pidfd, o->clone_err, o->used);
     }
     if (helper < 0) {
         o->pid = -1;
@@ -378,7 +377,7 @@ spawn_launch_via_helper(struct spawn_call *s, struct spawn_outcome *o)
         o->used = USED_CLONE3;
         return;
     }
-    pc_helper_result(helper, fd, (s->rq.flags & PC_CLONE_PIDFD) != 0, &r);
+    pc_helper_result(helper, fds, &r);
     o->pid = r.pid;
     o->pidfd = r.pidfd;
     o->clone_err = r.err;
