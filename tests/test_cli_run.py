@@ -6,9 +6,11 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -560,3 +562,44 @@ def test_the_command_line_runs_twice_in_one_process() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+@linux_root
+@pytest.mark.requires("CLONE_NEWUTS", "CLONE_NEWUSER")
+def test_join_then_create_makes_the_new_namespace_inside_the_targets() -> None:
+    """nsenter -t T -a, then unshare: --join joins every namespace of its target, and what
+    run then creates is made from the target's (the adversarial pass found the new
+    namespaces copied from the caller's); options apply in order; a thread's id is a target,
+    as nsenter's -t takes one; the ids -r maps are the caller's in the joined user namespace."""
+    target = portclone.spawn(["sleep", "600"], hostname="cli-target", flags=portclone.CLONE_NEWNET)
+    mapped = portclone.spawn(
+        ["sleep", "600"], flags=portclone.CLONE_NEWUSER, uid_map="5 0 1", gid_map="5 0 1"
+    )
+    ready, release = threading.Event(), threading.Event()
+    tids: List[int] = []
+
+    def thread() -> None:
+        tids.append(threading.get_native_id())
+        ready.set()
+        release.wait(60)
+
+    worker = threading.Thread(target=thread)
+    worker.start()
+    ready.wait(60)
+    try:
+        inside = cli("run", "--join", str(target.pid), "-u", "--", "hostname")
+        later_wins = cli("run", "--join-ns", f"uts={os.getpid()}", "--join", str(target.pid), "hostname")
+        earlier = cli("run", "--join", str(target.pid), "--join-ns", f"uts={os.getpid()}", "hostname")
+        by_thread = cli("run", "--join", str(tids[0]), "--", "true")
+        as_mapped = cli("run", "--join-ns", f"user={mapped.pid}", "-r", "--", "id", "-u")
+    finally:
+        release.set()
+        worker.join()
+        for child in (target, mapped):
+            child.kill()
+            child.wait()
+    assert inside.stdout.strip() == "cli-target", inside.stderr
+    assert later_wins.stdout.strip() == "cli-target", later_wins.stderr
+    assert earlier.stdout.strip() == socket.gethostname(), earlier.stderr
+    assert by_thread.returncode == 0, by_thread.stderr
+    assert as_mapped.stdout.strip() == "0", as_mapped.stderr

@@ -197,6 +197,20 @@ def pidfd_open(pid: int, flags: int = 0) -> int:
     return int(opener(pid, flags))
 
 
+def task_pidfd(pid: int) -> int:
+    """A pidfd of process or thread ``pid``, as nsenter's -t takes either: a thread other
+    than its process's first has a pidfd of its own (PIDFD_THREAD, O_EXCL: Linux 6.9)."""
+    try:
+        return pidfd_open(pid)
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.EINVAL):
+            raise
+        try:
+            return pidfd_open(pid, os.O_EXCL)
+        except OSError:
+            raise e from None
+
+
 def backend_name() -> str:
     """The rules the drop-ins follow: ``PORTCLONE_BACKEND``'s backend where it names one,
     as the library's calls would; else, on Linux, the linux backend's, whether or not the

@@ -20,7 +20,6 @@ status 1, naming the option and the backend's reason.
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 
@@ -38,8 +37,8 @@ from ._dropin import (
     keep_caps,
     number,
     os_failure,
-    pidfd_open,
     set_ids,
+    task_pidfd,
     unsigned,
 )
 from ._getopt import OPTIONAL, REQUIRED, Opt
@@ -131,15 +130,9 @@ class Target:
     def pidfd(self) -> int:
         if self._pidfd < 0:
             try:
-                self._pidfd = pidfd_open(self.pid)
+                self._pidfd = task_pidfd(self.pid)
             except OSError as e:
-                # a thread other than its process's first: its own pidfd (PIDFD_THREAD, 6.9)
-                if e.errno not in (errno.ENOENT, errno.EINVAL):
-                    raise os_failure(f"cannot open /proc/{self.pid}", e) from None
-                try:
-                    self._pidfd = pidfd_open(self.pid, os.O_EXCL)
-                except OSError:
-                    raise os_failure(f"cannot open /proc/{self.pid}", e) from None
+                raise os_failure(f"cannot open /proc/{self.pid}", e) from None
         return self._pidfd
 
     def close(self) -> None:

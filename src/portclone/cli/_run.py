@@ -19,7 +19,7 @@ from .._common import BACKENDS, TYPE_CHECKING, NamedTuple
 from .._flags import INFO, JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags, bits, describe
 from . import _unshare
 from ._common import digits, parse_flags
-from ._dropin import Failure, Tool, backend_name, backend_refusal, os_failure, pidfd_open
+from ._dropin import Failure, Tool, backend_name, backend_refusal, os_failure, task_pidfd
 from ._getopt import NO, OPTIONAL, REQUIRED, Opt
 
 if TYPE_CHECKING:
@@ -250,8 +250,9 @@ class Request:
 
     def __init__(self) -> None:
         self.unshare = _unshare.Request(os.geteuid(), os.getegid())
-        self.join_all: Optional[Tuple[str, int]] = None  # --join PID: (as given, pid)
-        self.joins: Dict[str, Tuple[str, object]] = {}  # ns -> (option as given, pid or path)
+        #: --join and --join-ns in order: (option as given, namespace or "" for every one,
+        #: pid or path); a later one overrides what an earlier one said for a namespace
+        self.joins: List[Tuple[str, str, object]] = []
         self.flags_given = ""  # --flags, as given
         self.flags = _NO_FLAGS  # what --flags asked for
         self.hostname_given = ""  # --hostname, as given
@@ -264,10 +265,9 @@ def parse(found: Found) -> Request:
         spelled = f"--{name}" + (f"={value}" if value is not None else "")
         try:
             _apply(r, name, value, spelled)
-        except ValueError as e:
-            raise Failure(f"{spelled}: {e}") from None
-        except Failure as e:  # unshare's words for the value: said with the option given
-            raise Failure(f"{spelled}: {e}", e.status) from None
+        except (ValueError, Failure) as e:  # said with the option as given
+            why = str(e) if len(str(e)) <= 200 else str(e)[:197] + "..."
+            raise Failure(f"{_shown(spelled)}: {why}", getattr(e, "status", 1)) from None
     _unshare.finish(r.unshare)
     return r
 
@@ -276,12 +276,12 @@ def _apply(r: Request, name: str, value: Optional[str], spelled: str) -> None:
     if name == "join":
         if value is None or not digits(value) or not 0 < int(value) < 2**31:
             raise ValueError("a pid is a number of ASCII digits")
-        r.join_all = (spelled, int(value))
+        r.joins.append((spelled, "", int(value)))
     elif name == "join-ns":
         ns, sep, target = (value or "").partition("=")
         if not sep or not target or ns not in NS_FLAGS:
             raise ValueError(f"NAME=PID or NAME=PATH, NAME one of {', '.join(NS_FLAGS)}")
-        r.joins[ns] = (spelled, int(target) if digits(target) else target)
+        r.joins.append((spelled, ns, int(target) if digits(target) else target))
     elif name == "hostname":
         r.unshare.flags |= CloneFlags.CLONE_NEWUTS
         r.unshare.hostname = value
@@ -303,11 +303,8 @@ def _apply(r: Request, name: str, value: Optional[str], spelled: str) -> None:
 
 def refuse_what_the_backend_cannot(r: Request) -> None:
     _unshare.refuse_what_the_backend_cannot(r.unshare)
-    joins = [spelled for spelled, _ in r.joins.values()]
-    if r.join_all is not None:
-        joins.append(r.join_all[0])
-    for spelled in joins:
-        why = backend_refusal(CloneFlags.CLONE_NEWUSER)  # joins need namespaces
+    for spelled, _, _ in r.joins:
+        why = backend_refusal(_NO_FLAGS, "join")
         if why is not None:
             raise Failure(f"{spelled}: {why}")
     if r.hostname_given:
@@ -323,40 +320,40 @@ def refuse_what_the_backend_cannot(r: Request) -> None:
             raise Failure(f"{r.flags_given}: {describe(bit)}: {why}")
 
 
-def _open_joins(r: Request) -> Dict[str, int]:
-    """An fd of each namespace to join, by name; those that are ours already left out."""
+def _open_joins(r: Request) -> Dict[str, Tuple[str, int]]:
+    """An fd of each namespace to join, by name, with the option that named it; those that
+    are ours already left out.  --join names every namespace of its target, as nsenter -a
+    does: one that run also creates is then created inside the target's, as nsenter then
+    unshare would."""
     from .._procns import ns_of, own_ns
 
+    have = os.path.isdir("/proc/self/ns")  # else: every name, and the kernel answers
+    every = [n for n in NS_FLAGS if not have or os.path.exists(f"/proc/self/ns/{n}")]
     wanted: Dict[str, Tuple[str, object]] = {}
-    if r.join_all is not None:
-        spelled, pid = r.join_all
-        for ns in NS_FLAGS:  # every one this kernel has, but those run creates anew
-            if not r.unshare.flags & NS_FLAGS[ns] and (
-                not os.path.isdir("/proc/self/ns") or os.path.exists(f"/proc/self/ns/{ns}")
-            ):
-                wanted[ns] = (spelled, pid)
-    wanted.update(r.joins)
-    fds: Dict[str, int] = {}
+    for spelled, ns, target in r.joins:  # in order: a later option overrides
+        for name in [ns] if ns else every:
+            wanted[name] = (spelled, target)
+    fds: Dict[str, Tuple[str, int]] = {}
     pidfds: Dict[int, int] = {}
     try:
         for ns, (spelled, target) in wanted.items():
             try:
                 if isinstance(target, int):
                     if target not in pidfds:
-                        pidfds[target] = pidfd_open(target)
-                    fd = ns_of(pidfds[target], ns, f"{spelled}: the {ns} namespace of {target}")
+                        pidfds[target] = task_pidfd(target)
+                    fd = ns_of(pidfds[target], ns, f"the {ns} namespace of {target}")
                 else:
                     fd = _open_namespace_file(str(target), ns)
             except OSError as e:
-                raise Failure(f"{spelled}: {e.strerror or e}", step=spelled, errno=e.errno or 0) from None
+                raise os_failure(_shown(spelled), e) from None
             ours = own_ns(ns)
             st = os.fstat(fd)
             if ours is not None and (ours.st_dev, ours.st_ino) == (st.st_dev, st.st_ino):
                 os.close(fd)  # ours already (setns cannot re-enter one's own user namespace)
                 continue
-            fds[ns] = fd
+            fds[ns] = (spelled, fd)
     except BaseException:
-        for fd in fds.values():
+        for _, fd in fds.values():
             os.close(fd)
         raise
     finally:
@@ -389,33 +386,41 @@ def _open_namespace_file(path: str, ns: str) -> int:
     return fd
 
 
-def _join(fds: Dict[str, int], r: Request) -> None:
+def _join(fds: Dict[str, Tuple[str, int]], r: Request) -> None:
     """nsenter's two passes: every namespace but the user one (failures left for later),
     then the user namespace and the rest, in nsenter's order; a joined PID namespace is
-    the children's, so the command forks as nsenter does and goes on in the child."""
+    the children's, so the command forks as nsenter does and goes on in the child.  The
+    credentials stay (nsenter --preserve-credentials), so the ids unshare then maps are
+    the ones this process has in the joined user namespace."""
     from . import _syscalls
     from ._nsenter import _continue_as_child
 
-    spelled = {ns: r.joins[ns][0] if ns in r.joins else (r.join_all or ("--join",))[0] for ns in fds}
+    pending = dict(fds)
     for first in (True, False):
         for ns in JOIN_ORDER:
-            fd = fds.get(ns, -1)
-            if fd < 0 or (first and ns == "user"):
+            if ns not in pending or (first and ns == "user"):
                 continue
+            spelled, fd = pending[ns]
             try:
                 _syscalls.setns(fd, int(NS_FLAGS[ns]))
             except OSError as e:
                 if first:
                     continue
-                raise os_failure(f"{spelled[ns]}: entering the {ns} namespace failed", e) from None
+                raise os_failure(f"{_shown(spelled)}: entering the {ns} namespace failed", e) from None
             os.close(fd)
-            fds[ns] = -1
+            del pending[ns]
     if "pid" in fds:
         _continue_as_child()
+    r.unshare.euid, r.unshare.egid = os.geteuid(), os.getegid()
+
+
+def _shown(spelled: str) -> str:
+    """An option as given, cut short for a message (a value may be any length)."""
+    return spelled if len(spelled) <= 80 else spelled[:77] + "..."
 
 
 def execute(r: Request, command: List[str]) -> int:
-    if r.join_all is not None or r.joins:
+    if r.joins:
         _join(_open_joins(r), r)
     try:
         return _unshare.execute(r.unshare, command)
