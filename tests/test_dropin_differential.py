@@ -187,14 +187,32 @@ def _run(line: str, ours: bool, nsenter: bool, unshare_as: str = "unshare") -> T
     return result.returncode, out, result.stderr
 
 
-#: Lines whose util-linux behaviour changed: the release that has the behaviour the
-#: drop-ins follow (2.38, Debian bookworm's), and what older ones do.
-_SINCE: Dict[str, Tuple[Tuple[int, int], str]] = {
+#: Lines whose util-linux behaviour changed between releases: the releases that behave as
+#: the drop-ins do (from, up to but not including), and what the others do.  The drop-ins
+#: follow 2.38, Debian bookworm's.
+_CHANGED: Dict[str, Tuple[Tuple[int, int], Tuple[int, int], str]] = {
     "{U} -rf sh -c 'kill -TERM $$'; echo status=$?": (
         (2, 38),
+        (99, 0),
         "before 2.38, unshare -f set SIGINT and SIGTERM to SIG_IGN before its fork, and the "
         "child inherited them ignored (util-linux v2.36:sys-utils/unshare.c); 2.38 blocks "
         "them in the parent only",
+    ),
+    "{U} --map-user=4294967295 id -u": (
+        (2, 38),
+        (2, 39),
+        "2.38 takes (uid_t) -1 as no mapping; newer releases (sid's) refuse it: 'failed to parse uid'",
+    ),
+    "{N} -t $T true": (
+        (2, 38),
+        (2, 39),
+        "2.38 runs the program with -t alone; newer releases (sid's) say 'no namespace specified'",
+    ),
+    "{N} -t $T -u -W /tmp pwd": (
+        (2, 38),
+        (2, 39),
+        "2.38's -W takes the next word as its directory; newer releases' (sid's) take an "
+        "attached one only, and /tmp becomes the program",
     ),
 }
 
@@ -210,10 +228,11 @@ def _util_linux() -> Tuple[int, int]:
         return (0, 0)
 
 
-def _skip_if_older(line: str) -> None:
-    if line in _SINCE and _util_linux() < _SINCE[line][0]:
-        why = _SINCE[line][1]
-        pytest.skip(f"util-linux {'.'.join(map(str, _util_linux()))} here: {why}")
+def _skip_if_changed(line: str) -> None:
+    if line in _CHANGED:
+        since, until, why = _CHANGED[line]
+        if not since <= _util_linux() < until:
+            pytest.skip(f"util-linux {'.'.join(map(str, _util_linux()))} here: {why}")
 
 
 def _unrecognized(stderr: str) -> bool:
@@ -230,7 +249,7 @@ def test_portclone_agrees_with_util_linux(line: str, nsenter: bool) -> None:
             "/proc belongs to an outer PID namespace here: the line's /proc/PID (nsenter's own "
             "lookups included) names another process; test_dropin reaches the target by pidfd"
         )
-    _skip_if_older(line)
+    _skip_if_changed(line)
     theirs = _run(line, ours=False, nsenter=nsenter)
     ours = _run(line, ours=True, nsenter=nsenter)
     if _unrecognized(theirs[2]) and not _unrecognized(ours[2]):
@@ -277,7 +296,7 @@ def test_run_agrees_with_util_linux_unshare(line: str) -> None:
         pytest.skip(
             "/proc belongs to an outer PID namespace here: the line's /proc/PID names another process"
         )
-    _skip_if_older(line)
+    _skip_if_changed(line)
     theirs = _run(line, ours=False, nsenter=False)
     ours = _run(line, ours=True, nsenter=False, unshare_as="run")
     if _unrecognized(theirs[2]) and not _unrecognized(ours[2]):
