@@ -206,7 +206,7 @@ make_child_via_helper(int mode, const struct pc_request *rq, struct pc_setup *s,
             pc_helper_child(fds);
             return;
         }
-        pc_helper_report(fds[1], out->pid, out->pidfd, out->err, out->used);
+        pc_helper_report(fds[1], out->pid, out->pidfd, out->err, out->used, PC_STAGE_CLONE);
     }
     if (helper < 0) {
         out->pid = -1;

@@ -45,8 +45,7 @@ struct helper_report {
     int used;
     int stage;
 };
-/* with USED_*, in pc_helper_report's ``used``: the helper could not enter the namespaces */
-#define HELPER_AT_JOIN 0x100
+
 
 static int
 joins_user(const struct pc_setup *s)
@@ -139,7 +138,7 @@ pc_helper_start(struct pc_setup *s, int exit_signal, int fds[2])
         s->join_entered |= 1 << i; /* the child skips it; its copy of the fd is closed there */
     }
     if (joins_user(s) || setns(s->pid_ns, PC_CLONE_NEWPID) != 0)
-        pc_helper_report(fds[1], -1, -1, errno, USED_CLONE3 | HELPER_AT_JOIN);
+        pc_helper_report(fds[1], -1, -1, errno, USED_CLONE3, PC_STAGE_JOIN);
     return 0;
 }
 
@@ -158,10 +157,9 @@ pc_helper_child(const int fds[2])
 }
 
 void
-pc_helper_report(int fd, pid_t pid, int pidfd, int err, int used)
+pc_helper_report(int fd, pid_t pid, int pidfd, int err, int used, int stage)
 {
-    struct helper_report r = {pid, pidfd, err, used & ~HELPER_AT_JOIN,
-                              (used & HELPER_AT_JOIN) ? PC_STAGE_JOIN : PC_STAGE_CLONE};
+    struct helper_report r = {pid, pidfd, err, used, stage};
     ssize_t n;
     do
         n = write(fd, &r, sizeof r);

@@ -216,7 +216,8 @@ int pc_pid_leave(const struct pc_setup *s);
 pid_t pc_helper_start(struct pc_setup *s, int exit_signal, int fds[2]);
 void pc_helper_request(struct pc_request *rq);
 void pc_helper_child(const int fds[2]);
-void pc_helper_report(int fd, pid_t pid, int pidfd, int err, int used) __attribute__((noreturn));
+void pc_helper_report(int fd, pid_t pid, int pidfd, int err, int used, int stage)
+    __attribute__((noreturn));
 struct pc_helper_result {
     pid_t pid; /* the child, or -1 */
     int pidfd; /* its pidfd (CLONE_PIDFD), in this table, or -1 */

@@ -369,7 +369,7 @@ spawn_launch_via_helper(struct spawn_call *s, struct spawn_outcome *o)
     if (helper == 0) {
         pc_helper_request(&s->rq);
         spawn_launch(s, o); /* the child closes the pipe at its exec (close-on-exec) */
-        pc_helper_report(fds[1], o->pid, o->pidfd, o->clone_err, o->used);
+        pc_helper_report(fds[1], o->pid, o->pidfd, o->clone_err, o->used, PC_STAGE_CLONE);
     }
     if (helper < 0) {
         o->pid = -1;
