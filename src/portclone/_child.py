@@ -177,6 +177,7 @@ class Child:
         "_closed",
         "_exchange",
         "_lock",
+        "_lost",
         "_owner",
         "_pidfd_owner",
         "_status",
@@ -219,6 +220,7 @@ class Child:
         #: spawn() children: the argv the program got
         self.args: Optional[Tuple[bytes, ...]] = None
         self._closed = False
+        self._lost = False  # reaped by something else, its status gone: nothing to reap
         self._status: Optional[int] = None  # the exit status, read before the reap
         self._owner = _Process.token
         #: _native's owner of the pidfd, which closes it (see _pidfd_owner.c, PidfdOwner)
@@ -299,6 +301,7 @@ class Child:
             status = owner.exit_status()
             if status is not None:
                 return os.waitstatus_to_exitcode(status)
+        self._lost = True  # close() may give the pidfd up now: no reap will need it
         self._forget()
         raise ChildProcessError(
             errno.ECHILD,
@@ -487,7 +490,7 @@ class Child:
         self._closed = True
         self.pidfd = None
         owner = self._pidfd_owner
-        if owner is not None and (self.returncode is not None or not self.reapable):
+        if owner is not None and (self.returncode is not None or not self.reapable or self._lost):
             owner.close()  # in C: once, and only in the process that made the child
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
