@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 __all__ = ["exit_child", "exit_code", "flush_std_streams", "reset_caught_handlers", "run_child"]
 
 
-
 def print_exc() -> None:
     """traceback.print_exc() without importing traceback beforehand: the interpreter's own
     display (sys.__excepthook__), which imports what it needs only when an error is shown.
     traceback pulls in much at import (on 3.14 dataclasses and inspect, through
     _colorize): a cost on every first use, for a child that fails."""
     sys.__excepthook__(*sys.exc_info())
+
 
 def flush_std_streams() -> None:
     """Flush Python's stdio buffers so a fork-like child does not print them again."""
