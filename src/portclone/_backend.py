@@ -196,7 +196,6 @@ class Backend:
             return refined
         return translate(
             error,
-            backend=self.name,
             syscall=syscall,
             flags=int(request.flags) if flags is None else flags,
             exit_signal=request.exit_signal,

@@ -213,7 +213,6 @@ class Stage(enum.IntEnum):
 def translate(
     error: OSError,
     *,
-    backend: str,
     syscall: str,
     flags: int,
     exit_signal: int,
@@ -226,7 +225,6 @@ def translate(
     program's failures from its own by it)."""
     result = _translate(
         error,
-        backend=backend,
         syscall=syscall,
         flags=flags,
         exit_signal=exit_signal,
@@ -245,7 +243,6 @@ def translate(
 def _translate(
     error: OSError,
     *,
-    backend: str,
     syscall: str,
     flags: int,
     exit_signal: int,

@@ -43,7 +43,6 @@ class RunOption(NamedTuple):
     metavar: str = ""  # "": a switch; else it takes a value
     optional: bool = False  # the value may be left out (--mount-proc[=DIR])
     repeat: bool = False
-    choices: Tuple[str, ...] = ()
 
     @property
     def dest(self) -> str:
@@ -102,7 +101,6 @@ RUN_OPTIONS: Tuple[RunOption, ...] = (
         "the user namespace's setgroups (deny by default with a gid map)",
         option="setgroups",
         metavar="allow|deny",
-        choices=("allow", "deny"),
     ),
     RunOption(
         ("--mount-proc",),
@@ -140,7 +138,6 @@ RUN_OPTIONS: Tuple[RunOption, ...] = (
         "every mount's propagation in the new mount namespace",
         option="propagation",
         metavar="private|shared|slave|unchanged",
-        choices=("private", "shared", "slave", "unchanged"),
     ),
     RunOption(("-w", "--wd"), "unshare -w, --wd=DIR", "the program's working directory", metavar="DIR"),
     RunOption(("-f", "--fork"), "unshare -f, --fork", "fork, and wait for the program as its parent"),
