@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 
 from ._common import TYPE_CHECKING, WINDOWS
+from ._flags import NS_FLAGS
 
 if TYPE_CHECKING:
     from typing import Optional
@@ -32,9 +34,38 @@ __all__ = [
     "PIDFD_GET_NAMESPACE",
     "children_pid_ns",
     "ns_of",
+    "open_ns_file",
     "own_ns",
     "proc_pid",
 ]
+
+_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), torvalds/linux:include/uapi/linux/nsfs.h
+
+
+def open_ns_file(path: str, name: str, what: str) -> int:
+    """``path`` opened for setns as a namespace of type ``name``; ValueError (a FIFO, a
+    device or a socket is refused before it is opened, so nothing blocks; a file that is
+    no namespace, or one of another type, once it is) or OSError, each saying ``what``."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{what}: {path!r} is not a namespace file (like /proc/PID/ns/NAME)")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise OSError(e.errno, f"{what}: {e.strerror}", path) from None
+    try:
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ENOTTY, errno.EINVAL):
+            raise ValueError(f"{what}: {path!r} is not a namespace file (like /proc/PID/ns/{name})") from None
+        raise
+    if kind != NS_FLAGS[name]:
+        os.close(fd)
+        other = [n for n, f in NS_FLAGS.items() if f == kind]
+        raise ValueError(f"{what}: {path!r} is a {other[0] if other else kind} namespace, not a {name} one")
+    return fd
+
 
 #: The pidfd ioctls that open a process's namespaces (Linux 6.11,
 #: torvalds/linux:include/uapi/linux/pidfd.h), by their names under /proc/self/ns.

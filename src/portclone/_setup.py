@@ -17,18 +17,17 @@ import errno
 import math
 import os
 import signal
-import stat
 import time
 from collections.abc import Mapping
 
 from ._common import TYPE_CHECKING, WINDOWS, NamedTuple
 
 if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
-    import fcntl
+    pass
 
 from ._errors import InvalidFlagsError, Refusal
 from ._flags import JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags, describe
-from ._procns import children_pid_ns, ns_of, own_ns
+from ._procns import children_pid_ns, ns_of, open_ns_file, own_ns
 from ._sigfd import FdGroup, close_fds, hold_signals, release_signals
 from ._subids import helper as subid_helper
 from ._validate import parse_id_map
@@ -55,7 +54,6 @@ CLOCKS = {
 _TIME_LIMIT = (2**63 - 1) // 10**9 // 2
 #: propagation=, numbered as the C takes it (PC_PROPAGATION_* in _native.h); 0: unset
 PROPAGATION = {"private": 1, "shared": 2, "slave": 3, "unchanged": 4}
-_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), torvalds/linux:include/uapi/linux/nsfs.h
 
 _NO_FLAGS = CloneFlags(0)
 
@@ -383,18 +381,6 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
     return tuple(sorted(entries, key=lambda e: JOIN_ORDER.index(e[0])))
 
 
-def _open_ns_file(path: str, what: str) -> int:
-    """``path`` opened for setns, refused first unless it is a regular file (namespace
-    files are): a FIFO, a device or a socket is never opened, so nothing blocks."""
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{what}: {path!r} is not a namespace file (like /proc/PID/ns/NAME)")
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as e:
-        raise OSError(e.errno, f"{what}: {e.strerror}", path) from None
-
-
 def _pidfd_open(pid: int) -> int:
     opener = getattr(os, "pidfd_open", None)
     if opener is None:
@@ -511,8 +497,7 @@ class ChildSetup:
         what = f"join[{name!r}]"
         if isinstance(target, (str, bytes, os.PathLike)):
             path = os.fsdecode(target)
-            fd = self._keep(_open_ns_file(path, what))
-            self._check_nstype(fd, name, path)
+            fd = self._keep(open_ns_file(path, name, what))
         else:
             if not isinstance(target, int):  # a Child
                 if target.poll() is not None:
@@ -535,22 +520,6 @@ class ChildSetup:
         """Close one of our fds now (signals are held: see open())."""
         self.fds.remove(fd)
         os.close(fd)
-
-    @staticmethod
-    def _check_nstype(fd: int, name: str, path: str) -> None:
-        try:
-            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-        except OSError as e:
-            if e.errno in (errno.ENOTTY, errno.EINVAL):
-                raise ValueError(
-                    f"join[{name!r}]: {path!r} is not a namespace file (like /proc/PID/ns/{name})"
-                ) from None
-            raise
-        if kind != NS_FLAGS[name]:
-            other = [n for n, f in NS_FLAGS.items() if f == kind]
-            raise ValueError(
-                f"join[{name!r}]: {path!r} is a {other[0] if other else kind} namespace, not a {name} one"
-            )
 
     def _restore_fd(self) -> int:
         """This thread's namespace for its children, to return to after the clone."""

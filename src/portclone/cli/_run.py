@@ -322,7 +322,7 @@ def _open_joins(r: Request) -> Dict[str, Tuple[str, int]]:
     are ours already left out.  --join names every namespace of its target, as nsenter -a
     does: one that run also creates is then created inside the target's, as nsenter then
     unshare would."""
-    from .._procns import ns_of, own_ns
+    from .._procns import ns_of, open_ns_file, own_ns
 
     have = os.path.isdir("/proc/self/ns")  # else: every name, and the kernel answers
     every = [n for n in NS_FLAGS if not have or os.path.exists(f"/proc/self/ns/{n}")]
@@ -340,8 +340,12 @@ def _open_joins(r: Request) -> Dict[str, Tuple[str, int]]:
                         pidfds[target] = task_pidfd(target)
                     fd = ns_of(pidfds[target], ns, f"the {ns} namespace of {target}")
                 else:
-                    fd = _open_namespace_file(str(target), ns)
+                    fd = open_ns_file(str(target), ns, _shown(spelled))
+            except ValueError as e:  # no namespace file: it says so, with the option
+                raise Failure(str(e)) from None
             except OSError as e:
+                if not isinstance(target, int):  # open_ns_file's words name the option
+                    raise Failure(e.strerror or str(e), step=spelled, errno=e.errno or 0) from None
                 raise os_failure(_shown(spelled), e) from None
             ours = own_ns(ns)
             st = os.fstat(fd)
@@ -357,30 +361,6 @@ def _open_joins(r: Request) -> Dict[str, Tuple[str, int]]:
         for fd in pidfds.values():
             os.close(fd)
     return fds
-
-
-def _open_namespace_file(path: str, ns: str) -> int:
-    """``path``, refused unless it is a namespace file of type ``ns``: a FIFO or a device is
-    never opened, so nothing blocks."""
-    import fcntl
-    import stat
-
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, f"{path} is not a namespace file (like /proc/PID/ns/{ns})")
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    try:
-        kind = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE, torvalds/linux:include/uapi/linux/nsfs.h
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.ENOTTY, errno.EINVAL):
-            raise OSError(errno.EINVAL, f"{path} is not a namespace file (like /proc/PID/ns/{ns})") from None
-        raise
-    if kind != NS_FLAGS[ns]:
-        os.close(fd)
-        other = [n for n, f in NS_FLAGS.items() if f == kind]
-        raise OSError(errno.EINVAL, f"{path} is a {other[0] if other else kind} namespace, not a {ns} one")
-    return fd
 
 
 def _join(fds: Dict[str, Tuple[str, int]], r: Request) -> None:
