@@ -22,6 +22,20 @@ from portclone import CloneFlags
 #: this directory (helpers such as seccomp_filter.py live here)
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
+#: The share of its rounds that a test repeating a step to provoke a race runs
+#: (``PORTCLONE_TEST_ROUNDS``, 1 when unset).  vm/vmctl.py sets 0.25 in a guest QEMU
+#: emulates (TCG): such a guest is there for its kernel and its ABI (syscall numbers,
+#: clone's argument order, struct layouts), and an emulated arm64 runs with the x86
+#: host's stronger memory order, so repeating a race there finds nothing the host's full
+#: count misses.  Each test keeps a floor of rounds that still shows its defect.
+ROUNDS = float(os.environ.get("PORTCLONE_TEST_ROUNDS", "1"))
+
+
+def rounds(full: int, least: int) -> int:
+    """``full`` rounds on the host; in an emulated guest ROUNDS of them, ``least`` at fewest."""
+    return max(least, min(full, round(full * ROUNDS)))
+
+
 # -- features, probed (never guessed from version numbers) ---------------------
 
 

@@ -17,7 +17,7 @@ import time
 from typing import Optional
 
 import pytest
-from conftest import TESTS_DIR, no_side_effects, run_python, temporary_cgroup
+from conftest import TESTS_DIR, no_side_effects, rounds, run_python, temporary_cgroup
 
 import portclone
 from portclone import Backend
@@ -37,8 +37,9 @@ def _backends() -> list:  # type: ignore[type-arg]
 
 def test_signal_storm_no_child_runs_caller_code_nothing_leaks() -> None:
     """bench/storm.py with small counts: every backend, every count 0."""
+    cycles = str(rounds(400, least=100))
     out = subprocess.run(
-        [sys.executable, os.path.join(BENCH, "storm.py"), "--cycles", "400", "--seconds", "6"],
+        [sys.executable, os.path.join(BENCH, "storm.py"), "--cycles", cycles, "--seconds", "6"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -143,7 +144,7 @@ def test_interrupt_after_the_child_exists_leaks_nothing(backend: str, flags: int
             armed = [False]
             os.register_at_fork(after_in_parent=lambda: armed[0] and os.kill(os.getpid(), signal.SIGUSR1))
             interrupted = 0
-            for _ in range(50):
+            for _ in range({rounds(50, least=12)}):
                 armed[0] = True
                 try:
                     {start}
@@ -531,7 +532,7 @@ def test_no_signal_by_pid_after_portclone_reaped_it(backend: str) -> None:
         os.kill, os.waitpid = kill, waitpid
         late = 0
         with portclone.use_backend({backend!r}):
-            for _ in range(150):
+            for _ in range({rounds(150, least=40)}):
                 events.clear()
                 child = portclone.clone(lambda: 0)
                 t = threading.Thread(target=child.wait)
@@ -615,12 +616,13 @@ def test_a_child_reaped_by_the_kernel_before_its_pidfd_is_no_error() -> None:
     failure: clone() returns its handle.  Its wait() then tells the truth: the status the
     kernel kept for the pidfd (Linux 6.15), or ChildProcessError saying it is lost, never
     a made-up 0."""
+    count = rounds(200, least=50)
     out = run_python(
-        """
+        f"""
         import os, signal, portclone
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         errors, lost, codes = 0, 0, set()
-        for _ in range(200):
+        for _ in range({count}):
             try:
                 child = portclone.clone(os._exit, 3)
             except OSError:
@@ -634,7 +636,7 @@ def test_a_child_reaped_by_the_kernel_before_its_pidfd_is_no_error() -> None:
     """,
         timeout=120,
     )
-    assert "errors 0 codes [3] lost" in out.stdout or "errors 0 codes [] lost 200" in out.stdout, (
+    assert "errors 0 codes [3] lost" in out.stdout or f"errors 0 codes [] lost {count}" in out.stdout, (
         out.stdout + out.stderr
     )
 
@@ -802,11 +804,11 @@ def test_wait_racing_close_never_takes_another_childs_status() -> None:
     9), whose pidfd would take a freed number: c must never get 9, nor EBADF (100 races;
     before the fix about 1 in 10 went wrong)."""
     out = run_python(
-        """
+        f"""
         import os, sys, threading, portclone
         sys.setswitchinterval(1e-6)
         wrong = errors = 0
-        for _ in range(100):
+        for _ in range({rounds(100, least=25)}):
             c = portclone.clone(os._exit, 3)
             seen = []
             def poller():
@@ -1153,6 +1155,7 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     life.  The child is now killed.  The strangers (conftest.Strangers) live until the call
     they overlapped returns, so a call that waits for one never returns and the
     interpreter's timeout fails the test: no clock decides."""
+    count = rounds(100, least=25)
     out = run_python(
         f"""
         import ctypes, os, sys, portclone
@@ -1164,7 +1167,7 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE again after the uid change
         done = 0
         with Strangers() as strangers:
-            for _ in range(100):  # before the fix, 1 to 3 in 100 waited for a stranger
+            for _ in range({count}):  # before the fix, 1 to 3 in 100 waited for a stranger
                 try:
                     if {api!r} == "clone":
                         portclone.clone(lambda: 0, uid_map=[(0, 5, 1)])
@@ -1178,4 +1181,4 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     """,
         timeout=600,
     )
-    assert out.stdout.split() == ["done", "100", "True", "the", "test"], out.stdout + out.stderr
+    assert out.stdout.split() == ["done", str(count), "True", "the", "test"], out.stdout + out.stderr

@@ -21,6 +21,7 @@ from conftest import (
     missing,
     no_side_effects,
     ns_inode,
+    rounds,
     run_python,
     status_or_hung,
 )
@@ -266,12 +267,12 @@ def test_multithreaded_parent_warns_and_does_not_hang() -> None:
     codes = []
     with busy_threads(churn), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for i in range(60):
+        for i in range(rounds(60, least=16)):
             flags = F.CLONE_IO if i % 2 else 0
             codes.append(
                 status_or_hung(portclone.clone(lambda: len([str(n) for n in range(5000)]) and 0, flags=flags))
             )
-    assert codes == [0] * 60
+    assert codes and set(codes) == {0}
     messages = [str(w.message) for w in caught if w.category is DeprecationWarning]
     assert messages and all("is multi-threaded, use of clone() may lead to deadlocks" in m for m in messages)
     assert all(w.filename == __file__ for w in caught if w.category is DeprecationWarning)

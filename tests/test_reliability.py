@@ -14,7 +14,14 @@ import signal
 
 import leakcheck
 import pytest
-from conftest import TESTS_DIR, no_side_effects, run_python, status_or_hung, temporary_cgroup
+from conftest import (
+    TESTS_DIR,
+    no_side_effects,
+    rounds,
+    run_python,
+    status_or_hung,
+    temporary_cgroup,
+)
 
 import portclone
 from portclone import Backend
@@ -28,7 +35,7 @@ pytestmark = pytest.mark.requires("proc")
 
 @pytest.mark.requires("linux")
 def test_cycles_leave_nothing_behind() -> None:
-    c = leakcheck.cycles(600, warmup=30)
+    c = leakcheck.cycles(rounds(600, least=300), warmup=30)
     # fds, threads, children and zombies exactly; Python objects and malloc bytes per half,
     # not RSS: in a 2 GiB guest, file pages the kernel had dropped fault back in during the
     # cycles (CI once saw VmRSS +1,824 KiB, nothing leaking)
@@ -41,14 +48,15 @@ def test_the_leak_check_sees_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
     kept: list = []
     real = leakcheck.one_clone
     monkeypatch.setattr(leakcheck, "one_clone", lambda code: (kept.append(object()), real(code)))
-    assert "blocks" in leakcheck.cycles(200, warmup=10).leaks()
+    count = rounds(200, least=50)  # a leak per cycle is twice LIMITS: any count shows it
+    assert "blocks" in leakcheck.cycles(count, warmup=10).leaks()
     if leakcheck._malloc_in_use is not None:
         import ctypes
 
         malloc = ctypes.CDLL(None).malloc
         malloc.restype = ctypes.c_void_p
         monkeypatch.setattr(leakcheck, "one_clone", lambda code: (malloc(256), real(code)))
-        assert "malloc_kib" in leakcheck.cycles(200, warmup=10).leaks()
+        assert "malloc_kib" in leakcheck.cycles(count, warmup=10).leaks()
 
 
 def test_the_child_check_sees_a_child_left_running() -> None:
@@ -73,10 +81,11 @@ def test_the_child_check_sees_a_child_left_running() -> None:
 def test_threads_cloning_and_spawning_lose_nothing() -> None:
     before = set(leakcheck.children())  # a fixture's children are not this test's
     # the deadline only catches a hang: an emulated arm64 guest on a busy host needs ~4 min
-    result = leakcheck.load(8, 40, deadline=900)
+    per_thread = rounds(40, least=10)
+    result = leakcheck.load(8, per_thread, deadline=900)
     assert not result.errors, result.errors[:5]
     assert result.hung == 0
-    assert result.children == 8 * 40 * 2
+    assert result.children == 8 * per_thread * 2
     assert set(leakcheck.children()) - before == set()  # zombies or not: all were waited
 
 

@@ -601,7 +601,7 @@ def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
         guard = threading.Thread(target=watchdog, daemon=True)
         guard.start()
         try:
-            for _ in range(40):
+            for _ in range(conftest.rounds(40, least=10)):
                 portclone.spawn(["true"], map_root=True).wait(timeout=600)
                 strangers.call_done()
         finally:

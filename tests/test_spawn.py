@@ -17,6 +17,7 @@ from conftest import (
     busy_threads,
     missing,
     no_side_effects,
+    rounds,
     run_python,
     status_or_hung,
     temporary_cgroup,
@@ -393,9 +394,9 @@ def test_threads_hammering_malloc_and_the_gil_never_hang_spawn() -> None:
     codes = []
     with busy_threads(churn), warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # spawn never warns
-        for _ in range(200):
+        for _ in range(rounds(200, least=50)):
             codes.append(status_or_hung(portclone.spawn(["true"])))
-    assert codes == [0] * 200
+    assert codes and set(codes) == {0}
 
 
 FALLBACK = """

@@ -56,12 +56,13 @@ buildpath=/tmp/buildtools:/tmp/buildtools/setuptools/_vendor
 pip_wheel=$(ls /mnt/result/buildtools/pip-*.whl 2>/dev/null | head -n 1)
 
 if [ "$mode" = test ]; then
-    # only the sources: not the host's .tox, .git, builds or compiled extension
+    # only the sources: not the host's .tox, .git, builds, caches or compiled extension,
+    # which the host's own test run (.ci/run runs it beside the guests) may be writing
     mkdir -p /tmp/src
     (cd /mnt/src && tar cf - --exclude=./.tox --exclude=./.git --exclude=./build \
-        --exclude='*.so' --exclude='__pycache__' --exclude='*.egg-info' --exclude=./.mypy_cache \
-        --exclude=./.ruff_cache --exclude=./.pytest_cache --exclude=./.hypothesis \
-        --exclude=./wheelhouse --exclude=./dist .) | (cd /tmp/src && tar xf -) \
+        --exclude='*.so' --exclude='__pycache__' --exclude='*.egg-info' --exclude=.mypy_cache \
+        --exclude=.ruff_cache --exclude=.pytest_cache --exclude=.hypothesis \
+        --exclude=./docs/_build --exclude=./wheelhouse --exclude=./dist .) | (cd /tmp/src && tar xf -) \
         || report 90
 else
     # the sdist, unpacked: what a user who downloads it has
