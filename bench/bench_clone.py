@@ -25,6 +25,7 @@ import time
 from typing import Callable, Dict, List
 
 import portclone
+from portclone._check import build
 from portclone._childside import run_child
 from portclone._loader import native_status
 
@@ -206,7 +207,7 @@ def breakdown() -> Dict[str, Callable[[], None]]:
     from portclone._childside import flush_std_streams
 
     backend = portclone.current_backend()
-    request = backend.request(0, SIGCHLD, None, None)
+    request = build(backend, 0)
 
     def flush() -> None:
         flush_std_streams()

@@ -1,8 +1,8 @@
 """portclone's validator against the running kernel, property-based.
 
 Hypothesis generates clone3 requests (flag words, exit signals, set_tid,
-cgroup); portclone's verdict (``make_request``, the backend-independent
-validation) is compared with what the kernel answers to the same request,
+cgroup); portclone's verdict (``validate``, the backend-independent stage
+of the checking pipeline) is compared with what the kernel answers to the same request,
 asked in a throwaway process by ``kernel_verdict.c``:
 
 - portclone accepts  -> the kernel must not answer EINVAL (EPERM, EEXIST,
@@ -37,8 +37,9 @@ from conftest import TESTS_DIR, missing, temporary_cgroup
 
 import portclone
 from portclone import CloneFlags, InvalidFlagsError, UnsupportedFlagError
+from portclone._check import build
 from portclone._flags import KNOWN_BITS, TABLE, bits
-from portclone._validate import make_request
+from portclone._validate import validate
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is not installed")
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
@@ -135,18 +136,17 @@ def portclone_verdict(
 ) -> Tuple[str, Dict[str, str]]:
     """("valid" | "invalid" | "errno N", reasons)."""
     try:
-        make_request(
+        _, found = validate(
             flags,
             exit_signal=exit_signal,
             cgroup=cgroup,
             set_tid=set_tid,
-            backend="linux",
             has_feature=portclone.get_backend("linux").has_feature,
         )
-    except (InvalidFlagsError, UnsupportedFlagError) as e:
-        return "invalid", e.reasons
     except OSError as e:
         return f"errno {e.errno}", {}
+    if found:
+        return "invalid", InvalidFlagsError("linux", found).reasons
     return "valid", {}
 
 
@@ -277,9 +277,7 @@ def too_new(kernel: Kernel) -> int:
     # the validator cannot know them; the backend must refuse them: never passed on
     for flag in bits(value):
         with pytest.raises(UnsupportedFlagError):
-            portclone.get_backend("linux").request(
-                flag, 0 if flag == F.CLONE_AUTOREAP else signal.SIGCHLD, None, None
-            )
+            build(portclone.get_backend("linux"), flag, 0 if flag == F.CLONE_AUTOREAP else signal.SIGCHLD)
     return value
 
 

@@ -98,10 +98,10 @@ def test_parse_and_describe_round_trip() -> None:
 def test_rules_name_real_flags() -> None:
     for rule in RULES:
         assert rule.all_of or rule.missing, rule
-        assert set(rule.when) <= set(CONDITIONS), rule
-        present = frozenset(rule.when)
+        assert set(rule.when) | set(rule.also) <= set(CONDITIONS), rule
+        present = frozenset(rule.when) | frozenset(rule.also)
         assert rule.broken_by(int(rule.all_of), present) != bool(rule.missing & rule.all_of)
-        if rule.when:  # a conditional rule holds only under its condition
+        if rule.when or rule.also:  # a conditional rule holds only under its conditions
             assert not rule.broken_by(int(rule.all_of))
 
 
@@ -135,7 +135,7 @@ def test_netbsds_close_on_fork_refusal_is_read_by_its_backend(monkeypatch: pytes
     if why is not None:
         pytest.skip(f"the netbsd backend is unusable here: {why}")
     backend = portclone.get_backend("netbsd")
-    request = backend.request(CloneFlags.CLONE_FILES, portclone._flags.SIGCHLD, None, None)
+    request = portclone._check.build(backend, CloneFlags.CLONE_FILES)
     error = OSError(errno.EINVAL, "Invalid argument")
     monkeypatch.setattr(netbsd, "NETBSD", True)
     refused = backend.start_failure(error, request, syscall="clone", stage=Stage.CLONE)

@@ -35,6 +35,7 @@ LAYERS: List[List[str]] = [
     ["portclone._child"],
     ["portclone._setup"],
     ["portclone._plan"],
+    ["portclone._check"],
     ["portclone._backend"],
     [
         "portclone.backends",

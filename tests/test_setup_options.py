@@ -395,6 +395,20 @@ def test_creating_and_joining_one_namespace_is_invalid() -> None:
         portclone.spawn(["true"], flags=F.CLONE_NEWNET, join={"net": os.getpid()})
 
 
+@pytest.mark.requires("linux", "proc")
+def test_one_call_names_every_refusal_of_every_stage() -> None:
+    """One checking pipeline (portclone._check): a flag rule, a join= conflict and a bad
+    set_tid, found by different stages, come in one InvalidFlagsError."""
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError) as info:
+        portclone.clone(
+            never_runs, flags=F.CLONE_SIGHAND, hostname="x", join={"uts": os.getpid()}, set_tid=[2**31]
+        )
+    labels = set(info.value.reasons)
+    assert "join" in labels and "set_tid" in labels, labels
+    assert any("CLONE_SIGHAND" in label for label in labels), labels
+    assert "implied by hostname=" in info.value.reasons["join"]
+
+
 # -- pdeathsig ----------------------------------------------------------------------------
 
 

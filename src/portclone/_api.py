@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import errno
 
-from ._backend import Backend
 from ._caller import causes
+from ._check import build
 from ._child import Child, reap_orphans
 from ._common import TYPE_CHECKING
-from ._errors import InvalidFlagsError, Refusal
 from ._flags import SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
-from ._plan import DEVNULL, PIPE, SpawnPlan, prepare
+from ._plan import DEVNULL, PIPE, SpawnPlan, conditions, prepare
 from ._registry import current_backend
-from ._setup import NO_OPTIONS, ChildSetup, Options, check_conflicts, parse_options
+from ._setup import NO_OPTIONS, ChildSetup, Options, parse_options
 from ._sigfd import hold_signals, release_signals
-from ._validate import Request, check_options, exit_signal_hazard
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
     from ._plan import Env, StdArg, StrOrBytesPath
     from ._setup import JoinTarget
-    from ._validate import CgroupArg, IdMap
+    from ._validate import CgroupArg, IdMap, Request
 
     SetTid = Union[int, Sequence[int], None]
     TimeOffsets = Optional[Mapping[str, float]]
@@ -122,11 +120,7 @@ def clone(
         uid_map, gid_map, map_root, setgroups, hostname, time_offsets, join, pdeathsig, mount_proc,
         propagation,
     )  # fmt: skip
-    if options is NO_OPTIONS and exit_signal == SIGCHLD:
-        # _request() without the checks it would skip: fewer frames, fewer pages touched
-        request = backend.request(flags, exit_signal, cgroup, set_tid)
-    else:
-        request = _request(backend, flags, exit_signal, cgroup, set_tid, options)
+    request = build(backend, flags, exit_signal, cgroup, set_tid, options)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
     reap_orphans()
@@ -297,7 +291,7 @@ def check(
     )
     if not isinstance(probe, bool):
         raise TypeError(f"probe must be True or False, not {type(probe).__name__}")
-    request = _request(current_backend(), flags, exit_signal, cgroup, set_tid, options)
+    request = build(current_backend(), flags, exit_signal, cgroup, set_tid, options)
     if probe:
         _trial(request, options)
         return request.flags
@@ -335,35 +329,6 @@ def _trial(request: Request, options: Options) -> None:
         code = child.wait()
     if code != 0:  # the setup succeeded, so only a signal from outside gets here
         raise ChildProcessError(errno.ECHILD, f"the trial child ended with {code}")
-
-
-def _request(
-    backend: Backend,
-    flags: int,
-    exit_signal: int,
-    cgroup: Optional[CgroupArg],
-    set_tid: SetTid,
-    options: Options,
-) -> Request:
-    """The checked request, and (never remembered: dispositions change) an exit signal
-    whose default action would end the caller refused."""
-    request = backend.request(
-        flags,
-        exit_signal,
-        cgroup,
-        set_tid,
-        options=options.names,
-        implied=int(options.implied),
-        joins_pid=options.joins_pid,
-    )
-    if options.names:
-        check_conflicts(options, int(request.flags), backend.name, implied=int(request.implied))
-        check_options(int(request.flags), options.conditions() | {"clone_setup"}, backend.name)
-    if request.exit_signal != SIGCHLD:
-        hazard = exit_signal_hazard(request.exit_signal)
-        if hazard is not None:
-            raise InvalidFlagsError(backend.name, [Refusal(hazard, field="exit_signal")])
-    return request
 
 
 def spawn(
@@ -424,17 +389,16 @@ def spawn(
         uid_map, gid_map, map_root, setgroups, hostname, time_offsets, join, pdeathsig, mount_proc,
         propagation,
     )  # fmt: skip
-    request = backend.request(
+    request = build(
+        backend,
         flags,
         exit_signal,
         cgroup,
         set_tid,
+        options,
         exec_child=True,
-        options=options.names,
-        implied=int(options.implied),
-        joins_pid=options.joins_pid,
+        conditions=conditions(cwd, pass_fds, close_fds, stdin, stdout, stderr),
     )
-    check_conflicts(options, int(request.flags), backend.name, exec_child=True, implied=int(request.implied))
     reap_orphans()
     # prepare() opens the pipes and /dev/null: with signals blocked until ``plan`` holds
     # them, so that a handler that raises cannot leave an fd in nobody's hands (in this
@@ -456,7 +420,6 @@ def spawn(
                 close_fds=close_fds,
                 options=options,
                 flags=int(request.flags),
-                backend=backend.name,
                 process_group=process_group,
                 restore_signals=restore_signals,
             )

@@ -1,31 +1,29 @@
 """The base class of the backends: what a backend decides, and what it launches.
 
-A backend decides what it can honour (``refusals``) and launches (``launch`` for a
-Python child, ``spawn`` for a program); validation, the child's life and the Child
-handle are shared.  The backends live in portclone.backends, one module each, and
+A backend decides what it can honour (``refusals``, one stage of portclone._check) and
+launches (``launch`` for a Python child, ``spawn`` for a program); the checking, the
+child's life and the Child handle are shared.  The backends live in portclone.backends, one module each, and
 portclone._registry imports them lazily (as multiprocessing does its start methods).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 
 from ._child import Child
 from ._common import PLATFORM, TYPE_CHECKING
-from ._errors import InvalidFlagsError, Refusal, Stage, UnsupportedFlagError, translate
+from ._errors import Refusal, Stage, translate
 from ._flags import EXEC_SIGNAL_REASON, INFO, OPTION, SIGCHLD, TABLE, CloneFlags, bits, describe
-from ._validate import Request, make_request
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple
+    from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
     from ._plan import SpawnPlan
     from ._setup import ChildSetup
+    from ._validate import Request
 
 __all__ = ["Backend"]
 
-_INT_TYPES = (int, CloneFlags, signal.Signals)
 _PARENT = int(CloneFlags.CLONE_PARENT)
 
 
@@ -47,55 +45,14 @@ class Backend:
         return None
 
     def __init__(self) -> None:
-        # (flags, exit_signal, exec_child) -> checked Request, for requests without
-        # cgroup/set_tid.  Page faults are what clone() costs beyond fork: while a
-        # fork-like child shares the parent's pages, each page the parent writes is copied
-        # first (a fault), and reference counting makes reads writes.  So the parent's path
-        # around a fork touches little: requests are remembered here, and the Child handle
-        # is small and built beforehand (python bench/bench_clone.py --breakdown).
-        self._checked: Dict[Tuple[int, int, bool], Request] = {}
-
-    def request(
-        self,
-        flags: object,
-        exit_signal: object,
-        cgroup: object,
-        set_tid: object,
-        exec_child: bool = False,
-        options: FrozenSet[str] = frozenset(),
-        implied: int = 0,
-        joins_pid: bool = False,
-    ) -> Request:
-        """make_request() and check(), remembering requests that passed.  ``options``: the
-        setup options given (portclone._setup), which add the ``implied`` flags;
-        ``joins_pid``: join= names a PID namespace (make_request)."""
-        simple = (
-            cgroup is None
-            and set_tid is None
-            and type(flags) in _INT_TYPES
-            and type(exit_signal) in _INT_TYPES
-            and not options
-        )
-        if simple:
-            hit = self._checked.get((flags, exit_signal, exec_child))  # type: ignore[arg-type]
-            if hit is not None:
-                return hit
-        request = make_request(
-            flags,
-            exit_signal=exit_signal,
-            cgroup=cgroup,
-            set_tid=set_tid,
-            backend=self.name,
-            has_feature=self.has_feature,
-            options=options,
-            implied=implied,
-            joins_pid=joins_pid,
-        )
-        self.check(request, exec_child)
-        # CLONE_PARENT's validity depends on being a namespace's init: never remembered
-        if simple and not request.flags & _PARENT and len(self._checked) < 256:
-            self._checked[(int(request.flags), request.exit_signal, exec_child)] = request
-        return request
+        # checked requests without options, cgroup or set_tid, by (flags, exit_signal,
+        # exec_child, conditions): portclone._check.build remembers them.  Page faults are
+        # what clone() costs beyond fork: while a fork-like child shares the parent's pages,
+        # each page the parent writes is copied first (a fault), and reference counting
+        # makes reads writes.  So the parent's path around a fork touches little: requests
+        # are remembered, and the Child handle is small and built beforehand
+        # (python bench/bench_clone.py --breakdown).
+        self._checked: Dict[Tuple[object, ...], Request] = {}
 
     def why_refused(self, flag: CloneFlags, exec_child: bool = False) -> Optional[str]:
         """Why this backend refuses ``flag`` for a Python child (or an exec child), or None."""
@@ -132,15 +89,6 @@ class Backend:
     def why_refused_option(self, name: str) -> Optional[str]:
         """Why this backend refuses the setup option ``name``, or None."""
         return OPTION[name].reason(self.name)
-
-    def check(self, request: Request, exec_child: bool = False) -> None:
-        """InvalidFlagsError or UnsupportedFlagError for what ``refusals`` finds."""
-        found = self.refusals(request, exec_child)
-        invalid = [refusal for refusal in found if refusal.invalid]
-        if invalid:
-            raise InvalidFlagsError(self.name, invalid)
-        if found:
-            raise UnsupportedFlagError(self.name, found, supported=int(self._supported(exec_child)))
 
     def _supported(self, exec_child: bool) -> CloneFlags:
         value = CloneFlags(0)

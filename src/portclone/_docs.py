@@ -63,7 +63,9 @@ def availability_table() -> str:
     rows += [f"- {rule.message} (`{rule.source}`)" for rule in RULES if not rule.lifted_by and not rule.when]
     rows += ["", "Combinations refused with other arguments (`InvalidFlagsError`):", ""]
     rows += [
-        f"- {rule.message}: when {' or '.join(CONDITIONS[c] for c in rule.when)} (`{rule.source}`)"
+        f"- {rule.message}: when {' or '.join(CONDITIONS[c] for c in rule.when)}"
+        + "".join(f", and {CONDITIONS[c]}" for c in rule.also)
+        + f" (`{rule.source}`)"
         for rule in RULES
         if rule.when
     ]

@@ -440,6 +440,17 @@ EXEC_SIGNAL_REASON = (
 
 #: The conditions a Rule can depend on besides the flags, and what they mean.  Validation
 #: (portclone._validate) says which hold for a request.
+#: The flag of each namespace, by its name under /proc/self/ns: the names join= takes.
+NS_FLAGS: Dict[str, CloneFlags] = {}
+for _info in TABLE:
+    if _info.ns and _info.ns not in NS_FLAGS:
+        NS_FLAGS[_info.ns] = _info.flag
+del _info
+#: nsenter(1)'s order of entering namespaces (util-linux:sys-utils/nsenter.c, namespace_files):
+#: the user namespace first, for the privileges it gives over the rest, the mount namespace
+#: late, as it changes root and cwd.  join= and the command line's joins keep it.
+JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
+
 CONDITIONS = {
     "exit_signal": "an exit signal other than 0",
     "caller_is_init": "the caller is the init process of its PID namespace",
@@ -452,6 +463,12 @@ CONDITIONS = {
     "hostname": "hostname= given",
     "setup": "an option that sets the child up (maps, hostname, join...)",
     "clone_setup": "clone() with an option that sets the child up (maps, hostname, join...)",
+    "exec": "spawn() (an exec child)",
+    "mount_proc": "mount_proc= given",
+    "propagation": "propagation= given",
+    "enters_time": "time_offsets= given, or join= names a time namespace",
+    "pdeathsig_not_sigkill": "pdeathsig= other than SIGKILL",
+    **{f"joins_{ns}": f"join= names an existing {ns} namespace" for ns in JOIN_ORDER},
 }
 
 
@@ -459,8 +476,9 @@ class Rule(NamedTuple):
     """A request the kernel refuses (EINVAL), or that would break a promise of portclone's.
 
     The rule is broken when every flag in ``all_of`` is set, none of ``missing`` is (when
-    ``missing`` is non-zero), and, when ``when`` names conditions, one of them holds.
-    ``field`` names the argument at fault when it is not a flag (``exit_signal``...).
+    ``missing`` is non-zero), when ``when`` names conditions, one of them holds, and every
+    condition in ``also`` holds.  ``field`` names the argument at fault when it is not a
+    flag (``exit_signal``...).
     """
 
     all_of: CloneFlags
@@ -472,9 +490,12 @@ class Rule(NamedTuple):
     lifted_by: str = ""
     when: Tuple[str, ...] = ()
     field: str = ""
+    also: Tuple[str, ...] = ()
 
     def broken_by(self, flags: int, present: FrozenSet[str] = frozenset()) -> bool:
         if self.when and present.isdisjoint(self.when):
+            return False
+        if self.also and not present.issuperset(self.also):
             return False
         if flags & self.all_of != self.all_of:
             return False
@@ -628,6 +649,71 @@ RULES: Tuple[Rule, ...] = (
         when=("setup",),
         source=_PORTCLONE,
     ),
+    # join= and the options, against the flags (a flag an option implies counts)
+    *(
+        Rule(
+            NS_FLAGS[ns],
+            f"the child cannot both create a new {ns} namespace and join one",
+            when=(f"joins_{ns}",),
+            field="join",
+            source=_PORTCLONE,
+        )
+        for ns in JOIN_ORDER
+    ),
+    Rule(
+        CloneFlags.CLONE_SIGHAND,
+        "entering a time namespace needs a child with memory of its own (Linux refuses "
+        "setns to a process sharing its memory: EUSERS), and CLONE_SIGHAND needs shared "
+        "memory",
+        when=("enters_time",),
+        also=("exec",),
+        field="join",
+        source="torvalds/linux:kernel/time/namespace.c (timens_install)",
+    ),
+    Rule(
+        CloneFlags.CLONE_FS,
+        "entering a mount or user namespace needs a child with a filesystem context "
+        "of its own (Linux refuses setns to a process sharing it: EINVAL), and "
+        "CLONE_FS shares the caller's",
+        when=("joins_mnt", "joins_user"),
+        field="join",
+        source="torvalds/linux:fs/namespace.c (mntns_install), kernel/user_namespace.c (userns_install)",
+    ),
+    *(
+        Rule(
+            created,
+            f"{option}= acts in a namespace the clone creates, which the caller's user "
+            f"namespace owns; after joining another user namespace the child has no privilege "
+            f"there (user_namespaces(7)): join first and create the namespace from inside "
+            f"(nsenter, then unshare)",
+            when=(option,),
+            also=("joins_user",),
+            field=option,
+            source="man-pages: user_namespaces(7)",
+        )
+        for option, created in (
+            ("hostname", CloneFlags.CLONE_NEWUTS),
+            ("mount_proc", CloneFlags.CLONE_NEWNS),
+            ("propagation", CloneFlags.CLONE_NEWNS),
+        )
+    ),
+    Rule(
+        CloneFlags.CLONE_NEWUSER,
+        "the child is in its new user namespace from the clone on, and has no privilege "
+        "over namespaces owned outside it, so it cannot join them (user_namespaces(7)): "
+        "join first and create the user namespace from inside (nsenter, then unshare)",
+        when=tuple(f"joins_{ns}" for ns in JOIN_ORDER if ns not in ("user", "pid")),
+        field="join",
+        source="man-pages: user_namespaces(7)",
+    ),
+    Rule(
+        CloneFlags.CLONE_NEWPID,
+        "the child is the init of a new PID namespace, which gets no signal from outside "
+        "at its default action but SIGKILL (pid_namespaces(7)): use pdeathsig=SIGKILL",
+        when=("pdeathsig_not_sigkill",),
+        field="pdeathsig",
+        source="man-pages: pid_namespaces(7)",
+    ),
 )
 
 
@@ -745,14 +831,3 @@ OPTIONS: Tuple[OptionInfo, ...] = (
     ),
 )
 OPTION: Dict[str, OptionInfo] = {o.name: o for o in OPTIONS}
-
-#: The flag of each namespace, by its name under /proc/self/ns: the names join= takes.
-NS_FLAGS: Dict[str, CloneFlags] = {}
-for _info in TABLE:
-    if _info.ns and _info.ns not in NS_FLAGS:
-        NS_FLAGS[_info.ns] = _info.flag
-del _info
-#: nsenter(1)'s order of entering namespaces (util-linux:sys-utils/nsenter.c, namespace_files):
-#: the user namespace first, for the privileges it gives over the rest, the mount namespace
-#: late, as it changes root and cwd.  join= and the command line's joins keep it.
-JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")

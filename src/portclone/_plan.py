@@ -17,17 +17,16 @@ from ._common import TYPE_CHECKING
 from ._flags import CloneFlags
 from ._setup import NO_OPTIONS, ChildSetup, Options
 from ._sigfd import FdGroup, close_fds, close_held, hold_signals, release_signals
-from ._validate import check_options
 
 if TYPE_CHECKING:
-    from typing import IO, Any, List, Optional, Tuple, Union
+    from typing import IO, Any, FrozenSet, List, Optional, Tuple, Union
 
     StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
     StdArg = Union[None, int, IO[Any]]
     #: subprocess's ``env`` type (typeshed's ``subprocess._ENV``)
     Env = Union[Mapping[bytes, StrOrBytesPath], Mapping[str, StrOrBytesPath]]
 
-__all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnPlan", "prepare"]
+__all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnPlan", "conditions", "prepare"]
 
 #: Same values as subprocess's, so either module's constants work.
 PIPE = subprocess.PIPE
@@ -151,6 +150,22 @@ _CLOSE_FDS = frozenset(["close_fds"])
 _NO_CONDITIONS: frozenset = frozenset()  # type: ignore[type-arg]
 
 
+def conditions(
+    cwd: object, pass_fds: Sequence[int], close_fds: bool, stdin: StdArg, stdout: StdArg, stderr: StdArg
+) -> FrozenSet[str]:
+    """The _flags.CONDITIONS that a spawn()'s process arguments make true (the setup
+    options' are Options.conditions): what _flags.RULES holds against the flags."""
+    if cwd is None and not pass_fds and stdin is None and stdout is None and stderr is None:
+        return _CLOSE_FDS if close_fds else _NO_CONDITIONS  # the common case, in few steps
+    given = (
+        ("cwd", cwd is not None),
+        ("pass_fds", bool(pass_fds)),
+        ("close_fds", bool(close_fds)),
+        ("stdio", (stdin, stdout, stderr) != (None, None, None)),
+    )
+    return frozenset(name for name, present in given if present)
+
+
 def _fsencode(value: object, what: str) -> bytes:
     kind = type(value)
     given: Any = value  # the type tests are on type(value): exact str and bytes only
@@ -231,11 +246,12 @@ def prepare(
     close_fds: bool,
     options: Options,
     flags: int,
-    backend: str,
     restore_signals: bool = True,
     process_group: Optional[int] = None,
 ) -> SpawnPlan:
-    """Check everything and build the plan; fds are opened last, and only on success."""
+    """Check the arguments and build the plan; fds are opened last, and only on success.
+    (What the arguments rule out with the flags, ``conditions()``, portclone._check has
+    checked.)"""
     if type(argv) not in (list, tuple) and (
         isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence)
     ):
@@ -250,24 +266,6 @@ def prepare(
     workdir = _fsencode(cwd, "cwd") if cwd is not None else None
     keep = tuple(sorted({_checked_fd(fd, "pass_fds") for fd in pass_fds}))
     fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
-
-    plain = stdin is None and stdout is None and stderr is None
-    if plain and options is NO_OPTIONS and workdir is None and not keep:
-        # the common case, as the general code below finds it (no setup, no stdio: all fds -1)
-        check_options(flags, _CLOSE_FDS if close_fds else _NO_CONDITIONS, backend)
-    else:
-        present = set(options.conditions())
-        present.update(
-            name
-            for name, given in (
-                ("cwd", workdir is not None),
-                ("pass_fds", bool(keep)),
-                ("close_fds", close_fds),
-                ("stdio", any(fd >= 0 for fd in fds) or (stdin, stdout, stderr) != (None, None, None)),
-            )
-            if given
-        )
-        check_options(flags, frozenset(present), backend)
 
     if flags & _SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone

@@ -25,8 +25,7 @@ from ._common import TYPE_CHECKING, WINDOWS, NamedTuple
 if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
     pass
 
-from ._errors import InvalidFlagsError, Refusal
-from ._flags import JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags, describe
+from ._flags import JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags
 from ._procns import children_pid_ns, ns_of, open_ns_file, own_ns
 from ._sigfd import FdGroup, close_fds, hold_signals, release_signals
 from ._subids import helper as subid_helper
@@ -82,12 +81,18 @@ class Options(NamedTuple):
         return any(name == "pid" for name, _ in self.join)
 
     def conditions(self) -> FrozenSet[str]:
-        """The _flags.CONDITIONS these options make true."""
-        found = {"setup"} if self.names else set()
+        """The _flags.CONDITIONS these options make true (the rules of _flags.RULES that
+        concern the options, checked by portclone._check)."""
+        if not self.names:
+            return frozenset()
+        found = {"setup", *(f"joins_{ns}" for ns, _ in self.join)}
+        found.update(name for name in ("hostname", "mount_proc", "propagation") if name in self.names)
         if self.maps:
             found.add("maps")
-        if self.hostname is not None:
-            found.add("hostname")
+        if self.time_offsets is not None or "joins_time" in found:
+            found.add("enters_time")
+        if self.pdeathsig and self.pdeathsig != signal.SIGKILL:
+            found.add("pdeathsig_not_sigkill")
         return frozenset(found)
 
 
@@ -160,96 +165,6 @@ def parse_options(
         sig,
         PROPAGATION.get(propagation or "", 0),
     )
-
-
-def check_conflicts(
-    options: Options, flags: int, backend: str, exec_child: bool = False, implied: int = -1
-) -> None:
-    """InvalidFlagsError for a namespace both created (a flag, or one an option implies)
-    and joined, and for what the options rule out with the flags.  ``implied``: the flags
-    only the options asked for (Request.implied), named as theirs."""
-    found = []
-    if (
-        exec_child
-        and flags & CloneFlags.CLONE_SIGHAND
-        and (options.time_offsets is not None or any(name == "time" for name, _ in options.join))
-    ):
-        found.append(
-            Refusal(
-                "entering a time namespace needs a child with memory of its own (Linux refuses "
-                "setns to a process sharing its memory: EUSERS), and CLONE_SIGHAND needs shared "
-                "memory",
-                CloneFlags.CLONE_SIGHAND,
-                "join",
-                invalid=True,
-            )
-        )
-    for name, _ in options.join:
-        flag = NS_FLAGS[name]
-        if flags & flag:
-            by = [
-                o for o in sorted(options.names) if OPTION[o].implies & flag and implied & flag
-            ]  # only when the caller did not ask for it too
-            made = f"{describe(int(flag))}" + (f", implied by {by[0]}=" if by else "")
-            found.append(
-                Refusal(
-                    f"the child cannot both create a new {name} namespace ({made}) and join one",
-                    flag,
-                    "join",
-                    invalid=True,
-                )
-            )
-    joined = [name for name, _ in options.join]
-    if flags & CloneFlags.CLONE_FS and ("mnt" in joined or "user" in joined):
-        found.append(
-            Refusal(
-                "entering a mount or user namespace needs a child with a filesystem context "
-                "of its own (Linux refuses setns to a process sharing it: EINVAL), and "
-                "CLONE_FS shares the caller's",
-                CloneFlags.CLONE_FS,
-                "join",
-                invalid=True,
-            )
-        )
-    if "user" in joined:
-        for option in ("hostname", "mount_proc", "propagation"):
-            if option in options.names:
-                found.append(
-                    Refusal(
-                        f"{option}= acts in a namespace the clone creates, which the caller's "
-                        f"user namespace owns; after joining another user namespace the child "
-                        f"has no privilege there (user_namespaces(7)): join first and create "
-                        f"the namespace from inside (nsenter, then unshare)",
-                        field=option,
-                        invalid=True,
-                    )
-                )
-    foreign = [name for name in joined if name not in ("user", "pid")]
-    if flags & CloneFlags.CLONE_NEWUSER and foreign:
-        made = "map_root=/uid_map=/gid_map=" if implied & CloneFlags.CLONE_NEWUSER else "CLONE_NEWUSER"
-        found.append(
-            Refusal(
-                f"the child is in its new user namespace ({made}) from the clone on, and has no "
-                f"privilege over namespaces owned outside it, so it cannot join "
-                f"{', '.join(foreign)} (user_namespaces(7)): join first and create the user "
-                f"namespace from inside (nsenter, then unshare)",
-                CloneFlags.CLONE_NEWUSER,
-                "join",
-                invalid=True,
-            )
-        )
-    if options.pdeathsig and options.pdeathsig != signal.SIGKILL and flags & CloneFlags.CLONE_NEWPID:
-        found.append(
-            Refusal(
-                "the child is the init of a new PID namespace, which gets no signal from outside "
-                "at its default action but SIGKILL (pid_namespaces(7)): use pdeathsig=SIGKILL",
-                CloneFlags.CLONE_NEWPID,
-                "pdeathsig",
-                invalid=True,
-            )
-        )
-    if found:
-        raise InvalidFlagsError(backend, found)
 
 
 def _setgroups(value: object, gid_map: bool) -> Optional[bytes]:

@@ -1,9 +1,9 @@
-"""Turning the caller's arguments into a checked ``Request``.
+"""The backend-independent stage of the checking pipeline (portclone._check).
 
-Everything here is backend-independent: argument types, bits nobody knows,
-and the kernel's EINVAL rules from the flag table.  What a particular
-backend can honour is the backend's ``refusals()``.  Nothing here creates a
-process, opens a file descriptor or changes any state.
+Argument types, bits nobody knows, and the kernel's EINVAL rules from the flag table,
+given the conditions the other arguments make true.  What a particular backend can
+honour is the backend's ``refusals()``.  Nothing here creates a process, opens a file
+descriptor or changes any state.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import stat
 from collections.abc import Iterable, Sequence
 
 from ._common import TYPE_CHECKING, NamedTuple
-from ._errors import InvalidFlagsError, Refusal, UnsupportedFlagError
+from ._errors import Refusal
 from ._flags import CLONE3_ONLY, CSIGNAL, KNOWN_BITS, RULES, SIGCHLD, CloneFlags
 
 if TYPE_CHECKING:
-    from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Union
+    from typing import Callable, FrozenSet, List, Optional, Tuple, Union
 
     CgroupArg = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
     #: a user namespace's uid_map/gid_map: (inside, outside, count) triples, or their text
@@ -28,10 +28,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Request",
     "broken_rules",
-    "check_options",
     "exit_signal_hazard",
-    "make_request",
     "parse_id_map",
+    "validate",
 ]
 
 
@@ -166,24 +165,28 @@ def _lifted(feature: str) -> bool:
     return True
 
 
-def make_request(
+def validate(
     flags: object,
     *,
     exit_signal: object = SIGCHLD,
     cgroup: object = None,
     set_tid: object = None,
-    backend: str,
     has_feature: Callable[[str], bool] = _lifted,
     options: FrozenSet[str] = frozenset(),
     implied: int = 0,
     joins_pid: bool = False,
-) -> Request:
-    """Check everything that is true on every backend; raise before any effect.
+    conditions: FrozenSet[str] = frozenset(),
+) -> Tuple[Optional[Request], List[Refusal]]:
+    """The request, and every Refusal that is true on every backend: the kernel's rules
+    for the flags, given the ``conditions`` the other arguments make true (_flags.CONDITIONS;
+    those of the exit signal, the cgroup and the caller are added here).  The request is
+    None when the flag word itself is beyond reading (not 64 bits, unknown bits).  Bad
+    types raise TypeError; a cgroup that cannot be looked at raises its OSError, unless the
+    request is malformed anyway (the kernel's order: EINVAL before the cgroup fd).
     ``joins_pid``: the child is created in a PID namespace of join=, whose depth (what
-    set_tid may hold) the kernel checks at the clone, before any child exists.
-
-    ``has_feature`` tells whether the kernel has the feature that lifts a rule
-    (``Rule.lifted_by``); by default every such rule counts as lifted.
+    set_tid may hold) the kernel checks at the clone.  ``has_feature`` tells whether the
+    kernel has the feature that lifts a rule (``Rule.lifted_by``); by default every such
+    rule counts as lifted.
     """
     value = _as_int(flags, "flags")
     sig = _as_int(exit_signal, "exit_signal")
@@ -191,19 +194,14 @@ def make_request(
     cg = _cgroup(cgroup)
 
     if value < 0 or value >= 1 << 64:
-        raise InvalidFlagsError(backend, [Refusal(f"{value:#x} is not a 64-bit flag word", field="flags")])
+        return None, [Refusal(f"{value:#x} is not a 64-bit flag word", field="flags", invalid=True)]
     unknown = value & ~KNOWN_BITS & ~CSIGNAL
     if unknown:
-        raise UnsupportedFlagError(
-            backend,
-            [
-                Refusal(
-                    "not a clone flag portclone knows (newer kernels may define it); portclone never "
-                    "passes unknown bits on (legacy clone would ignore them silently)",
-                    CloneFlags(unknown),
-                )
-            ],
+        reason = (
+            "not a clone flag portclone knows (newer kernels may define it); portclone never "
+            "passes unknown bits on (legacy clone would ignore them silently)"
         )
+        return None, [Refusal(reason, CloneFlags(unknown))]
     if cg is not None:
         value |= CloneFlags.CLONE_INTO_CGROUP
     implied &= ~value  # what the options add beyond what was asked
@@ -217,11 +215,13 @@ def make_request(
                 f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
                 "not a flag: pass exit_signal= instead",
                 field="flags",
+                invalid=True,
             )
         )
     if not 0 <= sig < signal.NSIG:
-        invalid.append(Refusal(f"{sig} is not a signal number (0 to {signal.NSIG - 1})", field="exit_signal"))
-    present = set()
+        reason = f"{sig} is not a signal number (0 to {signal.NSIG - 1})"
+        invalid.append(Refusal(reason, field="exit_signal", invalid=True))
+    present = set(conditions)
     if sig:
         present.add("exit_signal")
     if os.getpid() == 1:
@@ -232,58 +232,32 @@ def make_request(
     if tids is not None:
         problem = _set_tid_problem(tids, value, joins_pid)
         if problem:
-            invalid.append(Refusal(problem, field="set_tid"))
-    unreadable: Optional[OSError] = None
+            invalid.append(Refusal(problem, field="set_tid", invalid=True))
     if cg is not None:
         try:
             problem = cgroup_problem(cg)
         except OSError as e:
-            unreadable = OSError(e.errno, f"cgroup={cg!r}: {e.strerror}")
+            if not invalid:  # the kernel's order: a malformed request is EINVAL first
+                raise OSError(e.errno, f"cgroup={cg!r}: {e.strerror}") from None
         else:
             if problem:
-                invalid.append(Refusal(problem, field="cgroup"))
-    # the kernel's order: a malformed request is EINVAL before the cgroup fd is looked at
-    if invalid:
-        raise InvalidFlagsError(backend, invalid)
-    if unreadable is not None:
-        raise unreadable
-    return Request.make(value, sig, cg, tids, options, implied)
+                invalid.append(Refusal(problem, field="cgroup", invalid=True))
+    return Request.make(value, sig, cg, tids, options, implied), invalid
 
 
 def broken_rules(
     flags: int,
     present: FrozenSet[str] = frozenset(),
     has_feature: Callable[[str], bool] = _lifted,
-    conditional_only: bool = False,
 ) -> List[Refusal]:
     """The RULES ``flags`` breaks, given the conditions ``present`` (see _flags.CONDITIONS)
-    and the kernel features that lift a rule.  ``conditional_only``: only rules that depend
-    on a condition (the unconditional ones were checked with the flags already)."""
+    and the kernel features that lift a rule."""
     found = []
     for rule in RULES:
-        if conditional_only and not rule.when:
-            continue
         if rule.broken_by(flags, present) and not (rule.lifted_by and has_feature(rule.lifted_by)):
             # the flags at fault: those set, or (a rule about an option) the one it lacks
-            found.append(Refusal(rule.message, rule.all_of or rule.missing, rule.field or rule.label))
+            found.append(Refusal(rule.message, rule.all_of or rule.missing, rule.field or rule.label, True))
     return found
-
-
-#: (flags, present) that check_options() passed: RULES are fixed and the default
-#: has_feature lifts nothing here, so the answer never changes (every spawn() asks)
-_options_passed: Dict[Tuple[int, FrozenSet[str]], bool] = {}
-
-
-def check_options(flags: int, present: FrozenSet[str], backend: str) -> None:
-    """InvalidFlagsError for spawn() options (``present``) that ``flags`` rule out."""
-    key = (int(flags), present if type(present) is frozenset else frozenset(present))
-    if key in _options_passed:
-        return
-    found = broken_rules(flags, present, conditional_only=True)
-    if found:
-        raise InvalidFlagsError(backend, found)
-    if len(_options_passed) < 256:
-        _options_passed[key] = True
 
 
 def _set_tid_problem(tids: Tuple[int, ...], flags: int, joins_pid: bool = False) -> Optional[str]:
@@ -318,8 +292,8 @@ def exit_signal_hazard(sig: int) -> Optional[str]:
     Asked on every call with another exit signal than SIGCHLD: the disposition is the
     process's current one, so it is never remembered.
     """
-    if sig == 0 or sig in _HARMLESS_BY_DEFAULT:
-        return None
+    if not 0 < sig < signal.NSIG or sig in _HARMLESS_BY_DEFAULT:
+        return None  # none, harmless, or no signal at all (validate() refuses that)
     try:
         handler = signal.getsignal(sig)
     except (ValueError, OSError):

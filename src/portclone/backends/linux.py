@@ -15,11 +15,12 @@ import functools
 import os
 
 from .._backend import Backend
+from .._check import build
 from .._child import Child
 from .._childside import flush_std_streams, reset_caught_handlers, run_child
 from .._common import LINUX, PLATFORM, TYPE_CHECKING
 from .._errors import TRANSIENT_ERRNOS, Refusal, Stage, UnsupportedFlagError, not_now
-from .._flags import CLONE3_ONLY, INFO, SIGCHLD, CloneFlags, describe
+from .._flags import CLONE3_ONLY, INFO, CloneFlags, describe
 from .._loader import native_status
 from .._sigfd import hold_signals, release_signals
 from .._validate import Request
@@ -322,7 +323,7 @@ def _pidfd_available() -> bool:
 def _probe(backend: LinuxBackend, flag: int) -> Optional[str]:
     """Clone a child of ``backend`` with ``flag`` that exits at once (see probe())."""
     try:
-        request = backend.request(flag, SIGCHLD, None, None)
+        request = build(backend, flag)
         child = backend.launch(request, _exit_zero, (), {})
     except OSError as e:
         if e.errno in TRANSIENT_ERRNOS:

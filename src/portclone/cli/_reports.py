@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import sys
 
 from .. import __version__, available_backends, check, clone, current_backend
 from .._caller import causes
+from .._check import refusals
 from .._common import PLATFORM, TYPE_CHECKING
 from .._errors import PortcloneError
-from .._flags import NS_FLAGS, TABLE, CloneFlags, bits, describe
+from .._flags import NS_FLAGS, TABLE, CloneFlags, describe
 from .._loader import native_status
-from .._validate import broken_rules
 from ._common import PROG, cli_message, parse_flags
 
 if TYPE_CHECKING:
@@ -163,22 +162,10 @@ def _check(flag_text: str, exec_child: bool, static: bool = False) -> int:
     backend = current_backend()
     what = "a program (spawn)" if exec_child else "a Python child (clone)"
     asked = flags | F.CLONE_VM if exec_child else flags
-    present = {"exit_signal", "no_cgroup"} | ({"close_fds"} if exec_child else set())
-    reasons = [
-        f"{r.label}: {r.reason}" for r in broken_rules(int(asked), frozenset(present), backend.has_feature)
-    ]
-    for bit in bits(int(asked)):
-        why = backend.why_refused(F(bit), exec_child)
-        if why is not None:
-            reasons.append(f"{describe(bit)}: {why}")
-    if not reasons:
-        try:  # what the rules and the table do not know: probes, the kernel's answers
-            if exec_child:
-                backend.request(asked, signal.SIGCHLD, None, None, exec_child=True)
-            else:
-                check(flags)
-        except PortcloneError as e:
-            reasons.append(str(e))
+    # spawn()'s default close_fds=True is a condition of the rules
+    conditions = frozenset({"close_fds"}) if exec_child else frozenset()
+    _, found = refusals(backend, int(asked), exec_child=exec_child, conditions=conditions)
+    reasons = [f"{r.label}: {r.reason}" for r in found]
     if not reasons and not static:
         try:  # the namespaces are what a caller may lack: tried in a child that exits
             check(flags & _NAMESPACES if exec_child else flags, probe=True)
