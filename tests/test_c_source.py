@@ -156,6 +156,7 @@ def test_the_setup_tuple_is_named_as_the_c_reads_it() -> None:
     fields = _c_setup_fields()
     assert list(NativeSetup._fields) == fields
     assert {o.name for o in OPTIONS} - {"map_root"} <= set(fields)
+    assert {o.field for o in OPTIONS if o.field} <= set(fields)  # the row's own field
 
 
 def test_the_built_extension_names_the_same_fields() -> None:

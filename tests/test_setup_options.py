@@ -409,6 +409,49 @@ def test_one_call_names_every_refusal_of_every_stage() -> None:
     assert "implied by hostname=" in info.value.reasons["join"]
 
 
+def test_each_option_is_declared_once_and_the_signatures_follow_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_flags.OPTIONS declares each setup option: clone(), spawn() and check() take it by
+    its name, keyword-only, with the row's default, and hand it to parse_options under
+    that name, the others at their defaults.  Each row names an _errors.Stage."""
+    import inspect
+
+    from portclone import _api
+    from portclone._errors import Stage
+    from portclone._flags import OPTION, OPTIONS
+
+    for fn in (portclone.clone, portclone.spawn, portclone.check):
+        params = inspect.signature(fn).parameters
+        for row in OPTIONS:
+            assert params[row.name].default is row.default, (fn.__name__, row.name)
+            assert params[row.name].kind is inspect.Parameter.KEYWORD_ONLY, (fn.__name__, row.name)
+    assert all(row.stage in Stage.__members__ and row.takes for row in OPTIONS)
+
+    class Parsed(Exception):
+        pass
+
+    seen: Dict[str, Any] = {}
+
+    def parse_options(**given: Any) -> None:
+        seen.update(given)
+        raise Parsed
+
+    monkeypatch.setattr(_api, "parse_options", parse_options)
+    calls = (
+        functools.partial(portclone.clone, never_runs),
+        functools.partial(portclone.spawn, ["true"]),
+        portclone.check,
+    )
+    for row in OPTIONS:
+        marker = object()
+        for call in calls:
+            seen.clear()
+            with pytest.raises(Parsed):
+                call(**{row.name: marker})
+            assert seen.pop(row.name) is marker
+            assert all(value is OPTION[name].default for name, value in seen.items())
+            assert len(seen) == len(OPTIONS) - 1
+
+
 # -- pdeathsig ----------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from ._caller import causes
 from ._check import build
 from ._child import Child, reap_orphans
 from ._common import TYPE_CHECKING
-from ._flags import SIGCHLD, CloneFlags
+from ._flags import OPTIONS, SIGCHLD, CloneFlags
 from ._loader import thread_count, threaded_warning
 from ._plan import DEVNULL, PIPE, SpawnPlan, conditions, prepare
 from ._registry import current_backend
@@ -34,23 +34,11 @@ _VM = int(CloneFlags.CLONE_VM)
 _OPENED = (PIPE, DEVNULL)
 
 
+#: the setup options (_flags.OPTIONS, where each is declared), and their "not given" values
+_OPTION_NAMES = tuple(option.name for option in OPTIONS)
+_NOT_GIVEN = tuple(option.default for option in OPTIONS)
 #: clone()'s own keywords: a keyword fn cannot take is compared with these
-_CLONE_KEYWORDS = (
-    "flags",
-    "exit_signal",
-    "cgroup",
-    "set_tid",
-    "uid_map",
-    "gid_map",
-    "map_root",
-    "setgroups",
-    "hostname",
-    "time_offsets",
-    "join",
-    "pdeathsig",
-    "mount_proc",
-    "propagation",
-)
+_CLONE_KEYWORDS = ("flags", "exit_signal", "cgroup", "set_tid", *_OPTION_NAMES)
 
 
 def clone(
@@ -117,9 +105,19 @@ def clone(
         _check_call(fn, args, kwargs)
     backend = current_backend()
     options = _options(
-        uid_map, gid_map, map_root, setgroups, hostname, time_offsets, join, pdeathsig, mount_proc,
-        propagation,
-    )  # fmt: skip
+        (
+            uid_map,
+            gid_map,
+            map_root,
+            setgroups,
+            hostname,
+            time_offsets,
+            mount_proc,
+            propagation,
+            join,
+            pdeathsig,
+        )
+    )  # in _OPTION_NAMES' order
     request = build(backend, flags, exit_signal, cgroup, set_tid, options)
     if backend.warns_on_threads and thread_count() > 1:
         threaded_warning("clone", stacklevel=2)
@@ -134,44 +132,13 @@ def clone(
         setup.close()
 
 
-def _options(
-    uid_map: IdMap,
-    gid_map: IdMap,
-    map_root: bool,
-    setgroups: Optional[str],
-    hostname: Optional[str],
-    time_offsets: TimeOffsets,
-    join: Join,
-    pdeathsig: Optional[int],
-    mount_proc: MountProc,
-    propagation: Optional[str],
-) -> Options:
-    """The setup options, checked; NO_OPTIONS for none, the common case, in a few steps."""
-    if (
-        uid_map is None
-        and gid_map is None
-        and map_root is False
-        and setgroups is None
-        and hostname is None
-        and time_offsets is None
-        and join is None
-        and pdeathsig is None
-        and mount_proc is False
-        and propagation is None
-    ):
-        return NO_OPTIONS
-    return parse_options(
-        uid_map=uid_map,
-        gid_map=gid_map,
-        map_root=map_root,
-        setgroups=setgroups,
-        hostname=hostname,
-        time_offsets=time_offsets,
-        join=join,
-        pdeathsig=pdeathsig,
-        mount_proc=mount_proc,
-        propagation=propagation,
-    )
+def _options(values: Tuple[object, ...]) -> Options:
+    """The setup options, ``values`` in _OPTION_NAMES' order, checked by parse_options;
+    NO_OPTIONS when none is given (each is its row's default object), in a few steps."""
+    for value, default in zip(values, _NOT_GIVEN):
+        if value is not default:
+            return parse_options(**dict(zip(_OPTION_NAMES, values)))
+    return NO_OPTIONS
 
 
 def _nearest_keyword(key: str) -> Optional[str]:
@@ -277,18 +244,20 @@ def check(
     the cause where it can be told.  The trial is a real clone (``set_tid`` takes its pid
     for a moment; ``cgroup`` gets a member that leaves at once).
     """
-    options = parse_options(
-        uid_map=uid_map,
-        gid_map=gid_map,
-        map_root=map_root,
-        setgroups=setgroups,
-        hostname=hostname,
-        time_offsets=time_offsets,
-        join=join,
-        pdeathsig=pdeathsig,
-        mount_proc=mount_proc,
-        propagation=propagation,
-    )
+    options = _options(
+        (
+            uid_map,
+            gid_map,
+            map_root,
+            setgroups,
+            hostname,
+            time_offsets,
+            mount_proc,
+            propagation,
+            join,
+            pdeathsig,
+        )
+    )  # in _OPTION_NAMES' order
     if not isinstance(probe, bool):
         raise TypeError(f"probe must be True or False, not {type(probe).__name__}")
     request = build(current_backend(), flags, exit_signal, cgroup, set_tid, options)
@@ -386,9 +355,19 @@ def spawn(
     if isinstance(flags, int) and not isinstance(flags, bool):
         flags |= _VM  # what every backend does for a program: CLONE_SIGHAND may follow
     options = _options(
-        uid_map, gid_map, map_root, setgroups, hostname, time_offsets, join, pdeathsig, mount_proc,
-        propagation,
-    )  # fmt: skip
+        (
+            uid_map,
+            gid_map,
+            map_root,
+            setgroups,
+            hostname,
+            time_offsets,
+            mount_proc,
+            propagation,
+            join,
+            pdeathsig,
+        )
+    )  # in _OPTION_NAMES' order
     request = build(
         backend,
         flags,

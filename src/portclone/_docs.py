@@ -37,19 +37,20 @@ def availability_table() -> str:
     first_option_note = len(notes)
     rows += [
         "",
-        "Setup options of `clone()` and `spawn()`, done in the child before `fn` runs "
-        "or the program execs; each implies the flags it needs:",
+        "Setup options of `clone()`, `spawn()` and `check()`, done before `fn` runs or the "
+        "program execs; each implies the flags it needs.  The step: the parent writes the maps "
+        "while the child waits, then the child sets its parent-death signal, joins, sets the time "
+        "offsets, the hostname, the propagation, and mounts /proc:",
         "",
-        "| option | implies | Linux since | " + " | ".join(BACKENDS) + " | what it does |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in BACKENDS) + " | --- |",
+        "| option | takes | implies | step | Linux since | " + " | ".join(BACKENDS) + " | what it does |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in BACKENDS) + " | --- |",
     ]
     for option in OPTIONS:
         cells = _cells(option.reason, notes)
         implies = f"`{describe(int(option.implies))}`" if option.implies else ""
         rows.append(
-            f"| `{option.name}=` | {implies} | {option.since} | "
-            + " | ".join(cells)
-            + f" | {option.meaning} |"
+            f"| `{option.name}=` | {option.takes} | {implies} | {option.stage.lower().replace('_', ' ')} "
+            f"| {option.since} | " + " | ".join(cells) + f" | {option.meaning} |"
         )
     rows.append("")
     rows += [f"{n}. {reason}" for reason, n in notes.items() if n > first_option_note]

@@ -718,11 +718,16 @@ RULES: Tuple[Rule, ...] = (
 
 
 class OptionInfo(NamedTuple):
-    """What portclone knows about one option of clone() and spawn() that sets the child up.
+    """What portclone knows about one option of clone(), spawn() and check() that sets the
+    child up: the one place an option is declared.
 
     ``implies``: the flags the option adds to the request (a hostname needs a new UTS
     namespace...).  ``linux``, ``netbsd`` and ``fork`` are ``None`` where that backend
-    honours the option, else the reason it refuses it.
+    honours the option, else the reason it refuses it.  ``default``: the value that means
+    "not given" (the public signatures' default, checked by tests/test_contract.py);
+    ``takes``: what it accepts (_setup.parse_options checks it); ``stage``: the
+    _errors.Stage at which it acts, which a failure reports; ``field``: the field of
+    _setup.NativeSetup it fills for the C (``""``: it fills others').
     """
 
     name: str
@@ -732,6 +737,10 @@ class OptionInfo(NamedTuple):
     linux: Optional[str]
     netbsd: Optional[str]
     fork: Optional[str]
+    default: object
+    takes: str
+    stage: str
+    field: str
 
     def reason(self, backend: str) -> Optional[str]:
         """None if ``backend`` honours the option, else why not."""
@@ -752,6 +761,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "3.8",
         YES,
         *_USER,
+        default=None,
+        takes="`[(inside, outside, count)]` or /proc text",
+        stage="MAPS",
+        field="uid_map",
     ),
     OptionInfo(
         "gid_map",
@@ -760,6 +773,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "3.8",
         YES,
         *_USER,
+        default=None,
+        takes="`[(inside, outside, count)]` or /proc text",
+        stage="MAPS",
+        field="gid_map",
     ),
     OptionInfo(
         "map_root",
@@ -768,6 +785,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "3.8",
         YES,
         *_USER,
+        default=False,
+        takes="`True`",
+        stage="MAPS",
+        field="",
     ),
     OptionInfo(
         "setgroups",
@@ -777,6 +798,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "3.19",
         YES,
         *_USER,
+        default=None,
+        takes='`"deny"` or `"allow"`',
+        stage="MAPS",
+        field="setgroups",
     ),
     OptionInfo(
         "hostname",
@@ -785,6 +810,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "2.6.19",
         YES,
         *_needs_ns("UTS"),
+        default=None,
+        takes="a `str` of 1 to 64 bytes",
+        stage="HOSTNAME",
+        field="hostname",
     ),
     OptionInfo(
         "time_offsets",
@@ -793,6 +822,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "5.6",
         YES,
         *_needs_ns("time"),
+        default=None,
+        takes='`{"monotonic": s, "boottime": s}`',
+        stage="TIME",
+        field="time_offsets",
     ),
     OptionInfo(
         "mount_proc",
@@ -801,6 +834,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "2.4.19",
         YES,
         *_needs_ns("mount"),
+        default=False,
+        takes="`True` or a directory",
+        stage="MOUNT_PROC",
+        field="mount_proc",
     ),
     OptionInfo(
         "propagation",
@@ -810,6 +847,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         "2.6.15",
         YES,
         *_needs_ns("mount"),
+        default=None,
+        takes='`"private"`, `"shared"`, `"slave"` or `"unchanged"`',
+        stage="PROPAGATION",
+        field="propagation",
     ),
     OptionInfo(
         "join",
@@ -819,6 +860,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         YES,
         "NetBSD has no namespaces to join",
         "os.fork cannot enter namespaces" + _FORK_NEEDS,
+        default=None,
+        takes="`{namespace: pid, Child or path}`",
+        stage="JOIN",
+        field="join",
     ),
     OptionInfo(
         "pdeathsig",
@@ -828,6 +873,10 @@ OPTIONS: Tuple[OptionInfo, ...] = (
         YES,
         "NetBSD has no parent-death signal (no prctl(PR_SET_PDEATHSIG))",
         "os.fork cannot set a parent-death signal" + _FORK_NEEDS,
+        default=None,
+        takes="a signal number",
+        stage="PDEATHSIG",
+        field="pdeathsig",
     ),
 )
 OPTION: Dict[str, OptionInfo] = {o.name: o for o in OPTIONS}
