@@ -132,7 +132,7 @@ def clone(
         setup.close()
 
 
-def _options(values: Tuple[object, ...]) -> Options:
+def _options(values: Tuple[Any, ...]) -> Options:
     """The setup options, ``values`` in _OPTION_NAMES' order, checked by parse_options;
     NO_OPTIONS when none is given (each is its row's default object), in a few steps."""
     for value, default in zip(values, _NOT_GIVEN):
