@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from typing import Callable, Dict, List
 
 import portclone
@@ -238,12 +239,33 @@ def breakdown() -> Dict[str, Callable[[], None]]:
         child.wait()
         child.close()
 
+    # clone() itself, run with globals in which each of its checks is a constant answer
+    from portclone import _api
+
+    stubs = {
+        "_binds_plainly": lambda fn, nargs: True,
+        "current_backend": lambda: backend,
+        "_options": lambda values: _api.NO_OPTIONS,
+        "build": lambda *args: request,
+        "thread_count": lambda: 1,
+        "reap_orphans": lambda: None,
+    }
+    real = _api.clone
+    unchecked_clone = types.FunctionType(real.__code__, {**vars(_api), **stubs}, "clone", real.__defaults__)
+    unchecked_clone.__kwdefaults__ = real.__kwdefaults__
+
+    def unchecked() -> None:
+        child = unchecked_clone(noop)
+        child.wait()
+        child.close()
+
     return {
         "floor": portclone_floor,
         "floor + flush the parent's stdio": flush,
         "floor + build a Child handle": handle,
         "floor + build a Child handle, wait() and close() it": handle_wait,
         "backend.launch() (all of the above) + wait() + close()": launch,
+        "portclone.clone() with each check a constant answer + wait() + close()": unchecked,
         "portclone.clone() (checks, then launch) + wait() + close()": portclone_plain,
     }
 
