@@ -36,6 +36,12 @@ def rounds(full: int, least: int) -> int:
     return max(least, min(full, round(full * ROUNDS)))
 
 
+#: How much longer the helpers' guards against a hang wait (``PORTCLONE_TEST_GUARDS``, 1
+#: when unset; vm/vmctl.py sets 5 under TCG, where an emulated s390x starts Python in
+#: seconds).  A guard only ends a test that would never finish; none decides an outcome.
+GUARDS = float(os.environ.get("PORTCLONE_TEST_GUARDS", "1"))
+
+
 # -- features, probed (never guessed from version numbers) ---------------------
 
 
@@ -189,7 +195,7 @@ def child_value(fn: Callable[..., Any], *args: Any, timeout: float = 60, **clone
     with os.fdopen(r) as f:
         data = f.read()
     with child:
-        code = child.wait(timeout=timeout)
+        code = child.wait(timeout=timeout * GUARDS)
     assert code == 0, f"child exited with {code}"
     result = json.loads(data)
     assert "error" not in result, result["error"]
@@ -205,14 +211,15 @@ def run_python(
     prefix: Tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
     """Run ``code`` in a fresh interpreter (the place for seccomp filters and the like),
-    under the command line ``prefix`` (``unshare ...``) if given."""
+    under the command line ``prefix`` (``unshare ...``) if given.  ``timeout``: the guard
+    against a hang, times GUARDS."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
         [*prefix, sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=timeout * GUARDS,
         env=full_env,
         cwd=cwd,
     )
@@ -312,9 +319,10 @@ def busy_threads(work: Callable[[], None], count: int = 4) -> Iterator[None]:
 
 
 def status_or_hung(child: portclone.Child, timeout: float = 30) -> object:
-    """The child's exit status, or "hung" (and the child killed) after ``timeout``."""
+    """The child's exit status, or "hung" (and the child killed) after ``timeout`` (times
+    GUARDS)."""
     try:
-        return child.wait(timeout=timeout)
+        return child.wait(timeout=timeout * GUARDS)
     except portclone.TimeoutExpired:
         child.kill()
         child.wait()

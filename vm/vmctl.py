@@ -44,9 +44,11 @@ CHECKOUT = os.path.dirname(HERE)
 MIRROR = os.environ.get("PORTCLONE_VM_MIRROR", "http://deb.debian.org/debian")
 INITRAMFS_MODULES = ["virtio_pci", "virtio_blk", "virtio_ccw", "virtio_mmio", "ext4", "crc32c_generic"]
 #: host environment variables the suite in the guest sees too
-FORWARDED_ENV = ["PORTCLONE_DIFF_EXAMPLES", "PORTCLONE_TEST_ROUNDS"]
-#: the share of a race-repeating test's rounds that a guest QEMU emulates runs
+FORWARDED_ENV = ["PORTCLONE_DIFF_EXAMPLES", "PORTCLONE_TEST_ROUNDS", "PORTCLONE_TEST_GUARDS"]
+#: the share of a race-repeating test's rounds that a guest QEMU emulates runs, and how
+#: much longer its tests' guards against a hang wait
 EMULATED_ROUNDS = "0.25"
+EMULATED_GUARDS = "5"
 #: QEMU's niceness where this process may raise its priority (root): a guest is the part
 #: of a test run with a hard timeout, and TCG wants whole cores; the host's own tests have
 #: no wall-clock threshold and take what is left.  PORTCLONE_VM_NICE=0 leaves it alone.
@@ -636,8 +638,10 @@ def run(
         else ["-accel", "tcg"]
     )
     environment = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    if accel[1] == "tcg":  # an emulated guest repeats races a quarter as often (tests/conftest.py)
+    if accel[1] == "tcg":  # an emulated guest repeats races a quarter as often, and its
+        # guards against a hang wait longer (tests/conftest.py)
         environment.setdefault("PORTCLONE_TEST_ROUNDS", EMULATED_ROUNDS)
+        environment.setdefault("PORTCLONE_TEST_GUARDS", EMULATED_GUARDS)
     with open(os.path.join(result_dir, "environment"), "w") as f:  # what the suite reads
         for name, value in environment.items():
             f.write(f"export {name}={shlex.quote(value)}\n")
