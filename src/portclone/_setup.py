@@ -25,7 +25,7 @@ from ._common import TYPE_CHECKING, WINDOWS, NamedTuple
 if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
     pass
 
-from ._flags import JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags
+from ._flags import CONDITIONS, JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags
 from ._procns import children_pid_ns, ns_of, open_ns_file, own_ns
 from ._sigfd import FdGroup, close_fds, hold_signals, release_signals
 from ._subids import helper as subid_helper
@@ -86,7 +86,7 @@ class Options(NamedTuple):
         if not self.names:
             return frozenset()
         found = {"setup", *(f"joins_{ns}" for ns, _ in self.join)}
-        found.update(name for name in ("hostname", "mount_proc", "propagation") if name in self.names)
+        found.update(name for name in self.names if name in CONDITIONS)  # "hostname= given"...
         if self.maps:
             found.add("maps")
         if self.time_offsets is not None or "joins_time" in found:
