@@ -15,7 +15,7 @@ import time
 from typing import Dict, List, Optional
 
 import pytest
-from conftest import alive, children_of, missing, ns_inode, proc_path
+from conftest import GUARDS, alive, children_of, missing, ns_inode, proc_path
 
 import portclone
 from portclone.cli._run import RUN_OPTIONS, run_option_table
@@ -244,7 +244,7 @@ def test_kill_child_ends_the_program_when_run_is_killed() -> None:
     child = children_of(proc.pid)[0]
     proc.kill()
     proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 30 * GUARDS  # a guard: the child dies with its parent
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not alive(child)
