@@ -385,6 +385,49 @@ def test_a_refused_map_is_reported_with_its_own_errno_every_time() -> None:
 
 
 @linux
+@pytest.mark.requires("proc", "CLONE_NEWUSER")
+def test_arguments_own_operators_decide_no_check() -> None:
+    """The checks read spawn()'s arguments as the plan uses them: an int subclass's __or__,
+    a stdio object equal to None and a falsy pass_fds each got a request past its rules,
+    and then the flags or fds were not what was asked.  (close_fds is asked once.)"""
+
+    class Flags(int):
+        def __or__(self, other: object) -> int:  # drops every flag
+            return int(other)  # type: ignore[call-overload]
+
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError):
+        # CLONE_FILES with redirected stdio is refused: a stdout object that says it is None
+        class LikeNone:
+            def fileno(self) -> int:
+                return 1
+
+            def __eq__(self, other: object) -> bool:
+                return other is None or other is self
+
+            __hash__ = object.__hash__
+
+        portclone.spawn(["true"], flags=F.CLONE_FILES, stdout=LikeNone())
+
+    class Falsy(list):  # type: ignore[type-arg]
+        def __bool__(self) -> bool:
+            return False
+
+    r, w = os.pipe()
+    try:
+        with no_side_effects(), pytest.raises(portclone.InvalidFlagsError):
+            portclone.spawn(["true"], flags=F.CLONE_FILES, close_fds=False, pass_fds=Falsy([r]))
+    finally:
+        os.close(r)
+        os.close(w)
+
+    ours = os.readlink("/proc/self/ns/uts")
+    flags = Flags(F.CLONE_NEWUTS | F.CLONE_NEWUSER)
+    with portclone.spawn(["readlink", "/proc/self/ns/uts"], flags=flags, stdout=PIPE) as child:
+        theirs = child.communicate(timeout=60)[0].decode().strip()
+    assert theirs.startswith("uts:[") and theirs != ours
+
+
+@linux
 def test_threads_hammering_malloc_and_the_gil_never_hang_spawn() -> None:
     import warnings
 

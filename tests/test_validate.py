@@ -12,6 +12,7 @@ from conftest import never_runs, no_side_effects
 import portclone
 from portclone import CloneFlags as F
 from portclone import InvalidFlagsError, UnsupportedFlagError
+from portclone._validate import exit_signal_hazard
 
 
 @pytest.mark.parametrize(
@@ -120,3 +121,16 @@ def test_check_returns_effective_flags() -> None:
 def test_newpid_set_tid_must_start_with_1() -> None:
     with pytest.raises(InvalidFlagsError, match=r"set_tid\[0\] must be 1"):
         portclone.check(F.CLONE_NEWPID, set_tid=[5, 6000])
+
+
+def test_python_s_own_sigint_handler_is_a_hazard_as_an_exit_signal() -> None:
+    """SIGINT's handler is Python's default_int_handler unless changed: it raises
+    KeyboardInterrupt in the caller when the child exits, so it is refused like a default
+    action; another handler is accepted."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert exit_signal_hazard(signal.SIGINT) is not None
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        assert exit_signal_hazard(signal.SIGINT) is None
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -353,7 +353,12 @@ def spawn(
     """
     backend = current_backend()
     if isinstance(flags, int) and not isinstance(flags, bool):
-        flags |= _VM  # what every backend does for a program: CLONE_SIGHAND may follow
+        # what every backend does for a program (CLONE_SIGHAND may follow), as int's own |:
+        # an int subclass's __or__ must not decide the flags
+        flags = int.__or__(flags, _VM)
+    if type(pass_fds) is not tuple:
+        pass_fds = tuple(pass_fds)  # read once: the check and the plan see the same fds
+    close_fds = bool(close_fds)  # asked once: the check and the plan see the same answer
     options = _options(
         (
             uid_map,

@@ -156,12 +156,12 @@ def conditions(
     """The _flags.CONDITIONS that a spawn()'s process arguments make true (the setup
     options' are Options.conditions): what _flags.RULES holds against the flags."""
     if cwd is None and not pass_fds and stdin is None and stdout is None and stderr is None:
-        return _CLOSE_FDS if close_fds else _NO_CONDITIONS  # the common case, in few steps
-    given = (
+        return _CLOSE_FDS if close_fds is True else _NO_CONDITIONS  # the common case, in few steps
+    given = (  # by identity and length: a value's own __eq__ or __bool__ decides nothing
         ("cwd", cwd is not None),
-        ("pass_fds", bool(pass_fds)),
-        ("close_fds", bool(close_fds)),
-        ("stdio", (stdin, stdout, stderr) != (None, None, None)),
+        ("pass_fds", len(pass_fds) > 0),
+        ("close_fds", close_fds is True),
+        ("stdio", stdin is not None or stdout is not None or stderr is not None),
     )
     return frozenset(name for name, present in given if present)
 

@@ -308,6 +308,12 @@ def exit_signal_hazard(sig: int) -> Optional[str]:
             "32 and 33), so portclone cannot tell whether the child's exit would end "
             "this process: use SIGCHLD or a signal Python handles"
         )
+    if handler is signal.default_int_handler:  # Python's own SIGINT handler
+        return (
+            f"{name}'s handler is Python's default one, which raises KeyboardInterrupt in this "
+            f"process when the child exits: install a handler with signal.signal({name}, ...) "
+            "or ignore it first, or use SIGCHLD"
+        )
     if handler != signal.SIG_DFL:
         return None  # a handler, or SIG_IGN
     return (
