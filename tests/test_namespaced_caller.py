@@ -21,6 +21,7 @@ import textwrap
 from typing import List
 
 import pytest
+from conftest import no_side_effects
 
 import portclone
 from portclone import CloneFlags, InvalidFlagsError
@@ -381,8 +382,13 @@ def test_clone_newpid_after_the_callers_own_unshare_names_the_cause(tmp_path: ob
 
 
 def test_mount_proc_in_a_user_namespace_without_a_pid_namespace_names_clone_newpid() -> None:
-    with pytest.raises(PermissionError, match="add CLONE_NEWPID"):
+    """Always refused by the kernel (the child's user namespace owns no PID namespace but
+    one it creates): refused by check() and the call first, before any child exists."""
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match="add CLONE_NEWPID"):
         portclone.spawn(["true"], map_root=True, mount_proc=True)
+    with pytest.raises(portclone.InvalidFlagsError, match="add CLONE_NEWPID"):
+        portclone.check(map_root=True, mount_proc=True)
+    assert portclone.check(CloneFlags.CLONE_NEWPID, map_root=True, mount_proc=True)
 
 
 def _without_cap_sys_admin(*args: str) -> subprocess.CompletedProcess[str]:

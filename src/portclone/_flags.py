@@ -707,6 +707,16 @@ RULES: Tuple[Rule, ...] = (
         source="man-pages: user_namespaces(7)",
     ),
     Rule(
+        CloneFlags.CLONE_NEWUSER,
+        "a /proc is mounted only with privilege over the user namespace that owns its PID "
+        "namespace, and the child's new user namespace owns none but one it creates: add "
+        "CLONE_NEWPID",
+        missing=CloneFlags.CLONE_NEWPID,
+        when=("mount_proc",),
+        field="mount_proc",
+        source="torvalds/linux:fs/proc/root.c (proc_init_fs_context: the PID namespace's user_ns)",
+    ),
+    Rule(
         CloneFlags.CLONE_NEWPID,
         "the child is the init of a new PID namespace, which gets no signal from outside "
         "at its default action but SIGKILL (pid_namespaces(7)): use pdeathsig=SIGKILL",
