@@ -496,6 +496,10 @@ def no_side_effects() -> Iterator[None]:
         assert after[key] == before[key], f"{key} changed"
 
 
+#: /proc/PID/stat's flag of a task in do_exit (include/linux/sched.h)
+_PF_EXITING = 0x00000004
+
+
 def _live_children() -> Dict[str, str]:
     """This process's children that have not exited, by their pid as /proc names it, with
     their state and command line.  Zombies are not counted: a dropped Child is reaped
@@ -506,12 +510,15 @@ def _live_children() -> Dict[str, str]:
     for seen in _children():
         try:
             with open(f"/proc/{seen}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
+                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{seen}/cmdline", "rb") as f:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError):
+            state, flags = fields[0], int(fields[6])
+        except (OSError, IndexError, ValueError):
             continue  # reaped meanwhile
-        if state != "Z":
+        # a child already exiting (killed as --kill-child's, an orphan given to this process
+        # when it is a namespace's init) is no more running than a zombie
+        if state != "Z" and not flags & _PF_EXITING:
             found[seen] = f"state {state}: {command[:200]}"
     return found
 
