@@ -150,12 +150,17 @@ def test_communicate_resumes_after_timeout_with_nothing_lost(backend: Backend, w
 COMMUNICATE_INTERRUPTED = """
 import json, random, signal, sys, portclone
 
+armed = [False]
+
 def interrupt(signum, frame):
-    # Only inside communicate(): the loop below must be able to catch and retry.
+    # Only inside communicate(): the loop below must be able to catch and retry.  A timer
+    # that fires before communicate() is entered (a slow machine) fires again soon.
     while frame is not None:
         if frame.f_code.co_name == "communicate" and "portclone" in frame.f_code.co_filename:
             raise KeyboardInterrupt
         frame = frame.f_back
+    if armed[0]:
+        signal.setitimer(signal.ITIMER_REAL, 0.00005)
 
 data = bytes(range(1, 256)) * 16448  # 4 MiB
 signal.signal(signal.SIGALRM, interrupt)
@@ -166,9 +171,10 @@ for round in range(20):
                             stderr=portclone.PIPE)
     hits = 0
     while True:
-        # one interrupt per attempt, at a random point; at most 5 per round (bounded
-        # whatever the pace: a slow machine lands more of them, never fewer)
-        delay = rng.uniform(0.00005, 0.002) if hits < 5 else 0
+        # one interrupt per attempt, at a random point of communicate(); at most 5 per
+        # round, so the round ends whatever the pace
+        armed[0] = hits < 5
+        delay = rng.uniform(0.00005, 0.002) if armed[0] else 0
         signal.setitimer(signal.ITIMER_REAL, delay)
         try:
             out, err = child.communicate(data)  # the same input object: a retry
@@ -180,6 +186,7 @@ for round in range(20):
             out, err = repr(e).encode(), b""
             child.kill()
             break
+    armed[0] = False
     signal.setitimer(signal.ITIMER_REAL, 0)
     code = child.wait(timeout=60)
     if out != data or err != b"" or code != 0:
