@@ -20,11 +20,7 @@ import signal
 import time
 from collections.abc import Mapping
 
-from ._common import TYPE_CHECKING, WINDOWS, NamedTuple
-
-if not WINDOWS:  # loaded now, not after a chroot (docs/backends.md)
-    pass
-
+from ._common import TYPE_CHECKING, NamedTuple
 from ._flags import CONDITIONS, JOIN_ORDER, NS_FLAGS, OPTION, CloneFlags
 from ._procns import children_pid_ns, ns_of, open_ns_file, own_ns
 from ._sigfd import FdGroup, close_fds, hold_signals, release_signals
