@@ -14,6 +14,7 @@ from .._common import PLATFORM, TYPE_CHECKING
 from .._errors import PortcloneError
 from .._flags import NS_FLAGS, TABLE, CloneFlags, describe
 from .._loader import native_status
+from .._plan import conditions as plan_conditions
 from ._common import PROG, cli_message, parse_flags
 
 if TYPE_CHECKING:
@@ -162,9 +163,9 @@ def _check(flag_text: str, exec_child: bool, static: bool = False) -> int:
     backend = current_backend()
     what = "a program (spawn)" if exec_child else "a Python child (clone)"
     asked = flags | F.CLONE_VM if exec_child else flags
-    # spawn()'s default close_fds=True is a condition of the rules
-    conditions = frozenset({"close_fds"}) if exec_child else frozenset()
-    _, found = refusals(backend, int(asked), exec_child=exec_child, conditions=conditions)
+    # what spawn()'s defaults make true (close_fds=True) is a condition of the rules
+    given = plan_conditions(None, (), True, None, None, None) if exec_child else frozenset()
+    _, found = refusals(backend, int(asked), exec_child=exec_child, conditions=given)
     reasons = [f"{r.label}: {r.reason}" for r in found]
     if not reasons and not static:
         try:  # the namespaces are what a caller may lack: tried in a child that exits
