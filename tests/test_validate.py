@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from typing import Iterator
 
 import pytest
 from conftest import never_runs, no_side_effects
@@ -134,3 +135,82 @@ def test_python_s_own_sigint_handler_is_a_hazard_as_an_exit_signal() -> None:
         assert exit_signal_hazard(signal.SIGINT) is None
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def sigusr1_default() -> Iterator[None]:
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"flags": F.CLONE_VM | F.CLONE_NEWNS | F.CLONE_FS}, {F.CLONE_VM, F.CLONE_NEWNS | F.CLONE_FS}),
+        ({"flags": F.CLONE_VM, "exit_signal": signal.SIGUSR1}, {F.CLONE_VM, "exit_signal"}),
+        ({"flags": F.CLONE_VM | 1 << 40, "exit_signal": 99}, {F.CLONE_VM, 1 << 40, "exit_signal"}),
+        ({"flags": F.CLONE_VM | 0x11}, {F.CLONE_VM, "flags"}),
+        ({"flags": 1 << 64, "exit_signal": 99, "set_tid": [0]}, {"flags", "exit_signal", "set_tid"}),
+    ],
+)
+def test_one_error_names_every_refusal_of_a_request(
+    portclone_backend: portclone.Backend,
+    sigusr1_default: object,
+    kwargs: dict,
+    named: set,  # type: ignore[type-arg]
+) -> None:
+    """What the kernel refuses everywhere, what this backend cannot honour, an unknown bit
+    and a dangerous exit signal are all named by the one error, whichever stage finds
+    them; check() says the same as clone().  (A backend that cannot send an exit signal
+    says so, and the error is UnsupportedFlagError when nothing is invalid.)"""
+    if F.CLONE_VM in named and portclone_backend.why_refused(F.CLONE_VM) is None:
+        named = named - {F.CLONE_VM}
+    errors = []
+    for call in (lambda: portclone.clone(never_runs, **kwargs), lambda: portclone.check(**kwargs)):
+        with no_side_effects(), pytest.raises((InvalidFlagsError, UnsupportedFlagError)) as info:
+            call()
+        errors.append(info.value)
+    for error in errors:
+        for what in named:
+            if isinstance(what, str):
+                assert what in error.reasons, (what, error.reasons)
+            else:
+                assert error.flags & what == what, (F(what), error.flags)
+    assert [r.reason for r in errors[0].refusals] == [r.reason for r in errors[1].refusals]
+
+
+def test_options_unsupported_and_invalid_together_on_the_fork_backend() -> None:
+    """The fork backend cannot honour hostname= or map_root=; with an invalid flag pair
+    as well, the one InvalidFlagsError names all three."""
+    fork = portclone._registry.get_backend("fork")
+    from portclone._check import build
+    from portclone._setup import parse_options
+
+    options = parse_options(hostname="x", map_root=True)
+    with no_side_effects(), pytest.raises(InvalidFlagsError) as info:
+        build(fork, F.CLONE_NEWNS | F.CLONE_FS, options=options)
+    assert {"hostname", "map_root"} <= set(info.value.reasons), info.value.reasons
+    assert any("CLONE_FS" in label for label in info.value.reasons), info.value.reasons
+
+
+def test_a_refusal_that_depends_on_process_state_is_asked_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulation of NetBSD (Linux has no close-on-fork descriptors): its CLONE_FILES
+    refusal depends on the descriptors open now, so a request that passed once is not
+    remembered and is refused when such a descriptor appears."""
+    from portclone.backends import netbsd
+
+    if "netbsd" not in portclone.available_backends():
+        pytest.skip("the netbsd backend is not usable here (no libc clone)")
+    backend = portclone._registry.get_backend("netbsd")
+    held: tuple = ()  # type: ignore[type-arg]
+    monkeypatch.setattr(netbsd, "close_on_fork_fds", lambda: held)
+    monkeypatch.setattr(type(backend), "state_dependent", int(F.CLONE_FILES))
+    backend._checked.clear()
+    from portclone._check import build
+
+    flags = F.CLONE_FILES | F.CLONE_VM | F.CLONE_VFORK
+    build(backend, flags, exec_child=True)
+    held = (7,)
+    with pytest.raises(InvalidFlagsError, match="close-on-fork"):
+        build(backend, flags, exec_child=True)

@@ -33,6 +33,9 @@ class Backend:
     name: ClassVar[str] = ""
     #: whether clone() must emit the multi-threaded DeprecationWarning itself
     warns_on_threads: ClassVar[bool] = True
+    #: flags whose refusal depends on the process's state, not on the request alone:
+    #: a request with one of them is checked on every call, never remembered
+    state_dependent: ClassVar[int] = 0
 
     @classmethod
     def why_unusable(cls) -> Optional[str]:

@@ -7,8 +7,8 @@ one error, which is the API's way; ``portclone check`` prints it.  The stages:
    conditions that the options (Options.conditions) and a program's plan
    (_plan.conditions) make true: _validate.validate;
 2. what this backend and its kernel cannot honour: Backend.refusals, from _flags' tables;
-3. an exit signal whose default action would end the caller, asked of a request the
-   other stages pass (a backend that cannot send it says so first).  Its disposition is
+3. an exit signal whose default action would end the caller, unless an earlier stage
+   refused the exit signal already (a backend that cannot send it).  Its disposition is
    the process's current one, so a request with another exit signal than SIGCHLD or 0 is
    never remembered.
 
@@ -77,8 +77,8 @@ def refusals(
     if request is None:
         return None, found
     found += backend.refusals(request, exec_child)
-    hazard = None if found else exit_signal_hazard(request.exit_signal)
-    if hazard is not None:
+    hazard = exit_signal_hazard(request.exit_signal)
+    if hazard is not None and not any(refusal.label == "exit_signal" for refusal in found):
         found.append(Refusal(hazard, field="exit_signal", invalid=True))
     if request.implied:
         found = [_named(refusal, request) for refusal in found]
@@ -96,9 +96,9 @@ def build(
     exec_child: bool = False,
     conditions: FrozenSet[str] = _NO_CONDITIONS,
 ) -> Request:
-    """The checked request; else InvalidFlagsError with every invalid Refusal (the kernel
-    refuses them everywhere), or UnsupportedFlagError with every Refusal (this backend or
-    kernel cannot honour them).  Nothing is created, opened or changed."""
+    """The checked request; else, with every Refusal of every stage, InvalidFlagsError
+    when one of them is invalid (the kernel refuses it everywhere), or UnsupportedFlagError
+    (this backend or kernel cannot honour them).  Nothing is created, opened or changed."""
     simple = (
         cgroup is None
         and set_tid is None
@@ -116,12 +116,13 @@ def build(
         backend, flags, exit_signal, cgroup, set_tid, options, exec_child=exec_child, conditions=conditions
     )
     if found or request is None:
-        invalid = [refusal for refusal in found if refusal.invalid]
-        if invalid:
-            raise InvalidFlagsError(backend.name, invalid)
+        if any(refusal.invalid for refusal in found):  # the invalid first, then the rest
+            raise InvalidFlagsError(backend.name, sorted(found, key=lambda refusal: not refusal.invalid))
         raise UnsupportedFlagError(backend.name, found, supported=int(backend._supported(exec_child)))
-    # CLONE_PARENT's validity depends on being a namespace's init: never remembered
-    if simple and not request.flags & _PARENT and len(backend._checked) < _REMEMBERED:
+    # CLONE_PARENT's validity depends on being a namespace's init, a backend's
+    # state_dependent flags on the process's state: never remembered
+    remember = not request.flags & (_PARENT | backend.state_dependent)
+    if simple and remember and len(backend._checked) < _REMEMBERED:
         backend._checked[key] = request
     return request
 

@@ -180,7 +180,8 @@ def validate(
     """The request, and every Refusal that is true on every backend: the kernel's rules
     for the flags, given the ``conditions`` the other arguments make true (_flags.CONDITIONS;
     those of the exit signal, the cgroup and the caller are added here).  The request is
-    None when the flag word itself is beyond reading (not 64 bits, unknown bits).  Bad
+    None when the flag word is not 64 bits; unknown bits are refused, and the request
+    holds the known ones, so that every other refusal is found as well.  Bad
     types raise TypeError; a cgroup that cannot be looked at raises its OSError, unless the
     request is malformed anyway (the kernel's order: EINVAL before the cgroup fd).
     ``joins_pid``: the child is created in a PID namespace of join=, whose depth (what
@@ -193,24 +194,27 @@ def validate(
     tids = _set_tid(set_tid)
     cg = _cgroup(cgroup)
 
-    if value < 0 or value >= 1 << 64:
-        return None, [Refusal(f"{value:#x} is not a 64-bit flag word", field="flags", invalid=True)]
+    found: List[Refusal] = []
+    readable = 0 <= value < 1 << 64
+    if not readable:
+        found.append(Refusal(f"{value:#x} is not a 64-bit flag word", field="flags", invalid=True))
+        value = 0  # the other arguments are still checked
     unknown = value & ~KNOWN_BITS & ~CSIGNAL
     if unknown:
         reason = (
             "not a clone flag portclone knows (newer kernels may define it); portclone never "
             "passes unknown bits on (legacy clone would ignore them silently)"
         )
-        return None, [Refusal(reason, CloneFlags(unknown))]
+        found.append(Refusal(reason, CloneFlags(unknown)))
+        value &= ~unknown  # the known bits are still checked
     if cg is not None:
         value |= CloneFlags.CLONE_INTO_CGROUP
     implied &= ~value  # what the options add beyond what was asked
     value |= implied
 
-    invalid: List[Refusal] = []
     bad_low = int(value & CSIGNAL & ~CloneFlags.CLONE_NEWTIME)
     if bad_low:
-        invalid.append(
+        found.append(
             Refusal(
                 f"the low byte ({bad_low:#x}) is legacy clone's exit signal, "
                 "not a flag: pass exit_signal= instead",
@@ -220,7 +224,7 @@ def validate(
         )
     if not 0 <= sig < signal.NSIG:
         reason = f"{sig} is not a signal number (0 to {signal.NSIG - 1})"
-        invalid.append(Refusal(reason, field="exit_signal", invalid=True))
+        found.append(Refusal(reason, field="exit_signal", invalid=True))
     present = set(conditions)
     if sig:
         present.add("exit_signal")
@@ -228,21 +232,23 @@ def validate(
         present.add("caller_is_init")
     if cg is None:
         present.add("no_cgroup")
-    invalid += broken_rules(value, frozenset(present), has_feature)
+    found += broken_rules(value, frozenset(present), has_feature)
     if tids is not None:
         problem = _set_tid_problem(tids, value, joins_pid)
         if problem:
-            invalid.append(Refusal(problem, field="set_tid", invalid=True))
+            found.append(Refusal(problem, field="set_tid", invalid=True))
     if cg is not None:
         try:
             problem = cgroup_problem(cg)
         except OSError as e:
-            if not invalid:  # the kernel's order: a malformed request is EINVAL first
+            if not found:  # the kernel's order: a malformed request is EINVAL first
                 raise OSError(e.errno, f"cgroup={cg!r}: {e.strerror}") from None
         else:
             if problem:
-                invalid.append(Refusal(problem, field="cgroup", invalid=True))
-    return Request.make(value, sig, cg, tids, options, implied), invalid
+                found.append(Refusal(problem, field="cgroup", invalid=True))
+    if not readable:
+        return None, found
+    return Request.make(value, sig, cg, tids, options, implied), found
 
 
 def broken_rules(

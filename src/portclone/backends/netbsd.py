@@ -56,9 +56,18 @@ __all__ = ["NetBSDBackend"]
 #: NetBSD's _NSIG (NetBSDfr/NetBSD-src:sys/sys/signal.h): exit signals are 0.._NSIG-1.
 NETBSD_NSIG = 64
 
+_FILES = int(CloneFlags.CLONE_FILES)
+_VM = int(CloneFlags.CLONE_VM)
+_VFORK = int(CloneFlags.CLONE_VFORK)
+# FD_CLOFORK, where Python exposes it; Linux has no close-on-fork descriptors.  Where a
+# NetBSD Python lacks the constant, the kernel's EINVAL is translated after the call.
+_CLOFORK = getattr(__import__("fcntl"), "FD_CLOFORK", None) if os.name == "posix" else None
+
 
 class NetBSDBackend(Backend):
     name = "netbsd"
+    #: CLONE_FILES is refused while close-on-fork descriptors are open
+    state_dependent = 0 if _CLOFORK is None else _FILES
 
     @classmethod
     def why_unusable(cls) -> Optional[str]:
@@ -182,14 +191,6 @@ class NetBSDBackend(Backend):
             if _CLOFORK is not None
             else "not applicable (no close-on-fork descriptors here)",
         }
-
-
-_FILES = int(CloneFlags.CLONE_FILES)
-_VM = int(CloneFlags.CLONE_VM)
-_VFORK = int(CloneFlags.CLONE_VFORK)
-# FD_CLOFORK, where Python exposes it; Linux has no close-on-fork descriptors.  Where a
-# NetBSD Python lacks the constant, the kernel's EINVAL is translated after the call.
-_CLOFORK = getattr(__import__("fcntl"), "FD_CLOFORK", None) if os.name == "posix" else None
 
 
 def close_on_fork_fds() -> Tuple[int, ...]:
