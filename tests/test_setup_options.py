@@ -762,3 +762,61 @@ def test_odd_inputs_found_by_the_adversary() -> None:
             return 0
 
     assert portclone.clone(Odd()).wait(timeout=60) == 0
+
+
+class _ShortStr(str):
+    """A str that calls itself empty."""
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _AgreeableStr(str):
+    """A str equal to anything."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = str.__hash__
+
+
+class _AgreeableInt(int):
+    """An int in every range."""
+
+    def __lt__(self, other: object) -> bool:
+        return True
+
+    __gt__ = __le__ = __ge__ = __lt__
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"join": {}}, ValueError),
+        ({"mount_proc": None}, TypeError),
+        ({"pdeathsig": _AgreeableInt(200)}, ValueError),
+        ({"map_root": True, "setgroups": _AgreeableStr("bogus")}, ValueError),
+        ({"join": {"net": _AgreeableInt(-5)}}, ValueError),
+    ],
+)
+def test_a_value_is_given_or_refused_never_taken_for_not_given(kwargs: Dict[str, Any], error: type) -> None:
+    """A value other than an option's documented default (an empty join=, mount_proc=None)
+    is refused, not read as "not given"; what a subclass's operators say does not change
+    what is checked: check() refuses what clone() and spawn() refuse, before any child."""
+    with no_side_effects():
+        for call in (
+            lambda: portclone.check(0, **kwargs),
+            lambda: portclone.clone(never_runs, **kwargs),
+            lambda: portclone.spawn(["true"], **kwargs),
+        ):
+            with pytest.raises(error):
+                call()
+
+
+def test_a_str_option_is_taken_by_its_value() -> None:
+    """propagation= is read as the str it is, whatever its __len__ says."""
+    from portclone._setup import PROPAGATION, parse_options
+
+    options = parse_options(propagation=_ShortStr("shared"))
+    assert options.propagation == PROPAGATION["shared"] != 0
+    assert parse_options(hostname=_ShortStr("box")).hostname == b"box"

@@ -130,8 +130,10 @@ def parse_options(
     proc = _mount_proc(mount_proc)
     joined = _join(join)
     sig = _pdeathsig(pdeathsig)
-    if propagation is not None and not isinstance(propagation, str):
-        raise TypeError(f"propagation must be a str, not {type(propagation).__name__}")
+    if propagation is not None:
+        if not isinstance(propagation, str):
+            raise TypeError(f"propagation must be a str, not {type(propagation).__name__}")
+        propagation = str.__str__(propagation)  # the value itself, whatever a subclass says
     if propagation is not None and propagation not in PROPAGATION:
         raise ValueError(f"propagation is one of {', '.join(map(repr, PROPAGATION))}, not {propagation!r}")
     names += [
@@ -159,7 +161,7 @@ def parse_options(
         proc,
         joined,
         sig,
-        PROPAGATION.get(propagation or "", 0),
+        0 if propagation is None else PROPAGATION[propagation],
     )
 
 
@@ -168,9 +170,10 @@ def _setgroups(value: object, gid_map: bool) -> Optional[bytes]:
         return b"deny" if gid_map else None  # as unshare --map-root-user and user_namespaces(7)
     if not isinstance(value, str):
         raise TypeError(f"setgroups must be a str ('deny' or 'allow'), not {type(value).__name__}")
-    if value not in ("deny", "allow"):
-        raise ValueError(f"setgroups is 'deny' or 'allow', not {value!r}")
-    return str(value).encode()
+    text = str.__str__(value)  # what is checked is what is written, whatever a subclass says
+    if text not in ("deny", "allow"):
+        raise ValueError(f"setgroups is 'deny' or 'allow', not {text!r}")
+    return text.encode()
 
 
 def _hostname(value: object) -> Optional[bytes]:
@@ -178,7 +181,7 @@ def _hostname(value: object) -> Optional[bytes]:
         return None
     if not isinstance(value, str):
         raise TypeError(f"hostname must be a str, not {type(value).__name__}")
-    data = value.encode("utf-8", "surrogateescape")
+    data = str.encode(value, "utf-8", "surrogateescape")
     if b"\0" in data:
         raise ValueError("embedded null byte in hostname")
     if not 0 < len(data) <= 64:  # HOST_NAME_MAX, torvalds/linux:include/uapi/linux/utsname.h
@@ -242,13 +245,13 @@ def _own_time_offsets() -> Dict[str, float]:
 
 
 def _mount_proc(value: object) -> Optional[bytes]:
-    if value is False or value is None:
+    if value is False:
         return None
     if value is True:
         return b"/proc"
     if not isinstance(value, (str, bytes, os.PathLike)):
-        raise TypeError(f"mount_proc is True or a directory, not {type(value).__name__}")
-    path = os.fsencode(value)
+        raise TypeError(f"mount_proc is True, False or a directory, not {type(value).__name__}")
+    path = os.fsencode(str.__str__(value) if isinstance(value, str) else value)
     if not path or b"\0" in path:
         raise ValueError("mount_proc's directory must be a non-empty path without NUL bytes")
     return path
@@ -259,11 +262,12 @@ def _pdeathsig(value: object) -> int:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"pdeathsig must be a signal number, not {type(value).__name__}")
+    value = int.__index__(value)  # the value itself, whatever a subclass's operators say
     if not 0 < value < signal.NSIG:
         raise ValueError(
             f"pdeathsig must be a signal (1 to {signal.NSIG - 1}), not {value}; None for no signal"
         )
-    return int(value)
+    return value
 
 
 def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
@@ -274,6 +278,8 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
             f"join must be a mapping of namespace name to target, like "
             f"{{'net': pid}}, not {type(value).__name__}"
         )
+    if not value:
+        raise ValueError("join is empty: give the namespaces to enter, like {'net': pid}, or leave join out")
     entries = []
     for name, target in value.items():
         if name not in JOIN_ORDER:
@@ -281,6 +287,7 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
         if isinstance(target, bool):
             raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not bool")
         if isinstance(target, int):
+            target = int.__index__(target)  # the pid itself, whatever a subclass says
             if not 0 < target < 2**31:
                 raise ValueError(f"join[{name!r}]: {target} is not a pid")
         elif isinstance(target, (str, bytes, os.PathLike)):
