@@ -1009,6 +1009,25 @@ def test_true_status_after_close_and_another_reaper() -> None:
     assert "status 6" in out.stdout, out.stdout + out.stderr
 
 
+def test_two_waiters_forgetting_one_child_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulation of the interleaving the concurrent-waiters test met once in sid (a
+    KeyError): between a waiter's look at the registry and its removal of the child,
+    another waiter removes it.  The registry here removes the entry as it is read."""
+    from portclone import _child
+
+    class AnotherWaiterFirst(dict):  # type: ignore[type-arg]
+        def get(self, key, default=None):  # type: ignore[no-untyped-def]
+            found = super().get(key, default)
+            self.pop(key, None)  # the other waiter's removal, just after our look
+            return found
+
+    with portclone.use_backend("fork"):
+        child = portclone.clone(lambda: 3)
+    monkeypatch.setattr(_child, "_live", AnotherWaiterFirst(_child._live))
+    assert child.wait() == 3
+    child.close()
+
+
 def test_concurrent_waiters_all_get_the_true_status(portclone_backend: portclone.Backend) -> None:
     """One waiter reaps, then sets returncode: another that met ECHILD in between said
     the status was lost (1 to 35 in 1,600 waits)."""

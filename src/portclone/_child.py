@@ -124,14 +124,27 @@ def register(child: Child) -> None:
     _live[child.pid] = (weakref.ref(child), None)
 
 
+def _discard(pid: int, entry: Tuple[weakref.ref[Child], Any]) -> bool:
+    """Remove ``_live[pid]`` if it is ``entry``; False if another thread removed it first.
+    One dict.pop decides (atomic under the GIL and without it): a check, then a ``del``,
+    would let two threads that both saw the entry both delete it.  An entry found that is
+    not ``entry`` (a new child with the reused pid) is put back."""
+    found = _live.pop(pid, None)
+    if found is None:
+        return False
+    if found is not entry:
+        _live.setdefault(pid, found)
+        return False
+    return True
+
+
 def reap_orphans() -> None:
     """Reap, without blocking, the exited children whose Child is gone (see _live)."""
     if not _live:
         return
     for pid, entry in list(_live.items()):
         ref, owner = entry
-        if ref() is None and _reap_now(pid, owner) and _live.get(pid) is entry:
-            del _live[pid]
+        if ref() is None and _reap_now(pid, owner) and _discard(pid, entry):
             if owner is not None:
                 owner.close()
 
@@ -285,7 +298,7 @@ class Child:
         """The child is gone: drop its registry entry and, after close(), its pidfd."""
         entry = _live.get(self.pid)
         if entry is not None and entry[0]() is self:
-            del _live[self.pid]
+            _discard(self.pid, entry)  # several waiters may forget it at once
         if self._closed and self._pidfd_owner is not None:
             self._pidfd_owner.close()  # close() left it open for this reap
 
