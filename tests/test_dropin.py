@@ -192,8 +192,31 @@ def test_forward_signals_hands_term_to_the_forked_program() -> None:
     assert os.read(r, 1) == b"r"  # the program runs, its handler is in place
     os.close(r)
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60 * conftest.GUARDS)
+    except subprocess.TimeoutExpired:  # a hang: say where the TERM is
+        state = _signal_state(proc.pid)
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"TERM was not forwarded; signal state: {state}")
     assert (proc.returncode, out) == (7, "got-term\n")
+
+
+def _signal_state(pid: int) -> dict:  # type: ignore[type-arg]
+    """The Sig* lines of ``pid`` and of its children, by pid."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids = [pid, *map(int, f.read().split())]
+    except OSError:
+        pids = [pid]
+    for each in pids:
+        try:
+            with open(f"/proc/{each}/status") as f:
+                found[each] = [line.strip() for line in f if line.startswith(("State", "Sig", "Shd"))]
+        except OSError as e:
+            found[each] = [repr(e)]
+    return found
 
 
 @pytest.mark.requires("linux", "host-root")

@@ -485,8 +485,12 @@ def execute(r: Request, command: List[str]) -> int:
 def _fork(r: Request) -> Tuple[int, int]:
     """Fork as unshare -f does: the parent blocks INT and TERM while it waits (or forwards
     them, --forward-signals), the child gets the caller's mask back."""
+    global _forward_to
     old = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    if not r.forward:
+    if r.forward:  # in place before the fork, as unshare's: no TERM finds the default
+        signal.signal(signal.SIGTERM, _forward)
+        signal.signal(signal.SIGINT, _forward)
+    else:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     parent_fd = pidfd_open(os.getpid()) if r.kill_child and hasattr(os, "pidfd_open") else -1
     flush()
@@ -496,14 +500,20 @@ def _fork(r: Request) -> Tuple[int, int]:
         raise os_failure("fork failed", e) from None
     if pid == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        return 0, parent_fd
+        return 0, parent_fd  # _forward_to stays 0 here: exec resets the handlers
     if parent_fd >= 0:
         os.close(parent_fd)
-    if r.forward:
-        forward = lambda sig, frame: os.kill(pid, sig)  # noqa: E731
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
+    _forward_to = pid
     return pid, -1
+
+
+#: the forked program's pid, once there is one: where --forward-signals sends INT and TERM
+_forward_to = 0
+
+
+def _forward(sig: int, frame: object) -> None:
+    if _forward_to > 0:
+        os.kill(_forward_to, sig)
 
 
 def _wait_child(pid: int) -> int:
