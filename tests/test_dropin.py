@@ -202,6 +202,41 @@ def test_forward_signals_hands_term_to_the_forked_program() -> None:
     assert (proc.returncode, out) == (7, "got-term\n")
 
 
+@pytest.mark.requires("linux")
+def test_forward_signals_has_its_handler_before_the_fork() -> None:
+    """A TERM that reaches the command just after its fork, before the child's pid is
+    known, is forwarded once it is: it never meets the default action, and is not lost
+    (the fork here sends the parent a TERM as soon as it returns)."""
+    out = conftest.run_python(
+        """
+import os, signal
+from portclone.cli import _unshare
+
+real_fork, real_kill = os.fork, os.kill
+sent = []
+def fork_then_term():
+    pid = real_fork()
+    if pid:
+        real_kill(os.getpid(), signal.SIGTERM)  # a TERM just after the fork
+    return pid
+def kill(pid, sig):
+    sent.append((pid, sig))
+os.fork, os.kill = fork_then_term, kill
+request = _unshare.Request(os.geteuid(), os.getegid())
+request.forward = True
+pid, _ = _unshare._fork(request)
+if pid == 0:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    os.execv("/bin/sleep", ["sleep", "600"])
+real_kill(pid, signal.SIGKILL)
+os.waitpid(pid, 0)
+print("forwarded", sent == [(pid, signal.SIGTERM)])
+""",
+        timeout=60,
+    )
+    assert (out.returncode, out.stdout) == (0, "forwarded True\n"), out
+
+
 def _signal_state(pid: int) -> dict:  # type: ignore[type-arg]
     """The Sig* lines of ``pid`` and of its children, by pid."""
     found = {}

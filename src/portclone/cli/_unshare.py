@@ -483,15 +483,15 @@ def execute(r: Request, command: List[str]) -> int:
 
 
 def _fork(r: Request) -> Tuple[int, int]:
-    """Fork as unshare -f does: the parent blocks INT and TERM while it waits (or forwards
-    them, --forward-signals), the child gets the caller's mask back."""
+    """Fork as unshare -f does: the parent blocks INT and TERM while it waits, the child
+    gets the caller's mask back.  With --forward-signals the parent forwards them instead:
+    its handler is in place before the fork, as unshare's, and the two are held until the
+    child's pid is known, so one that comes in between is forwarded, not lost."""
     global _forward_to
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    if r.forward:  # in place before the fork, as unshare's: no TERM finds the default
+    if r.forward:
         signal.signal(signal.SIGTERM, _forward)
         signal.signal(signal.SIGINT, _forward)
-    else:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     parent_fd = pidfd_open(os.getpid()) if r.kill_child and hasattr(os, "pidfd_open") else -1
     flush()
     try:
@@ -503,7 +503,9 @@ def _fork(r: Request) -> Tuple[int, int]:
         return 0, parent_fd  # _forward_to stays 0 here: exec resets the handlers
     if parent_fd >= 0:
         os.close(parent_fd)
-    _forward_to = pid
+    if r.forward:
+        _forward_to = pid
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # one held meanwhile goes now
     return pid, -1
 
 
