@@ -4,8 +4,10 @@
  * only, on a stack of its own); then the clone (clone3, or libc's clone), the
  * uid/gid maps while the child waits, the child's report, and the child handed to its
  * Child (pc_adopt), or the failure raised as OSError.  All signals are blocked across
- * the clone.  Errors reach the parent as (stage, errno) through a close-on-exec pipe:
- * EOF means the exec happened.
+ * the clone.  Errors reach the parent as (stage, errno): a child that shares the
+ * parent's memory and holds it until the exec (CLONE_VM|CLONE_VFORK) writes them
+ * there; any other child writes them to a close-on-exec pipe, whose EOF means the exec
+ * happened.
  *
  * The child shares the parent thread's TLS, errno included.  With CLONE_VFORK the
  * parent is suspended until the exec, so that does not matter.  Without it
@@ -91,7 +93,8 @@ struct spawn_call {
     struct spawn_child c; /* what the child reads */
     struct pc_setup setup; /* its setup, with the maps' handshake */
     void *stack; /* the child's, MAP_FAILED until mapped */
-    int errpipe[2];
+    int errpipe[2]; /* -1, -1: the child reports in ``report`` */
+    struct spawn_report report;
 };
 
 /* What became of it. */
@@ -247,7 +250,9 @@ spawn_parse(struct spawn_call *s, PyObject *args, PyObject *kwargs)
 }
 
 /* The child's stack and the pipes: OSError without .portclone_stage, its message
- * saying which (nothing was cloned yet). */
+ * saying which (nothing was cloned yet).  A child made by this thread with
+ * CLONE_VM|CLONE_VFORK reports in memory; one that another process makes (the helper
+ * of join={"pid": ...}) or that has its own memory needs the pipe. */
 static int
 spawn_prepare(struct spawn_call *s)
 {
@@ -258,12 +263,18 @@ spawn_prepare(struct spawn_call *s)
                          NULL, NULL);
         return -1;
     }
-    if (pipe2(s->errpipe, O_CLOEXEC) != 0) {
+    if ((s->rq.flags & (PC_CLONE_VM | PC_CLONE_VFORK)) == (PC_CLONE_VM | PC_CLONE_VFORK) &&
+        s->setup.pid_ns < 0) {
+        s->c.errpipe = -1;
+        s->c.report = &s->report;
+    }
+    else if (pipe2(s->errpipe, O_CLOEXEC) != 0) {
         pc_raise_oserror(errno, "creating portclone's internal pipe for spawn (before the clone)",
                          NULL, NULL);
         return -1;
     }
-    s->c.errpipe = s->errpipe[1];
+    else
+        s->c.errpipe = s->errpipe[1];
     return s->setup.have_maps ? pc_setup_open(&s->setup, 0) : 0;
 }
 
@@ -337,6 +348,12 @@ spawn_launch(struct spawn_call *s, struct spawn_outcome *o)
 static void
 spawn_read_report(const struct spawn_call *s, struct spawn_outcome *o)
 {
+    if (s->c.errpipe < 0) { /* in memory: the child has exec'd or exited */
+        o->reported = s->report.made;
+        o->stage = s->report.stage;
+        o->child_err = s->report.err;
+        return;
+    }
     if (s->rq.flags & PC_CLONE_VFORK) {
         int fl = pc_fcntl(s->errpipe[0], F_GETFL, 0);
         if (fl >= 0)
@@ -407,8 +424,10 @@ spawn_start(struct spawn_call *s, struct spawn_outcome *o)
         if (way == PC_PID_THREAD && pc_pid_leave(&s->setup) != 0)
             abort(); /* cannot happen: the namespace was ours a moment ago */
     }
-    close(s->errpipe[1]); /* the child reads its own copy, c.errpipe */
-    s->errpipe[1] = -1;
+    if (s->errpipe[1] >= 0) {
+        close(s->errpipe[1]); /* the child writes to its own copy, c.errpipe */
+        s->errpipe[1] = -1;
+    }
 }
 
 /*

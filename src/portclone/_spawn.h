@@ -7,6 +7,14 @@
 
 #ifdef PC_HAVE_LIBC_CLONE
 
+/* A child's report where the parent reads it in memory (see struct spawn_child's
+ * report): ``made`` is set once the rest is. */
+struct spawn_report {
+    int made;
+    int stage; /* PC_STAGE_* */
+    int err;
+};
+
 struct spawn_child {
     char **paths; /* candidate executables, NULL-terminated */
     char **argv;
@@ -21,7 +29,10 @@ struct spawn_child {
     int restore_signals; /* SIGPIPE, SIGXFSZ back to SIG_DFL (Python ignores them) */
     int process_group; /* setpgid(0, it) before the exec; -1: stay in ours */
     int setup_fds; /* 0 with CLONE_FILES: the table is the parent's */
-    int errpipe; /* write end, close-on-exec */
+    int errpipe; /* write end, close-on-exec; -1: the report goes to ``report`` */
+    /* With CLONE_VM|CLONE_VFORK the parent runs again only once the child has exec'd or
+     * exited, in the memory the child wrote: its report goes there, no pipe is needed. */
+    struct spawn_report *report;
     sigset_t mask; /* the parent's signal mask, restored just before execve */
 };
 

@@ -8,7 +8,8 @@
  * SIG_DFL before it unblocks the signals (python/cpython:Modules/_posixsubprocess.c,
  * reset_signal_handlers), so no parent handler can run on its stack; it sets up its
  * namespaces (_setup.c), process group, fds 0-2, the fds it keeps and its cwd, and
- * execs.  A failure reaches the parent as (stage, errno) through a close-on-exec pipe.
+ * execs.  A failure reaches the parent as (stage, errno): in the memory it shares with a
+ * parent it holds until the exec, else through a close-on-exec pipe.
  */
 #include "_spawn.h"
 
@@ -23,7 +24,13 @@ extern char **environ;
 static void
 child_fail(const struct spawn_child *c, int stage, int err)
 {
-    pc_report(c->errpipe, stage, err);
+    if (c->errpipe >= 0)
+        pc_report(c->errpipe, stage, err);
+    else {
+        c->report->stage = stage;
+        c->report->err = err;
+        c->report->made = 1;
+    }
     _exit(127);
 }
 
