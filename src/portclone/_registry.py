@@ -63,6 +63,7 @@ def available_backends() -> List[str]:
 
 _instances: Dict[str, Backend] = {}
 _default: Optional[str] = None
+_default_backend: Optional[Backend] = None  # _default's instance, once made
 _override: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("portclone_backend", default=None)
 #: use_backend_everywhere's choices, innermost last: in force in every thread and task
 _everywhere: List[str] = []
@@ -89,11 +90,13 @@ def _platform_default() -> str:
 
 def current_backend() -> Backend:
     """The backend clone() and spawn() use here and now (see the module's docstring)."""
-    global _default
+    global _default, _default_backend
     name = _override.get()
     if name is None and _everywhere:
         name = _everywhere[-1]
     if name is None:
+        if _default_backend is not None:  # every call but the first: one global read
+            return _default_backend
         if _default is None:
             for other in BACKENDS:  # loaded now: a chroot or privilege drop may follow
                 _class(other)
@@ -112,7 +115,8 @@ def current_backend() -> Backend:
                     _warn_fallback(chosen, why)
                     chosen = "fork"
             _default = chosen
-        name = _default
+        _default_backend = get_backend(_default)
+        return _default_backend
     return get_backend(name)
 
 
