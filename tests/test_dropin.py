@@ -238,16 +238,15 @@ print("forwarded", sent == [(pid, signal.SIGTERM)])
 
 
 def _signal_state(pid: int) -> dict:  # type: ignore[type-arg]
-    """The Sig* lines of ``pid`` and of its children, by pid."""
+    """The Sig* lines of ``pid`` and of its children, by pid (as this process sees pids)."""
     found = {}
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            pids = [pid, *map(int, f.read().split())]
+        pids = [pid, *conftest.children_of(pid)]
     except OSError:
         pids = [pid]
     for each in pids:
         try:
-            with open(f"/proc/{each}/status") as f:
+            with open(conftest.proc_path(each, "status")) as f:
                 found[each] = [line.strip() for line in f if line.startswith(("State", "Sig", "Shd"))]
         except OSError as e:
             found[each] = [repr(e)]

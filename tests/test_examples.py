@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import List
 
+import conftest
 import pytest
 
 import portclone
@@ -54,7 +55,8 @@ def test_pidns_init_sleep_is_pid_1_with_parent_0() -> None:
     assert open("/proc/self/mountinfo").read() == before
 
 
-@pytest.mark.requires("CLONE_NEWUSER", "CLONE_NEWPID")
+# it maps uids 1000 and 100000-100009, which only host root has to give
+@pytest.mark.requires("host-root", "CLONE_NEWUSER", "CLONE_NEWPID")
 def test_userns_child_exec_writes_maps_and_denies_setgroups() -> None:
     out = lines(
         run(
@@ -95,7 +97,7 @@ def test_userns_child_exec_usage_errors() -> None:
 def test_ns_exec_joins_the_namespace_of_the_file() -> None:
     target = portclone.spawn(["sleep", "600"], hostname="joined-by-file")
     try:
-        out = lines(run("ns_exec.py", f"/proc/{target.pid}/ns/uts", "hostname"))
+        out = lines(run("ns_exec.py", conftest.proc_path(target.pid, "ns", "uts"), "hostname"))
     finally:
         target.kill()
         target.wait()

@@ -42,6 +42,7 @@ MODULES = [
     "tests/test_dropin.py",
     "tests/test_dropin_differential.py",
     "tests/test_subids.py",
+    "tests/test_examples.py",
 ]
 
 NOBODY = 65534
