@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from ._child import Child
 from ._common import TYPE_CHECKING
 from ._flags import CloneFlags
-from ._setup import NO_OPTIONS, ChildSetup, Options
+from ._setup import NO_OPTIONS, NO_SETUP, ChildSetup, Options
 from ._sigfd import FdGroup, close_fds, close_held, hold_signals, release_signals
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class SpawnPlan:
         self.restore_signals = restore_signals
         self.process_group = process_group  # setpgid(0, it) in the child; -1: ours
         #: namespaces, maps, hostname...: what the child does to itself first (_setup)
-        self.setup = setup if setup is not None else ChildSetup(NO_OPTIONS)
+        self.setup = setup if setup is not None else NO_SETUP
         #: (index, our end) for PIPE: wrapped into child.stdin/stdout/stderr
         self.parent_ends: List[Tuple[int, int]] = []
         #: fds we opened for the child (its pipe ends, /dev/null): closed once it runs
@@ -259,13 +259,16 @@ def prepare(
     args = tuple([_fsencode(a, "argv") for a in argv])
     if not args:
         raise ValueError("argv must not be empty")
-    envp, env_dict = _environment(env)
+    envp, env_dict = (None, None) if env is None else _environment(env)
     program = _fsencode(executable, "executable") if executable is not None else args[0]
     name = program.decode(_FS_ENCODING, _FS_ERRORS)  # os.fsdecode
     paths = _candidates(program, env_dict)
     workdir = _fsencode(cwd, "cwd") if cwd is not None else None
-    keep = tuple(sorted({_checked_fd(fd, "pass_fds") for fd in pass_fds}))
-    fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
+    keep = tuple(sorted({_checked_fd(fd, "pass_fds") for fd in pass_fds})) if pass_fds else ()
+    if stdin is None and stdout is None and stderr is None:
+        fds = (-1, -1, -1)  # the common case: all three inherited
+    else:
+        fds = (_std(stdin, 0), _std(stdout, 1), _std(stderr, 2))
 
     if flags & _SIGHAND:
         restore_signals = False  # the handler table is the parent's: leave it alone
@@ -291,7 +294,7 @@ def prepare(
         close_fds,
         restore_signals,
         pgid,
-        ChildSetup(options),
+        NO_SETUP if options is NO_OPTIONS else ChildSetup(options),
     )
     # Now the fds: the setup's, pipes and /dev/null, closed again on any failure.
     try:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     #: What join= takes for each namespace: a Child, a pid, or the path of a namespace file.
     JoinTarget = Union[int, str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", "Child"]
 
-__all__ = ["JOIN_ORDER", "ChildSetup", "NO_OPTIONS", "Options", "parse_options"]
+__all__ = ["JOIN_ORDER", "ChildSetup", "NO_OPTIONS", "NO_SETUP", "Options", "parse_options"]
 
 #: The clocks a time namespace offsets (time_namespaces(7)), and their clock ids.
 CLOCKS = {
@@ -366,6 +366,8 @@ class ChildSetup:
         """Open what the child needs; OSError (ProcessLookupError for a dead pid...) naming
         the target, with nothing left open; PermissionError for maps beyond this caller's
         own ids that newuidmap/newgidmap would not grant (_subids)."""
+        if not self.options.names:
+            return  # NO_SETUP, shared by every call given no option: nothing to open
         self.uid_helper = subid_helper("uid", self.options.uid_map)
         self.gid_helper = subid_helper("gid", self.options.gid_map)
         if not (self.options.pdeathsig or self.options.join):
@@ -467,3 +469,8 @@ class ChildSetup:
             uid_helper=self.uid_helper,
             gid_helper=self.gid_helper,
         )
+
+
+#: The setup of a child given no option, shared by every such call: it opens nothing, so
+#: nothing in it changes.
+NO_SETUP = ChildSetup(NO_OPTIONS)

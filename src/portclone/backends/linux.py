@@ -184,10 +184,10 @@ class LinuxBackend(Backend):
         # CLONE_VM always: the child costs nothing to make; CLONE_VFORK unless the
         # parent has maps to write while the child waits (Go makes the same choice:
         # golang/go:src/syscall/exec_linux.go, forkAndExecInChild1).
-        maps = plan.setup.options.maps
-        flags = _kernel_flags(request, plan.setup) | _VM | (0 if maps else _VFORK)
-        if plan.setup.options.time_offsets is not None or any(
-            name == "time" for name, _ in plan.setup.options.join
+        options = plan.setup.options
+        flags = _kernel_flags(request, plan.setup) | _VM | (0 if options.maps else _VFORK)
+        if options.time_offsets is not None or (
+            options.join and any(name == "time" for name, _ in options.join)
         ):
             # Linux lets no process that shares its memory enter a time namespace (setns:
             # EUSERS), so this child gets a copy, as from fork, and enters it before the
