@@ -16,6 +16,13 @@ import portclone
 from portclone import Backend, BackendUnavailableError, InvalidFlagsError, UnsupportedFlagError
 
 
+class NulFree(bytes):
+    """Bytes that deny holding a NUL byte."""
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+
 def closed_fd() -> int:
     r, w = os.pipe()
     os.close(r)
@@ -66,6 +73,11 @@ SPAWN_CASES: Dict[str, Any] = {
     "flags unknown": ({"argv": ["true"], "flags": 1 << 45}, UnsupportedFlagError),
     "set_tid 0": ({"argv": ["true"], "set_tid": [0]}, InvalidFlagsError),
     "cgroup file": ({"argv": ["true"], "cgroup": "/etc/hostname"}, InvalidFlagsError),
+    # a bytes subclass is read as the bytes it holds (the C reads them up to the NUL)
+    "argv NUL in a bytes subclass": ({"argv": [NulFree(b"/bin/true\0x")]}, ValueError),
+    "executable NUL in a bytes subclass": ({"argv": ["x"], "executable": NulFree(b"/bin/tr\0")}, ValueError),
+    "cwd NUL in a bytes subclass": ({"argv": ["true"], "cwd": NulFree(b"/tmp\0/x")}, ValueError),
+    "env NUL in a bytes subclass": ({"argv": ["true"], "env": {b"A": NulFree(b"1\0")}}, ValueError),
 }
 
 

@@ -780,6 +780,20 @@ class _AgreeableStr(str):
     __hash__ = str.__hash__
 
 
+class _NulFree(bytes):
+    """Bytes that deny holding a NUL byte."""
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+
+class _ZeroInt(int):
+    """An int that converts to 0."""
+
+    def __int__(self) -> int:
+        return 0
+
+
 class _AgreeableInt(int):
     """An int in every range."""
 
@@ -797,6 +811,10 @@ class _AgreeableInt(int):
         ({"pdeathsig": _AgreeableInt(200)}, ValueError),
         ({"map_root": True, "setgroups": _AgreeableStr("bogus")}, ValueError),
         ({"join": {"net": _AgreeableInt(-5)}}, ValueError),
+        ({"join": {_AgreeableStr("bogus"): 1}}, ValueError),
+        ({"uid_map": [(0, _ZeroInt(2**33), 1)]}, ValueError),
+        ({"mount_proc": _NulFree(b"/tmp\0/x")}, ValueError),
+        ({"join": {"net": _NulFree(b"/proc/self/ns/net\0x")}}, ValueError),
     ],
 )
 def test_a_value_is_given_or_refused_never_taken_for_not_given(kwargs: Dict[str, Any], error: type) -> None:

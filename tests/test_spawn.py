@@ -568,9 +568,50 @@ def test_process_group(portclone_backend: Backend) -> None:
     # the program's own getpgrp(): ps -p $$ would read /proc/<pid>, another process's in a
     # PID namespace that sees an outer /proc
     group = [sys.executable, "-c", "import os; print(os.getpgrp())"]
-    with portclone.spawn(group, process_group=0, stdout=PIPE) as child:
-        out = child.communicate(timeout=60)[0].decode().strip()
-    assert out == str(child.pid) and child.returncode == 0
+
+    class Unset(int):  # 0 that converts to -1, "stay in ours": the value decides, not int()
+        def __int__(self) -> int:
+            return -1
+
+    for given in (0, Unset(0)):
+        with portclone.spawn(group, process_group=given, stdout=PIPE) as child:
+            out = child.communicate(timeout=60)[0].decode().strip()
+        assert out == str(child.pid) and child.returncode == 0
     for bad, error in ((-1, ValueError), (True, TypeError), ("0", TypeError)):
         with no_side_effects(), pytest.raises(error, match="process_group"):
             portclone.spawn(["true"], process_group=bad)
+
+
+def test_an_empty_argv0_runs_or_is_refused_before_the_start(portclone_backend: Backend) -> None:
+    """argv[0] may be empty (subprocess runs ["", ...] with executable=); the fork backend's
+    os.execve and os.posix_spawn refuse it, so that backend says so before anything starts,
+    whichever of its paths (posix_spawn, or fork + exec for a cwd) the call would take."""
+    for extra in ({}, {"cwd": "/"}):
+        if portclone_backend.name == "fork":
+            with no_side_effects(), pytest.raises(ValueError, match=r"argv\[0\] is empty.*fork backend"):
+                portclone.spawn(["", "hello"], executable="/bin/echo", **extra)
+            continue
+        with portclone.spawn(["", "hello"], executable="/bin/echo", stdout=PIPE, **extra) as child:
+            assert child.communicate(timeout=60)[0] == b"hello\n" and child.returncode == 0
+
+
+def test_fork_exec_reports_an_exec_python_refuses() -> None:
+    """The fork backend's fork + exec child reports any exception of its exec, not only an
+    OSError: SIMULATED refusal (os.execve replaced by one raising ValueError, as Python's
+    own argument checks do), in a fresh interpreter."""
+    out = run_python(
+        """
+        import os, portclone
+        def refuses(*args):
+            raise ValueError("refused by Python")
+        os.execve = refuses
+        with portclone.use_backend("fork"):
+            try:
+                portclone.spawn(["/bin/true"], cwd="/")  # cwd: the fork + exec path
+                print("started")
+            except OSError as e:
+                print("OSError", e.errno)
+        """
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["OSError", str(errno.EINVAL)], out.stdout

@@ -406,6 +406,8 @@ def spawn(
                 flags=int(request.flags),
                 process_group=process_group,
                 restore_signals=restore_signals,
+                backend=backend.name,
+                empty_argv0=backend.empty_argv0,
             )
         finally:
             if mask is not None:

@@ -36,6 +36,8 @@ class Backend:
     #: flags whose refusal depends on the process's state, not on the request alone:
     #: a request with one of them is checked on every call, never remembered
     state_dependent: ClassVar[int] = 0
+    #: why spawn() cannot start a program whose argv[0] is empty here, or None when it can
+    empty_argv0: ClassVar[Optional[str]] = None
 
     @classmethod
     def why_unusable(cls) -> Optional[str]:

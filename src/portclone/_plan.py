@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 
 from ._child import Child
 from ._common import TYPE_CHECKING
 from ._flags import CloneFlags
-from ._setup import NO_OPTIONS, NO_SETUP, ChildSetup, Options
+from ._setup import FS_ENCODING, FS_ERRORS, NO_OPTIONS, NO_SETUP, ChildSetup, Options, fsencode
 from ._sigfd import FdGroup, close_fds, close_held, hold_signals, release_signals
 
 if TYPE_CHECKING:
@@ -140,12 +139,6 @@ class SpawnPlan:
         return child
 
 
-#: what os.fsencode and os.fsdecode use (fixed at startup), for the common cases below:
-#: every call to them is a few more pages written after a fork (see Backend.__init__)
-_FS_ENCODING = sys.getfilesystemencoding()
-_FS_ERRORS = sys.getfilesystemencodeerrors()
-
-
 _CLOSE_FDS = frozenset(["close_fds"])
 _NO_CONDITIONS: frozenset = frozenset()  # type: ignore[type-arg]
 
@@ -166,23 +159,6 @@ def conditions(
     return frozenset(name for name, present in given if present)
 
 
-def _fsencode(value: object, what: str) -> bytes:
-    kind = type(value)
-    given: Any = value  # the type tests are on type(value): exact str and bytes only
-    data: bytes
-    if kind is str:
-        data = given.encode(_FS_ENCODING, _FS_ERRORS)  # as os.fsencode
-    elif kind is bytes:
-        data = given
-    elif isinstance(value, (str, bytes, os.PathLike)):
-        data = os.fsencode(value)
-    else:
-        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
-    if b"\0" in data:
-        raise ValueError(f"embedded null byte in {what}")
-    return data
-
-
 def _environment(
     env: Optional[Env],
 ) -> Tuple[Optional[Tuple[bytes, ...]], Optional[Mapping[bytes, bytes]]]:
@@ -192,8 +168,8 @@ def _environment(
         raise TypeError(f"env must be a mapping, not {type(env).__name__}")
     pairs = {}
     for key, value in env.items():
-        k = _fsencode(key, "an environment variable name")
-        v = _fsencode(value, f"environment variable {key!r}")
+        k = fsencode(key, "an environment variable name")
+        v = fsencode(value, f"environment variable {key!r}")
         if not k or b"=" in k:
             raise ValueError(f"illegal environment variable name {key!r}")
         pairs[k] = v
@@ -248,6 +224,8 @@ def prepare(
     flags: int,
     restore_signals: bool = True,
     process_group: Optional[int] = None,
+    backend: str = "",
+    empty_argv0: Optional[str] = None,
 ) -> SpawnPlan:
     """Check the arguments and build the plan; fds are opened last, and only on success.
     (What the arguments rule out with the flags, ``conditions()``, portclone._check has
@@ -256,14 +234,18 @@ def prepare(
         isinstance(argv, (str, bytes, os.PathLike)) or not isinstance(argv, Sequence)
     ):
         raise TypeError("argv must be a sequence of arguments, like ['ls', '-l']")
-    args = tuple([_fsencode(a, "argv") for a in argv])
+    args = tuple([fsencode(a, "argv") for a in argv])
     if not args:
         raise ValueError("argv must not be empty")
+    if not args[0] and empty_argv0 is not None:
+        raise ValueError(
+            f"argv[0] is empty, and the {backend} backend cannot start such a program: {empty_argv0}"
+        )
     envp, env_dict = (None, None) if env is None else _environment(env)
-    program = _fsencode(executable, "executable") if executable is not None else args[0]
-    name = program.decode(_FS_ENCODING, _FS_ERRORS)  # os.fsdecode
+    program = fsencode(executable, "executable") if executable is not None else args[0]
+    name = program.decode(FS_ENCODING, FS_ERRORS)  # os.fsdecode
     paths = _candidates(program, env_dict)
-    workdir = _fsencode(cwd, "cwd") if cwd is not None else None
+    workdir = fsencode(cwd, "cwd") if cwd is not None else None
     keep = tuple(sorted({_checked_fd(fd, "pass_fds") for fd in pass_fds})) if pass_fds else ()
     if stdin is None and stdout is None and stderr is None:
         fds = (-1, -1, -1)  # the common case: all three inherited
@@ -276,12 +258,12 @@ def prepare(
         pgid = -1
     elif isinstance(process_group, bool) or not isinstance(process_group, int):
         raise TypeError(f"process_group must be an int, not {type(process_group).__name__}")
-    elif not 0 <= process_group < 2**31:
-        raise ValueError(
-            f"process_group must be 0 (a group of its own) or a process group id, not {process_group}"
-        )
     else:
-        pgid = int(process_group)
+        pgid = int.__index__(process_group)  # the number itself, whatever a subclass says
+        if not 0 <= pgid < 2**31:
+            raise ValueError(
+                f"process_group must be 0 (a group of its own) or a process group id, not {pgid}"
+            )
     plan = SpawnPlan(
         args,
         paths,

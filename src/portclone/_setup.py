@@ -17,6 +17,7 @@ import errno
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Mapping
 
@@ -244,6 +245,36 @@ def _own_time_offsets() -> Dict[str, float]:
     return found
 
 
+#: what os.fsencode and os.fsdecode use (fixed at startup), for the common cases below:
+#: every call to them is a few more pages written after a fork (see Backend.__init__)
+FS_ENCODING = sys.getfilesystemencoding()
+FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+def fsencode(value: object, what: str) -> bytes:
+    """``value`` (str, bytes or os.PathLike) as the exact bytes os.fsencode gives, read
+    through str's and bytes' own methods: a subclass's overrides decide nothing (the C reads
+    the object's own bytes).  TypeError for another type, ValueError for a NUL byte."""
+    kind = type(value)
+    given: Any = value  # the type tests are on type(value): exact str and bytes only
+    data: bytes
+    if kind is str:
+        data = given.encode(FS_ENCODING, FS_ERRORS)  # as os.fsencode
+    elif kind is bytes:
+        data = given
+    elif isinstance(value, (str, bytes, os.PathLike)):
+        path = os.fspath(value)  # a subclass of str or bytes stays one
+        if isinstance(path, str):
+            data = str.encode(path, FS_ENCODING, FS_ERRORS)
+        else:
+            data = bytes.__getitem__(path, slice(None))  # its own bytes, as exact bytes
+    else:
+        raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
+    if b"\0" in data:
+        raise ValueError(f"embedded null byte in {what}")
+    return data
+
+
 def _mount_proc(value: object) -> Optional[bytes]:
     if value is False:
         return None
@@ -251,8 +282,8 @@ def _mount_proc(value: object) -> Optional[bytes]:
         return b"/proc"
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(f"mount_proc is True, False or a directory, not {type(value).__name__}")
-    path = os.fsencode(str.__str__(value) if isinstance(value, str) else value)
-    if not path or b"\0" in path:
+    path = fsencode(value, "mount_proc")
+    if not path:
         raise ValueError("mount_proc's directory must be a non-empty path without NUL bytes")
     return path
 
@@ -282,6 +313,8 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
         raise ValueError("join is empty: give the namespaces to enter, like {'net': pid}, or leave join out")
     entries = []
     for name, target in value.items():
+        if isinstance(name, str):
+            name = str.__str__(name)  # the name itself, whatever a subclass's __eq__ says
         if name not in JOIN_ORDER:
             raise ValueError(f"join: {name!r} is not a namespace (one of {', '.join(JOIN_ORDER)})")
         if isinstance(target, bool):
@@ -291,8 +324,7 @@ def _join(value: object) -> Tuple[Tuple[str, Any], ...]:
             if not 0 < target < 2**31:
                 raise ValueError(f"join[{name!r}]: {target} is not a pid")
         elif isinstance(target, (str, bytes, os.PathLike)):
-            if b"\0" in os.fsencode(target):
-                raise ValueError(f"embedded null byte in join[{name!r}]")
+            target = fsencode(target, f"join[{name!r}]")  # the path itself, as exact bytes
         elif not (hasattr(target, "pid") and hasattr(target, "poll")):
             raise TypeError(f"join[{name!r}] takes a Child, a pid or a path, not {type(target).__name__}")
         entries.append((name, target))

@@ -349,7 +349,8 @@ def parse_id_map(value: IdMap, what: str) -> Optional[bytes]:
     if value is None:
         return None
     if isinstance(value, str):
-        triples: Iterable[object] = [_text_line(line, what) for line in value.splitlines() if line.strip()]
+        lines = str.__str__(value).splitlines()  # the text itself, whatever a subclass says
+        triples: Iterable[object] = [_text_line(line, what) for line in lines if line.strip()]
     elif isinstance(value, (bytes, bytearray)) or not isinstance(value, Iterable):
         raise TypeError(
             f"{what} must be a str or a sequence of (inside, outside, count) "
@@ -384,13 +385,14 @@ def _text_line(line: str, what: str) -> Tuple[int, ...]:
 def _extent(entry: object, what: str) -> Tuple[int, int, int]:
     if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence):
         raise TypeError(f"{what} entries are (inside, outside, count) triples, not {type(entry).__name__}")
-    if len(entry) != 3:
+    items = tuple(entry)  # read once: the length checked is the length used
+    if len(items) != 3:
         raise ValueError(f"{what} entries are (inside, outside, count) triples, not {entry!r}")
     numbers: List[int] = []
-    for n in entry:
+    for n in items:
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"{what} entries are triples of ints, not {entry!r}")
-        numbers.append(int(n))
+        numbers.append(int.__index__(n))  # the number itself, whatever a subclass says
     inside, outside, count = numbers
     if not (0 <= inside < _ID_LIMIT and 0 <= outside < _ID_LIMIT):
         raise ValueError(

@@ -70,6 +70,8 @@ class ForkBackend(Backend):
             )
         return found
 
+    empty_argv0 = "os.execve and os.posix_spawn refuse an empty argv[0]"
+
     def launch(
         self,
         request: Request,
@@ -326,6 +328,8 @@ def _fork_exec(plan: SpawnPlan, child: Child, mask: Any) -> None:
             raise error
         except OSError as e:
             os.write(err_w, f"{int(stage)}:{e.errno}".encode())
+        except BaseException:  # refused by Python before the call (EINVAL): a failure all the same
+            os.write(err_w, f"{int(stage)}:{errno.EINVAL}".encode())
         finally:
             os._exit(127)
     os.close(err_w)
