@@ -468,6 +468,18 @@ def test_a_plain_spawn_needs_no_descriptor_but_its_pidfd(backend: str) -> None:
     assert result["after"] == 0
 
 
+@pytest.mark.requires("linux", "CLONE_NEWTIME")
+def test_a_failed_clone_is_named_with_its_own_flags() -> None:
+    """A child entering a time namespace is cloned without CLONE_VM (it needs memory of
+    its own): the failure of that clone (EMFILE for its pidfd, once the pipe took the
+    last two slots) names the flags it had, not the CLONE_VM spawn() asks for."""
+    result = out_of_fds("linux", 2, time_offsets={"monotonic": 5})
+    failure = result["failure"]
+    assert failure is not None and failure["errno"] == errno.EMFILE, result
+    assert "clone3(flags=CLONE_NEWTIME," in failure["message"], failure
+    assert "CLONE_VM" not in failure["message"], failure
+
+
 @pytest.mark.requires("linux", "CLONE_NEWUSER")
 def test_out_of_fds_names_portclones_pipe_not_the_clone() -> None:
     """Defect 15: EMFILE while creating spawn's internal error pipe was reported as a

@@ -615,3 +615,10 @@ def test_fork_exec_reports_an_exec_python_refuses() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["OSError", str(errno.EINVAL)], out.stdout
+
+
+def test_a_flag_word_beyond_64_bits_is_named_as_given(portclone_backend: Backend) -> None:
+    """spawn() asks for CLONE_VM on the caller's behalf, but not in a word it refuses: the
+    error names the caller's own word."""
+    with no_side_effects(), pytest.raises(portclone.InvalidFlagsError, match="0x10000000000000000 is not"):
+        portclone.spawn(["true"], flags=1 << 64)

@@ -352,7 +352,7 @@ def spawn(
     and leaves no child behind.
     """
     backend = current_backend()
-    if isinstance(flags, int) and not isinstance(flags, bool):
+    if isinstance(flags, int) and not isinstance(flags, bool) and 0 <= flags < 1 << 64:
         # what every backend does for a program (CLONE_SIGHAND may follow), as int's own |:
         # an int subclass's __or__ must not decide the flags
         flags = int.__or__(flags, _VM)

@@ -143,9 +143,9 @@ class ForkBackend(Backend):
         except OSError as e:
             if getattr(e, "portclone_stage", None) is None:
                 raise  # the preparation's (its pipe...): its message says what failed
-            # posix_spawn's clone was CLONE_VM|CLONE_VFORK; fork's, the request's
+            # posix_spawn's clone was CLONE_VM|CLONE_VFORK; fork's copies the memory
             vm = child.syscall == "posix_spawn"
-            flags = int(CloneFlags.CLONE_VM) if vm else None
+            flags = int(CloneFlags.CLONE_VM) if vm else int(request.flags) & ~int(CloneFlags.CLONE_VM)
             raise self.start_failure(e, request, plan, syscall=child.syscall, flags=flags) from None
         finally:
             release_signals(mask)

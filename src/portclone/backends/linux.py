@@ -235,12 +235,20 @@ class LinuxBackend(Backend):
                 process_group=plan.process_group,
             )
         except OSError as e:
-            raise self._failure(e, request, plan) from None
+            # the clone's own flags: without CLONE_VM when the child has memory of its own
+            used = None if flags & _VM else int(request.flags) & ~_VM
+            raise self._failure(e, request, plan, used) from None
         return child
 
-    def _failure(self, error: OSError, request: Request, plan: Optional[SpawnPlan] = None) -> Exception:
+    def _failure(
+        self, error: OSError, request: Request, plan: Optional[SpawnPlan] = None, flags: Optional[int] = None
+    ) -> Exception:
         return self.start_failure(
-            error, request, plan, syscall=self._native.SYSCALL_NAMES[getattr(error, "portclone_syscall", 1)]
+            error,
+            request,
+            plan,
+            syscall=self._native.SYSCALL_NAMES[getattr(error, "portclone_syscall", 1)],
+            flags=flags,
         )
 
     def refine(self, error: OSError, request: Request, plan: Optional[SpawnPlan]) -> Optional[Exception]:
