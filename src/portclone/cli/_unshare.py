@@ -475,7 +475,7 @@ def execute(r: Request, command: List[str]) -> int:
         else:
             _bind_persistent(me if me >= 0 else pidfd_open(os.getpid()), r.persist)
     if child:
-        return _wait_child(child)
+        return _wait_child(child, r.forward)
     if bind_fd >= 0 and r.fork:
         os.close(bind_fd)
     _setup_self(r, parent_fd)
@@ -483,15 +483,11 @@ def execute(r: Request, command: List[str]) -> int:
 
 
 def _fork(r: Request) -> Tuple[int, int]:
-    """Fork as unshare -f does: the parent blocks INT and TERM while it waits, the child
-    gets the caller's mask back.  With --forward-signals the parent forwards them instead:
-    its handler is in place before the fork, as unshare's, and the two are held until the
-    child's pid is known, so one that comes in between is forwarded, not lost."""
-    global _forward_to
-    if r.forward:
-        signal.signal(signal.SIGTERM, _forward)
-        signal.signal(signal.SIGINT, _forward)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    """Fork as unshare -f does: the parent blocks INT and TERM from before the fork until
+    its child ends, the child gets the caller's mask back.  With --forward-signals the
+    parent blocks CHLD too, and _wait_child takes all three as they come."""
+    held = {signal.SIGINT, signal.SIGTERM, *((signal.SIGCHLD,) if r.forward else ())}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     parent_fd = pidfd_open(os.getpid()) if r.kill_child and hasattr(os, "pidfd_open") else -1
     flush()
     try:
@@ -500,27 +496,28 @@ def _fork(r: Request) -> Tuple[int, int]:
         raise os_failure("fork failed", e) from None
     if pid == 0:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        return 0, parent_fd  # _forward_to stays 0 here: exec resets the handlers
+        return 0, parent_fd
     if parent_fd >= 0:
         os.close(parent_fd)
-    if r.forward:
-        _forward_to = pid
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # one held meanwhile goes now
     return pid, -1
 
 
-#: the forked program's pid, once there is one: where --forward-signals sends INT and TERM
-_forward_to = 0
-
-
-def _forward(sig: int, frame: object) -> None:
-    if _forward_to > 0:
-        os.kill(_forward_to, sig)
-
-
-def _wait_child(pid: int) -> int:
-    _, status = os.waitpid(pid, 0)  # retried across the forwarding handler (PEP 475)
-    return end_as(status)
+def _wait_child(pid: int, forward: bool) -> int:
+    """The child's end, as ours.  Forwarding, INT and TERM stay blocked and are taken with
+    sigwait beside CHLD, each sent on to the child: a Python handler runs only between
+    bytecodes, so a signal that came just before a blocking wait would wait with it, and
+    the child, never told, would never end."""
+    if not forward:
+        _, status = os.waitpid(pid, 0)
+        return end_as(status)
+    waited = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM}
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return end_as(status)
+        sig = signal.sigwait(waited)  # a CHLD since the waitpid is pending: no exit is missed
+        if sig != signal.SIGCHLD:
+            os.kill(pid, sig)
 
 
 def _setup_self(r: Request, parent_fd: int) -> None:
