@@ -40,6 +40,7 @@ class ForkBackend(Backend):
     name = "fork"
     # os.fork warns by itself from Python 3.12 on
     warns_on_threads = sys.version_info < (3, 12)
+    empty_argv0 = "os.execve and os.posix_spawn refuse an empty argv[0]"
 
     def _why_not_native(self) -> str:
         if not LINUX:
@@ -69,8 +70,6 @@ class ForkBackend(Backend):
                 )
             )
         return found
-
-    empty_argv0 = "os.execve and os.posix_spawn refuse an empty argv[0]"
 
     def launch(
         self,
