@@ -482,12 +482,17 @@ def execute(r: Request, command: List[str]) -> int:
     become(command)
 
 
+#: what the waiting parent blocks from before its fork; forwarding, CHLD too, and it takes
+#: all three with sigwait
+_HELD = frozenset({signal.SIGINT, signal.SIGTERM})
+_FORWARDING = _HELD | {signal.SIGCHLD}
+
+
 def _fork(r: Request) -> Tuple[int, int]:
     """Fork as unshare -f does: the parent blocks INT and TERM from before the fork until
     its child ends, the child gets the caller's mask back.  With --forward-signals the
     parent blocks CHLD too, and _wait_child takes all three as they come."""
-    held = {signal.SIGINT, signal.SIGTERM, *((signal.SIGCHLD,) if r.forward else ())}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDING if r.forward else _HELD)
     parent_fd = pidfd_open(os.getpid()) if r.kill_child and hasattr(os, "pidfd_open") else -1
     flush()
     try:
@@ -510,12 +515,11 @@ def _wait_child(pid: int, forward: bool) -> int:
     if not forward:
         _, status = os.waitpid(pid, 0)
         return end_as(status)
-    waited = {signal.SIGCHLD, signal.SIGINT, signal.SIGTERM}
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return end_as(status)
-        sig = signal.sigwait(waited)  # a CHLD since the waitpid is pending: no exit is missed
+        sig = signal.sigwait(_FORWARDING)  # a CHLD since the waitpid is pending: no exit is missed
         if sig != signal.SIGCHLD:
             os.kill(pid, sig)
 
