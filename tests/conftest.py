@@ -578,6 +578,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.OK
 
 
+class NulFree(bytes):
+    """Bytes that deny holding a NUL byte: hostile input a check must read past."""
+
+    def __contains__(self, item: object) -> bool:
+        return False
+
+
 def never_runs() -> int:
     """A child function for calls that must be refused: it fails if it ever runs."""
     raise AssertionError("the child must not exist")

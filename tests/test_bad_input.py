@@ -10,17 +10,10 @@ import signal
 from typing import Any, Callable, Dict
 
 import pytest
-from conftest import never_runs, no_side_effects
+from conftest import NulFree, never_runs, no_side_effects
 
 import portclone
 from portclone import Backend, BackendUnavailableError, InvalidFlagsError, UnsupportedFlagError
-
-
-class NulFree(bytes):
-    """Bytes that deny holding a NUL byte."""
-
-    def __contains__(self, item: object) -> bool:
-        return False
 
 
 def closed_fd() -> int:

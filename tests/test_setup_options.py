@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator
 import conftest
 import pytest
 from conftest import (
+    NulFree,
     Strangers,
     alive,
     child_value,
@@ -780,13 +781,6 @@ class _AgreeableStr(str):
     __hash__ = str.__hash__
 
 
-class _NulFree(bytes):
-    """Bytes that deny holding a NUL byte."""
-
-    def __contains__(self, item: object) -> bool:
-        return False
-
-
 class _ZeroInt(int):
     """An int that converts to 0."""
 
@@ -813,8 +807,8 @@ class _AgreeableInt(int):
         ({"join": {"net": _AgreeableInt(-5)}}, ValueError),
         ({"join": {_AgreeableStr("bogus"): 1}}, ValueError),
         ({"uid_map": [(0, _ZeroInt(2**33), 1)]}, ValueError),
-        ({"mount_proc": _NulFree(b"/tmp\0/x")}, ValueError),
-        ({"join": {"net": _NulFree(b"/proc/self/ns/net\0x")}}, ValueError),
+        ({"mount_proc": NulFree(b"/tmp\0/x")}, ValueError),
+        ({"join": {"net": NulFree(b"/proc/self/ns/net\0x")}}, ValueError),
     ],
 )
 def test_a_value_is_given_or_refused_never_taken_for_not_given(kwargs: Dict[str, Any], error: type) -> None:
