@@ -1175,6 +1175,9 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     they overlapped returns, so a call that waits for one never returns and the
     interpreter's timeout fails the test: no clock decides."""
     count = rounds(100, least=25)
+    # an emulated guest forks a process in a tenth of a second or more, with the GIL held:
+    # with 64 at a time, this test ran 10 to 25 minutes in the arm64 guest under load
+    live = rounds(64, least=8)
     out = run_python(
         f"""
         import ctypes, os, sys, portclone
@@ -1185,7 +1188,7 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE again after the uid change
         done = 0
-        with Strangers() as strangers:
+        with Strangers(max_live={live}) as strangers:
             for _ in range({count}):  # before the fix, 1 to 3 in 100 waited for a stranger
                 try:
                     if {api!r} == "clone":
