@@ -15,6 +15,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from procs import children, live_children
 
 import portclone
 from portclone import CloneFlags
@@ -225,79 +226,6 @@ def run_python(
     )
 
 
-class Strangers:
-    """Processes another thread forks without pause, each holding every fd open at its
-    fork, until the call it overlapped is over: ``call_done()`` lets go those forked so far
-    (a pipe per generation: they wait for its EOF).  A call that waits for one of its own
-    strangers therefore never returns, whatever the machine's pace.  At most one call's
-    worth of strangers lives at a time, and no more than ``max_live`` (a hang must not fill
-    an emulated guest's memory); ``release`` is idempotent, and says who let the last
-    generation go."""
-
-    def __init__(self, max_live: int = 64) -> None:
-        #: a fork of a big process (pytest's own) holds its pages copy-on-write: each page
-        #: the parent writes meanwhile is copied once per live stranger
-        self.max_live = max_live
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.count = 0
-        self.released_by: Optional[str] = None
-        self._pids: List[int] = []
-        self._live = 0  # in the current generation
-        self._r, self._w = os.pipe()
-        self._thread = threading.Thread(target=self._fork, daemon=True)
-
-    def __enter__(self) -> Strangers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self._thread.join()
-        self.release("the test")
-        self._reap(block=True)
-
-    def _fork(self) -> None:
-        while not self.stop.is_set():
-            with self.lock:
-                if self._w < 0:
-                    return
-                if self._live < self.max_live:
-                    pid = os.fork()
-                    if pid == 0:  # the child has this thread only: the fds are its copies
-                        os.close(self._w)
-                        os.read(self._r, 1)  # EOF: this generation is let go
-                        os._exit(0)
-                    self._pids.append(pid)
-                    self.count += 1
-                    self._live += 1
-            time.sleep(0.001)  # pacing only
-
-    def call_done(self) -> None:
-        """The call in progress returned: its strangers may go; the next call gets new ones."""
-        with self.lock:
-            if self._w < 0:
-                return
-            os.close(self._w)
-            os.close(self._r)
-            self._r, self._w = os.pipe()
-            self._live = 0
-        self._reap(block=False)
-
-    def release(self, by: str) -> None:
-        with self.lock:
-            if self._w >= 0:
-                os.close(self._w)
-                os.close(self._r)
-                self._r = self._w = -1
-                self.released_by = by
-
-    def _reap(self, block: bool) -> None:
-        for pid in list(self._pids):
-            if os.waitpid(pid, 0 if block else os.WNOHANG)[0]:
-                self._pids.remove(pid)
-
-
 @contextlib.contextmanager
 def busy_threads(work: Callable[[], None], count: int = 4) -> Iterator[None]:
     """``count`` daemon threads calling ``work`` in a loop until the block ends."""
@@ -429,31 +357,6 @@ def children_of(pid: int) -> List[int]:
         return [our_pid(int(p)) for p in f.read().split()]
 
 
-def _children() -> set:  # type: ignore[type-arg]
-    """This process's children (zombies too): from /proc, else from ps(1) (macOS, BSDs),
-    else (Linux without /proc, where ps needs it) the exited ones waitid() can see."""
-    if not os.path.isdir("/proc/self/task"):
-        out = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True)
-        if out.returncode == 0:
-            me = str(os.getpid())
-            return {
-                pid for pid, ppid in (line.split() for line in out.stdout.splitlines()) if ppid == me
-            }  # ps itself was reaped by run() already
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return set()
-        return {str(info.si_pid)} if info is not None else set()
-    kids = set()
-    for tid in os.listdir("/proc/self/task"):  # /proc/self: right in any PID namespace
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                kids.update(f.read().split())
-        except OSError:
-            pass
-    return kids  # pids as /proc names them: compared only with each other
-
-
 def _open_fds() -> List[str]:
     """This process's open fds, as listed in /proc/self/fd (or /dev/fd), else probed."""
     for where in ("/proc/self/fd", "/dev/fd"):
@@ -479,7 +382,7 @@ def _state() -> Dict[str, Any]:
             for s in signal.valid_signals()
             if s not in (signal.SIGKILL, signal.SIGSTOP)
         },
-        "children": _children(),
+        "children": children(),
     }
 
 
@@ -496,33 +399,6 @@ def no_side_effects() -> Iterator[None]:
         assert after[key] == before[key], f"{key} changed"
 
 
-#: /proc/PID/stat's flag of a task in do_exit (include/linux/sched.h)
-_PF_EXITING = 0x00000004
-
-
-def _live_children() -> Dict[str, str]:
-    """This process's children that have not exited, by their pid as /proc names it, with
-    their state and command line.  Zombies are not counted: a dropped Child is reaped
-    by portclone at its next call, not by the test.  Empty without /proc."""
-    found: Dict[str, str] = {}
-    if not os.path.isdir("/proc/self/task"):
-        return found
-    for seen in _children():
-        try:
-            with open(f"/proc/{seen}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{seen}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            state, flags = fields[0], int(fields[6])
-        except (OSError, IndexError, ValueError):
-            continue  # reaped meanwhile
-        # a child already exiting (killed as --kill-child's, an orphan given to this process
-        # when it is a namespace's init) is no more running than a zombie
-        if state != "Z" and not flags & _PF_EXITING:
-            found[seen] = f"state {state}: {command[:200]}"
-    return found
-
-
 def _end(seen: str) -> None:
     """Kill and reap a child a test left running, named by its pid as /proc names it;
     through a pidfd taken while it is still this process's unreaped child, so a pid
@@ -533,7 +409,7 @@ def _end(seen: str) -> None:
     except (OSError, AttributeError):
         return  # gone, or no pidfd_open (Python < 3.9): left as it is
     try:
-        if seen not in _children():
+        if seen not in children():
             return  # reaped before the pidfd was taken: the pid may be another's
         signal.pidfd_send_signal(fd, signal.SIGKILL)
     except OSError:
@@ -552,9 +428,9 @@ def no_child_left_running() -> Iterator[None]:
     by its cause, not by a later test that counts children.  Compared before with after,
     so children of higher-scoped fixtures are not counted.  A test whose children end
     asynchronously waits for them itself.  The leftovers are killed and reaped."""
-    before = _live_children()
+    before = live_children()
     yield
-    left = {seen: what for seen, what in _live_children().items() if seen not in before}
+    left = {seen: what for seen, what in live_children().items() if seen not in before}
     for seen in left:
         _end(seen)
     if left:

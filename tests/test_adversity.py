@@ -133,7 +133,7 @@ def test_interrupt_after_the_child_exists_leaks_nothing(backend: str, flags: int
         import gc, os, signal, sys, time, warnings, portclone
         warnings.simplefilter("ignore", ResourceWarning)
         sys.path.insert(0, {TESTS_DIR!r})
-        from conftest import _children as children
+        from procs import children
         def boom(s, f):
             raise KeyboardInterrupt
         signal.signal(signal.SIGUSR1, boom)
@@ -175,7 +175,7 @@ def test_spawn_reaps_dropped_handles(backend: str) -> None:
         import gc, os, sys, time, warnings, portclone
         warnings.simplefilter("ignore", ResourceWarning)
         sys.path.insert(0, {TESTS_DIR!r})
-        from conftest import _children as children
+        from procs import children
         with portclone.use_backend({backend!r}):
             for _ in range(50):  # running when dropped: closing stdin then ends cat
                 portclone.spawn(["cat"], stdin=portclone.PIPE, stdout=portclone.DEVNULL)
@@ -483,7 +483,7 @@ def test_a_full_fd_table_makes_no_child_without_its_pidfd() -> None:
         f"""
         import errno, os, resource, sys, portclone
         sys.path.insert(0, {TESTS_DIR!r})
-        from conftest import _children as children
+        from procs import children
         portclone.clone(int).wait()  # first use done: probes cached
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
@@ -1171,7 +1171,7 @@ def test_clone_with_maps_out_of_fds_leaks_no_pipe() -> None:
 def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
     """A map write that fails ended the child by closing its go-ahead pipe: a process
     another thread forked meanwhile held that pipe open, and the call waited out its
-    life.  The child is now killed.  The strangers (conftest.Strangers) live until the call
+    life.  The child is now killed.  The strangers (procs.Strangers) live until the call
     they overlapped returns, so a call that waits for one never returns and the
     interpreter's timeout fails the test: no clock decides."""
     count = rounds(100, least=25)
@@ -1183,7 +1183,7 @@ def test_a_failed_map_is_not_held_by_another_threads_fork(api: str) -> None:
         import ctypes, os, sys, portclone
         from portclone import clone, spawn
         sys.path.insert(0, {TESTS_DIR!r})
-        from conftest import Strangers
+        from procs import Strangers
         portclone.current_backend()
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
         ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE again after the uid change

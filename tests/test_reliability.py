@@ -61,20 +61,20 @@ def test_the_leak_check_sees_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_child_check_sees_a_child_left_running() -> None:
     """conftest.no_child_left_running's view: a running child is seen, a waited one not."""
-    from conftest import _live_children
+    from procs import live_children
 
-    before = set(_live_children())
+    before = set(live_children())
     r, w = os.pipe()
     try:
         child = portclone.spawn(["cat"], stdin=r)
     finally:
         os.close(r)
     try:
-        assert len(set(_live_children()) - before) == 1
+        assert len(set(live_children()) - before) == 1
     finally:
         os.close(w)  # cat ends at EOF
         assert child.wait(timeout=60) == 0
-    assert set(_live_children()) - before == set()
+    assert set(live_children()) - before == set()
 
 
 @pytest.mark.requires("linux", "2cpus")

@@ -19,7 +19,6 @@ import conftest
 import pytest
 from conftest import (
     NulFree,
-    Strangers,
     alive,
     child_value,
     never_runs,
@@ -29,6 +28,7 @@ from conftest import (
     proc_path,
     run_python,
 )
+from procs import Strangers
 
 import portclone
 from portclone import PIPE, Backend
@@ -645,7 +645,7 @@ def test_spawn_with_maps_never_starts_the_program_before_its_maps() -> None:
 def test_spawn_with_maps_is_not_held_by_another_threads_fork() -> None:
     """With maps, spawn() learns of the exec by EOF on its report pipe: a child forked by
     another thread in the window before the parent closed its write end held it, and
-    spawn() waited for that child's whole life.  The strangers (conftest.Strangers) live
+    spawn() waited for that child's whole life.  The strangers (procs.Strangers) live
     until the call they overlapped returns: a spawn() held by one returns only when the
     watchdog, the suite's guard against a hang, lets them go, and that fails the test
     whatever the machine's pace."""
