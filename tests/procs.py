@@ -1,7 +1,7 @@
 """Process helpers that a test's own child interpreters import as well as the suite.
 
 Nothing here imports pytest or the suite's conftest: a child interpreter that imported
-conftest paid for pytest's import, a tenth of a second here and seconds in an emulated
+conftest paid for pytest's import, a third of a second of CPU here and seconds in an emulated
 guest, once per test that starts one.
 """
 
